@@ -1,0 +1,1 @@
+"""The runtime: sockets, timers and threads around the sans-I/O protocol core."""

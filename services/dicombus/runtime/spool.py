@@ -1,0 +1,91 @@
+"""Where a received dataset goes while its fragments arrive.
+
+Small datasets stay in memory. Once a dataset grows past a threshold (or when
+the user asked for every dataset on disk) the bytes so far go to a temporary
+file and every later fragment is written straight to it, so a 2 GB instance
+never sits in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+# Below this a dataset is kept in memory: writing a 2 KB instance to a temp
+# file would cost more than the C-STORE itself.
+DEFAULT_SPOOL_THRESHOLD = 32 * 1024 * 1024
+
+
+class SpoolingDatasetSink:
+    """A DatasetSink (see dicombus.protocol.fragments) that spills to disk."""
+
+    def __init__(
+        self,
+        *,
+        threshold: int = DEFAULT_SPOOL_THRESHOLD,
+        spool_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._threshold = threshold
+        self._spool_dir = spool_dir
+        self._memory: bytearray | None = bytearray()
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def in_memory(self) -> bool:
+        return self._memory is not None
+
+    def write(self, data: memoryview) -> None:
+        self._size += len(data)
+        if self._memory is not None:
+            self._memory += data
+            if len(self._memory) > self._threshold:
+                self._spill()
+            return
+        assert self._file is not None  # invariant: either memory or file is set
+        self._file.write(data)
+
+    def _spill(self) -> None:
+        handle, name = tempfile.mkstemp(prefix="dicombus-", suffix=".dcm", dir=self._spool_dir)
+        self._file = os.fdopen(handle, "w+b")
+        self._path = Path(name)
+        if self._memory:
+            self._file.write(self._memory)
+        self._memory = None
+
+    def getvalue(self) -> bytes:
+        """All dataset bytes (read back from disk when spooled)."""
+        if self._memory is not None:
+            return bytes(self._memory)
+        assert self._file is not None and self._path is not None
+        self._file.flush()
+        return self._path.read_bytes()
+
+    def view(self) -> memoryview | None:
+        """The in-memory bytes without a copy, or None when spooled to disk."""
+        return memoryview(self._memory) if self._memory is not None else None
+
+    def path(self) -> Path:
+        """A file with the dataset bytes; an in-memory dataset is written out first."""
+        if self._memory is not None:
+            self._spill()
+        assert self._file is not None and self._path is not None
+        self._file.flush()
+        return self._path
+
+    def close(self) -> None:
+        """Free the memory and remove the spool file unless a handler moved it away."""
+        self._memory = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
+            self._path = None

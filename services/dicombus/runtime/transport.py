@@ -1,0 +1,148 @@
+"""Reading whole PDUs from a socket and writing them, with deadlines.
+
+Each PDU is read into a buffer reused for the life of the association: the
+6-byte header first, checked against our caps before anything is allocated,
+then the body with ``recv_into``. A PDU must arrive whole before its deadline,
+so a peer that drips one byte a second is cut off instead of holding a thread
+forever (a per-read timeout would never fire).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+
+from dicombus.protocol.limits import PDU_HEADER_LENGTH
+from dicombus.protocol.pdus import check_pdu_header
+
+Buffer = bytes | bytearray | memoryview
+
+
+class ConnectionClosed(ConnectionError):
+    """The peer closed the connection (EOF), or it was reset."""
+
+
+class DeadlineExpired(TimeoutError):
+    """The peer did not deliver (a whole PDU) before the deadline."""
+
+    def __init__(self, message: str, *, mid_pdu: bool) -> None:
+        super().__init__(message)
+        self.mid_pdu = mid_pdu
+
+
+def configure_socket(sock: socket.socket) -> None:
+    """Disable Nagle: a DIMSE exchange is request/response, and each message
+    boundary would otherwise wait about 40 ms for a delayed ACK."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class PduChannel:
+    """Whole PDUs in, segment lists out, over one connected socket."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        max_pdata_length: int,
+        max_associate_length: int,
+    ) -> None:
+        self.sock = sock
+        self.max_pdata_length = max_pdata_length
+        self.max_associate_length = max_associate_length
+        self._header = bytearray(PDU_HEADER_LENGTH)
+        self._header_view = memoryview(self._header)
+        self._body = bytearray(max(4096, min(max_pdata_length or 65536, 1 << 20)))
+        self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    def read_pdu(
+        self, *, idle_deadline: float | None, pdu_timeout: float | None
+    ) -> tuple[int, memoryview, memoryview]:
+        """Block until one whole PDU is in; return (type, body view, header view).
+
+        ``idle_deadline`` bounds the wait for the PDU to start (ARTIM or the
+        network timeout); once its first byte is in, the whole PDU must arrive
+        within ``pdu_timeout`` seconds. The views are valid until the next call.
+        """
+        header = self._header_view
+        received = self._recv_some(header, idle_deadline, mid_pdu=False)
+        # The rest of this PDU now has its own deadline, however long the
+        # association was idle before it started.
+        deadline = None if pdu_timeout is None else time.monotonic() + pdu_timeout
+        self._recv_all(header, received, deadline)
+        pdu_type, length = check_pdu_header(
+            header,
+            max_pdata_length=self.max_pdata_length,
+            max_associate_length=self.max_associate_length,
+        )
+        if length > len(self._body):
+            self._body = bytearray(length)
+        body = memoryview(self._body)[:length]
+        self._recv_all(body, 0, deadline)
+        self.bytes_received += PDU_HEADER_LENGTH + length
+        return pdu_type, body, header
+
+    def _recv_all(self, view: memoryview, received: int, deadline: float | None) -> None:
+        while received < len(view):
+            received += self._recv_some(view[received:], deadline, mid_pdu=True)
+
+    def _recv_some(self, view: memoryview, deadline: float | None, *, mid_pdu: bool) -> int:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu)
+            self.sock.settimeout(remaining)
+        else:
+            self.sock.settimeout(None)
+        try:
+            count = self.sock.recv_into(view)
+        except TimeoutError as exc:
+            raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu) from exc
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError) as exc:
+            raise ConnectionClosed(str(exc)) from exc
+        if count == 0:
+            raise ConnectionClosed("peer closed the connection")
+        return count
+
+    def send_segments(self, segments: Sequence[Buffer], *, timeout: float | None) -> None:
+        """Send one PDU given as segments (scatter-gather, no joining on plain TCP)."""
+        self.sock.settimeout(timeout)
+        try:
+            if not self._can_sendmsg:
+                data = b"".join(segments)
+                self.sock.sendall(data)
+                self.bytes_sent += len(data)
+                return
+            pending = [memoryview(segment).cast("B") for segment in segments if len(segment)]
+            while pending:
+                sent = self.sock.sendmsg(pending)
+                self.bytes_sent += sent
+                pending = _advance(pending, sent)
+        except TimeoutError as exc:
+            raise DeadlineExpired("peer did not accept our data in time", mid_pdu=True) from exc
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as exc:
+            raise ConnectionClosed(str(exc)) from exc
+
+    def shutdown(self) -> None:
+        """Stop both directions; a reader blocked in recv wakes with EOF."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.shutdown()
+        self.sock.close()
+
+
+def _advance(segments: list[memoryview], sent: int) -> list[memoryview]:
+    """Drop ``sent`` bytes from the front of a segment list after a partial sendmsg."""
+    while segments and sent >= len(segments[0]):
+        sent -= len(segments[0])
+        segments.pop(0)
+    if segments and sent:
+        segments[0] = segments[0][sent:]
+    return segments

@@ -1,0 +1,1 @@
+"""Celery side of dicombus."""
