@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import pynetdicom.sop_class as pynetdicom_sop_class
 import pytest
-from pydicom._uid_dict import UID_dictionary
-from pydicom.uid import UID
-
 from dicombus import sop_class
 from dicombus.sop_class import (  # the import style pynetdicom users write
     CTImageStorage,
@@ -19,6 +16,8 @@ from dicombus.sop_class import (  # the import style pynetdicom users write
     PatientRootQueryRetrieveInformationModelFind,
     Verification,
 )
+from pydicom._uid_dict import UID_dictionary
+from pydicom.uid import UID
 
 # What pynetdicom's service classes are called here. Query/Retrieve is split by
 # DIMSE operation, so that one is checked separately.

@@ -225,6 +225,8 @@ class Association:
             self._finish()
 
     def _run_requestor(self) -> None:
+        # As pynetdicom: the local user's request is announced before the connection opens.
+        self._notify(evt.EVT_REQUESTED)
         sock = self._connect()
         if sock is None:
             return
@@ -256,8 +258,7 @@ class Association:
             LOGGER.error(
                 "association request failed: unable to connect to %s:%s (%s)", address, port, exc
             )
-            self.is_aborted = True
-            self._negotiated.set()
+            self._mark_aborted("(the connection could not be opened)")
             return None
         self.requestor.address, self.requestor.port = sock.getsockname()[:2]
         return sock
@@ -295,9 +296,13 @@ class Association:
         return wrapped
 
     def _start_link(self, sock: socket.socket) -> None:
+        # The Maximum Length we advertise caps every P-DATA-TF we read. The
+        # acceptor's is only recorded during negotiation, after this point, and
+        # 0 would mean "unlimited": a header claiming 4 GiB would be read.
+        advertised = self.local.maximum_length if self.is_requestor else self.ae.maximum_pdu_size
         channel = PduChannel(
             sock,
-            max_pdata_length=self.local.maximum_length,
+            max_pdata_length=advertised,
             max_associate_length=self.ae.maximum_associate_pdu_size,
         )
         self.link = UpperLayerLink(
@@ -355,6 +360,13 @@ class Association:
         self._notify(evt.EVT_ACSE_RECV, primitive=ac)
         absorb_associate_ac(self, ac)
         assert self.link is not None
+        if not self.accepted_contexts:
+            # Nothing can be sent on an association without contexts (as pynetdicom).
+            LOGGER.error("the peer accepted none of our presentation contexts; aborting")
+            self._notify(evt.EVT_ACCEPTED)
+            self._mark_aborted("locally: no presentation context was accepted")
+            self.link.abort_local(source=AbortSource.SERVICE_PROVIDER)
+            return
         self.is_established = True
         if self._log:
             self._log.info("Association Accepted")
@@ -505,7 +517,7 @@ class Association:
 
     def send_message(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:
         """Encode, fragment (within the peer's maximum PDU length) and send one message."""
-        if self.link is None or self.link.is_closed:
+        if self.link is None or self.link.is_closed or self.is_aborted:
             raise ConnectionError("the association is not open")
         encoded = encode_command_set(command)
         for segments in fragment_message(
@@ -598,6 +610,9 @@ class Association:
             LOGGER.error("aborting: %s", exc)
             assert self.link is not None
             self.link.abort_invalid(exc)
+        except ConnectionError as exc:
+            # Aborted (say, by a server shutdown) while the handler ran.
+            LOGGER.warning("no %s response sent: %s", message.command.command_field.name, exc)
         finally:
             request.release()
 

@@ -40,11 +40,7 @@ class DatasetCodecError(ValueError):
 def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
     """Encode ``dataset`` (without file meta) in ``transfer_syntax``."""
     syntax = UID(transfer_syntax)
-    if syntax.is_compressed and not _already_encoded_in(dataset, syntax):
-        raise DatasetCodecError(
-            f"the dataset is not in {syntax.name} and dicombus does not transcode "
-            "compressed pixel data"
-        )
+    _refuse_transcoding(dataset, syntax)
     buffer = DicomBytesIO()
     buffer.is_little_endian = syntax.is_little_endian
     buffer.is_implicit_VR = syntax.is_implicit_VR
@@ -70,9 +66,20 @@ def decode_dataset(data: bytes | memoryview, transfer_syntax: str) -> Dataset:
     return dataset
 
 
-def _already_encoded_in(dataset: Dataset, syntax: UID) -> bool:
+def _refuse_transcoding(dataset: Dataset, syntax: UID) -> None:
+    """Compressed pixel data goes out only in the syntax it is in: pydicom would
+    otherwise write encapsulated fragments into a native encoding, or native
+    pixels under a compressed syntax, and the peer would get garbage."""
     meta = getattr(dataset, "file_meta", None)
-    return meta is not None and meta.get("TransferSyntaxUID") == syntax
+    current = meta.get("TransferSyntaxUID") if meta is not None else None
+    source_compressed = current is not None and UID(current).is_compressed
+    if current == syntax or not (syntax.is_compressed or source_compressed):
+        return
+    source = UID(current).name if current is not None else "no known transfer syntax"
+    raise DatasetCodecError(
+        f"the dataset is in {source}, not {syntax.name}, and dicombus does not transcode "
+        "compressed pixel data"
+    )
 
 
 def create_file_meta(

@@ -22,6 +22,7 @@ from dicombus.acse import (
 )
 from dicombus.presentation import (
     PresentationContext,
+    PresentationContextError,
     negotiate_as_acceptor,
     negotiate_as_requestor,
 )
@@ -176,11 +177,15 @@ def _unrestricted_contexts(
         syntaxes.extend(ts for ts in context.transfer_syntax if ts not in syntaxes)
     extra = []
     for item in requested:
-        if item.abstract_syntax not in known:
-            known.add(item.abstract_syntax)
+        if item.abstract_syntax in known:
+            continue
+        known.add(item.abstract_syntax)
+        try:
             extra.append(
                 PresentationContext(abstract_syntax=item.abstract_syntax, transfer_syntax=syntaxes)
             )
+        except PresentationContextError:
+            continue  # not a UID at all: negotiation answers it "abstract syntax not supported"
     return extra
 
 

@@ -1,7 +1,7 @@
 """Presentation contexts and their negotiation.
 
 A presentation context pairs an abstract syntax (a SOP Class) with the
-transfer syntaxes its data may be encoded in (PS3.8 7.1.1.13). The requestor
+transfer syntaxes its data may be encoded in (PS3.8 7.1.1.13, PS3.7 D.3.2). The requestor
 proposes contexts, the acceptor answers each one (PS3.8 9.3.2.2, 9.3.3.2), and
 SCP/SCU Role Selection (PS3.7 D.3.3.4) decides which side may act as SCU and
 which as SCP for each SOP Class. Everything here is a pure function of its
@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, TypeAlias
 
+from pydicom import config as pydicom_config
 from pydicom._uid_dict import UID_dictionary
 from pydicom.uid import (
     UID,
@@ -44,12 +45,29 @@ DEFAULT_TRANSFER_SYNTAXES: list[UID] = [
 ]
 """The transfer syntaxes ``build_context`` uses when given none (pynetdicom's order)."""
 
-ALL_TRANSFER_SYNTAXES: list[UID] = DEFAULT_TRANSFER_SYNTAXES + [
-    UID(uid)
-    for uid, entry in UID_dictionary.items()
-    if entry[1] == "Transfer Syntax" and uid not in DEFAULT_TRANSFER_SYNTAXES
-]
-"""Every transfer syntax in pydicom's registry, the default ones first."""
+# Transfer syntaxes published after the pydicom release we run on (PS3.5
+# Table A-1 / PS3.6 Table A-1, 2024 editions). pynetdicom adds them to
+# pydicom's registry when it is imported; we list them ourselves, so that what
+# we accept does not depend on whether pynetdicom happened to be imported first.
+_NEWER_THAN_PYDICOM = (
+    "1.2.840.10008.1.2.4.110",  # JPEG XL Lossless
+    "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+    "1.2.840.10008.1.2.4.112",  # JPEG XL
+    "1.2.840.10008.1.2.8.1",  # Deflated Image Frame Compression
+)
+
+
+def _all_transfer_syntaxes() -> list[UID]:
+    found: list[UID] = list(DEFAULT_TRANSFER_SYNTAXES)
+    registry = [uid for uid, entry in UID_dictionary.items() if entry[1] == "Transfer Syntax"]
+    for uid in (*registry, *_NEWER_THAN_PYDICOM):
+        if uid not in found:
+            found.append(UID(uid))
+    return found
+
+
+ALL_TRANSFER_SYNTAXES: list[UID] = _all_transfer_syntaxes()
+"""Every transfer syntax in pydicom's registry (and a few newer), the default ones first."""
 
 # PS3.5 9.1: digits in dot-separated components, at most 64 characters. We do
 # not enforce "no leading zero in a component": peers in the field break it and
@@ -72,8 +90,12 @@ _ABSTRACT_NOT_SUPPORTED = PresentationContextResult.ABSTRACT_SYNTAX_NOT_SUPPORTE
 _TRANSFER_NOT_SUPPORTED = PresentationContextResult.TRANSFER_SYNTAXES_NOT_SUPPORTED
 _RESULTS = frozenset(PresentationContextResult)
 
-Roles: TypeAlias = Mapping[str, tuple[bool, bool]]
-"""SOP Class UID -> (SCU role, SCP role), as carried by SCP/SCU Role Selection items."""
+Roles: TypeAlias = Mapping[str, tuple[bool, bool]] | Mapping[UID, tuple[bool, bool]]
+"""SOP Class UID -> (SCU role, SCP role), as carried by SCP/SCU Role Selection items.
+
+Keyed by str or by UID (``{CTImageStorage: (True, True)}``): a Mapping's key
+type is invariant, so type checkers need both spelled out.
+"""
 
 
 class PresentationContextError(LocalProtocolError, ValueError):
@@ -81,6 +103,11 @@ class PresentationContextError(LocalProtocolError, ValueError):
 
     Also a ValueError, which is what pynetdicom raises for the same mistakes.
     """
+
+
+def _uid(value: str) -> UID:
+    """A UID we have checked ourselves (or must carry as sent), so pydicom need not warn."""
+    return UID(value, validation_mode=pydicom_config.IGNORE)
 
 
 def _checked_uid(value: str, what: str) -> UID:
@@ -91,7 +118,7 @@ def _checked_uid(value: str, what: str) -> UID:
             f"{what} {value!r} is not a UID (PS3.5 9.1: dot-separated digits, "
             f"at most {MAX_UID_LENGTH} characters)"
         )
-    return UID(value)
+    return _uid(value)
 
 
 def _checked_role(value: bool | None, what: str) -> bool | None:
@@ -115,8 +142,9 @@ class PresentationContext:
     being mutable and compared by value, it is not hashable).
     ``scu_role`` / ``scp_role`` are configuration: for a requestor, the roles
     it proposes; for an acceptor, whether it accepts the requestor's proposal
-    of that role (None: the default roles, and no role reply). ``as_scu`` / ``as_scp`` are the outcome,
-    set by negotiation from the point of view of the side that negotiated.
+    of that role (None: the default roles, and no role reply). ``as_scu`` /
+    ``as_scp`` are the outcome, set by negotiation, from the point of view of
+    the side that negotiated.
     """
 
     __slots__ = (
@@ -134,7 +162,7 @@ class PresentationContext:
         self,
         *,
         context_id: int | None = None,
-        abstract_syntax: str = "",
+        abstract_syntax: str | None = None,
         transfer_syntax: Iterable[str] = (),
         result: int | None = None,
         scu_role: bool | None = None,
@@ -149,7 +177,7 @@ class PresentationContext:
         self._as_scu: bool | None = None
         self._as_scp: bool | None = None
         self.context_id = context_id
-        if abstract_syntax:
+        if abstract_syntax is not None:
             self.abstract_syntax = abstract_syntax
         self.transfer_syntax = list(transfer_syntax)
         self.scu_role = scu_role
@@ -324,6 +352,10 @@ def build_role(
 # Negotiation
 
 
+def _by_uid(roles: Roles | None) -> dict[str, tuple[bool, bool]]:
+    return {str(uid): pair for uid, pair in (roles or {}).items()}
+
+
 def _granted(proposed: tuple[bool, bool], answered: tuple[bool, bool]) -> tuple[bool, bool]:
     """PS3.7 D.3.3.4 (Table D.3.3.4-1): the requestor's roles after role selection.
 
@@ -353,8 +385,8 @@ def _result(
     ``roles`` is (as_scu, as_scp) for the side that negotiated.
     """
     context = PresentationContext(context_id=context_id, result=result)
-    context._abstract_syntax = UID(abstract_syntax)
-    context._transfer_syntax = [UID(transfer_syntax)]
+    context._abstract_syntax = _uid(abstract_syntax)
+    context._transfer_syntax = [_uid(transfer_syntax)]
     context._as_scu, context._as_scp = roles
     return context
 
@@ -362,13 +394,15 @@ def _result(
 def _by_requested_id(requested: Sequence[Requested]) -> dict[int, Requested]:
     """Index the proposals by context ID, refusing any that cannot get one answer.
 
-    PS3.8 9.3.2.2: context IDs are odd 1..255 (PresentationContextRQItem and the
-    PresentationContext setter already refuse others) and identify one context
-    each. A repeated ID cannot be answered with a 1 or 2 result, because the
-    A-ASSOCIATE-AC refers to contexts by ID alone and the peer could not tell
-    which answer is which. It is an invalid PDU parameter value, answered with
-    A-ABORT (PS3.8 9.3.1; state table event AE-19, action AA-8). So is a
-    context without a transfer syntax (PS3.8 9.3.2.2: one or more).
+    PS3.8 7.1.1.13: the requestor assigns "an arbitrary, but unused identifier"
+    to each context (odd 1..255, PS3.8 9.3.2.2; PresentationContextRQItem and
+    the PresentationContext setter already refuse others). A repeated ID is not
+    answered with result 1 or 2: PS3.8 7.1.1.14 wants one result per proposal,
+    the A-ASSOCIATE-AC names contexts by ID alone, and two answers with one ID
+    would leave the peer unable to tell which is which. It is an invalid PDU
+    parameter value, so the association is aborted (PS3.8 Table 9-10: Evt19,
+    invalid PDU received, leads to AA-8, A-ABORT). So is a context without a
+    transfer syntax (PS3.8 9.3.2.2: one or more).
     """
     found: dict[int, Requested] = {}
     for context in requested:
@@ -398,7 +432,10 @@ def _by_abstract_syntax(supported: Sequence[PresentationContext]) -> dict[str, P
 
 
 def _accept_one(
-    context_id: int, rq: Requested, supported: Mapping[str, PresentationContext], roles: Roles
+    context_id: int,
+    rq: Requested,
+    supported: Mapping[str, PresentationContext],
+    roles: Mapping[str, tuple[bool, bool]],
 ) -> tuple[PresentationContext, ScpScuRoleSelectionSubItem | None]:
     """PS3.8 9.3.3.2 and PS3.7 D.3.3.4 for one proposed context; returns its role reply."""
     abstract, offered = rq.abstract_syntax, _proposed_syntaxes(rq)
@@ -443,8 +480,9 @@ def negotiate_as_acceptor(
     ours = _by_abstract_syntax(supported)
     results: list[PresentationContext] = []
     replies: dict[str, ScpScuRoleSelectionSubItem] = {}
+    proposed_roles = _by_uid(roles)
     for context_id in sorted(proposals):
-        context, reply = _accept_one(context_id, proposals[context_id], ours, roles or {})
+        context, reply = _accept_one(context_id, proposals[context_id], ours, proposed_roles)
         results.append(context)
         if reply is not None:
             replies[reply.sop_class_uid] = reply
@@ -477,7 +515,9 @@ def _answers_by_id(
     return found
 
 
-def _proposed_roles(ours: PresentationContext, roles_proposed: Roles) -> tuple[bool, bool] | None:
+def _proposed_roles(
+    ours: PresentationContext, roles_proposed: Mapping[str, tuple[bool, bool]]
+) -> tuple[bool, bool] | None:
     if ours.abstract_syntax in roles_proposed:
         return roles_proposed[ours.abstract_syntax]
     if ours.scu_role is None or ours.scp_role is None:
@@ -489,13 +529,13 @@ def _settle_one(
     context_id: int,
     ours: PresentationContext,
     answer: tuple[PresentationContextResult, str | None] | None,
-    roles_proposed: Roles,
-    roles_returned: Roles,
+    roles_proposed: Mapping[str, tuple[bool, bool]],
+    roles_returned: Mapping[str, tuple[bool, bool]],
 ) -> PresentationContext:
     """The outcome of one of our proposals, from the requestor's side."""
     abstract, first = ours.abstract_syntax, ours.transfer_syntax[0]
     if answer is None:
-        # PS3.8 7.1.1.13 wants an answer to every proposal; a context left
+        # PS3.8 7.1.1.14 wants one result per proposal; a context left
         # unanswered cannot be used, as if the acceptor had rejected it.
         return _result(context_id, abstract, first, _NO_REASON)
     result, chosen = answer
@@ -546,14 +586,9 @@ def negotiate_as_requestor(
     """
     ours = _by_our_id(requested)
     answers = _answers_by_id(accepted, ours)
+    proposed, returned = _by_uid(roles_proposed), _by_uid(roles_returned)
     return [
-        _settle_one(
-            context_id,
-            ours[context_id],
-            answers.get(context_id),
-            roles_proposed or {},
-            roles_returned or {},
-        )
+        _settle_one(context_id, ours[context_id], answers.get(context_id), proposed, returned)
         for context_id in sorted(ours)
     ]
 

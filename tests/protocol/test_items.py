@@ -100,7 +100,7 @@ CONTEXT_AC_REJECTED = unhex(
     21 00 00 08                                      # item type 0x21, reserved, length 8
     03 00 03 00                                      # context ID 3, reserved,
                                                      # result 3 (abstract syntax not supported)
-    40 00 00 00                                      # empty transfer syntax sub-item (as DCMTK)
+    40 00 00 00                                      # empty transfer syntax sub-item
     """
 )
 MAXIMUM_LENGTH = unhex(
@@ -633,7 +633,7 @@ def test_unknown_sub_item_decode_of_a_known_type_is_an_error() -> None:
         lambda: AsynchronousOperationsWindowSubItem(
             max_operations_invoked=65536, max_operations_performed=0
         ),
-        lambda: ScpScuRoleSelectionSubItem(sop_class_uid="1.2", scu_role=1, scp_role=True),
+        lambda: ScpScuRoleSelectionSubItem(sop_class_uid="1.2", scu_role=1, scp_role=True),  # type: ignore[arg-type]
         lambda: ImplementationVersionNameSubItem(name=""),
         lambda: ImplementationVersionNameSubItem(name="X" * 17),
         lambda: ImplementationVersionNameSubItem(name="TRAILING "),
@@ -652,9 +652,11 @@ def test_unknown_sub_item_decode_of_a_known_type_is_an_error() -> None:
         ),
         lambda: UnknownSubItem(item_type=0x51, data=b""),
         lambda: UnknownSubItem(item_type=256, data=b""),
-        lambda: UserInformationItem(sub_items=[]),
+        lambda: UserInformationItem(sub_items=[]),  # type: ignore[arg-type]
         lambda: SOPClassCommonExtendedNegotiationSubItem(
-            sop_class_uid="1.2", service_class_uid="1.3", related_general_sop_class_uids=["1.4"]
+            sop_class_uid="1.2",
+            service_class_uid="1.3",
+            related_general_sop_class_uids=["1.4"],  # type: ignore[arg-type]
         ),
     ],
 )

@@ -247,49 +247,47 @@ def _pydicom_value(value: str | int | list[int]) -> str | int | list[int] | None
 
 _UL: Final = struct.Struct("<I")
 _US: Final = struct.Struct("<H")
-_AT: Final = struct.Struct("<HH")
+# PS3.5 7.1.1 / 6.2: a tag, and an AT value, is the group then the element
+# number, each a little-endian US.
+_TAG: Final = struct.Struct("<HH")
 _ELEMENT_HEADER: Final = struct.Struct("<HHI")
 
 # (0000,0000) UL, length 4: tag (4) + length (4) + value (4).
 _GROUP_LENGTH_ELEMENT_LENGTH: Final = 12
 _GROUP_LENGTH_HEADER: Final = _ELEMENT_HEADER.pack(0x0000, 0x0000, 4)
 
-
-def _encode_us(tag: bytes, value: int) -> bytes:
-    return tag + b"\x02\x00\x00\x00" + _US.pack(value)
-
-
-def _encode_at(tag: bytes, value: list[int]) -> bytes:
-    # PS3.5 6.2: AT is the group number then the element number, each US.
-    raw = b"".join(_AT.pack(t >> 16, t & 0xFFFF) for t in value)
-    return tag + _UL.pack(len(raw)) + raw
+# PS3.5 6.2: the character repertoire, padding byte and maximum length of
+# the text VRs. Values have even length, UI padded with NUL, others with space.
+_TEXT_VRS: Final = {
+    "UI": ("ascii", b"\x00", MAX_UID_LENGTH),
+    "AE": ("ascii", b" ", AE_TITLE_LENGTH),
+    "LO": ("latin-1", b" ", _LO_MAX_LENGTH),
+}
 
 
-def _encode_text(tag: bytes, raw: bytes, pad: bytes, max_length: int) -> bytes:
+def _encode_text(tag: bytes, vr: str, text: str) -> bytes:
+    encoding, pad, max_length = _TEXT_VRS[vr]
+    raw = text.encode(encoding)
     if len(raw) > max_length:
-        raise ValueError(f"{len(raw)} characters, the VR allows {max_length}")
-    # PS3.5 6.2: values have even length; UI pads with NUL, others with space.
+        raise ValueError(f"{len(raw)} characters, {vr} allows {max_length}")
     if len(raw) & 1:
         raw += pad
     return tag + _UL.pack(len(raw)) + raw
 
 
 def _encode_element(tag: bytes, vr: str, value: str | int | list[int]) -> bytes:
-    if vr == "US":
-        return _encode_us(tag, value)  # type: ignore[arg-type]
-    if vr == "AT":
-        return _encode_at(tag, value)  # type: ignore[arg-type]
-    text: str = value  # type: ignore[assignment]
-    if vr == "UI":
-        return _encode_text(tag, text.encode("ascii"), b"\x00", MAX_UID_LENGTH)
-    if vr == "AE":
-        return _encode_text(tag, text.encode("ascii"), b" ", AE_TITLE_LENGTH)
-    return _encode_text(tag, text.encode("latin-1"), b" ", _LO_MAX_LENGTH)
+    if vr == "US" and isinstance(value, int):
+        return tag + b"\x02\x00\x00\x00" + _US.pack(value)
+    if vr == "AT" and isinstance(value, list):
+        raw = b"".join(_TAG.pack(t >> 16, t & 0xFFFF) for t in value)
+        return tag + _UL.pack(len(raw)) + raw
+    if vr in _TEXT_VRS and isinstance(value, str):
+        return _encode_text(tag, vr, value)
+    raise TypeError(f"{type(value).__name__} is not a value for VR {vr}")
 
 
 _ENCODE_TABLE: Final = tuple(
-    (keyword, _ELEMENT_HEADER.pack(0x0000, element, 0)[:4], vr)
-    for element, keyword, vr in _ELEMENTS
+    (keyword, _TAG.pack(0x0000, element), vr) for element, keyword, vr in _ELEMENTS
 )
 
 
@@ -306,7 +304,7 @@ def encode_command_set(command: CommandSet) -> bytes:
             value = getattr(command, keyword)
             if value is not None:
                 parts.append(_encode_element(tag, vr, value))
-    except (struct.error, ValueError, TypeError, AttributeError) as exc:
+    except (struct.error, ValueError, TypeError) as exc:
         raise LocalProtocolError(f"cannot encode {keyword}: {exc}") from exc
     body = b"".join(parts)
     return _GROUP_LENGTH_HEADER + _UL.pack(len(body)) + body
@@ -322,19 +320,31 @@ def _malformed(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"malformed command set: {message}")
 
 
-def _decode_text(raw: bytes | bytearray | memoryview, vr: str) -> str:
+def _decode_ascii(raw: bytes | bytearray | memoryview, vr: str) -> str:
     try:
-        if vr == "UI":
-            # PS3.5 9.1: UIDs are padded with NUL; some peers pad with space.
-            return str(raw, "ascii").rstrip("\x00 ")
-        if vr == "AE":
-            # PS3.5 Table 6.2-1: leading and trailing spaces are not significant.
-            return str(raw, "ascii").strip(" ")
+        return str(raw, "ascii")
     except UnicodeDecodeError:
         raise _malformed(f"non-ASCII {vr} value") from None
-    # LO carries no Specific Character Set in a command set; latin-1 never
-    # fails, and an odd ErrorComment is no reason to abort.
-    return str(raw, "latin-1").rstrip(" ")
+
+
+def _decode_text(raw: bytes | bytearray | memoryview, vr: str) -> str:
+    if vr == "LO":
+        # LO (ErrorComment) carries no Specific Character Set in a command
+        # set; latin-1 never fails, and an odd or long comment is no reason
+        # to abort.
+        return str(raw, "latin-1").rstrip(" ")
+    if vr == "UI":
+        # PS3.5 9.1: UIDs are padded with NUL; some peers pad with space.
+        text = _decode_ascii(raw, vr).rstrip("\x00 ")
+    else:
+        # PS3.5 Table 6.2-1: AE leading and trailing spaces are not significant.
+        text = _decode_ascii(raw, vr).strip(" ")
+    # Over-long UIDs and AE titles are refused here, so that whatever decodes
+    # can be echoed back in a response (encode refuses them too).
+    limit = _TEXT_VRS[vr][2]
+    if len(text) > limit:
+        raise _malformed(f"{vr} value of {len(text)} characters, the limit is {limit}")
+    return text
 
 
 def _decode_value(
@@ -344,7 +354,7 @@ def _decode_value(
         return int(_US.unpack_from(data, offset)[0])
     raw = data[offset : offset + length]
     if vr == "AT":
-        return [(group << 16) | element for group, element in _AT.iter_unpack(raw)]
+        return [(group << 16) | element for group, element in _TAG.iter_unpack(raw)]
     return _decode_text(raw, vr)
 
 
@@ -379,7 +389,7 @@ def _decode_elements(data: bytes | bytearray | memoryview) -> dict[str, str | in
             if keyword in values:
                 raise _malformed(f"{keyword} occurs twice")
             values[keyword] = _decode_value(data, offset, length, vr)
-        # Other elements are retired ones (PS3.7 Annex C of 1993) that old
+        # Other elements are the retired ones of PS3.7 Table E.2-1 that old
         # peers still send, e.g. (0000,0001) Length to End: skipped.
         offset += length
     return values

@@ -78,7 +78,7 @@ def _byte_view(data: bytes | bytearray | memoryview) -> memoryview:
 def fragment_message(
     *,
     context_id: int,
-    command: bytes,
+    command: bytes | bytearray | memoryview,
     dataset: bytes | bytearray | memoryview | None,
     max_pdu_length: int,
 ) -> Iterator[list[bytes | memoryview]]:
@@ -95,12 +95,20 @@ def fragment_message(
     command and data set bytes. An empty data set is still one last-fragment
     PDV; ``None`` means the message has no data set.
     """
+    # Checked here, not at the first next(): the caller's mistake surfaces
+    # where it was made.
     check_context_id(context_id)
     limit = _pdu_body_limit(max_pdu_length)
     pieces = [(_byte_view(command), _COMMAND_FRAGMENT, _LAST_COMMAND_FRAGMENT)]
     if dataset is not None:
         pieces.append((_byte_view(dataset), _DATASET_FRAGMENT, _LAST_DATASET_FRAGMENT))
+    return _pack_pdus(context_id, limit, pieces)
 
+
+def _pack_pdus(
+    context_id: int, limit: int, pieces: list[tuple[memoryview, int, int]]
+) -> Iterator[list[bytes | memoryview]]:
+    # Greedy: each PDU takes PDVs until not one more byte fits under limit.
     segments: list[bytes | memoryview] = [b""]  # [0] becomes the PDU header
     used = 0
     for view, control, last_control in pieces:

@@ -397,9 +397,11 @@ class PresentationContextACItem:
 
     ``transfer_syntax`` is required when ``result`` is acceptance. For any other
     result PS3.8 9.3.3.2 says the sub-item is not significant and not tested:
-    we keep its value when it reads as a UID and use None when it is absent,
-    empty (as DCMTK sends it) or garbage. None encodes as an empty sub-item,
-    which keeps the one Transfer Syntax Sub-item that Table 9-18 requires.
+    we keep its value when it reads as a UID and use None when it is absent
+    (some acceptors omit it), empty or garbage. None encodes as an empty
+    sub-item, which keeps the one Transfer Syntax Sub-item that Table 9-18
+    requires; DCMTK 3.6.7 (which itself echoes a proposed syntax) and
+    pynetdicom 3.0 read it.
     """
 
     item_type: ClassVar[int] = 0x21

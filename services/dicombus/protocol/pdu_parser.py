@@ -20,7 +20,7 @@ class PduParser:
     """Splits a byte stream into PDUs (PS3.8 9.3.1).
 
     ``max_pdata_length`` is the Maximum Length we advertised (PS3.8 D.1, 0 for
-    unlimited); the runtime updates it once the association is negotiated.
+    unlimited); the caller updates it once the association is negotiated.
     After a RemoteProtocolError the stream cannot be resynchronised: the
     runtime aborts, and further calls raise LocalProtocolError.
     """
@@ -54,8 +54,8 @@ class PduParser:
     def has_partial_pdu(self) -> bool:
         """True while part of a PDU is buffered: the peer owes us bytes.
 
-        The runtime uses it to bound each PDU by a deadline, and to tell a
-        clean close from a connection lost in the middle of a PDU.
+        A caller uses it to bound each PDU by a deadline, and to tell a clean
+        close from a connection lost in the middle of a PDU.
         """
         return bool(self._buffer)
 

@@ -169,17 +169,17 @@ def _encode_associate(
     user_information: UserInformationItem,
 ) -> bytes:
     protocol_version, called, calling = fixed
-    parts = [
-        b"",  # the PDU header, once the length is known
-        _ASSOCIATE_FIXED.pack(
-            protocol_version, 0, _encode_ae_title(called), _encode_ae_title(calling), b""
-        ),
-        ApplicationContextItem(name=application_context_name).encode(),
-        *(context.encode() for context in contexts),
-        user_information.encode(),
-    ]
-    parts[0] = _PDU_HEADER.pack(pdu_type, 0, sum(len(part) for part in parts))
-    return b"".join(parts)
+    body = b"".join(
+        (
+            _ASSOCIATE_FIXED.pack(
+                protocol_version, 0, _encode_ae_title(called), _encode_ae_title(calling), b""
+            ),
+            ApplicationContextItem(name=application_context_name).encode(),
+            *(context.encode() for context in contexts),
+            user_information.encode(),
+        )
+    )
+    return _PDU_HEADER.pack(pdu_type, 0, len(body)) + body
 
 
 def _decode_associate(

@@ -145,6 +145,13 @@ class UpperLayerLink:
             segments = [outgoing.encode()]
         with self._lock:
             transition = self.fsm.handle(event, abort_from_service_user=abort_from_service_user)
+            if segments is None and Effect.SEND_ABORT in transition.effects:
+                # AA-1, AA-7 or AA-8 met by a received PDU that this state does
+                # not allow: PS3.8 Table 9-26 reason 2, unexpected PDU.
+                outgoing = AAbort(
+                    source=AbortSource.SERVICE_PROVIDER, reason=AbortReason.UNEXPECTED_PDU
+                )
+                segments = [outgoing.encode()]
             if self.observe_transitions:
                 self.user.on_transition(transition)
             for effect in transition.effects:
@@ -155,6 +162,10 @@ class UpperLayerLink:
         for effect in transition.effects:
             if effect in _INDICATIONS:
                 self._indicate(effect, transition, incoming)
+        if Effect.CLOSE_TRANSPORT in transition.effects:
+            # Reported after the indications: a release or reject confirmed in
+            # the same transition must be known before the user hears "closed".
+            self._mark_closed()
         return transition
 
     def send_pdata(self, segments: Sequence[Buffer]) -> None:
@@ -175,6 +186,12 @@ class UpperLayerLink:
 
     def run(self) -> None:
         """Read and handle PDUs until the transport is closed."""
+        try:
+            self._read_until_closed()
+        finally:
+            self.channel.close()
+
+    def _read_until_closed(self) -> None:
         while not self._closed.is_set():
             try:
                 pdu_type, body, header = self.channel.read_pdu(
@@ -190,7 +207,12 @@ class UpperLayerLink:
             else:
                 if self.observe_pdus:
                     self.user.on_pdu(pdu, _frozen(bytes(header) + bytes(body)), sent=False)
-                self._on_pdu(pdu)
+                try:
+                    self._on_pdu(pdu)
+                except RemoteProtocolError as exc:
+                    # A well-formed PDU whose content the upper layers refuse
+                    # (an AC for a context we never proposed, a bad DIMSE message).
+                    self._on_invalid_pdu(exc)
 
     def _on_pdu(self, pdu: PDU) -> None:
         event = _EVENT_BY_PDU_TYPE[pdu.pdu_type]
@@ -207,6 +229,10 @@ class UpperLayerLink:
     def _on_invalid_pdu(self, exc: RemoteProtocolError) -> None:
         LOGGER.error("aborting: the peer sent an invalid PDU: %s", exc)
         self.abort_invalid(exc)
+        # The byte stream has lost its PDU boundaries: reading on would parse
+        # the rest of a flood as PDUs (a log line per 6 bytes) until ARTIM
+        # expires. The A-ABORT is sent; stop reading now.
+        self._on_transport_closed()
 
     def abort_invalid(self, exc: RemoteProtocolError) -> None:
         """PS3.8 EVT19 / AA-8: answer garbage with a provider A-ABORT and hang up."""
@@ -227,6 +253,16 @@ class UpperLayerLink:
             # came, or a peer that never closed after our RJ/RP/abort).
             LOGGER.warning("ARTIM timer expired in %s; closing the connection", self.state.name)
             self.fire(Event.EVT18)
+            return
+        awaited = self._awaiting_deadline
+        if not exc.mid_pdu and awaited is not None and time.monotonic() >= awaited:
+            self._awaiting_deadline = None
+            LOGGER.error(
+                "ACSE timeout: no answer from the peer in %s (%s); aborting the association",
+                self.state.name,
+                self.state.description,
+            )
+            self.abort_local(source=AbortSource.SERVICE_PROVIDER)
             return
         what = "in the middle of a PDU" if exc.mid_pdu else "while the association was idle"
         LOGGER.error("network timeout %s in %s; aborting the association", what, self.state.name)
@@ -269,7 +305,6 @@ class UpperLayerLink:
 
     def _close_transport(self, _segments: Sequence[Buffer] | None) -> None:
         self.channel.close()
-        self._mark_closed()
 
     def _mark_closed(self) -> None:
         if not self._closed.is_set():

@@ -64,9 +64,13 @@ class SpoolingDatasetSink:
         """All dataset bytes (read back from disk when spooled)."""
         if self._memory is not None:
             return bytes(self._memory)
-        assert self._file is not None and self._path is not None
+        assert self._file is not None
+        # Through the open handle, not the path: a handler may have moved the file away.
         self._file.flush()
-        return self._path.read_bytes()
+        self._file.seek(0)
+        data = self._file.read()
+        self._file.seek(0, os.SEEK_END)
+        return data
 
     def view(self) -> memoryview | None:
         """The in-memory bytes without a copy, or None when spooled to disk."""

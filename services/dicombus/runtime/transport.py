@@ -10,6 +10,7 @@ forever (a per-read timeout would never fire).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import ssl
 import time
@@ -19,6 +20,11 @@ from dicombus.protocol.limits import PDU_HEADER_LENGTH
 from dicombus.protocol.pdus import check_pdu_header
 
 Buffer = bytes | bytearray | memoryview
+
+# POSIX caps the buffers of one sendmsg at IOV_MAX (1024 on Linux and macOS);
+# a longer list fails with EMSGSIZE instead of sending part of it. 16 is the
+# least POSIX allows.
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16
 
 
 class ConnectionClosed(ConnectionError):
@@ -120,7 +126,7 @@ class PduChannel:
                 return
             pending = [memoryview(segment).cast("B") for segment in segments if len(segment)]
             while pending:
-                sent = self.sock.sendmsg(pending)
+                sent = self.sock.sendmsg(pending[:_IOV_MAX])
                 self.bytes_sent += sent
                 pending = _advance(pending, sent)
         except TimeoutError as exc:

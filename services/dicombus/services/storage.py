@@ -151,9 +151,13 @@ def _mapped_dataset(path: Path, header: Part10Header) -> Iterator[memoryview | b
             return
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             view = memoryview(mapped)
+            payload = view[header.dataset_offset :]
             try:
-                yield view[header.dataset_offset :]
+                yield payload
             finally:
+                # The caller's `as` target still holds the slice when its block
+                # ends; an unreleased slice keeps the map from closing.
+                payload.release()
                 view.release()
 
 
