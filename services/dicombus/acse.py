@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import NamedTuple
 
 from dicombus.protocol.items import (
@@ -20,6 +19,7 @@ from dicombus.protocol.items import (
     ScpScuRoleSelectionSubItem,
     SOPClassCommonExtendedNegotiationSubItem,
     SOPClassExtendedNegotiationSubItem,
+    UserIdentityACSubItem,
     UserIdentityRQSubItem,
     UserInformationItem,
     UserSubItem,
@@ -28,21 +28,6 @@ from dicombus.protocol.pdus import AAssociateRQ
 
 # PS3.7 A.2.1: the one application context name of the DICOM standard.
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-
-
-class RejectResult(IntEnum):
-    """PS3.8 Table 9-21: A-ASSOCIATE-RJ Result."""
-
-    PERMANENT = 1
-    TRANSIENT = 2
-
-
-class RejectSource(IntEnum):
-    """PS3.8 Table 9-21: A-ASSOCIATE-RJ Source."""
-
-    SERVICE_USER = 1
-    SERVICE_PROVIDER_ACSE = 2
-    SERVICE_PROVIDER_PRESENTATION = 3
 
 
 class Rejection(NamedTuple):
@@ -92,7 +77,8 @@ class ServiceUser:
     sop_class_common_extended: dict[str, SOPClassCommonExtendedNegotiationSubItem] = field(
         default_factory=dict
     )
-    user_identity: UserIdentityRQSubItem | None = None
+    # The requestor's identity (RQ item); on the acceptor's side, its answer (AC item).
+    user_identity: UserIdentityRQSubItem | UserIdentityACSubItem | None = None
     tls_peer_subject: str | None = None
     user_information: tuple[UserSubItem, ...] = ()
 
@@ -129,7 +115,7 @@ class ServiceUser:
         self.sop_class_common_extended = {
             item.sop_class_uid: item for item in info.sop_class_common_extended
         }
-        self.user_identity = info.user_identity_rq
+        self.user_identity = info.user_identity_rq or info.user_identity_ac
 
 
 def build_user_information(

@@ -309,21 +309,22 @@ class AE:
 
 
 def _checked_ae_title(value: Any) -> str:
-    """PS3.5 6.2 AE: 1-16 characters, no backslash or control characters, not all spaces."""
+    """PS3.5 6.2 AE: 1-16 characters of the default repertoire (printable ASCII), no
+    backslash, not all spaces; the A-ASSOCIATE PDUs accept nothing else."""
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):
         raise TypeError(f"an AE title is a str, not {type(value).__name__}")
-    title = value.strip()
+    title = value.strip(" ")  # PS3.5 6.2: only spaces are insignificant, not controls
     if (
         not title
         or len(title) > AE_TITLE_LENGTH
         or "\\" in title
-        or any(ord(c) < 32 for c in title)
+        or any(not " " <= c <= "~" for c in title)
     ):
         raise ValueError(
-            f"invalid AE title {value!r}: 1 to {AE_TITLE_LENGTH} characters, no backslash or "
-            "control characters"
+            f"invalid AE title {value!r}: 1 to {AE_TITLE_LENGTH} printable ASCII characters, "
+            "no backslash"
         )
     return title
 

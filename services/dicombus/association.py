@@ -13,13 +13,16 @@ as pynetdicom does.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import queue
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
@@ -27,6 +30,7 @@ from pydicom.dataset import Dataset
 from dicombus import config, evt
 from dicombus.acse import Rejection, ServiceUser, describe_rejection
 from dicombus.negotiation import absorb_associate_ac, answer_associate_rq, build_associate_rq
+from dicombus.outcomes import OutcomeObserver, OutcomeReport
 from dicombus.presentation import PresentationContext
 from dicombus.protocol.commands import CommandField, CommandSet, encode_command_set
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
@@ -52,6 +56,8 @@ from dicombus.runtime.link import UpperLayerLink
 from dicombus.runtime.spool import SpoolingDatasetSink
 from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
 from dicombus.service_request import ServiceRequest
+from dicombus.tls import peer_subject
+from dicombus.ulid import new_ulid
 
 if TYPE_CHECKING:
     from dicombus.ae import AE
@@ -62,6 +68,16 @@ LOGGER = logging.getLogger("dicombus.assoc")
 # Datasets of messages other than C-STORE (identifiers, N-service attribute
 # lists) are small; a peer that sends more is cut off, not buffered.
 MAX_NON_STORAGE_DATASET = 64 * 1024 * 1024
+
+# Requests that arrive while one is being served wait their turn, up to this
+# many. A peer within the default asynchronous operations window (PS3.7
+# D.3.3.3: one outstanding operation) never queues any; one that floods us
+# while a retrieve runs is aborted rather than buffered without end.
+MAX_QUEUED_REQUESTS = 16
+
+# A handler's check for C-CANCEL handles at most this many PDUs that are
+# already waiting, so a peer that streams data cannot stall the handler in it.
+MAX_PDUS_PER_POLL = 64
 
 _NO_RESPONSE: DimseMessage | None = None
 
@@ -105,14 +121,61 @@ class Association:
         self._waiters: dict[int, queue.SimpleQueue[DimseMessage | None]] = {}
         self._waiters_lock = threading.Lock()
         self._cancelled: set[int] = set()
+        # Requests received and not yet answered (by message ID), those waiting
+        # for the one being served, and whether the reader thread is serving.
+        self._open_requests: set[int] = set()
+        self._queued: deque[DimseMessage] = deque()
+        self._serving = False
         self._assembler = MessageAssembler(dataset_sink_factory=self._new_dataset_sink)
         self._thread = threading.Thread(target=self._run, name=f"dicombus-{mode}", daemon=True)
         self._target: Callable[[], None] = self._run_acceptor
         self._socket: socket.socket | None = None
+        self._hung_up = False
         self._tls: tuple[ssl.SSLContext, str | None] | None = None
         self._log = LOGGER if config.LOG_HANDLER_LEVEL == "standard" else None
+        # Observers of intervention outcomes (the event bus); copied from the server.
+        self.outcome_observers: list[OutcomeObserver] = []
+        self._id: str | None = None
+        self._event_sequence = itertools.count(1)
 
     # -- identity ----------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """A ULID naming this association in published events (made on first use)."""
+        if self._id is None:
+            self._id = new_ulid()
+        return self._id
+
+    def next_event_sequence(self) -> int:
+        """1, 2, 3 ... per association: the order consumers restore events in."""
+        return next(self._event_sequence)
+
+    def report_outcome(
+        self,
+        event: evt.InterventionEvent,
+        status: int | None,
+        *,
+        request: Any = None,
+        context: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Tell the outcome observers what an intervention event decided."""
+        if not self.outcome_observers:
+            return
+        report = OutcomeReport(
+            assoc=self,
+            event=event,
+            status=status,
+            request=request,
+            context=context,
+            details=details if details is not None else {},
+        )
+        for observer in self.outcome_observers:
+            try:
+                observer(report)
+            except Exception:
+                LOGGER.exception("an outcome observer failed; the association goes on")
 
     @property
     def is_requestor(self) -> bool:
@@ -205,6 +268,29 @@ class Association:
         self._tls = (ssl_context, None) if ssl_context is not None else None
         self._thread.start()
 
+    @property
+    def is_negotiating(self) -> bool:
+        """Connected (or connecting), but neither accepted nor rejected yet, and not ended."""
+        return not self._negotiated.is_set() and not self._hung_up
+
+    def hang_up_unnegotiated(self) -> bool:
+        """Close the connection if it has not finished negotiating; False if it had.
+
+        A server short of room for new connections calls this on the one that
+        has waited longest. Its thread, blocked in the TLS handshake or in
+        reading the A-ASSOCIATE-RQ, wakes to a closed connection and ends.
+        """
+        if not self.is_negotiating:
+            return False
+        self._hung_up = True
+        sock = self.link.channel.sock if self.link is not None else self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # socket.socket's own shutdown: SSLSocket's would also drop the
+                # TLS state that a handshake in the other thread is using.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        return True
+
     def wait_for_negotiation(self) -> None:
         """Block the caller of ``associate`` until accepted, rejected or failed."""
         limit = None
@@ -254,6 +340,7 @@ class Association:
                 context, hostname = self._tls
                 sock.settimeout(self.acse_timeout)
                 sock = context.wrap_socket(sock, server_hostname=hostname)
+                self.acceptor.tls_peer_subject = peer_subject(sock)
         except (OSError, ssl.SSLError) as exc:
             LOGGER.error(
                 "association request failed: unable to connect to %s:%s (%s)", address, port, exc
@@ -281,18 +368,21 @@ class Association:
     def _tls_handshake(self, sock: socket.socket) -> socket.socket | None:
         assert self._tls is not None
         context = self._tls[0]
+        wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        # Kept where hang_up_unnegotiated() finds it: a server short of room
+        # may close a connection that is still in its handshake.
+        self._socket = wrapped
         try:
-            sock.settimeout(self.acse_timeout)
-            wrapped = context.wrap_socket(sock, server_side=True)
+            # One deadline for the whole handshake (CPython counts a socket
+            # timeout across do_handshake's reads), so a trickle is cut off.
+            wrapped.settimeout(self.acse_timeout)
+            wrapped.do_handshake()
         except (OSError, ssl.SSLError) as exc:
             LOGGER.error("TLS handshake with %s failed: %s", self.requestor.address, exc)
-            sock.close()
+            wrapped.close()
             self.is_aborted = True
             return None
-        peer = wrapped.getpeercert()
-        if peer:
-            subject = ", ".join("=".join(pair) for rdn in peer.get("subject", ()) for pair in rdn)
-            self.requestor.tls_peer_subject = subject
+        self.requestor.tls_peer_subject = peer_subject(wrapped)
         return wrapped
 
     def _start_link(self, sock: socket.socket) -> None:
@@ -325,6 +415,8 @@ class Association:
         self._released.set()
         self._wake_waiters()
         self._assembler = MessageAssembler(dataset_sink_factory=self._new_dataset_sink)
+        while self._queued:
+            ServiceRequest(self._queued.popleft()).release()
         if self.server is not None:
             self.server.forget(self)
 
@@ -384,6 +476,10 @@ class Association:
         self._negotiated.set()
 
     def on_p_data(self, pdu: PDataTF) -> None:
+        # Every PDV is taken in before any message is acted on: serving one may
+        # read further PDUs into the buffer that the rest of this PDU's PDVs
+        # still point into (see _next_response).
+        complete: list[DimseMessage] = []
         for pdv in pdu.pdvs:
             try:
                 message = self._assembler.add_pdv(pdv)
@@ -393,7 +489,10 @@ class Association:
                 self.link.abort_invalid(exc)
                 return
             if message is not None:
-                self._on_message(message)
+                complete.append(message)
+        for message in complete:
+            self._on_message(message)
+        self._serve_queued()
 
     def on_release_indication(self, state: State) -> None:
         assert self.link is not None
@@ -485,8 +584,10 @@ class Association:
             LOGGER.error("cannot release in state %s: %s", self.link.state.name, exc)
             self.abort()
             return
-        if not self._released.wait(None if self.acse_timeout is None else self.acse_timeout + 1):
-            LOGGER.error("the peer did not answer our A-RELEASE-RQ in time; aborting")
+        # This thread keeps the ACSE timeout: the reader may be blocked in a read
+        # that began before the release, under the longer network timeout.
+        if not self._released.wait(self.acse_timeout):
+            LOGGER.error("ACSE timeout: the peer did not answer our A-RELEASE-RQ; aborting")
             self.abort()
             return
         self.join(self.acse_timeout)
@@ -537,11 +638,28 @@ class Association:
 
     def send_request(
         self, context_id: int, command: CommandSet, dataset: Buffer | None
-    ) -> Iterator[DimseMessage | None]:
+    ) -> Generator[DimseMessage | None, None, None]:
         """Send a request and yield its responses (several for C-FIND/GET/MOVE).
 
-        Yields None, and stops, when no response came within the DIMSE timeout
-        or the association ended; the association is then aborted.
+        The request goes out when the first response is asked for. Yields
+        None, and stops, when no response came within the DIMSE timeout or
+        the association ended; the association is then aborted.
+        """
+        yield from self.start_request(context_id, command, dataset)
+
+    def start_request(
+        self,
+        context_id: int,
+        command: CommandSet,
+        dataset: Buffer | None,
+        *,
+        more_follow: Callable[[CommandSet], bool] | None = None,
+    ) -> Iterator[DimseMessage | None]:
+        """Send a request now; return an iterator over its responses, as send_request's.
+
+        Sending before the first response is asked for lets the caller send a
+        C-CANCEL for it straight away. ``more_follow(command)`` tells whether
+        another response follows a received one (default: a Pending status).
         """
         message_id = command.MessageID or 0
         waiter: queue.SimpleQueue[DimseMessage | None] = queue.SimpleQueue()
@@ -549,21 +667,68 @@ class Association:
             self._waiters[message_id] = waiter
         try:
             self.send_message(context_id, command, dataset)
+        except BaseException:
+            self._forget_waiter(message_id)
+            raise
+        return self._responses(message_id, waiter, more_follow or _is_pending)
+
+    def _responses(
+        self,
+        message_id: int,
+        waiter: queue.SimpleQueue[DimseMessage | None],
+        more_follow: Callable[[CommandSet], bool],
+    ) -> Iterator[DimseMessage | None]:
+        try:
             while True:
-                try:
-                    response = waiter.get(timeout=self.dimse_timeout)
-                except queue.Empty:
-                    LOGGER.error(
-                        "no response to message %d within the DIMSE timeout; aborting", message_id
-                    )
-                    self.abort()
-                    response = _NO_RESPONSE
+                response = self._next_response(message_id, waiter)
                 yield response
-                if response is None or not _is_pending(response.command):
+                if response is None or not more_follow(response.command):
                     return
         finally:
-            with self._waiters_lock:
-                self._waiters.pop(message_id, None)
+            self._forget_waiter(message_id)
+
+    def _forget_waiter(self, message_id: int) -> None:
+        with self._waiters_lock:
+            self._waiters.pop(message_id, None)
+
+    def _next_response(
+        self, message_id: int, waiter: queue.SimpleQueue[DimseMessage | None]
+    ) -> DimseMessage | None:
+        """The next response to ``message_id``; None (after aborting) if none came in time.
+
+        Another thread waits for the reader thread to hand the response over.
+        The reader thread itself -- a handler that sends a request on its own
+        association, as a C-GET SCP sends its C-STORE sub-operations -- has
+        nobody to read for it, so it reads PDUs here, one at a time, until the
+        response is in: responses go to their waiters, a C-CANCEL is noted,
+        and requests are queued behind the one being served (_on_message).
+        Each read waits at most until the DIMSE timeout; no polling, no sleep.
+        """
+        deadline = None if self.dimse_timeout is None else time.monotonic() + self.dimse_timeout
+        if threading.current_thread() is not self._thread:
+            while True:
+                try:
+                    return waiter.get(timeout=self.dimse_timeout)
+                except queue.Empty:
+                    # The timeout is for the peer's silence. While the reader
+                    # thread runs one of our handlers (a C-STORE sub-operation
+                    # of our C-GET), the peer is waiting for us, not we for it.
+                    if not self._serving:
+                        break
+        else:
+            link = self.link
+            while link is not None:
+                try:
+                    return waiter.get_nowait()
+                except queue.Empty:
+                    pass
+                if link.is_closed:
+                    return _NO_RESPONSE
+                if not link.read_one(wait_until=deadline):
+                    break
+        LOGGER.error("no response to message %d within the DIMSE timeout; aborting", message_id)
+        self.abort()
+        return _NO_RESPONSE
 
     def _on_message(self, message: DimseMessage) -> None:
         if self.handlers.is_bound(evt.EVT_DIMSE_RECV):
@@ -585,12 +750,66 @@ class Association:
             waiter.put(message)
             return
         if field is CommandField.C_CANCEL_RQ:
-            self._cancelled.add(command.MessageIDBeingRespondedTo or 0)
+            # PS3.7 9.3.2.3: a C-CANCEL names a request still open; one that
+            # arrives after the final response is moot, and must not cancel a
+            # later request that reuses the message ID.
+            cancelled = command.MessageIDBeingRespondedTo or 0
+            if cancelled in self._open_requests:
+                self._cancelled.add(cancelled)
             return
-        self._serve(message)
+        self._queue_request(message)
+
+    def _queue_request(self, message: DimseMessage) -> None:
+        if len(self._queued) >= MAX_QUEUED_REQUESTS:
+            ServiceRequest(message).release()
+            raise RemoteProtocolError(
+                f"more than {MAX_QUEUED_REQUESTS} requests sent while one was being served"
+            )
+        self._open_requests.add(message.command.MessageID or 0)
+        self._queued.append(message)
+
+    def _serve_queued(self) -> None:
+        """Serve requests one at a time, in order of arrival, in the reader thread.
+
+        Requests are queued as they are read, and served once the PDU that
+        completed them is all taken in (so a C-CANCEL in the same PDU is
+        already known). One that arrives while a handler runs (read by
+        _next_response or poll_peer) waits for the current one to be answered.
+        """
+        if self._serving:
+            return
+        self._serving = True
+        try:
+            while self._queued and self.link is not None and not self.link.is_closed:
+                self._serve(self._queued.popleft())
+        finally:
+            self._serving = False
 
     def is_cancelled(self, message_id: int) -> bool:
+        """Whether the peer sent a C-CANCEL for the request ``message_id`` being served.
+
+        Called by a handler (``event.is_cancelled``) in the reader thread, it
+        first handles the PDUs that have already arrived (see poll_peer).
+        """
+        self.poll_peer()
         return message_id in self._cancelled
+
+    def poll_peer(self) -> None:
+        """In the reader thread: handle what the peer has already sent, without waiting.
+
+        A handler in the middle of a long operation keeps the reader thread
+        from reading; between two of its steps, this takes in the PDUs waiting
+        on the socket (a C-CANCEL, an A-ABORT, an A-RELEASE-RQ) so the service
+        can act on them. From any other thread it does nothing: the reader
+        thread is reading.
+        """
+        link = self.link
+        if link is None or threading.current_thread() is not self._thread:
+            return
+        for _ in range(MAX_PDUS_PER_POLL):
+            if not link.input_ready():
+                return
+            link.read_one()
 
     def _serve(self, message: DimseMessage) -> None:
         from dicombus.services import dispatch  # services import this module's types
@@ -612,9 +831,11 @@ class Association:
             self.link.abort_invalid(exc)
         except ConnectionError as exc:
             # Aborted (say, by a server shutdown) while the handler ran.
-            LOGGER.warning("no %s response sent: %s", message.command.command_field.name, exc)
+            LOGGER.warning("the %s got no response: %s", message.command.command_field.name, exc)
         finally:
             request.release()
+            self._open_requests.discard(request.message_id)
+            self._cancelled.discard(request.message_id)
 
     # -- SCU services (pynetdicom's names) -----------------------------------------------
 
@@ -641,6 +862,114 @@ class Association:
             originator_aet=originator_aet,
             originator_id=originator_id,
         )
+
+    def send_c_find(
+        self, dataset: Dataset, query_model: str, msg_id: int = 1, priority: int = 2
+    ) -> Iterator[tuple[Dataset, Dataset | None]]:
+        from dicombus.services.qr_scu import send_c_find
+
+        return send_c_find(self, dataset, query_model, msg_id=msg_id, priority=priority)
+
+    def send_c_get(
+        self, dataset: Dataset, query_model: str, msg_id: int = 1, priority: int = 2
+    ) -> Iterator[tuple[Dataset, Dataset | None]]:
+        from dicombus.services.qr_scu import send_c_get
+
+        return send_c_get(self, dataset, query_model, msg_id=msg_id, priority=priority)
+
+    def send_c_move(
+        self,
+        dataset: Dataset,
+        move_aet: str,
+        query_model: str,
+        msg_id: int = 1,
+        priority: int = 2,
+    ) -> Iterator[tuple[Dataset, Dataset | None]]:
+        from dicombus.services.qr_scu import send_c_move
+
+        return send_c_move(self, dataset, move_aet, query_model, msg_id=msg_id, priority=priority)
+
+    def send_c_cancel(
+        self, msg_id: int, context_id: int | None = None, query_model: str | None = None
+    ) -> None:
+        from dicombus.services.qr_scu import send_c_cancel
+
+        send_c_cancel(self, msg_id, context_id=context_id, query_model=query_model)
+
+    def send_n_event_report(
+        self,
+        dataset: Dataset | None,
+        event_type: int,
+        class_uid: str,
+        instance_uid: str,
+        msg_id: int = 1,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        from dicombus.services.n_scu import send_n_event_report
+
+        return send_n_event_report(
+            self, dataset, event_type, class_uid, instance_uid, msg_id, meta_uid
+        )
+
+    def send_n_get(
+        self,
+        identifier_list: Sequence[int | str] | None,
+        class_uid: str,
+        instance_uid: str,
+        msg_id: int = 1,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        from dicombus.services.n_scu import send_n_get
+
+        return send_n_get(self, identifier_list, class_uid, instance_uid, msg_id, meta_uid)
+
+    def send_n_set(
+        self,
+        modification_list: Dataset,
+        class_uid: str,
+        instance_uid: str,
+        msg_id: int = 1,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        from dicombus.services.n_scu import send_n_set
+
+        return send_n_set(self, modification_list, class_uid, instance_uid, msg_id, meta_uid)
+
+    def send_n_action(
+        self,
+        dataset: Dataset | None,
+        action_type: int,
+        class_uid: str,
+        instance_uid: str,
+        msg_id: int = 1,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        from dicombus.services.n_scu import send_n_action
+
+        return send_n_action(self, dataset, action_type, class_uid, instance_uid, msg_id, meta_uid)
+
+    def send_n_create(
+        self,
+        dataset: Dataset | None,
+        class_uid: str,
+        instance_uid: str | None = None,
+        msg_id: int = 1,
+        meta_uid: str | None = None,
+    ) -> tuple[Dataset, Dataset | None]:
+        from dicombus.services.n_scu import send_n_create
+
+        return send_n_create(self, dataset, class_uid, instance_uid, msg_id, meta_uid)
+
+    def send_n_delete(
+        self,
+        class_uid: str,
+        instance_uid: str,
+        msg_id: int = 1,
+        meta_uid: str | None = None,
+    ) -> Dataset:
+        from dicombus.services.n_scu import send_n_delete
+
+        return send_n_delete(self, class_uid, instance_uid, msg_id, meta_uid)
 
 
 def _is_pending(command: CommandSet) -> bool:

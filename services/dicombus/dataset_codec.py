@@ -49,6 +49,11 @@ def encode_dataset(dataset: Dataset, transfer_syntax: str) -> bytes:
     if syntax.is_deflated:
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
         encoded = compressor.compress(encoded) + compressor.flush()
+        # Data set fragments must have even lengths: DCMTK aborts on an odd one
+        # ("Odd Fragment Length"). Inflate stops at the end of the stream, so a
+        # trailing zero byte pads it harmlessly (pynetdicom pads the same way).
+        if len(encoded) % 2:
+            encoded += b"\x00"
     return encoded
 
 
@@ -118,8 +123,8 @@ class Part10Header:
 def read_part10_header(path: Path) -> Part10Header:
     """Parse the preamble and group 0002 of ``path`` (PS3.10 7.1).
 
-    Raises DatasetCodecError when the file is not a Part 10 file or its meta
-    information lacks one of the three UIDs a C-STORE needs.
+    Raises DatasetCodecError when the file is not a Part 10 file, or its meta
+    information is truncated or lacks one of the three UIDs a C-STORE needs.
     """
     with path.open("rb") as stream:
         head = stream.read(_PREAMBLE_LENGTH + len(_PART10_MAGIC))
@@ -127,9 +132,14 @@ def read_part10_header(path: Path) -> Part10Header:
             raise DatasetCodecError(f"{path} is not a DICOM Part 10 file (no 'DICM' prefix)")
         uids: dict[int, str] = {}
         offset = _PREAMBLE_LENGTH + 4
+        group_end: int | None = None
         while True:
             header = stream.read(_ELEMENT_HEADER.size)
             if len(header) < _ELEMENT_HEADER.size:
+                # (0002,0000) says where the group ends: a file that stops short
+                # of it, or inside an element header, was cut.
+                if header or (group_end is not None and offset < group_end):
+                    raise DatasetCodecError(f"{path}: the file meta information is truncated")
                 break
             group, element, vr = _ELEMENT_HEADER.unpack(header)
             if group != 0x0002:
@@ -150,6 +160,8 @@ def read_part10_header(path: Path) -> Part10Header:
             if element in (0x0002, 0x0003, 0x0010):
                 uids[element] = value.rstrip(b"\x00 ").decode("ascii", "replace")
             offset += header_size + length
+            if element == 0x0000 and length == _LONG_LENGTH.size:
+                group_end = offset + _LONG_LENGTH.unpack(value)[0]
     missing = [
         name
         for tag, name in (

@@ -27,6 +27,7 @@ from dicombus.presentation import (
     negotiate_as_requestor,
 )
 from dicombus.protocol.items import (
+    MAX_ITEM_LENGTH,
     AsynchronousOperationsWindowSubItem,
     PresentationContextACItem,
     PresentationContextRQItem,
@@ -34,6 +35,7 @@ from dicombus.protocol.items import (
     SOPClassCommonExtendedNegotiationSubItem,
     SOPClassExtendedNegotiationSubItem,
     UserIdentityACSubItem,
+    UserIdentityRQSubItem,
     UserSubItem,
 )
 from dicombus.protocol.pdus import AAssociateAC, AAssociateRJ, AAssociateRQ
@@ -56,7 +58,8 @@ def build_associate_rq(assoc: Association) -> AAssociateRQ:
         implementation_version_name=ae.implementation_version_name,
         extended=assoc.extended_negotiation,
     )
-    requestor.user_information = info.sub_items
+    # What we propose, as the acceptor's side sees it (pynetdicom's requestor.user_identity ...).
+    requestor.absorb(info)
     return AAssociateRQ(
         called_ae_title=assoc.acceptor.ae_title,
         calling_ae_title=requestor.ae_title,
@@ -98,7 +101,11 @@ def answer_associate_rq(assoc: Association, rq: AAssociateRQ) -> AAssociateAC | 
     requestor.ae_title = rq.calling_ae_title
     acceptor.ae_title = our_title
     requestor.absorb(rq.user_information)
-    active = len(assoc.server.active_associations) if assoc.server is not None else 1
+    # This request and the associations already established: connections still
+    # negotiating (an idle flood among them) are bounded by the server instead.
+    active = 1
+    if assoc.server is not None:
+        active += sum(other.is_established for other in assoc.server.active_associations)
     rejection = check_association_request(
         rq,
         ae_title=our_title,
@@ -107,9 +114,12 @@ def answer_associate_rq(assoc: Association, rq: AAssociateRQ) -> AAssociateAC | 
         active_associations=active,
         maximum_associations=ae.maximum_associations,
     )
+    if rejection is None and assoc.server is not None:
+        rejection = assoc.server.refusal()
     replies: list[UserSubItem] = []
     if rejection is None:
         rejection = _check_user_identity(assoc, replies)
+        _report_user_identity(assoc, verified=rejection is None)
     if rejection is not None:
         LOGGER.info(
             "rejecting the association from %s: %s (%s)",
@@ -196,17 +206,22 @@ def _intervene(assoc: Association, event: evt.InterventionEvent, **attrs: Any) -
     return evt.trigger(assoc, event, attrs)
 
 
+# PS3.7 D.3.3.7.1: the identity types whose server response carries something.
+_KERBEROS, _SAML, _JWT = 3, 4, 5
+
+
 def _check_user_identity(assoc: Association, replies: list[UserSubItem]) -> Rejection | None:
+    """PS3.7 D.3.3.7: let the EVT_USER_ID handler accept or refuse the requestor's identity."""
     identity = assoc.requestor.user_identity
-    if identity is None:
+    if not isinstance(identity, UserIdentityRQSubItem):
         return None
     try:
-        verified, response = _intervene(
+        result = _intervene(
             assoc,
             evt.EVT_USER_ID,
             user_id_type=identity.user_identity_type,
-            primary_identity=identity.primary_field,
-            secondary_identity=identity.secondary_field,
+            primary_field=identity.primary_field,
+            secondary_field=identity.secondary_field,
         )
     except evt.NoHandlerBound:
         # No handler: the identity is neither checked nor answered (as pynetdicom).
@@ -214,43 +229,125 @@ def _check_user_identity(assoc: Association, replies: list[UserSubItem]) -> Reje
     except Exception:
         LOGGER.exception("the EVT_USER_ID handler raised; rejecting the association")
         return Rejection(1, 1, 1, "the user identity handler failed")
+    answer = _identity_answer(result)
+    if answer is None:
+        return Rejection(1, 1, 1, "the user identity handler returned no (verified, response)")
+    verified, response = answer
     if not verified:
         return Rejection(1, 1, 1, "the user identity was not verified")
-    if identity.positive_response_requested and response is not None:
-        replies.append(UserIdentityACSubItem(server_response=bytes(response)))
+    if identity.positive_response_requested:
+        reply = _identity_response(identity.user_identity_type, response)
+        if reply is not None:
+            replies.append(reply)
     return None
+
+
+def _report_user_identity(assoc: Association, *, verified: bool) -> None:
+    """Tell the outcome observers (the event bus) who asked to be identified, never a secret."""
+    identity = assoc.requestor.user_identity
+    if not isinstance(identity, UserIdentityRQSubItem) or not assoc.outcome_observers:
+        return
+    kind = identity.user_identity_type
+    details = {
+        "user_identity_type": kind,
+        # PS3.7 D.3.3.7.1: types 1 and 2 carry a user name; the others a ticket,
+        # an assertion or a token, as secret as the passcode.
+        "username": identity.primary_field.decode("utf-8", "replace") if kind in (1, 2) else None,
+        "positive_response_requested": identity.positive_response_requested,
+        # Without a handler nothing was checked (see _check_user_identity).
+        "verified": verified if assoc.handlers.is_bound(evt.EVT_USER_ID) else None,
+    }
+    assoc.report_outcome(evt.EVT_USER_ID, None, details=details)
+
+
+def _identity_answer(result: Any) -> tuple[bool, bytes | None] | None:
+    """The handler's (verified, response), or None (logged) when it returned something else."""
+    if isinstance(result, tuple | list) and len(result) == 2:
+        verified, response = result
+        if response is None or isinstance(response, bytes | bytearray):
+            return bool(verified), None if response is None else bytes(response)
+    LOGGER.error(
+        "the EVT_USER_ID handler returned %r; return (verified: bool, response: bytes or None)",
+        result,
+    )
+    return None
+
+
+def _identity_response(identity_type: int, response: bytes | None) -> UserIdentityACSubItem | None:
+    """PS3.7 D.3.3.7.2: the server response sent back when the requestor asked for one.
+
+    For a username (types 1 and 2) it is zero length whatever the handler said;
+    for Kerberos, SAML and JWT it is the handler's ticket, assertion response or
+    token, and nothing is sent when the handler has none.
+    """
+    if identity_type not in (_KERBEROS, _SAML, _JWT):
+        return UserIdentityACSubItem(server_response=b"")
+    if response is None:
+        return None
+    if len(response) > MAX_ITEM_LENGTH - 2:
+        LOGGER.error(
+            "the EVT_USER_ID handler's response has %d bytes, more than a sub-item holds; "
+            "none is sent",
+            len(response),
+        )
+        return None
+    return UserIdentityACSubItem(server_response=response)
 
 
 def _extended_negotiation_replies(assoc: Association) -> list[UserSubItem]:
     requestor = assoc.requestor
     replies: list[UserSubItem] = []
-    if requestor.asynchronous_operations != (1, 1):
+    window = requestor.asynchronous_operations
+    if window != (1, 1):
+        granted: tuple[int, int] | None = None
         try:
-            invoked, performed = _intervene(
+            # pynetdicom's code names these nr_invoked / nr_performed, its
+            # documentation invoked / performed: both are set.
+            _intervene(
                 assoc,
                 evt.EVT_ASYNC_OPS,
-                invoked=requestor.asynchronous_operations[0],
-                performed=requestor.asynchronous_operations[1],
+                nr_invoked=window[0],
+                nr_performed=window[1],
+                invoked=window[0],
+                performed=window[1],
             )
+            # As pynetdicom: requests are performed one at a time whatever the
+            # handler returns, so the only window we can honestly grant is (1, 1).
             replies.append(
                 AsynchronousOperationsWindowSubItem(
-                    max_operations_invoked=invoked, max_operations_performed=performed
+                    max_operations_invoked=1, max_operations_performed=1
                 )
             )
+            granted = (1, 1)
         except evt.NoHandlerBound:
             pass
         except Exception:
             LOGGER.exception("the EVT_ASYNC_OPS handler raised; no window is returned")
+        assoc.report_outcome(
+            evt.EVT_ASYNC_OPS,
+            None,
+            details={"invoked": window[0], "performed": window[1], "granted": granted},
+        )
     if requestor.sop_class_extended:
         answers = _ask_or_default(
             assoc, evt.EVT_SOP_EXTENDED, app_info=dict(requestor.sop_class_extended)
         )
+        # PS3.7 D.3.3.5: an answer only for a SOP class the requestor asked about.
+        answered = {
+            uid: bytes(info)
+            for uid, info in answers.items()
+            if uid in requestor.sop_class_extended and isinstance(info, bytes | bytearray)
+        }
         replies.extend(
             SOPClassExtendedNegotiationSubItem(
-                sop_class_uid=uid, service_class_application_information=bytes(info)
+                sop_class_uid=uid, service_class_application_information=info
             )
-            for uid, info in (answers or {}).items()
-            if uid in requestor.sop_class_extended and info is not None
+            for uid, info in answered.items()
+        )
+        assoc.report_outcome(
+            evt.EVT_SOP_EXTENDED,
+            None,
+            details={"requested": dict(requestor.sop_class_extended), "answered": answered},
         )
     if requestor.sop_class_common_extended:
         answers = _ask_or_default(
@@ -258,17 +355,38 @@ def _extended_negotiation_replies(assoc: Association) -> list[UserSubItem]:
         )
         assoc.acceptor.sop_class_common_extended = {
             uid: item
-            for uid, item in (answers or {}).items()
+            for uid, item in answers.items()
             if isinstance(item, SOPClassCommonExtendedNegotiationSubItem)
         }
+        assoc.report_outcome(
+            evt.EVT_SOP_COMMON,
+            None,
+            details={
+                "requested": dict(requestor.sop_class_common_extended),
+                "accepted": list(assoc.acceptor.sop_class_common_extended),
+            },
+        )
     return replies
 
 
-def _ask_or_default(assoc: Association, event: evt.InterventionEvent, **attrs: Any) -> Any:
+def _ask_or_default(
+    assoc: Association, event: evt.InterventionEvent, **attrs: Any
+) -> dict[str, Any]:
+    """The handler's {SOP class UID: answer}; {} without a handler or a usable answer."""
     try:
-        return _intervene(assoc, event, **attrs)
+        answers = _intervene(assoc, event, **attrs)
     except evt.NoHandlerBound:
         return {}
     except Exception:
         LOGGER.exception("the %s handler raised; nothing is negotiated", event.name)
         return {}
+    if answers is None:
+        return {}
+    if not isinstance(answers, dict):
+        LOGGER.error(
+            "the %s handler returned %s, not a dict; nothing is negotiated",
+            event.name,
+            type(answers).__name__,
+        )
+        return {}
+    return {str(uid): answer for uid, answer in answers.items()}

@@ -7,11 +7,13 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dicombus import evt
+from dicombus.acse import Rejection
 from dicombus.association import Association
+from dicombus.outcomes import OutcomeObserver
 from dicombus.presentation import PresentationContext
 
 if TYPE_CHECKING:
@@ -22,6 +24,14 @@ LOGGER = logging.getLogger("dicombus.server")
 # Connections waiting in the kernel for accept(); beyond this the kernel
 # refuses new SYNs, which bounds what a flood can queue up.
 LISTEN_BACKLOG = 128
+
+# Connections that have not finished negotiating (a TLS handshake, or an
+# A-ASSOCIATE-RQ still on its way) each hold a thread for up to the ARTIM
+# timeout. The server keeps at most maximum_associations * 2 + this many; a
+# new connection beyond that closes the one that has waited longest, so a flood
+# of idle connections neither exhausts threads nor locks out a real requestor,
+# which sends its A-ASSOCIATE-RQ at once.
+PENDING_HEADROOM = 8
 
 
 class AssociationServer:
@@ -42,6 +52,11 @@ class AssociationServer:
         self.contexts = list(contexts)
         self.ssl_context = ssl_context
         self.handlers = evt.HandlerRegistry()
+        # Observers of intervention outcomes, handed to every association.
+        self.outcome_observers: list[OutcomeObserver] = []
+        # Asked before each negotiation: a reason to turn requestors away for
+        # now (an edge whose event outbox is full), or None to go on.
+        self.admission_check: Callable[[], str | None] | None = None
         self.handlers.bind_all(evt_handlers)
         self._associations: list[Association] = []
         self._lock = threading.Lock()
@@ -57,6 +72,11 @@ class AssociationServer:
             self.socket.close()
             raise
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+
+    @property
+    def maximum_pending(self) -> int:
+        """How many connections may be negotiating at once (see PENDING_HEADROOM)."""
+        return self.ae.maximum_associations * 2 + PENDING_HEADROOM
 
     @property
     def active_associations(self) -> list[Association]:
@@ -79,6 +99,15 @@ class AssociationServer:
     def get_handlers(self, event: evt.EventType) -> Any:
         return self.handlers.get_handlers(event)
 
+    def refusal(self) -> Rejection | None:
+        """A transient rejection while ``admission_check`` gives a reason, else None."""
+        reason = self.admission_check() if self.admission_check is not None else None
+        if reason is None:
+            return None
+        # PS3.8 9.3.4: rejected-transient (2), by the UL service-provider's
+        # presentation function (3), temporary-congestion (1): try again later.
+        return Rejection(2, 3, 1, reason)
+
     def start(self) -> None:
         self._thread = threading.Thread(
             target=self.serve_forever, name="dicombus-server", daemon=True
@@ -100,11 +129,30 @@ class AssociationServer:
             self._start_association(conn)
 
     def _start_association(self, conn: socket.socket) -> None:
+        self._make_room()
         assoc = Association(self.ae, "acceptor", handlers=self.handlers.copy(), server=self)
         assoc.supported_contexts = self.contexts
+        assoc.outcome_observers = list(self.outcome_observers)
         with self._lock:
             self._associations.append(assoc)
         assoc.start_as_acceptor(conn, self.ssl_context)
+
+    def _make_room(self) -> None:
+        """Keep the connections still negotiating under maximum_pending, oldest out first."""
+        with self._lock:
+            pending = [assoc for assoc in self._associations if assoc.is_negotiating]
+        limit = self.maximum_pending
+        # The list is in order of arrival; hang up as many as needed for one more.
+        for oldest in pending[: max(0, len(pending) - limit + 1)]:
+            if oldest.hang_up_unnegotiated():
+                LOGGER.warning(
+                    "%d connections are waiting to negotiate, the limit is %d: closing the "
+                    "oldest, from %s:%s",
+                    len(pending),
+                    limit,
+                    oldest.requestor.address or "?",
+                    oldest.requestor.port,
+                )
 
     def forget(self, assoc: Association) -> None:
         """Called by an association's thread as it ends."""

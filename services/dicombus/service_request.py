@@ -33,7 +33,7 @@ PARAMETER_NAME_BY_REQUEST = {
 class ServiceRequest:
     """A received request: its command set, context and (lazily) its dataset bytes."""
 
-    __slots__ = ("_sink", "command", "context_id", "dataset_parameters")
+    __slots__ = ("_sink", "command", "context_id", "dataset_parameters", "outcome")
 
     def __init__(self, message: DimseMessage) -> None:
         self.command: CommandSet = message.command
@@ -41,8 +41,14 @@ class ServiceRequest:
         self._sink = message.dataset
         name = PARAMETER_NAME_BY_REQUEST.get(message.command.command_field)
         self.dataset_parameters = frozenset({name}) if name else frozenset()
+        # What the handler did, published with the outcome (e.g. the edge's
+        # storage handler records stored_path and stored_size here).
+        self.outcome: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
+        if name in ServiceRequest.__slots__:
+            # Not set yet: copy and pickle build the object without __init__.
+            raise AttributeError(name)
         if name in self.dataset_parameters:
             return BytesIO(self.parameter_bytes())
         if name in PARAMETER_NAME_BY_REQUEST.values():
@@ -53,6 +59,11 @@ class ServiceRequest:
     def message_id(self) -> int:
         """check_request() has made sure a request carries one."""
         return self.command.MessageID or 0
+
+    @property
+    def is_spooled(self) -> bool:
+        """Whether the dataset bytes are already in a file (see dataset_file())."""
+        return isinstance(self._sink, SpoolingDatasetSink) and not self._sink.in_memory
 
     @property
     def has_dataset(self) -> bool:

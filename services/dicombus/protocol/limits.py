@@ -43,3 +43,8 @@ MAX_PDU_LENGTH_WHEN_UNLIMITED = 1 << 20
 # a peer grow the process without bound. 64 MiB holds a large single-frame
 # image (a digital mammogram is ~50 MB); bigger objects belong in a file sink.
 DEFAULT_MAX_DATASET_IN_MEMORY = 64 * 1024 * 1024
+
+# When we advertise no limit (maximum PDU size 0, PS3.8 D.1) a peer may send
+# P-DATA-TF PDUs of any size, but a header claiming gigabytes is still refused:
+# the body is read into memory whole. Real peers stay far below this.
+UNLIMITED_PDATA_CAP = 64 * 1024 * 1024

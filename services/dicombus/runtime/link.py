@@ -14,6 +14,8 @@ after that lock is released, so a slow handler never blocks a sender.
 from __future__ import annotations
 
 import logging
+import select
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -193,26 +195,69 @@ class UpperLayerLink:
 
     def _read_until_closed(self) -> None:
         while not self._closed.is_set():
+            self.read_one()
+
+    def read_one(self, wait_until: float | None = None) -> bool:
+        """Read one PDU and handle it (reader thread only).
+
+        The reader loop calls this; so does a handler running in the reader
+        thread that needs the peer's next message before it can go on (a
+        C-GET SCP waiting for a C-STORE response on this same association).
+        ``wait_until`` (a monotonic time) also bounds the wait for the PDU to
+        start; returns False when that time passed before it did, True once a
+        PDU, a timeout of the link's own or the end of the connection has
+        been handled.
+        """
+        idle_deadline = self._idle_deadline()
+        caller_bound = wait_until is not None and (
+            idle_deadline is None or wait_until < idle_deadline
+        )
+        if caller_bound:
+            idle_deadline = wait_until
+        try:
+            pdu_type, body, header = self.channel.read_pdu(
+                idle_deadline=idle_deadline, pdu_timeout=self._pdu_timeout()
+            )
+            pdu = decode_pdu(pdu_type, body)
+        except RemoteProtocolError as exc:
+            self._on_invalid_pdu(exc)
+        except DeadlineExpired as exc:
+            if caller_bound and not exc.mid_pdu:
+                return False
+            self._on_deadline(exc)
+        except ConnectionClosed:
+            self._on_transport_closed()
+        else:
+            if self.observe_pdus:
+                # Handlers may keep event.pdu, but ``pdu`` is a view of the
+                # buffer the next read overwrites: theirs is decoded from a copy.
+                raw = bytes(header) + bytes(body)
+                kept = decode_pdu(pdu_type, memoryview(raw)[len(header) :])
+                self.user.on_pdu(kept, _frozen(raw), sent=False)
             try:
-                pdu_type, body, header = self.channel.read_pdu(
-                    idle_deadline=self._idle_deadline(), pdu_timeout=self._pdu_timeout()
-                )
-                pdu = decode_pdu(pdu_type, body)
+                self._on_pdu(pdu)
             except RemoteProtocolError as exc:
+                # A well-formed PDU whose content the upper layers refuse
+                # (an AC for a context we never proposed, a bad DIMSE message).
                 self._on_invalid_pdu(exc)
-            except DeadlineExpired as exc:
-                self._on_deadline(exc)
-            except ConnectionClosed:
-                self._on_transport_closed()
-            else:
-                if self.observe_pdus:
-                    self.user.on_pdu(pdu, _frozen(bytes(header) + bytes(body)), sent=False)
-                try:
-                    self._on_pdu(pdu)
-                except RemoteProtocolError as exc:
-                    # A well-formed PDU whose content the upper layers refuse
-                    # (an AC for a context we never proposed, a bad DIMSE message).
-                    self._on_invalid_pdu(exc)
+        return True
+
+    def input_ready(self) -> bool:
+        """Whether a read would find bytes (or the end of the stream) at once: no waiting."""
+        if self._closed.is_set():
+            return False
+        sock = self.channel.sock
+        # TLS may hold decrypted bytes that the socket no longer shows.
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            if not hasattr(select, "poll"):  # Windows
+                return bool(select.select([sock], [], [], 0)[0])
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True  # a closed socket: the read reports it
 
     def _on_pdu(self, pdu: PDU) -> None:
         event = _EVENT_BY_PDU_TYPE[pdu.pdu_type]
@@ -272,7 +317,9 @@ class UpperLayerLink:
         """EVT15: send A-ABORT, then hang up without waiting out ARTIM."""
         with self._lock:
             state = self.state
-            if state in (State.STA1, State.STA13):
+            # PS3.8 Table 9-10 has no EVT15 in Sta2 either: before the peer's
+            # A-ASSOCIATE-RQ there is no association to abort, only a connection.
+            if state in (State.STA1, State.STA2, State.STA13):
                 self.shutdown_transport()
                 return
             self.fire(Event.EVT15, AAbort(source=source, reason=0) if state != State.STA4 else None)

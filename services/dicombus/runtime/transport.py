@@ -16,7 +16,7 @@ import ssl
 import time
 from collections.abc import Sequence
 
-from dicombus.protocol.limits import PDU_HEADER_LENGTH
+from dicombus.protocol.limits import PDU_HEADER_LENGTH, UNLIMITED_PDATA_CAP
 from dicombus.protocol.pdus import check_pdu_header
 
 Buffer = bytes | bytearray | memoryview
@@ -83,7 +83,7 @@ class PduChannel:
         self._recv_all(header, received, deadline)
         pdu_type, length = check_pdu_header(
             header,
-            max_pdata_length=self.max_pdata_length,
+            max_pdata_length=self.max_pdata_length or UNLIMITED_PDATA_CAP,
             max_associate_length=self.max_associate_length,
         )
         if length > len(self._body):

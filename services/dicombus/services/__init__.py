@@ -10,6 +10,15 @@ from dicombus.presentation import PresentationContext
 from dicombus.protocol import status
 from dicombus.protocol.commands import NO_DATASET, CommandField, CommandSet, check_request
 from dicombus.service_request import ServiceRequest
+from dicombus.services.n_services import (
+    serve_n_action,
+    serve_n_create,
+    serve_n_delete,
+    serve_n_event_report,
+    serve_n_get,
+    serve_n_set,
+)
+from dicombus.services.query_retrieve import serve_c_find, serve_c_get, serve_c_move
 from dicombus.services.storage import serve_c_store
 from dicombus.services.verification import serve_c_echo
 
@@ -23,6 +32,15 @@ Service = Callable[["Association", ServiceRequest, PresentationContext], None]
 SERVICES: dict[CommandField, Service] = {
     CommandField.C_ECHO_RQ: serve_c_echo,
     CommandField.C_STORE_RQ: serve_c_store,
+    CommandField.C_FIND_RQ: serve_c_find,
+    CommandField.C_GET_RQ: serve_c_get,
+    CommandField.C_MOVE_RQ: serve_c_move,
+    CommandField.N_EVENT_REPORT_RQ: serve_n_event_report,
+    CommandField.N_GET_RQ: serve_n_get,
+    CommandField.N_SET_RQ: serve_n_set,
+    CommandField.N_ACTION_RQ: serve_n_action,
+    CommandField.N_CREATE_RQ: serve_n_create,
+    CommandField.N_DELETE_RQ: serve_n_delete,
 }
 
 

@@ -9,6 +9,7 @@ that say what was wrong, and the peer gets a failure status.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,8 @@ def interpret_status(value: Any, event_name: str) -> HandlerStatus:
             )
             return HandlerStatus(STATUS_DATASET_WITHOUT_STATUS)
         offending = value.get("OffendingElement")
-        if offending is not None and not isinstance(offending, list):
+        # pydicom gives one tag as an int and several as a MultiValue (a Sequence).
+        if offending is not None and not isinstance(offending, Sequence):
             offending = [offending]
         return HandlerStatus(
             int(value.Status),

@@ -64,6 +64,13 @@ def serve_c_store(
         error_comment=reply.error_comment,
     )
     assoc.send_message(context.context_id or 0, response, None)
+    assoc.report_outcome(
+        evt.EVT_C_STORE,
+        reply.status,
+        request=request,
+        context=context.as_tuple,
+        details=request.outcome,
+    )
 
 
 def _ask_handler(

@@ -43,6 +43,13 @@ def serve_c_echo(assoc: Association, request: ServiceRequest, context: Presentat
         error_comment=reply.error_comment,
     )
     assoc.send_message(context.context_id or 0, response, None)
+    assoc.report_outcome(
+        evt.EVT_C_ECHO,
+        reply.status,
+        request=request,
+        context=context.as_tuple,
+        details=request.outcome,
+    )
 
 
 def send_c_echo(assoc: Association, message_id: int) -> Dataset:

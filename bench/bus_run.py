@@ -1,0 +1,641 @@
+"""The event bus benchmark (issue 4): edge -> Redis -> Celery, measured on this machine.
+
+    python bench/bus_run.py [--quick] [--json results.json]
+
+Everything is real: the embedded redis-server (appendonly yes), edge nodes
+and their publisher in this process, ``dicombus worker`` processes (Celery
+prefork, the shipped defaults: acks late, prefetch 1) running the no-op tasks
+of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
+
+1. **Publish**: events/s from one edge into Redis, as Celery task messages.
+   Real events are first captured from real associations (lifecycle, C-ECHO
+   and C-STORE: 17 per association), then handed to a fresh publisher at once;
+   the figure is events / time until the last one is in Redis. A second
+   figure runs the same traffic live through an edge node.
+2. **Latency**: one association sends C-ECHOs paced at 1,000/s; a worker
+   with 2 pool processes runs ``bench.latency``, which records how long after
+   the edge captured the event the task started (p50 / p99).
+3. **Consume**: a queue pre-filled with C-ECHO events, drained by a worker
+   with 1, 2 and 4 pool processes (first task start to last task end).
+4. **C-STORE with publishing on vs off**: instances/s over one association
+   into an edge whose lifecycle and C-STORE events are published, and into
+   the same edge with the bus off; the median of alternating runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from dicombus import AE, evt
+from dicombus.bus.capture import EventCapture
+from dicombus.bus.edge import EdgeNode, build_ae
+from dicombus.bus.edge_config import EdgeConfig
+from dicombus.bus.envelope import PendingEvent
+from dicombus.bus.outbox import Outbox
+from dicombus.bus.publisher import Broker, Publisher, TaskMessageBuilder
+from dicombus.bus.redis_server import EmbeddedRedis
+from dicombus.bus.subscriptions import Subscription, SubscriptionView
+from dicombus.cli.storescp import handle_store
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+BENCH = Path(__file__).resolve().parent
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+VERIFICATION = "1.2.840.10008.1.1"
+LIFECYCLE = (
+    "EVT_CONN_OPEN",
+    "EVT_REQUESTED",
+    "EVT_ACCEPTED",
+    "EVT_ESTABLISHED",
+    "EVT_RELEASED",
+    "EVT_CONN_CLOSE",
+    "EVT_ABORTED",
+    "EVT_REJECTED",
+)
+STORE_MIX = frozenset({*LIFECYCLE, "EVT_C_STORE"})
+SINK = "bench.sink"  # a queue nobody consumes; emptied after each row
+WORKER_START_TIMEOUT = 30.0
+RUN_TIMEOUT = 300.0
+
+# The issue's targets.
+PUBLISH_TARGET = 5_000.0  # events/s
+LATENCY_TARGET = 0.050  # p99 seconds at 1,000 events/s
+STORE_RATIO_TARGET = 0.9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    associations: int  # publish row: associations per mix
+    latency_seconds: float
+    consume_events: int
+    store_instances: int
+    store_repeats: int
+
+
+FULL = Budget(
+    associations=300,
+    latency_seconds=8.0,
+    consume_events=4000,
+    store_instances=1500,
+    store_repeats=3,
+)
+QUICK = Budget(
+    associations=200,
+    latency_seconds=3.0,
+    consume_events=1500,
+    store_instances=500,
+    store_repeats=3,
+)
+# Each association of the publish row: 6 lifecycle events and 10 C-ECHOs or C-STOREs.
+EVENTS_PER_ASSOCIATION = 10
+
+
+# -- SCUs: run in processes of their own ---------------------------------------------------
+
+
+def _dataset(rows: int, columns: int) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = CT_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "CT"
+    ds.PatientName = "Bench^Bus"
+    ds.PatientID = "BUS-1"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, columns
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = os.urandom(rows * columns * 2)
+    ds["PixelData"].VR = "OW"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def _associate(port: int, *contexts: str) -> Any:
+    ae = AE("BENCHSCU")
+    for context in contexts:
+        ae.add_requested_context(context, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="EDGE")
+    if not assoc.is_established:
+        raise RuntimeError("the edge did not accept the association")
+    return assoc
+
+
+def scu_associations(port: int, associations: int, echoes: int, stores: int) -> float:
+    """``associations`` x (``echoes`` C-ECHOs, ``stores`` small C-STOREs); returns seconds."""
+    datasets = [_dataset(16, 16) for _ in range(associations * stores)]
+    started = time.perf_counter()
+    for index in range(associations):
+        assoc = _associate(port, CT_IMAGE_STORAGE, VERIFICATION)
+        for _ in range(echoes):
+            assoc.send_c_echo()
+        for ds in datasets[index * stores : (index + 1) * stores]:
+            assoc.send_c_store(ds)
+        assoc.release()
+    return time.perf_counter() - started
+
+
+def scu_paced_echo(port: int, rate: float, seconds: float) -> tuple[int, float]:
+    """C-ECHOs on one association at ``rate``/s for ``seconds``; (echoes, seconds taken)."""
+    assoc = _associate(port, VERIFICATION)
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    sent = 0
+    while (now := time.perf_counter()) - started < seconds:
+        due = started + sent * interval
+        if due > now:
+            time.sleep(due - now)
+        assoc.send_c_echo()
+        sent += 1
+    elapsed = time.perf_counter() - started
+    assoc.release()
+    return sent, elapsed
+
+
+def scu_store_one_association(port: int, count: int, rows: int) -> float:
+    """``count`` C-STOREs of rows x rows 16-bit instances over one association; seconds."""
+    datasets = [_dataset(rows, rows) for _ in range(count)]
+    assoc = _associate(port, CT_IMAGE_STORAGE)
+    started = time.perf_counter()
+    for ds in datasets:
+        assoc.send_c_store(ds)
+    elapsed = time.perf_counter() - started
+    assoc.release()
+    return elapsed
+
+
+# -- the pieces in this process ------------------------------------------------------------
+
+
+def _config(url: str, folder: Path, **settings: Any) -> EdgeConfig:
+    return EdgeConfig(
+        edge_id="bench",
+        ae_title="EDGE",
+        port=0,
+        data_dir=folder,
+        broker_url=url,
+        **settings,
+    )
+
+
+@contextmanager
+def _edge(url: str, folder: Path, **settings: Any) -> Iterator[EdgeNode]:
+    node = EdgeNode(_config(url, folder, **settings))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@contextmanager
+def _workers(
+    url: str,
+    folder: Path,
+    queue: str,
+    processes: int,
+    *,
+    count: int = 1,
+    pool: str = "prefork",
+    prefetch: int | None = None,
+) -> Iterator[None]:
+    """``count`` ``dicombus worker`` processes running bench/bus_tasks.py on ``queue``,
+    each with ``processes`` pool processes; killed (by process group) afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "dicombus.cli.main",
+        "worker",
+        "--no-builtin",
+        "--include=bus_tasks",
+        f"--queues={queue}",
+        f"--concurrency={processes}",
+        f"--pool={pool}",
+        "--loglevel=WARNING",
+    ]
+    environment = {
+        **os.environ,
+        "DICOMBUS_BROKER_URL": url,
+        "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]),
+    }
+    if prefetch is not None:
+        environment["DICOMBUS_PREFETCH"] = str(prefetch)
+    client = redis.Redis.from_url(url)
+    client.delete("bench:ready")
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    try:
+        for index in range(count):
+            logs.append(folder / f"worker-{queue}-{pool}-{index}-{time.monotonic_ns()}.log")
+            with logs[-1].open("wb") as sink:
+                started.append(
+                    subprocess.Popen(
+                        [*command, f"--hostname=bench{index}-{os.getpid()}@%h"],
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        env=environment,
+                        start_new_session=True,
+                    )
+                )
+
+        def alive() -> None:
+            for process, log in zip(started, logs, strict=True):
+                if process.poll() is not None:
+                    raise RuntimeError(f"a worker exited: {log.read_text()[-2000:]}")
+
+        _wait(
+            lambda: int(client.get("bench:ready") or 0) >= count,
+            "the workers",
+            WORKER_START_TIMEOUT,
+            alive,
+        )
+        yield
+    finally:
+        for process in started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+        client.close()
+
+
+def _wait(
+    condition: Callable[[], Any],
+    what: str,
+    timeout: float = RUN_TIMEOUT,
+    alive: Callable[[], Any] = lambda: None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+# -- rows ----------------------------------------------------------------------------------
+
+
+def _capture(
+    url: str, folder: Path, scus: ProcessPoolExecutor, mix: frozenset[str], job: tuple[Any, ...]
+) -> list[PendingEvent]:
+    """The events of ``mix`` that real associations (``job``, run by an SCU) produce."""
+    captured: list[PendingEvent] = []
+    config = _config(url, folder)
+    config.storage.mkdir(parents=True, exist_ok=True)
+    server = build_ae(config).start_server(
+        ("127.0.0.1", 0),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, handle_store, [config.storage, config.layout])],
+    )
+    assert server is not None
+    capture = EventCapture(
+        edge_id="bench",
+        sink=captured.append,
+        wants=mix.__contains__,
+        bulk_data_uri_base=config.storage.resolve().as_uri(),
+    )
+    capture.attach(server)
+    try:
+        scus.submit(job[0], server.server_address[1], *job[1:]).result(RUN_TIMEOUT)
+    finally:
+        server.shutdown()
+        capture.detach()
+    return captured
+
+
+def _stages(events: list[PendingEvent], sub: Subscription, url: str) -> dict[str, float]:
+    """Seconds per event of each publishing stage, run one after the other."""
+    builder = TaskMessageBuilder(origin="bench")
+    broker = Broker(url, timeout=10)
+    started = time.perf_counter()
+    envelopes = [pending.to_envelope() for pending in events]
+    built = time.perf_counter()
+    messages = [builder.build(e, sub, order=i, created=0.0) for i, e in enumerate(envelopes)]
+    wrapped = time.perf_counter()
+    for start in range(0, len(messages), 500):
+        broker.publish(messages[start : start + 500])
+    sent = time.perf_counter()
+    broker.close()
+    count = len(events)
+    return {
+        "envelope_us": 1e6 * (built - started) / count,
+        "celery_message_us": 1e6 * (wrapped - built) / count,
+        "redis_us": 1e6 * (sent - wrapped) / count,
+    }
+
+
+def bench_publish(url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget) -> dict[str, Any]:
+    """Events/s from one edge's publisher into Redis, for two mixes of real events (row 1)."""
+    client = redis.Redis.from_url(url)
+    jobs = {
+        "lifecycle + C-ECHO": (
+            frozenset({*LIFECYCLE, "EVT_C_ECHO"}),
+            (scu_associations, budget.associations, EVENTS_PER_ASSOCIATION, 0),
+        ),
+        "lifecycle + C-STORE": (
+            frozenset({*LIFECYCLE, "EVT_C_STORE"}),
+            (scu_associations, budget.associations, 0, EVENTS_PER_ASSOCIATION),
+        ),
+    }
+    results: dict[str, Any] = {}
+    for index, (name, (mix, job)) in enumerate(jobs.items()):
+        events = _capture(url, tmp / f"capture-{index}", scus, mix, job)
+        sub = Subscription(SINK, SINK, mix)
+        view = SubscriptionView(url, static=[sub])
+        view.start()
+        publisher = Publisher(
+            url, view, Outbox(tmp / f"outbox-{index}.sqlite3"), queue_size=len(events) + 1
+        )
+        publisher.start()
+        started = time.perf_counter()
+        for pending in events:
+            publisher.submit(pending)
+        total = len(events)
+        _wait(lambda: publisher.metrics()["published"] >= total, "the publisher")  # noqa: B023
+        elapsed = time.perf_counter() - started
+        metrics = publisher.metrics()
+        publisher.stop()
+        view.stop()
+        in_redis = client.llen(SINK)
+        client.delete(SINK)
+        results[name] = {
+            "events": len(events),
+            "in_redis": in_redis,
+            "spooled": metrics["spooled"],
+            "events_per_s": len(events) / elapsed,
+            **_stages(events, sub, url),
+        }
+        client.delete(SINK)
+    client.close()
+    return results
+
+
+def bench_latency(
+    url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget, **shape: Any
+) -> dict[str, Any]:
+    """Event -> task start at a paced 1,000 events/s, workers of ``shape`` (row 2)."""
+    client = redis.Redis.from_url(url)
+    client.delete("bench:latency")
+    with (
+        _workers(url, tmp / "workers", "bench.latency", **shape),
+        _edge(url, tmp / f"latency-{time.monotonic_ns()}") as node,
+    ):
+        _wait(lambda: node.view is not None and node.view.wants("EVT_C_ECHO"), "the subscription")
+        sent, seconds = scus.submit(
+            scu_paced_echo, node.address[1], 1000.0, budget.latency_seconds
+        ).result(RUN_TIMEOUT)
+        _wait(lambda: client.llen("bench:latency") >= sent, "every task to start", 60)
+    # Every event counts, the first ones (cold connections) included.
+    values = sorted(float(v) for v in client.lrange("bench:latency", 0, -1))
+    client.close()
+    return {
+        "events": sent,
+        "rate": sent / seconds,
+        "p50_ms": 1000 * _percentile(values, 50),
+        "p99_ms": 1000 * _percentile(values, 99),
+        "max_ms": 1000 * max(values),
+    }
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(percent) - 1]
+
+
+def bench_consume(url: str, tmp: Path, budget: Budget, **shape: Any) -> float:
+    """Events/s drained from a full queue by workers of ``shape`` (see _workers; row 3)."""
+    client = redis.Redis.from_url(url)
+    client.delete("bench:consumed", "bench:first", "bench:last", "bench.consume")
+    builder = TaskMessageBuilder(origin="bench")
+    broker = Broker(url, timeout=10)
+    sub = Subscription("bench.consume", "bench.consume", frozenset({"EVT_C_ECHO"}))
+    envelope = _echo_envelope()
+    messages = []
+    for index in range(budget.consume_events):
+        envelope = {**envelope, "id": f"01BENCH{index:019d}", "sequence": index + 1}
+        messages.append(builder.build(envelope, sub, order=index, created=time.time()))
+    for start in range(0, len(messages), 500):
+        broker.publish(messages[start : start + 500])
+    broker.close()
+    with _workers(url, tmp / "workers", "bench.consume", **shape):
+        _wait(lambda: int(client.get("bench:consumed") or 0) >= budget.consume_events, "consumers")
+        first, last = float(client.get("bench:first")), float(client.get("bench:last"))
+    client.close()
+    return budget.consume_events / (last - first)
+
+
+def _echo_envelope() -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": "",
+        "source": "dicombus://bench/EDGE",
+        "type": "EVT_C_ECHO",
+        "time": "2026-01-01T00:00:00.000000Z",
+        "subject": "01BENCHASSOCIATION00000000",
+        "datacontenttype": "application/json",
+        "sequence": 0,
+        "schemaversion": "1",
+        "data": {
+            "association": {
+                "calling_ae_title": "BENCHSCU",
+                "called_ae_title": "EDGE",
+                "peer_address": "127.0.0.1",
+                "peer_port": 50000,
+                "local_port": 11112,
+                "tls_peer_subject": None,
+                "role": "acceptor",
+            },
+            "message_id": 1,
+            "status": 0,
+            "status_category": "Success",
+        },
+    }
+
+
+def bench_store(
+    url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget, rows: int, count: int
+) -> dict[str, Any]:
+    """C-STORE instances/s with publishing on and off, median of alternating runs (row 4).
+
+    Also the edge process's CPU time per instance (its association and publisher
+    threads, the publisher drained), which other load on the machine disturbs less
+    than wall-clock throughput.
+    """
+    client = redis.Redis.from_url(url)
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}
+    sub = Subscription(SINK, SINK, STORE_MIX)
+    for repeat in range(budget.store_repeats):
+        for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
+            folder = tmp / f"store-{rows}-{mode}-{repeat}"
+            settings: dict[str, Any] = (
+                {"subscriptions": (sub,)} if mode == "on" else {"bus_enabled": False}
+            )
+            with _edge(url, folder, **settings) as node:
+                cpu_before = time.process_time()
+                seconds = scus.submit(
+                    scu_store_one_association, node.address[1], count, rows
+                ).result(RUN_TIMEOUT)
+                if mode == "on":
+                    # 6 lifecycle events and one per instance, all in Redis.
+                    expected = count + 6
+                    _wait(lambda: node.metrics()["published"] >= expected, "publishing")  # noqa: B023
+                cpu[mode].append((time.process_time() - cpu_before) / count)
+            rates[mode].append(count / seconds)
+            client.delete(SINK)
+    client.close()
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    cpu_on, cpu_off = statistics.median(cpu["on"]), statistics.median(cpu["off"])
+    return {
+        "on": on,
+        "off": off,
+        "ratio": on / off,
+        "cpu_us_on": 1e6 * cpu_on,
+        "cpu_us_off": 1e6 * cpu_off,
+    }
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+# Worker shapes: one Celery worker with a prefork pool of N processes, or N
+# Celery workers of one process each (solo pool: each its own consumer).
+def _prefork(processes: int) -> dict[str, Any]:
+    return {"processes": processes}
+
+
+def _solo(workers: int) -> dict[str, Any]:
+    return {"processes": 1, "pool": "solo", "count": workers}
+
+
+LATENCY_SHAPES = {
+    "1 worker, prefork pool of 2": _prefork(2),
+    "2 workers, solo pool": _solo(2),
+}
+CONSUME_SHAPES = {
+    f"{label} {n}": shape(n)
+    for label, shape in (
+        ("1 worker, prefork pool of", _prefork),
+        ("solo-pool workers:", _solo),
+    )
+    for n in (1, 2, 4)
+}
+
+
+def report(results: dict[str, Any]) -> None:
+    print()
+    print("dicombus event bus benchmark")
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"  machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average {load}")
+    print()
+    print("1. Publish: events/s from one edge's publisher into Redis (Celery protocol-2 messages)")
+    for name, row in results["publish"].items():
+        ok = row["events_per_s"] >= PUBLISH_TARGET
+        print(
+            f"   {name:<22} {row['events_per_s']:7.0f} events/s   target >= "
+            f"{PUBLISH_TARGET:,.0f}   {_verdict(ok)}"
+        )
+        print(
+            f"   {'':<22} {row['events']} events, {row['in_redis']} in Redis, spooled "
+            f"{row['spooled']:g}; per event: data + envelope {row['envelope_us']:.0f} us, "
+            f"Celery message {row['celery_message_us']:.0f} us, Redis {row['redis_us']:.0f} us"
+        )
+    print()
+    print("2. Latency: DICOM event -> task start, one association's C-ECHOs paced at 1,000/s")
+    for name, row in results["latency"].items():
+        ok = row["p99_ms"] < LATENCY_TARGET * 1000
+        print(
+            f"   {name:<28} {row['events']} events at {row['rate']:.0f}/s: p50 "
+            f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms (max {row['max_ms']:.0f} ms)"
+            f"   target p99 < {LATENCY_TARGET * 1000:.0f} ms   {_verdict(ok)}"
+        )
+    print()
+    print("3. Consume: events/s drained from a full queue (no-op task; acks late, prefetch 1)")
+    for name, rate in results["consume"].items():
+        print(f"   {name:<32} {rate:7.0f} events/s")
+    print()
+    print("4. C-STORE over one association: publishing on (lifecycle + C-STORE) vs off")
+    for name, row in results["store"].items():
+        ok = row["ratio"] >= STORE_RATIO_TARGET
+        print(
+            f"   {name:<22} on {row['on']:6.0f} inst/s, off {row['off']:6.0f} inst/s, "
+            f"ratio {row['ratio']:.2f}   target >= {STORE_RATIO_TARGET}   {_verdict(ok)}"
+        )
+        print(
+            f"   {'':<22} edge CPU per instance: on {row['cpu_us_on']:.0f} us, "
+            f"off {row['cpu_us_off']:.0f} us (association and publisher threads)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    budget = QUICK if args.quick else FULL
+    results: dict[str, Any] = {}
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        tempfile.TemporaryDirectory(prefix="dicombus-bus-bench-") as folder,
+        ProcessPoolExecutor(max_workers=1, mp_context=spawn) as scus,
+    ):
+        tmp = Path(folder)
+        server = EmbeddedRedis(tmp / "redis")
+        url = server.start()
+        try:
+            print("publish ...", flush=True)
+            results["publish"] = bench_publish(url, tmp, scus, budget)
+            print("latency ...", flush=True)
+            results["latency"] = {
+                name: bench_latency(url, tmp, scus, budget, **shape)
+                for name, shape in LATENCY_SHAPES.items()
+            }
+            print("consume ...", flush=True)
+            results["consume"] = {
+                name: bench_consume(url, tmp, budget, **shape)
+                for name, shape in CONSUME_SHAPES.items()
+            }
+            print("C-STORE on/off ...", flush=True)
+            results["store"] = {
+                "small (16x16, ~1 KB)": bench_store(
+                    url, tmp, scus, budget, 16, budget.store_instances
+                ),
+                "CT (512x512, 512 KB)": bench_store(
+                    url, tmp, scus, budget, 512, budget.store_instances // 5
+                ),
+            }
+        finally:
+            server.stop()
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

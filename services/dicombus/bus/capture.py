@@ -1,0 +1,190 @@
+"""EventCapture: turns what happens on a server's associations into PendingEvents.
+
+It binds a handler on the server for each notification event type that
+``wants`` says someone subscribed to, and registers an outcome observer when
+an intervention event type is wanted; nothing else. An event type nobody
+wants therefore costs nothing: no handler is bound, so the association never
+builds a :class:`dicombus.evt.Event` for it, and nothing here runs.
+
+For a wanted event, the handler runs on the association's thread and does
+the cheap part only (see :mod:`dicombus.bus.event_data`): an id, the
+association's next sequence number, the time, and a snapshot of what will
+not survive the thread going on. The :class:`PendingEvent` goes to ``sink``
+(the publisher's ``submit``), which must not block; ``data`` is built when the
+publisher calls :meth:`PendingEvent.to_envelope`.
+
+Subscriptions change at run time: :meth:`EventCapture.refresh` re-reads
+``wants`` and binds or unbinds on the attached servers and their running
+associations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from dicombus import evt
+from dicombus.bus.dicom_json import DEFAULT_THRESHOLD
+from dicombus.bus.envelope import PendingEvent, source_uri
+from dicombus.bus.event_data import EVENT_SPECS, NOTIFICATION_TYPES, DataOptions, EventSpec
+from dicombus.outcomes import OutcomeReport
+from dicombus.ulid import new_ulid
+
+if TYPE_CHECKING:
+    from dicombus.server import AssociationServer
+
+LOGGER = logging.getLogger("dicombus.bus")
+
+_NOTIFICATIONS = frozenset(NOTIFICATION_TYPES)
+
+
+class EventCapture:
+    """Captures the wanted events of the servers it is attached to and hands them to ``sink``."""
+
+    def __init__(
+        self,
+        *,
+        edge_id: str,
+        sink: Callable[[PendingEvent], None],
+        wants: Callable[[str], bool],
+        bulk_data_uri_base: str,
+        bulk_threshold: int = DEFAULT_THRESHOLD,
+        raw_wanted: Callable[[str], bool] = lambda event_type: False,
+    ) -> None:
+        self.edge_id = edge_id
+        self._sink = sink
+        self._wants = wants
+        self._raw_wanted = raw_wanted
+        self._bulk_data_uri_base = bulk_data_uri_base
+        self._bulk_threshold = bulk_threshold
+        self._servers: list[AssociationServer] = []
+        self._wanted: frozenset[str] = frozenset()
+        self._options: dict[str, DataOptions] = {}
+        self._sources: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._built: Counter[str] = Counter()
+        # Bound once: binding and unbinding compare handlers by identity.
+        self._handler = self._on_notification
+        self._observer = self._on_outcome
+
+    # -- counters ---------------------------------------------------------------------------
+
+    @property
+    def events_built(self) -> int:
+        """How many PendingEvents have been made, all types together."""
+        with self._count_lock:
+            return sum(self._built.values())
+
+    def built(self, event_type: str) -> int:
+        """How many PendingEvents of ``event_type`` have been made."""
+        with self._count_lock:
+            return self._built[event_type]
+
+    @property
+    def wanted(self) -> frozenset[str]:
+        """The event types captured now."""
+        return self._wanted
+
+    # -- binding ----------------------------------------------------------------------------
+
+    def attach(self, server: AssociationServer) -> None:
+        """Capture the wanted events of ``server``'s associations, running and future."""
+        with self._lock:
+            if server in self._servers:
+                return
+            self._servers.append(server)
+            if not self._options:
+                self._options = self._read_options()
+            self._wanted = frozenset(self._options)
+            self._apply(server, frozenset(), self._wanted)
+
+    def refresh(self) -> None:
+        """Re-read ``wants`` / ``raw_wanted`` after the subscriptions changed."""
+        with self._lock:
+            options = self._read_options()
+            before, after = self._wanted, frozenset(options)
+            # New options first: a handler bound below must find its own.
+            self._options = options
+            self._wanted = after
+            for server in self._servers:
+                self._apply(server, before, after)
+
+    def detach(self) -> None:
+        """Stop capturing on every attached server."""
+        with self._lock:
+            for server in self._servers:
+                self._apply(server, self._wanted, frozenset())
+            self._servers.clear()
+            self._wanted = frozenset()
+            self._options = {}
+
+    def _read_options(self) -> dict[str, DataOptions]:
+        return {
+            name: DataOptions(
+                bulk_data_uri_base=self._bulk_data_uri_base,
+                bulk_threshold=self._bulk_threshold,
+                raw=bool(self._raw_wanted(name)),
+            )
+            for name in EVENT_SPECS
+            if self._wants(name)
+        }
+
+    def _apply(
+        self, server: AssociationServer, before: frozenset[str], after: frozenset[str]
+    ) -> None:
+        for name in (before ^ after) & _NOTIFICATIONS:
+            event = EVENT_SPECS[name].event
+            if name in after:
+                server.bind(event, self._handler)
+            else:
+                server.unbind(event, self._handler)
+        observing = bool(after - _NOTIFICATIONS)
+        if observing != bool(before - _NOTIFICATIONS):
+            # New lists, never changed in place: an association may be
+            # iterating its list on its own thread right now.
+            server.outcome_observers = self._observers(server.outcome_observers, observing)
+            for assoc in server.active_associations:
+                assoc.outcome_observers = self._observers(assoc.outcome_observers, observing)
+
+    def _observers(self, current: list[Any], observing: bool) -> list[Any]:
+        others = [observer for observer in current if observer != self._observer]
+        return [*others, self._observer] if observing else others
+
+    # -- on the association's thread --------------------------------------------------------
+
+    def _on_notification(self, event: evt.Event) -> None:
+        self._capture(event.event.name, event)
+
+    def _on_outcome(self, report: OutcomeReport) -> None:
+        self._capture(report.event.name, report)
+
+    def _capture(self, name: str, source: Any) -> None:
+        options = self._options.get(name)
+        if options is None:
+            return  # unsubscribed a moment ago, or an outcome of a type nobody wants
+        spec: EventSpec = EVENT_SPECS[name]
+        assoc = source.assoc
+        pending = PendingEvent(
+            event_type=name,
+            id=new_ulid(),
+            subject=assoc.id,
+            sequence=assoc.next_event_sequence(),
+            time=datetime.now(UTC),
+            source=self._source(assoc),
+            build_data=spec.snapshot(source, options),
+        )
+        with self._count_lock:
+            self._built[name] += 1
+        self._sink(pending)
+
+    def _source(self, assoc: Any) -> str:
+        title = assoc.server.ae_title if assoc.server is not None else assoc.ae.ae_title
+        source = self._sources.get(title)
+        if source is None:
+            source = self._sources[title] = source_uri(self.edge_id, title)
+        return source

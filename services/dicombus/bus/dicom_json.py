@@ -1,0 +1,372 @@
+"""Datasets in the DICOM JSON model (PS3.18 F.2), bulk data by reference, never inline.
+
+:func:`to_dicom_json` turns a pydicom Dataset into the JSON model, with every
+element that can carry a BulkDataURI (PS3.18 F.2.2: DS, FL, FD, IS, LT, OB,
+OD, OF, OL, OV, OW, SL, SS, ST, SV, UC, UL, UN, US, UT, UV) and whose value is
+longer than a threshold replaced by a ``BulkDataURI``. Pixel data is always
+over any sensible threshold. Elements read with pydicom's ``defer_size`` are
+never loaded: a deferred element is bulk data by definition, so serializing
+the header of a 2 GB instance reads only its header.
+
+BulkDataURIs for a stored instance (see :func:`file_bulk_data_uri`) are the
+stored file's ``file:`` URI with the element in the query::
+
+    file:///var/lib/dicombus/storage/1.2.840.10008.5.1.4.1.1.2/1.2.3.dcm?tag=7FE00010
+
+They start with the URI of the edge's storage root, which events publish as
+``bulk_data_uri_base``: a worker that mounts that storage elsewhere swaps the
+prefix. The tag path is the element's tag in 8 hex digits; for an element inside a
+sequence it is ``<sequence tag>/<item index from 0>/<tag>``, repeated for
+deeper nesting. :func:`read_file_bulk_data` resolves such a URI.
+
+:func:`from_dicom_json` goes back to a Dataset, leaving bulk data unresolved
+(an empty value) unless the caller passes a resolver.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydicom import dcmread
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import read_dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
+
+from dicombus.dataset_codec import DatasetCodecError, read_part10_header
+
+LOGGER = logging.getLogger("dicombus.bus")
+
+# PS3.18 F.2.2: the VRs whose value may be given as a BulkDataURI.
+BULK_DATA_VRS = frozenset(
+    {
+        "DS", "FL", "FD", "IS", "LT", "OB", "OD", "OF", "OL", "OV", "OW",
+        "SL", "SS", "ST", "SV", "UC", "UL", "UN", "US", "UT", "UV",
+    }
+)  # fmt: skip
+DEFAULT_THRESHOLD = 1024
+_BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+# PS3.5 6.2: the binary numeric VRs, as struct formats.
+_BINARY_NUMBERS = {
+    "FL": "f", "FD": "d", "SL": "l", "SS": "h", "SV": "q", "UL": "L", "US": "H", "UV": "Q",
+}  # fmt: skip
+# Text VRs, each value as the JSON model wants it (PS3.5 6.2: which spaces are
+# padding; PS3.18 F.2.3: IS and DS as numbers). LT, ST, UT and UR hold one
+# value, backslashes and all; UC keeps its leading spaces.
+_ONE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+_TEXT_VALUES: dict[str, Callable[[str], Any]] = {
+    **dict.fromkeys(("AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM"), str.strip),
+    **dict.fromkeys(("LT", "ST", "UT", "UR", "UC"), lambda text: text.rstrip("\x00 ")),
+    "UI": lambda text: text.strip("\x00 "),
+    "IS": int,
+    "DS": float,
+}
+_FAST_VRS = frozenset(_TEXT_VALUES) | frozenset(_BINARY_NUMBERS) | (_BINARY_VRS - {"UN"})
+_SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+# PS3.3 C.12.1.1.2: the character sets that one Python codec decodes whole.
+_PLAIN_CHARACTER_SETS = {"": "iso8859", "ISO_IR 6": "iso8859", "ISO_IR 100": "latin_1",
+                         "ISO_IR 192": "utf_8"}  # fmt: skip
+# pydicom's codec for the default repertoire, when a dataset names none.
+_DEFAULT_ENCODING = "iso8859"
+# pydicom reports "not known yet" as this length (undefined length, PS3.5 7.1.1).
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_ITEM_SEPARATOR = "/"
+
+# Given an element's tag path, its BulkDataURI; None leaves the element out.
+BulkDataUri = Callable[[str], "str | None"]
+
+
+def to_dicom_json(
+    dataset: Dataset,
+    *,
+    bulk_data_uri: BulkDataUri | str,
+    threshold: int = DEFAULT_THRESHOLD,
+) -> dict[str, Any]:
+    """``dataset`` (without its file meta) in the DICOM JSON model.
+
+    ``bulk_data_uri`` is either a base URI, to which ``?tag=<tag path>`` is
+    added, or a callable that maps a tag path to the URI (or to None, to leave
+    an element that has nowhere to point at out). Values longer than
+    ``threshold`` bytes, as encoded, are bulk data.
+    """
+    uri_for = _query_uri(bulk_data_uri) if isinstance(bulk_data_uri, str) else bulk_data_uri
+    return _dataset_json(dataset, uri_for, threshold, "", _DEFAULT_ENCODING)
+
+
+def from_dicom_json(
+    model: Mapping[str, Any] | str | bytes,
+    *,
+    resolve_bulk_data: Callable[[str], bytes] | None = None,
+) -> Dataset:
+    """A pydicom Dataset from the JSON model.
+
+    Bulk data stays unresolved -- the element is present with an empty value
+    -- unless ``resolve_bulk_data(uri)`` is given: it returns the value's
+    bytes as encoded (Little Endian), e.g. :func:`read_file_bulk_data` on a
+    host that can read the edge's storage, and they are turned into the
+    element's value by its VR. :func:`bulk_data_uris` lists the URIs.
+    """
+    source: Mapping[str, Any] = json.loads(model) if isinstance(model, str | bytes) else model
+    encodings = convert_encodings(_character_sets(source))
+
+    def bulk_value(tag: str, vr: str, uri: str) -> Any:
+        if resolve_bulk_data is None:
+            return None
+        return _value_of(vr, resolve_bulk_data(uri), encodings)
+
+    return Dataset.from_json(dict(source), bulk_data_uri_handler=bulk_value)
+
+
+def read_header(path: Path, *, defer_size: int) -> Dataset:
+    """A stored instance without its bulk data: values over ``defer_size`` bytes are skipped.
+
+    Skipped values stay unread (pydicom's deferred reads), so the JSON model
+    of a 2 GB instance costs what its header does. The File Meta Information
+    is parsed by dicombus's own reader and left out: the JSON model has none.
+    """
+    try:
+        header = read_part10_header(path)
+    except DatasetCodecError:
+        header = None
+    syntax = UID(header.transfer_syntax) if header is not None else None
+    if header is None or syntax is None or syntax.is_deflated:
+        # Not Part 10, or deflated: pydicom's reader knows what to do.
+        return dcmread(path, defer_size=defer_size, force=True)
+    with path.open("rb") as stream:
+        stream.seek(header.dataset_offset)
+        dataset = read_dataset(
+            stream, syntax.is_implicit_VR, syntax.is_little_endian, defer_size=defer_size
+        )
+    # A FileDataset knows its file, which deferred reads (a long sequence) reopen.
+    return FileDataset(
+        str(path),
+        dataset,
+        file_meta=FileMetaDataset(),
+        is_implicit_VR=syntax.is_implicit_VR,
+        is_little_endian=syntax.is_little_endian,
+    )
+
+
+def bulk_data_uris(model: Mapping[str, Any]) -> dict[str, str]:
+    """Every BulkDataURI in a JSON model, by tag path (nested ones included)."""
+    return dict(_walk_uris(model, ""))
+
+
+def file_bulk_data_uri(path: str | Path, tag_path: str) -> str:
+    """The BulkDataURI of one element of the stored file ``path`` (see the module doc)."""
+    return f"{Path(path).resolve().as_uri()}?tag={tag_path}"
+
+
+def read_file_bulk_data(uri: str) -> bytes:
+    """The value, as encoded in the file, of the element a ``file://`` BulkDataURI names."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        raise ValueError(f"{uri!r} is not a file:// BulkDataURI")
+    tags = parse_qs(parts.query).get("tag")
+    if not tags:
+        raise ValueError(f"{uri!r} names no element (?tag=...)")
+    dataset: Any = dcmread(unquote(parts.path), force=True)
+    steps = tags[0].split(_ITEM_SEPARATOR)
+    for sequence, index in zip(steps[:-1:2], steps[1::2], strict=True):
+        dataset = dataset[Tag(int(sequence, 16))].value[int(index)]
+    # Never accessed, the element is still raw: its value is the bytes as stored.
+    element = dataset.get_item(Tag(int(steps[-1], 16)))
+    if element is None:
+        raise KeyError(f"{uri!r}: no such element in the file")
+    value = element.value
+    return value if isinstance(value, bytes) else bytes(str(value), "utf-8")
+
+
+# -- the JSON model ----------------------------------------------------------------------
+
+
+def _query_uri(base: str) -> BulkDataUri:
+    joiner = "&" if "?" in base else "?"
+    return lambda tag_path: f"{base}{joiner}tag={tag_path}"
+
+
+def _dataset_json(
+    dataset: Dataset, uri_for: BulkDataUri, threshold: int, prefix: str, encoding: str | None
+) -> dict[str, Any]:
+    model: dict[str, Any] = {}
+    encoding = _text_encoding(dataset, encoding)
+    # PS3.18 F.2.2: attributes in ascending tag order, and no group lengths.
+    for tag in sorted(dataset.keys()):
+        if tag.element == 0:
+            continue
+        key = f"{tag:08X}"
+        try:
+            element = _element_json(dataset, tag, uri_for, threshold, prefix + key, encoding)
+        except Exception as exc:
+            # One malformed value (a bad DS, an unknown private VR) must not cost
+            # the consumer the whole header.
+            LOGGER.warning("left (%s) out of the DICOM JSON: %s", key, exc)
+            continue
+        if element is not None:
+            model[key] = element
+    return model
+
+
+def _element_json(
+    dataset: Dataset,
+    tag: BaseTag,
+    uri_for: BulkDataUri,
+    threshold: int,
+    path: str,
+    encoding: str | None,
+) -> dict[str, Any] | None:
+    raw = dataset.get_item(tag, keep_deferred=True)
+    if isinstance(raw, RawDataElement):
+        vr = _raw_vr(raw)
+        # Deferred by pydicom (defer_size) means longer than the threshold, and
+        # unread. A sequence, or text that cannot be bulk data, is read below.
+        deferred = raw.value is None and raw.length
+        if (deferred or _value_length(raw, None) > threshold) and _bulk_vr(vr) in BULK_DATA_VRS:
+            return _bulk(_bulk_vr(vr), uri_for(path))
+        fast = None if deferred else _fast_json(raw, vr, encoding)
+        if fast is not None:
+            return fast
+    element = dataset[tag]
+    if element.VR == "SQ":
+        items = [
+            _dataset_json(item, uri_for, threshold, f"{path}/{index}/", encoding)
+            for index, item in enumerate(element.value)
+        ]
+        # PS3.18 F.2.5: an empty sequence has no Value.
+        return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+    if element.VR in BULK_DATA_VRS and _value_length(raw, element) > threshold:
+        return _bulk(element.VR, uri_for(path))
+    # Whatever reaches here is at most `threshold` long: inline is what we want.
+    encoded: dict[str, Any] = element.to_json_dict(
+        bulk_data_element_handler=None, bulk_data_threshold=threshold
+    )
+    return encoded
+
+
+def _fast_json(raw: RawDataElement, vr: str, encoding: str | None) -> dict[str, Any] | None:
+    """The JSON of a raw element of a common VR, straight from its bytes; None: not here.
+
+    pydicom's conversion (a DataElement, then its JSON) costs about 30 us an
+    element; a C-STORE header has dozens, and the publisher builds one per
+    instance. PN, AT, ambiguous VRs, UN, Big Endian, code extensions and
+    anything that does not parse cleanly go the long way.
+    """
+    value = raw.value
+    if not isinstance(value, bytes) or not raw.is_little_endian:
+        return None
+    if not value:
+        return {"vr": vr} if vr in _FAST_VRS else None
+    number = _BINARY_NUMBERS.get(vr)
+    if number is not None:
+        size = struct.calcsize(number)
+        if len(value) % size:
+            return None
+        return {"vr": vr, "Value": [n for (n,) in struct.iter_unpack(f"<{number}", value)]}
+    if vr in _BINARY_VRS and vr != "UN":
+        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
+    parse = _TEXT_VALUES.get(vr)
+    if parse is None or encoding is None:
+        return None
+    try:
+        text = value.decode(encoding)
+        items = [text] if vr in _ONE_TEXT_VRS else text.split("\\")
+        values = [parse(item) for item in items]
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if values == [""]:
+        return {"vr": vr}
+    # PS3.18 F.2.5: an empty value among several is null.
+    return {"vr": vr, "Value": [None if item == "" else item for item in values]}
+
+
+def _text_encoding(dataset: Dataset, inherited: str | None) -> str | None:
+    """The codec of the dataset's text if one plain codec decodes it all, else None.
+
+    PS3.5 6.1.2.5: (0008,0005) applies to its dataset and the items within.
+    """
+    raw = dataset.get_item(_SPECIFIC_CHARACTER_SET, keep_deferred=True)
+    if raw is None:
+        return inherited
+    value = raw.value
+    if isinstance(value, bytes):
+        terms = value.decode("ascii", errors="replace").rstrip("\x00 ").split("\\")
+    else:
+        terms = [value] if isinstance(value, str) else list(value or ())
+    terms = [term.strip() for term in terms]
+    if len(terms) != 1:
+        return None  # code extensions (ISO 2022): pydicom decodes those
+    return _PLAIN_CHARACTER_SETS.get(terms[0])
+
+
+def _bulk(vr: str, uri: str | None) -> dict[str, Any] | None:
+    return None if uri is None else {"vr": vr, "BulkDataURI": uri}
+
+
+def _raw_vr(raw: RawDataElement) -> str:
+    """The VR of an unread element; Implicit VR files leave it to the dictionary,
+    which may answer with several ("US or SS")."""
+    if raw.VR:
+        return str(raw.VR)
+    try:
+        return str(dictionary_VR(raw.tag))
+    except KeyError:
+        return "UN"
+
+
+def _bulk_vr(vr: str) -> str:
+    """One VR for a BulkDataURI: ambiguous entries ("OB or OW", "US or SS or OW") are
+    OW in Implicit VR Little Endian (PS3.5 A.1), the only syntax without VRs."""
+    choices = vr.split(" or ")
+    return "OW" if "OW" in choices else choices[0]
+
+
+def _value_length(raw: DataElement | RawDataElement | None, element: DataElement | None) -> int:
+    """The value's encoded length in bytes (exact when read from bytes, close otherwise)."""
+    if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED_LENGTH:
+        return int(raw.length)
+    if element is None:
+        return len(raw.value) if raw is not None and isinstance(raw.value, bytes) else 0
+    value = element.value
+    if isinstance(value, bytes | bytearray | str):
+        return len(value)
+    if isinstance(value, MultiValue | list | tuple):
+        return sum(len(str(item)) + 1 for item in value)
+    return len(str(value))
+
+
+def _character_sets(model: Mapping[str, Any]) -> list[str] | None:
+    """(0008,0005) Specific Character Set of a JSON model, for decoding bulk text."""
+    values = model.get("00080005", {}).get("Value")
+    return [str(value) for value in values] if values else None
+
+
+def _value_of(vr: str, data: bytes, encodings: list[str]) -> Any:
+    """An element value from its encoded bytes (PS3.5 6.2, Little Endian)."""
+    if vr in _BINARY_VRS:
+        return data
+    number = _BINARY_NUMBERS.get(vr)
+    if number is not None:
+        values = [value for (value,) in struct.iter_unpack(f"<{number}", data)]
+        return values[0] if len(values) == 1 else values
+    # Text, and DS / IS (numbers as text): pydicom splits values at backslashes.
+    return decode_bytes(data, encodings, set()).rstrip("\x00 ")
+
+
+def _walk_uris(model: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str]]:
+    for key, element in model.items():
+        if "BulkDataURI" in element:
+            yield prefix + key, element["BulkDataURI"]
+        if element.get("vr") == "SQ":
+            for index, item in enumerate(element.get("Value", ())):
+                yield from _walk_uris(item, f"{prefix}{key}/{index}/")

@@ -1,0 +1,220 @@
+"""EdgeNode: a Storage and Verification SCP whose events flow to Celery through Redis.
+
+The parts, in the order :meth:`EdgeNode.start` builds them:
+
+1. the broker: ``config.broker_url``, else ``DICOMBUS_BROKER_URL``, else an
+   embedded ``redis-server`` with its data in ``<data_dir>/redis``;
+2. the :class:`~dicombus.bus.subscriptions.SubscriptionView` (static
+   subscriptions from the config plus the registry in Redis), the durable
+   :class:`~dicombus.bus.outbox.Outbox` and the
+   :class:`~dicombus.bus.publisher.Publisher`;
+3. the AE and its server, storing each instance durably before it answers
+   (:func:`dicombus.cli.storescp.handle_store`, which records ``stored_path``
+   and ``stored_size`` in the outcome);
+4. the :class:`~dicombus.bus.capture.EventCapture`, bound on the server for
+   exactly the event types somebody subscribes to, rebound whenever the
+   subscriptions change.
+
+While the outbox is over its disk limit the server turns new associations
+away with a transient rejection (PS3.8: rejected-transient, temporary
+congestion), so events are never dropped: a modality retries later, and the
+associations already running finish and spool their events.
+
+:meth:`stop` goes in reverse: the server stops and aborts what still runs
+(those events are captured too), the publisher flushes its queue to Redis or
+the outbox, and the embedded Redis stops last.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from types import TracebackType
+
+from dicombus import evt, tls
+from dicombus.ae import AE
+from dicombus.bus.capture import EventCapture
+from dicombus.bus.edge_config import EdgeConfig
+from dicombus.bus.outbox import Outbox
+from dicombus.bus.publisher import Publisher
+from dicombus.bus.redis_server import EmbeddedRedis, broker_url_from_env_or_embedded
+from dicombus.bus.subscriptions import SubscriptionView
+from dicombus.cli.storescp import handle_store
+from dicombus.server import AssociationServer
+from dicombus.sop_class import Verification
+
+LOGGER = logging.getLogger("dicombus.bus.edge")
+
+OUTBOX_FULL = "the event outbox is full: temporary congestion"
+# The publisher gets this long to hand its queue to Redis or the outbox on stop.
+PUBLISHER_STOP_TIMEOUT = 10.0
+
+
+class EdgeNode:
+    """One edge node built from an :class:`EdgeConfig`; ``start()`` / ``stop()``."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.ae = build_ae(config)
+        self.server: AssociationServer | None = None
+        self.publisher: Publisher | None = None
+        self.capture: EventCapture | None = None
+        self.view: SubscriptionView | None = None
+        self.embedded_redis: EmbeddedRedis | None = None
+        self.broker_url: str | None = None
+        self._capture_lock = threading.Lock()
+        self._refusing = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        if self.server is None:
+            raise RuntimeError("the edge node is not running")
+        return self.server.server_address
+
+    def start(self) -> None:
+        config = self.config
+        config.storage.mkdir(parents=True, exist_ok=True)
+        try:
+            if config.bus_enabled:
+                self._start_bus()
+            self._start_server()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_bus(self) -> None:
+        config = self.config
+        if config.broker_url:
+            self.broker_url = config.broker_url
+        else:
+            self.broker_url, self.embedded_redis = broker_url_from_env_or_embedded(
+                config.data_dir / "redis"
+            )
+        self.view = SubscriptionView(
+            self.broker_url,
+            static=config.subscriptions,
+            cache_path=config.data_dir / "subscriptions.json",
+            on_change=self._subscriptions_changed,
+        )
+        outbox = Outbox(config.outbox, max_bytes=config.outbox_max_bytes)
+        self.publisher = Publisher(
+            self.broker_url,
+            self.view,
+            outbox,
+            queue_size=config.queue_size,
+            batch_size=config.batch_size,
+        )
+        self.capture = EventCapture(
+            edge_id=config.edge_id,
+            sink=self.publisher.submit,
+            wants=self.view.wants,
+            bulk_data_uri_base=config.storage.resolve().as_uri(),
+            bulk_threshold=config.bulk_threshold,
+            raw_wanted=self.view.raw_wanted,
+        )
+        # The view first: the capture binds what it says is wanted.
+        self.view.start()
+        self.publisher.start()
+
+    def _start_server(self) -> None:
+        config = self.config
+        handlers: list[evt.HandlerBinding] = [
+            (evt.EVT_C_STORE, handle_store, [config.storage, config.layout])
+        ]
+        server = self.ae.start_server(
+            (config.bind, config.port),
+            block=False,
+            ssl_context=server_ssl_context(config),
+            evt_handlers=handlers,
+        )
+        assert server is not None  # start_server(block=False) returns the running server
+        self.server = server
+        if self.capture is not None:
+            server.admission_check = self._admission
+            with self._capture_lock:
+                self.capture.attach(server)
+        LOGGER.info(
+            "edge %s: %s on %s:%s, storing to %s",
+            config.edge_id,
+            self.ae.ae_title,
+            *server.server_address,
+            config.storage,
+        )
+
+    def _subscriptions_changed(self) -> None:
+        # Called from the view's thread; the capture is attached once the server runs.
+        with self._capture_lock:
+            if self.capture is not None and self.server is not None:
+                self.capture.refresh()
+
+    def _admission(self) -> str | None:
+        full = self.publisher is not None and self.publisher.outbox_full
+        if full != self._refusing:
+            self._refusing = full
+            if full:
+                LOGGER.error("the event outbox is full: refusing new associations until it drains")
+            else:
+                LOGGER.warning("the event outbox has room again: accepting associations")
+        return OUTBOX_FULL if full else None
+
+    def metrics(self) -> dict[str, float]:
+        return self.publisher.metrics() if self.publisher is not None else {}
+
+    def stop(self) -> dict[str, float]:
+        """Stop in reverse order of start (safe to repeat); return the final publisher metrics."""
+        final: dict[str, float] = {}
+        if self.server is not None:
+            self.server.shutdown()
+        with self._capture_lock:
+            if self.capture is not None:
+                self.capture.detach()
+        if self.publisher is not None:
+            self.publisher.stop(PUBLISHER_STOP_TIMEOUT)
+            final = self.publisher.metrics()
+        if self.view is not None:
+            self.view.stop()
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+        self.server = self.publisher = self.capture = self.view = self.embedded_redis = None
+        return final
+
+    def __enter__(self) -> EdgeNode:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def build_ae(config: EdgeConfig) -> AE:
+    """The edge's AE: its title, limits, allow list and accepted contexts."""
+    ae = AE(config.ae_title)
+    ae.acse_timeout = config.acse_timeout
+    ae.dimse_timeout = config.dimse_timeout
+    ae.network_timeout = config.network_timeout
+    ae.maximum_pdu_size = config.max_pdu_size
+    ae.maximum_associations = config.max_associations
+    ae.require_calling_aet = list(config.calling_ae_titles)
+    ae.require_called_aet = config.require_called_aet
+    syntaxes = config.accepted_transfer_syntaxes
+    for sop_class in config.accepted_sop_classes:
+        ae.add_supported_context(sop_class, syntaxes)
+    ae.add_supported_context(Verification, syntaxes)
+    return ae
+
+
+def server_ssl_context(config: EdgeConfig) -> ssl.SSLContext | None:
+    if config.tls is None:
+        return None
+    return tls.server_context(
+        config.tls.cert,
+        config.tls.key,
+        config.tls.ca,
+        require_client_cert=config.tls.require_client_cert,
+    )

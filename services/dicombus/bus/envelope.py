@@ -1,0 +1,97 @@
+"""The envelope every published event travels in: CloudEvents 1.0, JSON format.
+
+An event is made in two steps. On the association's thread, capture builds a
+:class:`PendingEvent`: the envelope attributes (id, source, time, sequence)
+and a ``build_data`` callable, and nothing else -- no JSON, no dataset
+decoding. The publisher's thread later calls :meth:`PendingEvent.to_envelope`,
+which runs ``build_data`` and returns the structure to serialize.
+
+Attributes (CloudEvents 1.0 "JSON Event Format"):
+
+- ``specversion`` "1.0"; ``id`` a ULID, unique per event and stable across
+  retries and replays, so consumers deduplicate on it;
+- ``source`` ``dicombus://<edge id>/<AE title>`` (both percent-encoded);
+- ``type`` the event name (``EVT_C_STORE``); ``time`` UTC, RFC 3339 with
+  microseconds; ``subject`` the association id (a ULID);
+- ``datacontenttype`` ``application/json``; ``data`` the event's body
+  (see :mod:`dicombus.bus.event_data` and docs/events.md);
+- extensions: ``sequence`` (1, 2, 3 ... per association, the order to restore)
+  and ``schemaversion`` (the version of the ``data`` schema, "1").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+SPEC_VERSION = "1.0"
+SCHEMA_VERSION = "1"
+DATA_CONTENT_TYPE = "application/json"
+SOURCE_SCHEME = "dicombus"
+
+# CloudEvents 1.0 "Attribute Naming Convention": extension names are lower-case
+# ASCII letters and digits only, so every binding (HTTP headers, AMQP, Kafka)
+# can carry them unchanged.
+EXTENSION_ATTRIBUTES = ("sequence", "schemaversion")
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PendingEvent:
+    """An event captured on an association thread; its ``data`` is built later, elsewhere."""
+
+    event_type: str
+    id: str
+    subject: str
+    sequence: int
+    time: datetime
+    source: str
+    # Runs on the publisher's thread: may read the stored file and decode datasets.
+    build_data: Callable[[], dict[str, Any]]
+
+    def to_envelope(self) -> dict[str, Any]:
+        """The CloudEvents structure, ``data`` built now (each call builds it again)."""
+        return to_envelope(self)
+
+
+def to_envelope(pending: PendingEvent) -> dict[str, Any]:
+    """``pending`` as a CloudEvents 1.0 JSON-format structure, ready for json.dumps."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": pending.id,
+        "source": pending.source,
+        "type": pending.event_type,
+        "time": format_time(pending.time),
+        "subject": pending.subject,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "sequence": pending.sequence,
+        "schemaversion": SCHEMA_VERSION,
+        "data": pending.build_data(),
+    }
+
+
+def source_uri(edge_id: str, ae_title: str) -> str:
+    """``dicombus://<edge id>/<AE title>``; an AE title may hold spaces, so both are quoted."""
+    return f"{SOURCE_SCHEME}://{quote(edge_id, safe='')}/{quote(ae_title.strip(), safe='')}"
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds: ``2026-11-22T21:00:00.123456Z``."""
+    if moment.tzinfo is None:
+        raise ValueError("event times are timezone-aware (UTC); got a naive datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """The inverse of :func:`format_time` (also accepts any RFC 3339 offset)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def is_extension_name(name: str) -> bool:
+    """Whether ``name`` is a valid CloudEvents 1.0 attribute name."""
+    return _EXTENSION_NAME.fullmatch(name) is not None

@@ -1,0 +1,1 @@
+"""The ``dicombus`` command line: ``echo``, ``store``, ``storescp`` and ``up`` (see docs/cli.md)."""

@@ -1,0 +1,89 @@
+"""``dicombus edge --config edge.toml``: run one edge node until SIGINT or SIGTERM.
+
+The node answers modalities (Storage and Verification SCP) and publishes
+the events somebody subscribed to through Redis to Celery tasks. The TOML
+file is described in :mod:`dicombus.bus.edge_config` and docs/workers.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dicombus.cli.common import (
+    ExitCode,
+    StopSignals,
+    add_verbosity_options,
+    configure_logging,
+    error,
+)
+
+if TYPE_CHECKING:
+    from dicombus.bus.edge_config import EdgeConfig
+
+COMMAND = "edge"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        COMMAND,
+        help="run an edge node from a TOML configuration until Ctrl-C",
+        description="Run a dicombus edge node: a Storage and Verification SCP that stores "
+        "what it receives and publishes subscribed events to Celery through Redis "
+        "(an embedded redis-server unless the config or DICOMBUS_BROKER_URL names one).",
+    )
+    parser.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="the edge's TOML file"
+    )
+    add_verbosity_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # The bus (Celery, kombu, redis) is imported by the commands that use it,
+    # not by every ``dicombus`` command.
+    from dicombus.bus.edge_config import EdgeConfigError, load_edge_config
+
+    try:
+        config = load_edge_config(args.config)
+    except EdgeConfigError as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.USAGE
+    configure_logging(args, quiet_by_default=False)
+    return serve(config)
+
+
+def serve(config: EdgeConfig) -> int:
+    from dicombus.bus.edge import EdgeNode
+
+    node = EdgeNode(config)
+    with StopSignals() as signals:
+        try:
+            node.start()
+        except (OSError, RuntimeError) as exc:
+            error(COMMAND, f"cannot start the edge node: {exc}")
+            return ExitCode.LOCAL_ERROR
+        host, port = node.address
+        print(
+            f"dicombus edge: {config.edge_id} running\n"
+            f"  AE title:  {config.ae_title}\n"
+            f"  address:   {host}:{port}\n"
+            f"  storage:   {config.storage.resolve()}\n"
+            f"  broker:    {node.broker_url or 'none (publishing off)'}\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        received = signals.wait()
+        final = node.stop()
+    if final:
+        print(f"dicombus {COMMAND}: events {format_metrics(final)}", flush=True)
+    print(f"dicombus {COMMAND}: {received} received, stopped", flush=True)
+    return ExitCode.OK
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``published 10, spooled 0, ...`` from the publisher's metrics."""
+    return ", ".join(
+        f"{name} {value:g}" for name, value in metrics.items() if isinstance(value, int | float)
+    )

@@ -1,0 +1,140 @@
+"""``dicombus qrscp``: a Query/Retrieve SCP over a folder of DICOM files (DCMTK's dcmqrscp).
+
+At start the folder is indexed into SQLite (only new and changed files are
+read: see :class:`dicombus.qr.index.Index`); then the server answers
+C-FIND, C-GET and C-MOVE in the Patient Root, Study Root and Patient/Study
+Only models, C-ECHO, and C-STORE: an instance it receives is written durably
+under the folder, as ``dicombus storescp`` writes it, and indexed before the
+Success response, so the next query finds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dicombus import evt
+from dicombus.cli.common import (
+    ExitCode,
+    StopSignals,
+    add_max_pdu_option,
+    add_network_options,
+    configure_logging,
+    error,
+    port_number,
+)
+from dicombus.cli.storescp import add_layout_option, handle_store, storage_ae
+from dicombus.protocol import status
+from dicombus.qr.index import Index, Level
+from dicombus.qr.scp import (
+    ConfigError,
+    Destination,
+    QueryRetrieveSCP,
+    load_destinations,
+    support_query_retrieve,
+)
+from dicombus.storage_files import Layout, instance_path
+
+COMMAND = "qrscp"
+LOGGER = logging.getLogger("dicombus.cli")
+# Inside the storage folder, hidden so that indexing skips it (and its -wal / -shm files).
+DEFAULT_INDEX_NAME = ".dicombus-index.sqlite"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        COMMAND,
+        help="serve a folder of DICOM files with C-FIND, C-GET and C-MOVE",
+        description="A Query/Retrieve SCP (Patient Root, Study Root, Patient/Study Only: Find, "
+        "Get, Move), Storage SCP and Verification SCP over the DICOM files under --storage. "
+        "Runs until SIGINT (Ctrl-C) or SIGTERM.",
+    )
+    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: any free one)")
+    parser.add_argument(
+        "--storage",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the folder of DICOM files to serve; received instances are stored here too",
+    )
+    parser.add_argument(
+        "--index",
+        type=Path,
+        metavar="FILE",
+        help=f"the SQLite index (default DIR/{DEFAULT_INDEX_NAME}; kept between runs)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file naming the C-MOVE destinations: "
+        '[destinations] TITLE = {host = "...", port = N}',
+    )
+    parser.add_argument(
+        "--bind", default="127.0.0.1", metavar="ADDRESS", help="address to listen on"
+    )
+    add_network_options(parser, default_aet="QRSCP")
+    add_max_pdu_option(parser)
+    add_layout_option(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args, quiet_by_default=False)
+    destinations: dict[str, Destination] = {}
+    if args.config is not None:
+        try:
+            destinations = load_destinations(args.config)
+        except ConfigError as exc:
+            error(COMMAND, str(exc))
+            return ExitCode.USAGE
+    root: Path = args.storage
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        index = Index(args.index or root / DEFAULT_INDEX_NAME)
+    except (OSError, sqlite3.Error) as exc:
+        error(COMMAND, f"cannot open the storage folder or its index: {exc}")
+        return ExitCode.LOCAL_ERROR
+    with index:
+        report = index.scan(root)
+        scp = QueryRetrieveSCP(index, ae_title=args.aet, destinations=destinations)
+        handlers = [(evt.EVT_C_STORE, store_and_index, [root, args.layout, index]), *scp.handlers()]
+        ae = storage_ae(args)
+        support_query_retrieve(ae)
+        with StopSignals() as signals:
+            try:
+                server = ae.start_server((args.bind, args.port), block=False, evt_handlers=handlers)
+            except OSError as exc:
+                error(COMMAND, f"cannot listen on {args.bind}:{args.port}: {exc}")
+                return ExitCode.LOCAL_ERROR
+            assert server is not None  # start_server(block=False) returns the running server
+            host, port = server.server_address[:2]
+            print(
+                f"dicombus {COMMAND}: {ae.ae_title} listening on {host}:{port}, serving "
+                f"{index.count(Level.IMAGE)} instances ({report.indexed} newly indexed) "
+                f"from {root.resolve()}",
+                flush=True,
+            )
+            received = signals.wait()
+            server.shutdown()
+    print(f"dicombus {COMMAND}: {received} received, stopped", flush=True)
+    return ExitCode.OK
+
+
+def store_and_index(event: evt.Event, root: Path, layout: Layout, index: Index) -> int | Dataset:
+    """EVT_C_STORE: store as ``dicombus storescp`` does, then index the new file."""
+    result = handle_store(event, root, layout)
+    if result != status.SUCCESS:
+        return result
+    path = instance_path(root, event.file_meta, layout)
+    try:
+        if not index.add_file(path):
+            LOGGER.warning("stored %s, which is not an instance of the Q/R hierarchy", path)
+    except (OSError, sqlite3.Error) as exc:
+        # The instance is safe on disk; the next start's scan indexes it.
+        LOGGER.error("stored %s but could not index it: %s", path, exc)
+    return result

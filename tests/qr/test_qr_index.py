@@ -1,0 +1,120 @@
+"""The SQLite index of a storage folder: levels, incremental scans, removals."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from dicombus.qr.index import SCHEMA_VERSION, Index, Level
+from helpers import small_dataset, write_part10
+from qr_archive import ENTRIES, build_archive, instance
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    build_archive(tmp_path / "store")
+    return tmp_path / "store"
+
+
+def counts(index: Index) -> tuple[int, ...]:
+    return tuple(index.count(level) for level in Level)
+
+
+def test_a_scan_indexes_every_level(folder: Path) -> None:
+    (folder / "notes.txt").write_text("not DICOM")
+    with Index(":memory:") as index:
+        report = index.scan(folder)
+        assert (report.indexed, report.not_instances) == (len(ENTRIES), 1)
+        assert counts(index) == (3, 4, 6, 8)
+        rows = index.select(
+            "SELECT patient_name, patient_name_key FROM patients WHERE patient_id = ?", ["P2"]
+        )
+        assert tuple(rows[0]) == ("Müller^Jürgen", "müller^jürgen")
+
+
+def test_unchanged_files_are_not_read_again(folder: Path, tmp_path: Path) -> None:
+    database = tmp_path / "index.sqlite"
+    with Index(database) as index:
+        index.scan(folder)
+    # Same size, same modification time, no longer DICOM: a scan that read it
+    # again would drop its instance.
+    path = folder / "1.dcm"
+    stat = path.stat()
+    path.write_bytes(b"x" * stat.st_size)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with Index(database) as index:
+        report = index.scan(folder)
+        assert (report.indexed, report.unchanged, report.removed) == (0, len(ENTRIES), 0)
+        assert index.count(Level.IMAGE) == len(ENTRIES)
+
+
+def test_a_changed_file_is_read_again(folder: Path) -> None:
+    with Index(":memory:") as index:
+        index.scan(folder)
+        changed = instance(ENTRIES[0])
+        changed.PatientName = "DOE^JOHNNY"
+        write_part10(changed, folder / "1.dcm")
+        stat = (folder / "1.dcm").stat()
+        # Make the change visible even on file systems with coarse timestamps.
+        os.utime(folder / "1.dcm", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        report = index.scan(folder)
+        assert (report.indexed, report.unchanged) == (1, len(ENTRIES) - 1)
+        rows = index.select("SELECT patient_name FROM patients WHERE patient_id = 'P1'", [])
+        assert rows[0][0] == "DOE^JOHNNY"
+
+
+def test_removed_files_leave_the_index_with_their_empty_parents(folder: Path) -> None:
+    with Index(":memory:") as index:
+        index.scan(folder)
+        for entry in ENTRIES:
+            if entry.patient_id == "P2":
+                (folder / f"{entry.instance}.dcm").unlink()
+        report = index.scan(folder)
+        assert report.removed == 2
+        assert counts(index) == (2, 3, 5, 6)
+
+
+def test_a_duplicate_instance_is_served_from_its_other_file(folder: Path) -> None:
+    (folder / "copy.dcm").write_bytes((folder / "1.dcm").read_bytes())
+    with Index(":memory:") as index:
+        index.scan(folder)
+        assert index.count(Level.IMAGE) == len(ENTRIES)
+        served = index.select(
+            "SELECT path FROM instances WHERE sop_instance_uid = ?", [ENTRIES[0].sop_uid]
+        )[0][0]
+        Path(served).unlink()
+        index.scan(folder)
+        paths = index.select(
+            "SELECT path FROM instances WHERE sop_instance_uid = ?", [ENTRIES[0].sop_uid]
+        )
+        assert [Path(row[0]).name for row in paths] == [
+            "1.dcm" if served.endswith("copy.dcm") else "copy.dcm"
+        ]
+
+
+def test_hidden_files_and_folders_are_skipped(folder: Path) -> None:
+    write_part10(small_dataset(), folder / ".partial.part")
+    (folder / ".cache").mkdir()
+    write_part10(small_dataset(), folder / ".cache" / "x.dcm")
+    with Index(":memory:") as index:
+        assert index.scan(folder).indexed == len(ENTRIES)
+
+
+def test_add_file_indexes_one_stored_instance(tmp_path: Path) -> None:
+    path = write_part10(small_dataset(), tmp_path / "new.dcm")
+    with Index(":memory:") as index:
+        assert index.add_file(path)
+        assert counts(index) == (1, 1, 1, 1)
+        (tmp_path / "plain.txt").write_text("hello")
+        assert not index.add_file(tmp_path / "plain.txt")
+
+
+def test_an_index_of_another_schema_version_is_rebuilt(folder: Path, tmp_path: Path) -> None:
+    database = tmp_path / "old.sqlite"
+    with sqlite3.connect(database) as old:
+        old.execute("CREATE TABLE patients (whatever TEXT)")
+        old.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with Index(database) as index:
+        assert index.scan(folder).indexed == len(ENTRIES)

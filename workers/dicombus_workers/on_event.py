@@ -1,0 +1,141 @@
+"""``@on_event``: a plain function becomes a Celery task and a subscription to event types.
+
+::
+
+    from dicombus import evt
+    from dicombus_workers import on_event
+
+    @on_event(evt.EVT_C_STORE, queue="routing", idempotent=True)
+    def route(event):
+        print(event.assoc.requestor.ae_title, event.dataset.PatientID)
+
+The task receives the event's envelope (a JSON object, the only argument of
+the message the edge publishes) and calls the function with an
+:class:`~dicombus_workers.records.EventRecord`. The subscription (task name,
+queue, event types, whether raw PDU bytes are wanted) is kept here and
+written to Redis when a worker that consumes its queue starts
+(:func:`register_on_start`); edges then send each event of those types to
+the task, one message per subscribed task.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+from celery import Task
+from celery.signals import worker_ready
+from dicombus import evt
+from dicombus.bus.subscriptions import Subscription, register_subscriptions
+
+from dicombus_workers.app import DEFAULT_QUEUE, app
+from dicombus_workers.idempotency import DEFAULT_TTL, is_done, mark_done
+from dicombus_workers.records import EventRecord
+
+LOGGER = logging.getLogger("dicombus_workers")
+
+EVENT_NAMES: frozenset[str] = frozenset(
+    [event.name for event in evt.NOTIFICATION_EVENTS]
+    + [event.name for event in evt.INTERVENTION_EVENTS]
+)
+
+# Every subscription made with on_event in this process, by task name.
+_SUBSCRIPTIONS: dict[str, Subscription] = {}
+
+EventTypeLike = evt.NotificationEvent | evt.InterventionEvent | str
+
+
+def event_name(event_type: EventTypeLike) -> str:
+    """``evt.EVT_C_STORE`` or ``"EVT_C_STORE"`` -> ``"EVT_C_STORE"``; unknown names fail."""
+    name = event_type if isinstance(event_type, str) else event_type.name
+    if name not in EVENT_NAMES:
+        close = difflib.get_close_matches(name, sorted(EVENT_NAMES), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"{name!r} is not a dicombus event type{hint}")
+    return name
+
+
+def on_event(
+    *event_types: EventTypeLike,
+    queue: str = DEFAULT_QUEUE,
+    raw: bool = False,
+    name: str | None = None,
+    idempotent: bool = False,
+    idempotency_ttl: int = DEFAULT_TTL,
+    **task_options: Any,
+) -> Callable[[Callable[..., Any]], Task]:
+    """Make ``fn(event_record)`` a Celery task subscribed to ``event_types``.
+
+    ``name``: the task name (default ``<module>.<function>``); ``queue``: the
+    Celery queue its messages go to; ``raw``: ask edges for the raw bytes of
+    PDU and data events; ``idempotent``: skip an event a finished run already
+    handled and mark it done after a run returns (as
+    :func:`dicombus_workers.idempotency.idempotent`, scoped by the task name).
+    Other keyword arguments are Celery task options (``autoretry_for``,
+    ``max_retries``, ``bind=True`` to receive the task as the first argument ...).
+    """
+    if not event_types:
+        raise ValueError("on_event needs at least one event type")
+    names = frozenset(event_name(event_type) for event_type in event_types)
+    bind = bool(task_options.pop("bind", False))
+
+    def decorate(fn: Callable[..., Any]) -> Task:
+        task_name = name or f"{fn.__module__}.{fn.__name__}"
+
+        def run(task: Task, envelope: dict[str, Any]) -> Any:
+            record = EventRecord(envelope)
+            if idempotent and is_done(record.id, task_name):
+                return None
+            result = fn(task, record) if bind else fn(record)
+            if idempotent:
+                mark_done(record.id, task_name, idempotency_ttl)
+            return result
+
+        run.__name__ = fn.__name__
+        run.__qualname__ = fn.__qualname__
+        run.__module__ = fn.__module__
+        run.__doc__ = fn.__doc__
+        task: Task = app.task(name=task_name, bind=True, **task_options)(run)
+        # Messages Celery itself sends for the task (retries, delay()) go to its
+        # queue too, and a worker started without -Q consumes that queue.
+        app.conf.task_routes[task_name] = {"queue": queue}
+        app.amqp.queues.select_add(queue)
+        _SUBSCRIPTIONS[task_name] = Subscription(
+            task=task_name, queue=queue, event_types=names, raw=raw
+        )
+        return task
+
+    return decorate
+
+
+def subscriptions(queues: Iterable[str] | None = None) -> list[Subscription]:
+    """The on_event subscriptions of this process, only those on ``queues`` if given."""
+    wanted = None if queues is None else set(queues)
+    return [sub for sub in _SUBSCRIPTIONS.values() if wanted is None or sub.queue in wanted]
+
+
+def register_on_start(sender: Any = None, **_kwargs: Any) -> None:
+    """Write the subscriptions this worker serves to the registry in Redis.
+
+    Only those whose queue the worker consumes: a subscription nobody
+    consumes would pile messages up in Redis.
+    """
+    consumed = list(app.amqp.queues.consume_from)
+    subs = subscriptions(consumed)
+    if not subs:
+        return
+    client = redis.Redis.from_url(str(app.conf.broker_url))
+    try:
+        register_subscriptions(client, subs)
+    finally:
+        client.close()
+    LOGGER.info(
+        "registered subscriptions: %s",
+        ", ".join(f"{sub.task} ({len(sub.event_types)} event types)" for sub in subs),
+    )
+
+
+worker_ready.connect(register_on_start)
