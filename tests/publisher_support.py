@@ -27,6 +27,7 @@ from typing import Any
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.outbox import Outbox
 from dicombus.bus.publisher import Publisher
+from dicombus.bus.redis_server import broker_client
 from dicombus.bus.subscriptions import Subscription, SubscriptionView
 from dicombus.ulid import new_ulid
 from kombu import Connection
@@ -146,6 +147,15 @@ def consume(url: str, queue: str, count: int, timeout: float = WAIT) -> list[Mes
                     ) from None
                 time.sleep(0.005)
     return received
+
+
+def queue_length(url: str, queue: str) -> int:
+    """Messages waiting in ``queue`` (its Redis list), duplicates included."""
+    client = broker_client(url)
+    try:
+        return int(client.llen(queue))
+    finally:
+        client.close()
 
 
 def envelope_of(message: Message) -> dict[str, Any]:

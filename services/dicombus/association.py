@@ -424,6 +424,9 @@ class Association:
 
     def on_associate_indication(self, rq: AAssociateRQ) -> None:
         assert self.link is not None
+        # Known before EVT_REQUESTED fires, so its handlers see who is asking.
+        self.requestor.ae_title = rq.calling_ae_title
+        self.acceptor.ae_title = rq.called_ae_title
         self._notify(evt.EVT_ACSE_RECV, primitive=rq)
         self._notify(evt.EVT_REQUESTED)
         reply = answer_associate_rq(self, rq)

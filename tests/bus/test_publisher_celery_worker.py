@@ -1,7 +1,7 @@
 """The publisher's messages run in a real ``celery worker`` process (a stock Celery app).
 
-Slower than the other publisher tests (about 3 s): a Celery worker takes a
-second or two to start.
+Slower than the other publisher tests (about 2 s): a Celery worker takes a
+second or so to start.
 """
 
 from __future__ import annotations

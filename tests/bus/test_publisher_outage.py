@@ -12,30 +12,24 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dicombus.bus.outbox import Outbox
-from dicombus.bus.redis_server import EmbeddedRedis, broker_client
+from dicombus.bus.redis_server import EmbeddedRedis
 from loopback import wait_until
 from publisher_support import (
     Association,
     assert_in_sequence,
     consume,
     envelope_of,
+    queue_length,
     running_publisher,
     subscription,
     wait_published,
 )
 
 AUDIT = [subscription("tests.audit", "audit")]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis(tmp_path / "redis") as server:
-        yield server
 
 
 def test_while_redis_is_killed_events_wait_in_the_outbox_then_replay_in_order(
@@ -125,21 +119,13 @@ def test_a_hung_redis_times_out_and_the_replay_repeats_the_same_task_ids(
         wait_until(lambda: publisher.metrics()["replaying"] == 0)
         metrics = publisher.metrics()
     assert metrics["replayed"] == 100
-    waiting = queue_length(redis_server, "audit")
+    waiting = queue_length(redis_server.url, "audit")
     messages = consume(redis_server.url, "audit", waiting)
     by_id: dict[str, bytes] = {}
     for message in messages:
         assert by_id.setdefault(message.headers["id"], message.body) == message.body
     assert len(by_id) == 110
     assert_in_sequence(messages)
-
-
-def queue_length(server: EmbeddedRedis, queue: str) -> int:
-    client = broker_client(server.url)
-    try:
-        return int(client.llen(queue))
-    finally:
-        client.close()
 
 
 def test_stop_flushes_the_queue_into_redis(redis_server: EmbeddedRedis, tmp_path: Path) -> None:

@@ -28,12 +28,6 @@ ACCEPTED = "EVT_ACCEPTED"
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    with EmbeddedRedis(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
 def client(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
     connection = broker_client(redis_server.url)
     yield connection

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import redis
 from dicombus import evt
-from dicombus.bus.dicom_json import to_dicom_json
+from dicombus.bus.dicom_json import file_bulk_data_uri, to_dicom_json
 from dicombus_workers import EventRecord, app, on_event
 from dicombus_workers.app import safe_settings
 from dicombus_workers.idempotency import first_time, idempotent, is_done
 from dicombus_workers.on_event import subscriptions
-from helpers import small_dataset
+from helpers import small_dataset, write_part10
 from worker_support import embedded_redis
 
 
@@ -72,6 +72,16 @@ def test_record_reads_like_a_pynetdicom_handler_event() -> None:
     assert record.dataset.SOPInstanceUID == ds.SOPInstanceUID
     assert record.file_meta is not None
     assert record.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_bulk_data_is_a_uri_until_asked_for(tmp_path: Path) -> None:
+    ds = small_dataset()
+    stored = write_part10(ds, tmp_path / "stored.dcm")
+    model = to_dicom_json(ds, bulk_data_uri=lambda tag: file_bulk_data_uri(stored, tag))
+    record = EventRecord(_envelope(dataset=model))
+    assert record.dataset is not None and not record.dataset.PixelData
+    full = record.dataset_with_bulk_data()
+    assert full is not None and full.PixelData == ds.PixelData
 
 
 def test_record_without_a_dataset_or_raw_bytes() -> None:

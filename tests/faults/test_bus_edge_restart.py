@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dicombus.bus.redis_server import EmbeddedRedis, broker_client, free_port
-from publisher_support import STORE, WAIT, consume, envelope_of
+from dicombus.bus.redis_server import EmbeddedRedis, free_port
+from publisher_support import STORE, WAIT, consume, envelope_of, queue_length
 
 CHILD = Path(__file__).resolve().parent.parent / "publisher_support.py"
 QUEUES = ("audit", "count")
@@ -71,12 +71,9 @@ def replay(folder: Path, port: int) -> tuple[dict[str, Any], dict[str, list[Any]
     """Start Redis on ``port``, run the edge again, and read back both queues."""
     with EmbeddedRedis(folder / "redis", port=port) as server:
         final = Edge("replay", server.url, folder).finish()
-        client = broker_client(server.url)
-        try:
-            lengths = {queue: int(client.llen(queue)) for queue in QUEUES}
-        finally:
-            client.close()
-        received = {queue: consume(server.url, queue, lengths[queue]) for queue in QUEUES}
+        received = {
+            queue: consume(server.url, queue, queue_length(server.url, queue)) for queue in QUEUES
+        }
     return final, received
 
 

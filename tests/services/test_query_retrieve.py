@@ -420,7 +420,7 @@ def test_the_outcome_of_a_retrieval_is_reported(stack: ExitStack) -> None:
         "failed_suboperations": 1,
         "warning_suboperations": 0,
     }
-    assert (find.event, find.status, find.details) == (evt.EVT_C_FIND, SUCCESS, {})
+    assert (find.event, find.status, find.details) == (evt.EVT_C_FIND, SUCCESS, {"matches": 3})
 
 
 def test_get_with_failed_sub_operations_warns_with_their_uids(stack: ExitStack) -> None:

@@ -49,8 +49,8 @@ from dicombus.dataset_codec import decode_dataset
 from dicombus.outcomes import OutcomeReport
 from dicombus.protocol.errors import LocalProtocolError
 from dicombus.protocol.items import UserIdentityRQSubItem
-from dicombus.protocol.pdus import _NAMES as PDU_NAMES
 from dicombus.protocol.pdus import (
+    PDU_NAMES,
     AAbort,
     AAssociateAC,
     AAssociateRJ,

@@ -85,6 +85,12 @@ RECONNECT_FIRST = 0.05
 RECONNECT_CAP = 0.5
 # One line of metrics at DEBUG this often (the thread also wakes for it when idle).
 METRICS_INTERVAL = 30.0
+# How long the publisher thread waits for a batch to fill once an event is in.
+# One message per Redis pipeline costs about 240 us of CPU, one in a batch of
+# 500 about 35 us; at a steady C-STORE pace batches were of one. Two
+# milliseconds turn them into batches at a latency cost far under the 50 ms
+# budget from DICOM event to task start.
+BATCH_LINGER = 0.002
 
 COUNTERS = (
     "submitted",  # events given to submit()
@@ -112,6 +118,8 @@ class TaskMessageBuilder:
     def __init__(self, origin: str) -> None:
         self._app = Celery("dicombus-edge", set_as_current=False)
         self._app.conf.update(task_serializer="json", accept_content=["json"])
+        # Built now, once: otherwise on first use, possibly on an association thread.
+        self._amqp = self._app.amqp
         self._origin = origin
 
     def build(
@@ -119,7 +127,7 @@ class TaskMessageBuilder:
     ) -> OutboxMessage:
         event_id = str(envelope["id"])
         task_id = task_id_for(event_id, sub.task)
-        message = self._app.amqp.as_task_v2(
+        message = self._amqp.as_task_v2(
             task_id,
             sub.task,
             args=(envelope,),
@@ -255,12 +263,14 @@ class Publisher:
         batch_size: int = 500,
         broker_timeout: float = 5.0,
         metrics_interval: float = METRICS_INTERVAL,
+        batch_linger: float = BATCH_LINGER,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
         self._view = view
         self._outbox = outbox
         self._batch_size = batch_size
+        self._linger = batch_linger
         self._metrics_interval = metrics_interval
         # None entries are wake-ups (stop), not events.
         self._queue: queue.Queue[_Submitted | None] = queue.Queue(maxsize=queue_size)
@@ -373,7 +383,7 @@ class Publisher:
                     return
                 self._send(batch)
             elif not self._outbox.rows:
-                batch = self._take(wait=report_at - now)
+                batch = self._take(wait=report_at - now, linger=self._linger)
                 if batch:
                     self._send(batch)
             else:
@@ -387,8 +397,9 @@ class Publisher:
                 wait = min(next_attempt, report_at) - time.monotonic()
                 self._spool(self._take(wait=max(wait, 0.0)))
 
-    def _take(self, wait: float | None) -> list[_Submitted]:
-        """Up to batch_size events; waits ``wait`` seconds for the first (None: no wait)."""
+    def _take(self, wait: float | None, linger: float = 0.0) -> list[_Submitted]:
+        """Up to batch_size events; waits ``wait`` seconds for the first (None: no wait),
+        then up to ``linger`` seconds more for the batch to fill."""
         batch: list[_Submitted] = []
         try:
             first = self._queue.get_nowait() if wait is None else self._queue.get(timeout=wait)
@@ -396,9 +407,15 @@ class Publisher:
             return batch
         if first is not None:
             batch.append(first)
+        fill_until = time.monotonic() + linger
         while len(batch) < self._batch_size:
+            remaining = fill_until - time.monotonic()
             try:
-                item = self._queue.get_nowait()
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if item is not None:

@@ -531,7 +531,7 @@ _DECODERS: dict[int, Callable[[bytes | memoryview], PDU]] = {
     kind.pdu_type: kind.decode_body
     for kind in (AAssociateRQ, AAssociateAC, AAssociateRJ, PDataTF, AReleaseRQ, AReleaseRP, AAbort)
 }
-_NAMES = {
+PDU_NAMES = {
     AAssociateRQ.pdu_type: "A-ASSOCIATE-RQ",
     AAssociateAC.pdu_type: "A-ASSOCIATE-AC",
     AAssociateRJ.pdu_type: "A-ASSOCIATE-RJ",
@@ -569,7 +569,7 @@ def check_pdu_header(
     if len(header) != PDU_HEADER_LENGTH:
         raise LocalProtocolError(f"a PDU header is {PDU_HEADER_LENGTH} bytes, got {len(header)}")
     pdu_type, _reserved, length = _PDU_HEADER.unpack(header)
-    name = _NAMES.get(pdu_type)
+    name = PDU_NAMES.get(pdu_type)
     if name is None:
         raise wire_error(f"unrecognized PDU type 0x{pdu_type:02X}", AbortReason.UNRECOGNIZED_PDU)
     if pdu_type == PDataTF.pdu_type:

@@ -328,6 +328,7 @@ def _find(
     responder: _Responder,
     results: Iterator[Any],
 ) -> None:
+    matches = 0
     while True:
         item = _pull(results, evt.EVT_C_FIND)
         cancelled = assoc.is_cancelled(responder.message_id)
@@ -351,6 +352,9 @@ def _find(
                 responder.send_status(FIND_IDENTIFIER_NOT_ENCODABLE)
                 return
             responder.send(_Response(reply, encoded))
+            matches += 1
+            # Published with the outcome: how many identifiers the query returned.
+            request.outcome["matches"] = matches
             continue
         responder.send(_Response(reply))
         # As pynetdicom: a Warning (PS3.4 C.6.4, a Repository Query's 0xB001)
