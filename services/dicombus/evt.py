@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
 
-from dicombus.dataset_codec import create_file_meta, decode_dataset, encode_part10_header
+from dicombus.dataset_codec import create_file_meta, decode_dataset, part10_header
 
 if TYPE_CHECKING:
     from dicombus.association import Association
@@ -312,21 +312,32 @@ class Event:
         request = self.__dict__.get("request")
         if request is None or "DataSet" not in getattr(request, "dataset_parameters", ()):
             raise AttributeError("the event is not a C-STORE request")
-        return create_file_meta(
-            sop_class_uid=request.AffectedSOPClassUID,
-            sop_instance_uid=request.AffectedSOPInstanceUID,
-            transfer_syntax=self._context().transfer_syntax,
-        )
+        cached = self.__dict__.get("_file_meta")
+        if cached is None:
+            cached = create_file_meta(
+                sop_class_uid=request.AffectedSOPClassUID,
+                sop_instance_uid=request.AffectedSOPInstanceUID,
+                transfer_syntax=self._context().transfer_syntax,
+            )
+            self.__dict__["_file_meta"] = cached
+        return cached
 
     def encoded_dataset(self, include_meta: bool = True) -> bytes:
         """The C-STORE dataset exactly as the peer sent it, optionally as a Part 10 file."""
         request = self.__dict__.get("request")
         if request is None or "DataSet" not in getattr(request, "dataset_parameters", ()):
             raise AttributeError("the event is not a C-STORE request and has no 'Data Set'")
-        encoded: bytes = request.parameter_bytes()
+        parts = request.parameter_parts()
         if not include_meta:
+            encoded: bytes = request.parameter_bytes()
             return encoded
-        return encode_part10_header(self.file_meta) + encoded
+        header = part10_header(
+            sop_class_uid=request.AffectedSOPClassUID,
+            sop_instance_uid=request.AffectedSOPInstanceUID,
+            transfer_syntax=self._context().transfer_syntax,
+        )
+        # One copy of the dataset, however large: join reads the fragments in place.
+        return b"".join((header, *(parts if parts is not None else [request.parameter_bytes()])))
 
     @property
     def dataset_path(self) -> Path:

@@ -83,6 +83,11 @@ class ServiceRequest:
         value = read()
         return value if isinstance(value, bytes) else bytes(value)
 
+    def parameter_parts(self) -> list[bytes] | None:
+        """The dataset's in-memory fragments without a copy (None: spooled to disk, or no sink)."""
+        parts = getattr(self._sink, "parts", None)
+        return parts() if parts is not None else None
+
     def dataset_file(self) -> Path:
         """A file holding the dataset bytes (see Event.dataset_path)."""
         if not isinstance(self._sink, SpoolingDatasetSink):

@@ -29,7 +29,9 @@ class SpoolingDatasetSink:
     ) -> None:
         self._threshold = threshold
         self._spool_dir = spool_dir
-        self._memory: bytearray | None = bytearray()
+        # Fragments as received, one bytes object each: appending never
+        # reallocates and copies what came before (a bytearray would).
+        self._memory: list[bytes] | None = []
         self._file: BinaryIO | None = None
         self._path: Path | None = None
         self._size = 0
@@ -45,8 +47,8 @@ class SpoolingDatasetSink:
     def write(self, data: memoryview) -> None:
         self._size += len(data)
         if self._memory is not None:
-            self._memory += data
-            if len(self._memory) > self._threshold:
+            self._memory.append(bytes(data))
+            if self._size > self._threshold:
                 self._spill()
             return
         assert self._file is not None  # invariant: either memory or file is set
@@ -57,13 +59,13 @@ class SpoolingDatasetSink:
         self._file = os.fdopen(handle, "w+b")
         self._path = Path(name)
         if self._memory:
-            self._file.write(self._memory)
+            self._file.writelines(self._memory)
         self._memory = None
 
     def getvalue(self) -> bytes:
         """All dataset bytes (read back from disk when spooled)."""
         if self._memory is not None:
-            return bytes(self._memory)
+            return self._joined()
         assert self._file is not None
         # Through the open handle, not the path: a handler may have moved the file away.
         self._file.flush()
@@ -72,9 +74,20 @@ class SpoolingDatasetSink:
         self._file.seek(0, os.SEEK_END)
         return data
 
+    def _joined(self) -> bytes:
+        """The in-memory fragments as one bytes object, joined once and kept so."""
+        assert self._memory is not None
+        if len(self._memory) != 1:
+            self._memory = [b"".join(self._memory)]
+        return self._memory[0]
+
+    def parts(self) -> list[bytes] | None:
+        """The in-memory fragments without a copy, or None when spooled to disk."""
+        return list(self._memory) if self._memory is not None else None
+
     def view(self) -> memoryview | None:
-        """The in-memory bytes without a copy, or None when spooled to disk."""
-        return memoryview(self._memory) if self._memory is not None else None
+        """The in-memory bytes as one view, or None when spooled to disk."""
+        return memoryview(self._joined()) if self._memory is not None else None
 
     def path(self) -> Path:
         """A file with the dataset bytes; an in-memory dataset is written out first."""

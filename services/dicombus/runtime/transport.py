@@ -21,6 +21,13 @@ from dicombus.protocol.pdus import check_pdu_header
 
 Buffer = bytes | bytearray | memoryview
 
+# Peers with Nagle's algorithm on (pynetdicom's and DCMTK's default) hold a
+# small write until the previous one is ACKed, and a delayed ACK waits ~40 ms:
+# every message boundary stalls. ACKing at once (Linux's TCP_QUICKACK) removes
+# that stall on our side of the conversation; measured with DCMTK storescu as
+# the sender, 2 KB instances went from about 22 to 850 per second.
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
 # POSIX caps the buffers of one sendmsg at IOV_MAX (1024 on Linux and macOS);
 # a longer list fails with EMSGSIZE instead of sending part of it. 16 is the
 # least POSIX allows.
@@ -63,6 +70,8 @@ class PduChannel:
         self._header_view = memoryview(self._header)
         self._body = bytearray(max(4096, min(max_pdata_length or 65536, 1 << 20)))
         self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
+        is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self._quickack = _QUICKACK if is_tcp else None
         self.bytes_received = 0
         self.bytes_sent = 0
 
@@ -91,6 +100,7 @@ class PduChannel:
         body = memoryview(self._body)[:length]
         self._recv_all(body, 0, deadline)
         self.bytes_received += PDU_HEADER_LENGTH + length
+
         return pdu_type, body, header
 
     def _recv_all(self, view: memoryview, received: int, deadline: float | None) -> None:
@@ -105,6 +115,11 @@ class PduChannel:
             self.sock.settimeout(remaining)
         else:
             self.sock.settimeout(None)
+        if self._quickack is not None:
+            # Linux leaves quick-ACK mode on its own; re-arm it before every
+            # read, also mid-PDU: a peer that writes a PDU's header and body
+            # separately holds the body until the header is ACKed.
+            self.sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
         try:
             count = self.sock.recv_into(view)
         except TimeoutError as exc:
