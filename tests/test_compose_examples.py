@@ -41,7 +41,7 @@ def test_redis_runs_with_the_example_conf_and_keeps_events_safe(tmp_path: Path) 
         stdout=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(port=port, socket_connect_timeout=1, retry_on_timeout=True)
+        client = redis.Redis(port=port, socket_connect_timeout=1)
         for _ in range(50):  # bounded: about 5 s for the server to answer
             try:
                 client.ping()
