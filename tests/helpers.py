@@ -23,9 +23,17 @@ from typing import Any
 import pytest
 from dicombus import AE, AllStoragePresentationContexts
 from dicombus.dataset_codec import read_part10_header
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
@@ -259,3 +267,22 @@ class DcmtkProcess:
             self.process.kill()
             output, _ = self.process.communicate(timeout=10)
         return output
+
+
+def unhex(dump: str) -> bytes:
+    """Bytes from an annotated hex dump: pairs of hex digits, '#' starts a comment."""
+    return bytes.fromhex("".join(line.split("#", 1)[0] for line in dump.splitlines()))
+
+
+# Instances to send to a peer, by test id: a small image in each uncompressed
+# transfer syntax, 512 KB of pixel data, and a JPEG-compressed file as DCMTK wrote it.
+STORE_CASES: dict[str, Callable[[], Dataset]] = {
+    "ct-explicit-le": lambda: small_dataset(CT_IMAGE_STORAGE, ExplicitVRLittleEndian),
+    "mr-implicit-le": lambda: small_dataset(MR_IMAGE_STORAGE, ImplicitVRLittleEndian),
+    "sc-deflated": lambda: small_dataset(
+        SECONDARY_CAPTURE_IMAGE_STORAGE, DeflatedExplicitVRLittleEndian
+    ),
+    "ct-big-endian": lambda: small_dataset(CT_IMAGE_STORAGE, ExplicitVRBigEndian),
+    "ct-512k-explicit-le": lambda: ct_dataset(ExplicitVRLittleEndian),
+    "jpeg-baseline": lambda: dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm")),
+}

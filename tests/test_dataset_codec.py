@@ -19,7 +19,7 @@ from dicombus.dataset_codec import (
     encode_part10_header,
     read_part10_header,
 )
-from helpers import CT_IMAGE_STORAGE, small_dataset
+from helpers import CT_IMAGE_STORAGE, small_dataset, unhex
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -41,11 +41,6 @@ UNCOMPRESSED = [
     ExplicitVRBigEndian,
     DeflatedExplicitVRLittleEndian,
 ]
-
-
-def unhex(dump: str) -> bytes:
-    """Bytes from an annotated hex dump: pairs of hex digits, '#' starts a comment."""
-    return bytes.fromhex("".join(line.split("#", 1)[0] for line in dump.splitlines()))
 
 
 def pydicom_file(name: str) -> Path:

@@ -56,6 +56,7 @@ from dicombus.runtime.link import UpperLayerLink
 from dicombus.runtime.spool import SpoolingDatasetSink
 from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
 from dicombus.service_request import ServiceRequest
+from dicombus.services import n_scu
 from dicombus.tls import peer_subject
 from dicombus.ulid import new_ulid
 
@@ -899,80 +900,14 @@ class Association:
 
         send_c_cancel(self, msg_id, context_id=context_id, query_model=query_model)
 
-    def send_n_event_report(
-        self,
-        dataset: Dataset | None,
-        event_type: int,
-        class_uid: str,
-        instance_uid: str,
-        msg_id: int = 1,
-        meta_uid: str | None = None,
-    ) -> tuple[Dataset, Dataset | None]:
-        from dicombus.services.n_scu import send_n_event_report
-
-        return send_n_event_report(
-            self, dataset, event_type, class_uid, instance_uid, msg_id, meta_uid
-        )
-
-    def send_n_get(
-        self,
-        identifier_list: Sequence[int | str] | None,
-        class_uid: str,
-        instance_uid: str,
-        msg_id: int = 1,
-        meta_uid: str | None = None,
-    ) -> tuple[Dataset, Dataset | None]:
-        from dicombus.services.n_scu import send_n_get
-
-        return send_n_get(self, identifier_list, class_uid, instance_uid, msg_id, meta_uid)
-
-    def send_n_set(
-        self,
-        modification_list: Dataset,
-        class_uid: str,
-        instance_uid: str,
-        msg_id: int = 1,
-        meta_uid: str | None = None,
-    ) -> tuple[Dataset, Dataset | None]:
-        from dicombus.services.n_scu import send_n_set
-
-        return send_n_set(self, modification_list, class_uid, instance_uid, msg_id, meta_uid)
-
-    def send_n_action(
-        self,
-        dataset: Dataset | None,
-        action_type: int,
-        class_uid: str,
-        instance_uid: str,
-        msg_id: int = 1,
-        meta_uid: str | None = None,
-    ) -> tuple[Dataset, Dataset | None]:
-        from dicombus.services.n_scu import send_n_action
-
-        return send_n_action(self, dataset, action_type, class_uid, instance_uid, msg_id, meta_uid)
-
-    def send_n_create(
-        self,
-        dataset: Dataset | None,
-        class_uid: str,
-        instance_uid: str | None = None,
-        msg_id: int = 1,
-        meta_uid: str | None = None,
-    ) -> tuple[Dataset, Dataset | None]:
-        from dicombus.services.n_scu import send_n_create
-
-        return send_n_create(self, dataset, class_uid, instance_uid, msg_id, meta_uid)
-
-    def send_n_delete(
-        self,
-        class_uid: str,
-        instance_uid: str,
-        msg_id: int = 1,
-        meta_uid: str | None = None,
-    ) -> Dataset:
-        from dicombus.services.n_scu import send_n_delete
-
-        return send_n_delete(self, class_uid, instance_uid, msg_id, meta_uid)
+    # pynetdicom's DIMSE-N calls take the same arguments as n_scu's functions,
+    # so those serve as the methods themselves (``self`` is their ``assoc``).
+    send_n_event_report = n_scu.send_n_event_report
+    send_n_get = n_scu.send_n_get
+    send_n_set = n_scu.send_n_set
+    send_n_action = n_scu.send_n_action
+    send_n_create = n_scu.send_n_create
+    send_n_delete = n_scu.send_n_delete
 
 
 def _is_pending(command: CommandSet) -> bool:

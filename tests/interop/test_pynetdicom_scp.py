@@ -14,9 +14,9 @@ from dicombus import AE
 from dicombus.sop_class import (
     CTImageStorage,
     MRImageStorage,
-    SecondaryCaptureImageStorage,
     Verification,
 )
+from helpers import STORE_CASES as COMMON_STORE_CASES
 from helpers import (
     WAIT,
     StoreRecorder,
@@ -97,15 +97,8 @@ def test_echo_to_pynetdicom(serve: Callable[..., Any]) -> None:
 
 
 STORE_CASES = {
-    "ct-explicit-le": lambda: small_dataset(CTImageStorage, ExplicitVRLittleEndian),
-    "mr-implicit-le": lambda: small_dataset(MRImageStorage, ImplicitVRLittleEndian),
-    "sc-deflated": lambda: small_dataset(
-        SecondaryCaptureImageStorage, DeflatedExplicitVRLittleEndian
-    ),
-    "ct-big-endian": lambda: small_dataset(CTImageStorage, ExplicitVRBigEndian),
-    "ct-512k-explicit-le": lambda: ct_dataset(ExplicitVRLittleEndian),
+    **COMMON_STORE_CASES,
     "multiframe-explicit-le": lambda: multiframe_dataset(8, ExplicitVRLittleEndian),
-    "jpeg-baseline": lambda: dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm")),
 }
 
 

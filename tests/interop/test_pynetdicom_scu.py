@@ -12,9 +12,9 @@ from dicombus import AE, config, evt
 from dicombus.sop_class import (
     CTImageStorage,
     MRImageStorage,
-    SecondaryCaptureImageStorage,
     Verification,
 )
+from helpers import STORE_CASES as COMMON_STORE_CASES
 from helpers import (
     WAIT,
     StoreRecorder,
@@ -33,8 +33,6 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
@@ -70,15 +68,8 @@ def test_pynetdicom_echo(serve: Callable[..., Any]) -> None:
 
 
 STORE_CASES = {
-    "ct-explicit-le": lambda: small_dataset(CTImageStorage, ExplicitVRLittleEndian),
-    "mr-implicit-le": lambda: small_dataset(MRImageStorage, ImplicitVRLittleEndian),
-    "sc-deflated": lambda: small_dataset(
-        SecondaryCaptureImageStorage, DeflatedExplicitVRLittleEndian
-    ),
-    "ct-big-endian": lambda: small_dataset(CTImageStorage, ExplicitVRBigEndian),
-    "ct-512k-explicit-le": lambda: ct_dataset(ExplicitVRLittleEndian),
+    **COMMON_STORE_CASES,
     "multiframe-implicit-le": lambda: multiframe_dataset(8, ImplicitVRLittleEndian),
-    "jpeg-baseline": lambda: dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm")),
     "rle-lossless": lambda: dcmread(pydicom_test_file("MR_small_RLE.dcm")),
 }
 

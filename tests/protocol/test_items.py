@@ -32,15 +32,10 @@ from dicombus.protocol.items import (
     UserInformationItem,
     UserSubItem,
 )
+from helpers import unhex
 from hypothesis import given
 from hypothesis import strategies as st
 from pynetdicom import pdu_items as peer
-
-
-def unhex(dump: str) -> bytes:
-    """Bytes from an annotated hex dump: pairs of hex digits, '#' starts a comment."""
-    return bytes.fromhex("".join(line.split("#", 1)[0] for line in dump.splitlines()))
-
 
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"

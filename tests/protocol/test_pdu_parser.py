@@ -30,14 +30,9 @@ from dicombus.protocol.pdus import (
     PDataTF,
     PresentationDataValue,
 )
+from helpers import unhex
 from hypothesis import given
 from hypothesis import strategies as st
-
-
-def unhex(dump: str) -> bytes:
-    """Bytes from an annotated hex dump: pairs of hex digits, '#' starts a comment."""
-    return bytes.fromhex("".join(line.split("#", 1)[0] for line in dump.splitlines()))
-
 
 ASSOCIATE_RQ = AAssociateRQ(
     called_ae_title="ANY-SCP",

@@ -45,14 +45,10 @@ from dicombus.protocol.pdus import (
     decode_pdu,
     encode_pdu,
 )
+from helpers import unhex
 from hypothesis import given
 from hypothesis import strategies as st
 from pynetdicom import pdu as peer
-
-
-def unhex(dump: str) -> bytes:
-    """Bytes from an annotated hex dump: pairs of hex digits, '#' starts a comment."""
-    return bytes.fromhex("".join(line.split("#", 1)[0] for line in dump.splitlines()))
 
 
 def decode(encoded: bytes) -> PDU:

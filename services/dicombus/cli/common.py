@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from enum import IntEnum
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -38,7 +39,8 @@ def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_network_options(parser: argparse.ArgumentParser, *, default_aet: str) -> None:
-    """Our AE title, timeouts and verbosity: options of both SCUs and SCPs (DCMTK's names)."""
+    """Our AE title, timeouts, verbosity and largest PDU: options of both SCUs and SCPs
+    (DCMTK's names)."""
     parser.add_argument(
         "-aet",
         "--calling-aet",
@@ -58,9 +60,10 @@ def add_network_options(parser: argparse.ArgumentParser, *, default_aet: str) ->
             short, long, type=_seconds, default=default, metavar="S", help=f"seconds: {what}"
         )
     add_verbosity_options(parser)
+    _add_max_pdu_option(parser)
 
 
-def add_max_pdu_option(parser: argparse.ArgumentParser) -> None:
+def _add_max_pdu_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-pdu",
         "--max-pdu",
@@ -83,6 +86,38 @@ def add_peer_options(parser: argparse.ArgumentParser) -> None:
         metavar="TITLE",
         help="the peer's AE title (default ANY-SCP)",
     )
+
+
+def add_listen_options(parser: argparse.ArgumentParser) -> None:
+    """Where an SCP listens: the port, and ``--bind`` for the address."""
+    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: any free one)")
+    parser.add_argument(
+        "--bind", default="127.0.0.1", metavar="ADDRESS", help="address to listen on"
+    )
+
+
+def add_output_option(parser: argparse.ArgumentParser, *, required: bool, help: str) -> None:
+    """``-od``: the folder received instances are written to (storescu's, getscu's name)."""
+    parser.add_argument(
+        "-od",
+        "--output",
+        "--output-directory",
+        dest="output",
+        type=Path,
+        required=required,
+        metavar="DIR",
+        help=help,
+    )
+
+
+def make_folder(command: str, folder: Path, what: str) -> bool:
+    """Create ``folder`` (and its parents); False after printing why that failed."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        error(command, f"cannot create the {what} folder {folder}: {exc}")
+        return False
+    return True
 
 
 def _seconds(text: str) -> float:

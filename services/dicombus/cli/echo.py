@@ -6,7 +6,6 @@ import argparse
 
 from dicombus.cli.common import (
     ExitCode,
-    add_max_pdu_option,
     add_network_options,
     add_peer_options,
     configure_logging,
@@ -30,7 +29,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_peer_options(parser)
     add_network_options(parser, default_aet="ECHOSCU")
-    add_max_pdu_option(parser)
     parser.add_argument(
         "--repeat",
         type=positive_int,

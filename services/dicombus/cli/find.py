@@ -16,21 +16,18 @@ from pydicom.dataset import Dataset
 from dicombus import build_context
 from dicombus.cli.common import (
     ExitCode,
-    add_max_pdu_option,
     add_network_options,
-    add_peer_options,
-    configure_logging,
     error,
     make_ae,
     positive_int,
 )
 from dicombus.cli.qr_common import (
-    add_query_options,
+    add_qr_command,
     display_value,
     element_lines,
     model_uid,
     open_association,
-    prepare_identifier,
+    prepare_query,
 )
 from dicombus.protocol import status
 
@@ -42,14 +39,14 @@ _SPECIFIC_CHARACTER_SET = 0x00080005
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_qr_command(
+        commands,
         COMMAND,
         help="query a peer with C-FIND",
         description="Send one C-FIND request built from the -k keys and print every match. "
         "Exits 0 when the peer ends the query with Success.",
+        worklist=True,
     )
-    add_peer_options(parser)
-    add_query_options(parser, worklist=True)
     parser.add_argument(
         "--table", action="store_true", help="print the matches as a table, one row each"
     )
@@ -60,13 +57,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="send a C-CANCEL after N matches (the peer then ends the query with Cancel)",
     )
     add_network_options(parser, default_aet="FINDSCU")
-    add_max_pdu_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    recorder = configure_logging(args, quiet_by_default=True)
-    identifier = prepare_identifier(args, COMMAND)
+    recorder, identifier = prepare_query(args, COMMAND)
     if identifier is None:
         return ExitCode.USAGE
     model = model_uid(args, "find")

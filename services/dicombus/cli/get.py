@@ -9,7 +9,6 @@ written durably under ``--output`` before it is acknowledged, as
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pydicom.uid import (
     JPEG2000,
@@ -26,26 +25,23 @@ from dicombus import (
     StoragePresentationContexts,
     build_context,
     build_role,
-    evt,
 )
 from dicombus.cli.common import (
     ExitCode,
-    add_max_pdu_option,
     add_network_options,
-    add_peer_options,
-    configure_logging,
-    error,
+    add_output_option,
     make_ae,
+    make_folder,
 )
 from dicombus.cli.qr_common import (
-    add_query_options,
+    add_qr_command,
     final_outcome,
     model_uid,
     open_association,
-    prepare_identifier,
+    prepare_query,
     report_outcome,
 )
-from dicombus.cli.storescp import add_layout_option, handle_store
+from dicombus.cli.storescp import add_layout_option, store_handlers
 from dicombus.protocol.limits import MAX_PRESENTATION_CONTEXTS
 
 COMMAND = "get"
@@ -66,39 +62,29 @@ TRANSFER_SYNTAXES = (
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_qr_command(
+        commands,
         COMMAND,
         help="retrieve instances with C-GET",
         description="Send one C-GET request built from the -k keys and store the instances "
         "the peer sends back. Exits 0 when the peer ends the retrieve with Success.",
+        worklist=False,
     )
-    add_peer_options(parser)
-    add_query_options(parser, worklist=False)
-    parser.add_argument(
-        "-od",
-        "--output",
-        "--output-directory",
-        dest="output",
-        type=Path,
+    add_output_option(
+        parser,
         required=True,
-        metavar="DIR",
         help="the folder to store the retrieved instances in (created if missing)",
     )
     add_layout_option(parser)
     add_network_options(parser, default_aet="GETSCU")
-    add_max_pdu_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    recorder = configure_logging(args, quiet_by_default=True)
-    identifier = prepare_identifier(args, COMMAND)
+    recorder, identifier = prepare_query(args, COMMAND)
     if identifier is None:
         return ExitCode.USAGE
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        error(COMMAND, f"cannot create the output folder {args.output}: {exc}")
+    if not make_folder(COMMAND, args.output, "output"):
         return ExitCode.LOCAL_ERROR
     model = model_uid(args, "get")
     # PS3.8 allows 128 contexts: the Get model's and as many storage classes as fit.
@@ -108,9 +94,6 @@ def run(args: argparse.Namespace) -> int:
     contexts += [build_context(uid, TRANSFER_SYNTAXES) for uid in storage]
     # PS3.4 C.4.3.1: we take the SCP role of each storage class (and not its SCU role).
     roles = [build_role(uid, scp_role=True) for uid in storage]
-    handlers: list[evt.HandlerBinding] = [
-        (evt.EVT_C_STORE, handle_store, [args.output, args.layout])
-    ]
     assoc = open_association(
         make_ae(args),
         args,
@@ -118,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         recorder,
         contexts=contexts,
         ext_neg=roles,
-        evt_handlers=handlers,
+        evt_handlers=store_handlers(args.output, args.layout),
     )
     if assoc is None:
         return ExitCode.NO_ASSOCIATION

@@ -10,45 +10,43 @@ and address as the Move Destination.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dicombus import build_context, evt
+from dicombus import build_context
 from dicombus.cli.common import (
     ExitCode,
     ProblemRecorder,
-    add_max_pdu_option,
     add_network_options,
-    add_peer_options,
-    configure_logging,
+    add_output_option,
     error,
     make_ae,
+    make_folder,
     port_number,
 )
 from dicombus.cli.qr_common import (
-    add_query_options,
+    add_qr_command,
     final_outcome,
     model_uid,
     open_association,
-    prepare_identifier,
+    prepare_query,
     report_outcome,
 )
-from dicombus.cli.storescp import add_layout_option, handle_store, storage_ae
+from dicombus.cli.storescp import add_layout_option, storage_ae, store_handlers
 from dicombus.server import AssociationServer
 
 COMMAND = "move"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+    parser = add_qr_command(
+        commands,
         COMMAND,
         help="have a peer send instances to an AE with C-MOVE",
         description="Send one C-MOVE request built from the -k keys. With --store-port, "
         "receive the instances here. Exits 0 when the peer ends the move with Success.",
+        worklist=False,
     )
-    add_peer_options(parser)
-    add_query_options(parser, worklist=False)
     parser.add_argument(
         "-aem",
         "--move-destination",
@@ -63,13 +61,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="PORT",
         help="receive the instances here: run a Storage SCP on PORT during the move",
     )
-    parser.add_argument(
-        "-od",
-        "--output",
-        "--output-directory",
-        dest="output",
-        type=Path,
-        metavar="DIR",
+    add_output_option(
+        parser,
+        required=False,
         help="with --store-port: the folder to store the instances in (created if missing)",
     )
     parser.add_argument(
@@ -81,13 +75,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_layout_option(parser)
     add_network_options(parser, default_aet="MOVESCU")
-    add_max_pdu_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    recorder = configure_logging(args, quiet_by_default=True)
-    identifier = prepare_identifier(args, COMMAND)
+    recorder, identifier = prepare_query(args, COMMAND)
     if identifier is None:
         return ExitCode.USAGE
     if args.store_port is not None and args.output is None:
@@ -106,14 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _start_store_scp(args: argparse.Namespace) -> AssociationServer | None:
-    try:
-        args.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        error(COMMAND, f"cannot create the output folder {args.output}: {exc}")
+    if not make_folder(COMMAND, args.output, "output"):
         return None
-    handlers: list[evt.HandlerBinding] = [
-        (evt.EVT_C_STORE, handle_store, [args.output, args.layout])
-    ]
+    handlers = store_handlers(args.output, args.layout)
     address = (args.store_bind, args.store_port)
     try:
         server = storage_ae(args).start_server(address, block=False, evt_handlers=handlers)

@@ -17,7 +17,14 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
 from dicombus import AE, Association, evt, sop_class
-from dicombus.cli.common import ExitCode, ProblemRecorder, describe_failure, error
+from dicombus.cli.common import (
+    ExitCode,
+    ProblemRecorder,
+    add_peer_options,
+    configure_logging,
+    describe_failure,
+    error,
+)
 from dicombus.presentation import PresentationContext
 from dicombus.protocol import status
 from dicombus.protocol.items import UserSubItem
@@ -70,6 +77,27 @@ def parse_key(text: str) -> Key:
             )
         tag = Tag(number)
     return Key(tag, value if equals and value else None)
+
+
+def add_qr_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    command: str,
+    *,
+    help: str,
+    description: str,
+    worklist: bool,
+) -> argparse.ArgumentParser:
+    """The parser of ``find``, ``get`` or ``move`` with the peer and query options."""
+    parser = commands.add_parser(command, help=help, description=description)
+    add_peer_options(parser)
+    add_query_options(parser, worklist=worklist)
+    return parser
+
+
+def prepare_query(args: argparse.Namespace, command: str) -> tuple[ProblemRecorder, Dataset | None]:
+    """Set up logging and check the ``-k`` identifier (None: it cannot be sent)."""
+    recorder = configure_logging(args, quiet_by_default=True)
+    return recorder, prepare_identifier(args, command)
 
 
 def add_query_options(parser: argparse.ArgumentParser, *, worklist: bool) -> None:

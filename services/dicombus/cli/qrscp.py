@@ -21,11 +21,10 @@ from dicombus import evt
 from dicombus.cli.common import (
     ExitCode,
     StopSignals,
-    add_max_pdu_option,
+    add_listen_options,
     add_network_options,
     configure_logging,
     error,
-    port_number,
 )
 from dicombus.cli.storescp import add_layout_option, handle_store, storage_ae
 from dicombus.protocol import status
@@ -53,7 +52,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "Get, Move), Storage SCP and Verification SCP over the DICOM files under --storage. "
         "Runs until SIGINT (Ctrl-C) or SIGTERM.",
     )
-    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: any free one)")
+    add_listen_options(parser)
     parser.add_argument(
         "--storage",
         type=Path,
@@ -74,11 +73,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a TOML file naming the C-MOVE destinations: "
         '[destinations] TITLE = {host = "...", port = N}',
     )
-    parser.add_argument(
-        "--bind", default="127.0.0.1", metavar="ADDRESS", help="address to listen on"
-    )
     add_network_options(parser, default_aet="QRSCP")
-    add_max_pdu_option(parser)
     add_layout_option(parser)
     parser.set_defaults(run=run)
 

@@ -24,7 +24,6 @@ from dicombus import AE, Association, build_context
 from dicombus.cli.common import (
     ExitCode,
     ProblemRecorder,
-    add_max_pdu_option,
     add_network_options,
     add_peer_options,
     configure_logging,
@@ -66,7 +65,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="accepted for DCMTK habits: folders are always scanned recursively",
     )
     add_network_options(parser, default_aet="STORESCU")
-    add_max_pdu_option(parser)
     parser.set_defaults(run=run)
 
 

@@ -24,12 +24,13 @@ from dicombus import (
 from dicombus.cli.common import (
     ExitCode,
     StopSignals,
-    add_max_pdu_option,
+    add_listen_options,
     add_network_options,
+    add_output_option,
     configure_logging,
     error,
     make_ae,
-    port_number,
+    make_folder,
 )
 from dicombus.protocol import status
 from dicombus.service_request import ServiceRequest
@@ -53,22 +54,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "knows, and Verification) writing each instance it receives as a DICOM Part 10 file. "
         "Runs until SIGINT (Ctrl-C) or SIGTERM.",
     )
-    parser.add_argument("port", type=port_number, help="TCP port to listen on (0: any free one)")
-    parser.add_argument(
-        "-od",
-        "--output",
-        "--output-directory",
-        dest="output",
-        type=Path,
-        required=True,
-        metavar="DIR",
-        help="the folder to store instances in (created if missing)",
-    )
-    parser.add_argument(
-        "--bind", default="127.0.0.1", metavar="ADDRESS", help="address to listen on"
+    add_listen_options(parser)
+    add_output_option(
+        parser, required=True, help="the folder to store instances in (created if missing)"
     )
     add_network_options(parser, default_aet="STORESCP")
-    add_max_pdu_option(parser)
     add_layout_option(parser)
     parser.add_argument(
         "-pm",
@@ -110,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
+def store_handlers(root: Path, layout: Layout) -> list[evt.HandlerBinding]:
+    """The EVT_C_STORE binding that writes each received instance under ``root``."""
+    return [(evt.EVT_C_STORE, handle_store, [root, layout])]
+
+
 def storage_ae(args: argparse.Namespace) -> AE:
     """An AE that accepts every storage SOP class in every known syntax, and C-ECHO."""
     ae = make_ae(args)
@@ -128,13 +123,10 @@ def serve_storage(
     announce: Announce,
 ) -> int:
     """Serve storage until SIGINT or SIGTERM; then stop the server and its associations."""
-    try:
-        storage_root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        error(command, f"cannot create the storage folder {storage_root}: {exc}")
+    if not make_folder(command, storage_root, "storage"):
         return ExitCode.LOCAL_ERROR
     ae = storage_ae(args)
-    handlers: list[evt.HandlerBinding] = [(evt.EVT_C_STORE, handle_store, [storage_root, layout])]
+    handlers = store_handlers(storage_root, layout)
     # Signals are caught before the port opens: one sent as soon as the port
     # answers must stop the server, not kill it halfway.
     with StopSignals() as signals:

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 from dicombus.cli.common import (
     ExitCode,
     StopSignals,
-    add_max_pdu_option,
     add_network_options,
     configure_logging,
     error,
@@ -88,7 +87,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help=f"Celery worker processes (default {DEFAULT_WORKERS})",
     )
     add_network_options(parser, default_aet="DICOMBUS")
-    add_max_pdu_option(parser)
     parser.set_defaults(run=run)
 
 

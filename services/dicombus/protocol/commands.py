@@ -480,20 +480,52 @@ def check_request(command: CommandSet) -> None:
 # One function per message, named after it. Each sets CommandDataSetType as
 # the message's table in PS3.7 9.3 / 10.3 says; where the data set is
 # conditional, the caller says whether one follows with ``has_dataset``.
+# Every request carries MessageID, every response MessageIDBeingRespondedTo
+# and Status: _request and _response set those, each builder names the rest.
 
 
-def _dataset_type(has_dataset: bool) -> int:
-    return DATASET_PRESENT if has_dataset else NO_DATASET
+def _request(
+    field: CommandField, message_id: int, has_dataset: bool, **elements: CommandValue
+) -> CommandSet:
+    return CommandSet(
+        CommandField=field,
+        MessageID=message_id,
+        CommandDataSetType=DATASET_PRESENT if has_dataset else NO_DATASET,
+        **elements,
+    )
+
+
+def _response(
+    field: CommandField,
+    message_id_being_responded_to: int,
+    status: int,
+    has_dataset: bool,
+    **elements: CommandValue,
+) -> CommandSet:
+    return CommandSet(
+        CommandField=field,
+        MessageIDBeingRespondedTo=message_id_being_responded_to,
+        CommandDataSetType=DATASET_PRESENT if has_dataset else NO_DATASET,
+        Status=status,
+        **elements,
+    )
+
+
+def _affected(class_uid: str | None, instance_uid: str | None = None) -> dict[str, CommandValue]:
+    return {"AffectedSOPClassUID": class_uid, "AffectedSOPInstanceUID": instance_uid}
+
+
+def _requested(class_uid: str, instance_uid: str) -> dict[str, CommandValue]:
+    return {"RequestedSOPClassUID": class_uid, "RequestedSOPInstanceUID": instance_uid}
+
+
+def _error(comment: str | None, error_id: int | None = None) -> dict[str, CommandValue]:
+    return {"ErrorComment": comment, "ErrorID": error_id}
 
 
 def c_echo_rq(message_id: int, affected_sop_class_uid: str = VERIFICATION_SOP_CLASS) -> CommandSet:
     """PS3.7 Table 9.3-12."""
-    return CommandSet(
-        CommandField=CommandField.C_ECHO_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        CommandDataSetType=NO_DATASET,
-    )
+    return _request(CommandField.C_ECHO_RQ, message_id, False, **_affected(affected_sop_class_uid))
 
 
 def c_echo_rsp(
@@ -504,13 +536,13 @@ def c_echo_rsp(
     error_comment: str | None = None,
 ) -> CommandSet:
     """PS3.7 Table 9.3-13."""
-    return CommandSet(
-        CommandField=CommandField.C_ECHO_RSP,
-        MessageIDBeingRespondedTo=message_id_being_responded_to,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        CommandDataSetType=NO_DATASET,
-        Status=status,
-        ErrorComment=error_comment,
+    return _response(
+        CommandField.C_ECHO_RSP,
+        message_id_being_responded_to,
+        status,
+        False,
+        **_affected(affected_sop_class_uid),
+        **_error(error_comment),
     )
 
 
@@ -523,13 +555,12 @@ def c_store_rq(
     move_originator_message_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 9.3-1; the move originator is set for C-MOVE sub-operations."""
-    return CommandSet(
-        CommandField=CommandField.C_STORE_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        AffectedSOPInstanceUID=affected_sop_instance_uid,
+    return _request(
+        CommandField.C_STORE_RQ,
+        message_id,
+        True,
+        **_affected(affected_sop_class_uid, affected_sop_instance_uid),
         Priority=priority,
-        CommandDataSetType=DATASET_PRESENT,
         MoveOriginatorApplicationEntityTitle=move_originator_ae_title,
         MoveOriginatorMessageID=move_originator_message_id,
     )
@@ -545,29 +576,29 @@ def c_store_rsp(
     error_comment: str | None = None,
 ) -> CommandSet:
     """PS3.7 Table 9.3-2."""
-    return CommandSet(
-        CommandField=CommandField.C_STORE_RSP,
-        MessageIDBeingRespondedTo=message_id_being_responded_to,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        AffectedSOPInstanceUID=affected_sop_instance_uid,
-        CommandDataSetType=NO_DATASET,
-        Status=status,
+    return _response(
+        CommandField.C_STORE_RSP,
+        message_id_being_responded_to,
+        status,
+        False,
+        **_affected(affected_sop_class_uid, affected_sop_instance_uid),
         OffendingElement=offending_element,
-        ErrorComment=error_comment,
+        **_error(error_comment),
     )
+
+
+def _query_rq(
+    field: CommandField, message_id: int, affected_sop_class_uid: str, priority: int
+) -> CommandSet:
+    # C-FIND, C-GET and C-MOVE requests: the Identifier data set always follows.
+    return _request(field, message_id, True, **_affected(affected_sop_class_uid), Priority=priority)
 
 
 def c_find_rq(
     message_id: int, affected_sop_class_uid: str, priority: int = Priority.MEDIUM
 ) -> CommandSet:
     """PS3.7 Table 9.3-3; the Identifier data set always follows."""
-    return CommandSet(
-        CommandField=CommandField.C_FIND_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        Priority=priority,
-        CommandDataSetType=DATASET_PRESENT,
-    )
+    return _query_rq(CommandField.C_FIND_RQ, message_id, affected_sop_class_uid, priority)
 
 
 def c_find_rsp(
@@ -580,14 +611,14 @@ def c_find_rsp(
     error_comment: str | None = None,
 ) -> CommandSet:
     """PS3.7 Table 9.3-4; Pending responses carry an Identifier."""
-    return CommandSet(
-        CommandField=CommandField.C_FIND_RSP,
-        MessageIDBeingRespondedTo=message_id_being_responded_to,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        CommandDataSetType=_dataset_type(has_dataset),
-        Status=status,
+    return _response(
+        CommandField.C_FIND_RSP,
+        message_id_being_responded_to,
+        status,
+        has_dataset,
+        **_affected(affected_sop_class_uid),
         OffendingElement=offending_element,
-        ErrorComment=error_comment,
+        **_error(error_comment),
     )
 
 
@@ -595,13 +626,7 @@ def c_get_rq(
     message_id: int, affected_sop_class_uid: str, priority: int = Priority.MEDIUM
 ) -> CommandSet:
     """PS3.7 Table 9.3-6; the Identifier data set always follows."""
-    return CommandSet(
-        CommandField=CommandField.C_GET_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        Priority=priority,
-        CommandDataSetType=DATASET_PRESENT,
-    )
+    return _query_rq(CommandField.C_GET_RQ, message_id, affected_sop_class_uid, priority)
 
 
 def _retrieve_rsp(
@@ -614,15 +639,16 @@ def _retrieve_rsp(
     offending_element: list[int] | None,
     error_comment: str | None,
 ) -> CommandSet:
+    # C-GET and C-MOVE responses differ only in their command field.
     remaining, completed, failed, warning = suboperations
-    return CommandSet(
-        CommandField=field,
-        MessageIDBeingRespondedTo=message_id_being_responded_to,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        CommandDataSetType=_dataset_type(has_dataset),
-        Status=status,
+    return _response(
+        field,
+        message_id_being_responded_to,
+        status,
+        has_dataset,
+        **_affected(affected_sop_class_uid),
         OffendingElement=offending_element,
-        ErrorComment=error_comment,
+        **_error(error_comment),
         NumberOfRemainingSuboperations=remaining,
         NumberOfCompletedSuboperations=completed,
         NumberOfFailedSuboperations=failed,
@@ -669,14 +695,9 @@ def c_move_rq(
     priority: int = Priority.MEDIUM,
 ) -> CommandSet:
     """PS3.7 Table 9.3-9; the Identifier data set always follows."""
-    return CommandSet(
-        CommandField=CommandField.C_MOVE_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        Priority=priority,
-        CommandDataSetType=DATASET_PRESENT,
-        MoveDestination=move_destination,
-    )
+    command = _query_rq(CommandField.C_MOVE_RQ, message_id, affected_sop_class_uid, priority)
+    command.MoveDestination = move_destination
+    return command
 
 
 def c_move_rsp(
@@ -693,22 +714,20 @@ def c_move_rsp(
     error_comment: str | None = None,
 ) -> CommandSet:
     """PS3.7 Table 9.3-10; a data set (Failed SOP Instance UID List) is conditional."""
-    counts = (
-        remaining_suboperations,
-        completed_suboperations,
-        failed_suboperations,
-        warning_suboperations,
-    )
-    return _retrieve_rsp(
-        CommandField.C_MOVE_RSP,
+    command = c_get_rsp(
         message_id_being_responded_to,
         status,
         affected_sop_class_uid,
-        counts,
-        has_dataset,
-        offending_element,
-        error_comment,
+        remaining_suboperations=remaining_suboperations,
+        completed_suboperations=completed_suboperations,
+        failed_suboperations=failed_suboperations,
+        warning_suboperations=warning_suboperations,
+        has_dataset=has_dataset,
+        offending_element=offending_element,
+        error_comment=error_comment,
     )
+    command.CommandField = CommandField.C_MOVE_RSP
+    return command
 
 
 def c_cancel_rq(message_id_being_responded_to: int) -> CommandSet:
@@ -729,13 +748,33 @@ def n_event_report_rq(
     has_dataset: bool = False,
 ) -> CommandSet:
     """PS3.7 Table 10.3-1; Event Information is optional."""
-    return CommandSet(
-        CommandField=CommandField.N_EVENT_REPORT_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        AffectedSOPInstanceUID=affected_sop_instance_uid,
+    return _request(
+        CommandField.N_EVENT_REPORT_RQ,
+        message_id,
+        has_dataset,
+        **_affected(affected_sop_class_uid, affected_sop_instance_uid),
         EventTypeID=event_type_id,
-        CommandDataSetType=_dataset_type(has_dataset),
+    )
+
+
+def _n_rsp(
+    field: CommandField,
+    message_id_being_responded_to: int,
+    status: int,
+    affected: tuple[str | None, str | None],
+    has_dataset: bool,
+    error: tuple[str | None, int | None],
+    **optional: CommandValue,
+) -> CommandSet:
+    # Every N-* response may name the affected instance and carry an error.
+    return _response(
+        field,
+        message_id_being_responded_to,
+        status,
+        has_dataset,
+        **_affected(*affected),
+        **_error(*error),
+        **optional,
     )
 
 
@@ -751,16 +790,16 @@ def n_event_report_rsp(
     error_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-2; Event Reply is optional."""
-    return CommandSet(
-        CommandField=CommandField.N_EVENT_REPORT_RSP,
-        MessageIDBeingRespondedTo=message_id_being_responded_to,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        AffectedSOPInstanceUID=affected_sop_instance_uid,
+    affected = (affected_sop_class_uid, affected_sop_instance_uid)
+    error = (error_comment, error_id)
+    return _n_rsp(
+        CommandField.N_EVENT_REPORT_RSP,
+        message_id_being_responded_to,
+        status,
+        affected,
+        has_dataset,
+        error,
         EventTypeID=event_type_id,
-        CommandDataSetType=_dataset_type(has_dataset),
-        Status=status,
-        ErrorComment=error_comment,
-        ErrorID=error_id,
     )
 
 
@@ -771,34 +810,10 @@ def n_get_rq(
     attribute_identifier_list: list[int] | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-3; no list means all attributes."""
-    return CommandSet(
-        CommandField=CommandField.N_GET_RQ,
-        MessageID=message_id,
-        RequestedSOPClassUID=requested_sop_class_uid,
-        RequestedSOPInstanceUID=requested_sop_instance_uid,
-        AttributeIdentifierList=attribute_identifier_list,
-        CommandDataSetType=NO_DATASET,
-    )
-
-
-def _n_rsp(
-    field: CommandField,
-    message_id_being_responded_to: int,
-    status: int,
-    affected_sop_class_uid: str | None,
-    affected_sop_instance_uid: str | None,
-    has_dataset: bool,
-    **optional: CommandValue,
-) -> CommandSet:
-    return CommandSet(
-        CommandField=field,
-        MessageIDBeingRespondedTo=message_id_being_responded_to,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        AffectedSOPInstanceUID=affected_sop_instance_uid,
-        CommandDataSetType=_dataset_type(has_dataset),
-        Status=status,
-        **optional,
-    )
+    command = n_delete_rq(message_id, requested_sop_class_uid, requested_sop_instance_uid)
+    command.CommandField = CommandField.N_GET_RQ
+    command.AttributeIdentifierList = attribute_identifier_list
+    return command
 
 
 def n_get_rsp(
@@ -813,16 +828,15 @@ def n_get_rsp(
     error_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-4; the Attribute List follows on success."""
+    affected = (affected_sop_class_uid, affected_sop_instance_uid)
     return _n_rsp(
         CommandField.N_GET_RSP,
         message_id_being_responded_to,
         status,
-        affected_sop_class_uid,
-        affected_sop_instance_uid,
+        affected,
         has_dataset,
+        (error_comment, error_id),
         AttributeIdentifierList=attribute_identifier_list,
-        ErrorComment=error_comment,
-        ErrorID=error_id,
     )
 
 
@@ -830,13 +844,8 @@ def n_set_rq(
     message_id: int, requested_sop_class_uid: str, requested_sop_instance_uid: str
 ) -> CommandSet:
     """PS3.7 Table 10.3-5; the Modification List data set always follows."""
-    return CommandSet(
-        CommandField=CommandField.N_SET_RQ,
-        MessageID=message_id,
-        RequestedSOPClassUID=requested_sop_class_uid,
-        RequestedSOPInstanceUID=requested_sop_instance_uid,
-        CommandDataSetType=DATASET_PRESENT,
-    )
+    requested = _requested(requested_sop_class_uid, requested_sop_instance_uid)
+    return _request(CommandField.N_SET_RQ, message_id, True, **requested)
 
 
 def n_set_rsp(
@@ -851,17 +860,18 @@ def n_set_rsp(
     error_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-6; the Attribute List is optional."""
-    return _n_rsp(
-        CommandField.N_SET_RSP,
+    command = n_get_rsp(
         message_id_being_responded_to,
         status,
         affected_sop_class_uid,
         affected_sop_instance_uid,
-        has_dataset,
-        AttributeIdentifierList=attribute_identifier_list,
-        ErrorComment=error_comment,
-        ErrorID=error_id,
+        has_dataset=has_dataset,
+        attribute_identifier_list=attribute_identifier_list,
+        error_comment=error_comment,
+        error_id=error_id,
     )
+    command.CommandField = CommandField.N_SET_RSP
+    return command
 
 
 def n_action_rq(
@@ -873,13 +883,9 @@ def n_action_rq(
     has_dataset: bool = False,
 ) -> CommandSet:
     """PS3.7 Table 10.3-7; Action Information is optional."""
-    return CommandSet(
-        CommandField=CommandField.N_ACTION_RQ,
-        MessageID=message_id,
-        RequestedSOPClassUID=requested_sop_class_uid,
-        RequestedSOPInstanceUID=requested_sop_instance_uid,
-        ActionTypeID=action_type_id,
-        CommandDataSetType=_dataset_type(has_dataset),
+    requested = _requested(requested_sop_class_uid, requested_sop_instance_uid)
+    return _request(
+        CommandField.N_ACTION_RQ, message_id, has_dataset, **requested, ActionTypeID=action_type_id
     )
 
 
@@ -895,17 +901,18 @@ def n_action_rsp(
     error_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-8; Action Reply is optional."""
-    return _n_rsp(
-        CommandField.N_ACTION_RSP,
+    command = n_event_report_rsp(
         message_id_being_responded_to,
         status,
         affected_sop_class_uid,
         affected_sop_instance_uid,
-        has_dataset,
-        ActionTypeID=action_type_id,
-        ErrorComment=error_comment,
-        ErrorID=error_id,
+        has_dataset=has_dataset,
+        error_comment=error_comment,
+        error_id=error_id,
     )
+    command.CommandField = CommandField.N_ACTION_RSP
+    command.ActionTypeID = action_type_id
+    return command
 
 
 def n_create_rq(
@@ -916,13 +923,8 @@ def n_create_rq(
     has_dataset: bool = False,
 ) -> CommandSet:
     """PS3.7 Table 10.3-9; without an instance UID the SCP assigns one."""
-    return CommandSet(
-        CommandField=CommandField.N_CREATE_RQ,
-        MessageID=message_id,
-        AffectedSOPClassUID=affected_sop_class_uid,
-        AffectedSOPInstanceUID=affected_sop_instance_uid,
-        CommandDataSetType=_dataset_type(has_dataset),
-    )
+    affected = _affected(affected_sop_class_uid, affected_sop_instance_uid)
+    return _request(CommandField.N_CREATE_RQ, message_id, has_dataset, **affected)
 
 
 def n_create_rsp(
@@ -936,15 +938,15 @@ def n_create_rsp(
     error_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-10; the Attribute List is optional."""
+    affected = (affected_sop_class_uid, affected_sop_instance_uid)
+    error = (error_comment, error_id)
     return _n_rsp(
         CommandField.N_CREATE_RSP,
         message_id_being_responded_to,
         status,
-        affected_sop_class_uid,
-        affected_sop_instance_uid,
+        affected,
         has_dataset,
-        ErrorComment=error_comment,
-        ErrorID=error_id,
+        error,
     )
 
 
@@ -952,13 +954,8 @@ def n_delete_rq(
     message_id: int, requested_sop_class_uid: str, requested_sop_instance_uid: str
 ) -> CommandSet:
     """PS3.7 Table 10.3-11."""
-    return CommandSet(
-        CommandField=CommandField.N_DELETE_RQ,
-        MessageID=message_id,
-        RequestedSOPClassUID=requested_sop_class_uid,
-        RequestedSOPInstanceUID=requested_sop_instance_uid,
-        CommandDataSetType=NO_DATASET,
-    )
+    requested = _requested(requested_sop_class_uid, requested_sop_instance_uid)
+    return _request(CommandField.N_DELETE_RQ, message_id, False, **requested)
 
 
 def n_delete_rsp(
@@ -971,13 +968,8 @@ def n_delete_rsp(
     error_id: int | None = None,
 ) -> CommandSet:
     """PS3.7 Table 10.3-12."""
+    affected = (affected_sop_class_uid, affected_sop_instance_uid)
+    error = (error_comment, error_id)
     return _n_rsp(
-        CommandField.N_DELETE_RSP,
-        message_id_being_responded_to,
-        status,
-        affected_sop_class_uid,
-        affected_sop_instance_uid,
-        False,
-        ErrorComment=error_comment,
-        ErrorID=error_id,
+        CommandField.N_DELETE_RSP, message_id_being_responded_to, status, affected, False, error
     )

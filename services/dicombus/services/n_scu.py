@@ -111,15 +111,16 @@ def send_n_get(
 
 def send_n_set(
     assoc: Association,
-    modification_list: Dataset,
+    dataset: Dataset,
     class_uid: str,
     instance_uid: str,
     msg_id: int = 1,
     meta_uid: str | None = None,
 ) -> tuple[Dataset, Dataset | None]:
-    """PS3.7 10.1.3: change attributes; returns (status, Attribute List)."""
+    """PS3.7 10.1.3: change attributes (``dataset`` is the Modification List, named as in
+    pynetdicom); returns (status, Attribute List)."""
     context = _context(assoc, meta_uid or class_uid, "N-SET")
-    payload = _encoded(modification_list, context, "Modification List")
+    payload = _encoded(dataset, context, "Modification List")
     command = n_set_rq(msg_id, class_uid, instance_uid)
     return _exchange(assoc, context, command, payload, "Set")
 
