@@ -234,11 +234,13 @@ def _tail(log: TextIO) -> str:
 # -- SCUs, seen from the orchestrator -----------------------------------------------------
 
 
-def python_client(impl: Impl, port: int, task_args: Sequence[str], timeout: float) -> Any:
-    """Run ``impl``'s SCU in a child process; return its JSON report."""
+def python_client(
+    impl: Impl, port: int, task_args: Sequence[str], timeout: float, *, script: str = __file__
+) -> Any:
+    """Run ``impl``'s SCU in a child process (``script client ...``); return its JSON report."""
     command = [
         sys.executable,
-        __file__,
+        script,
         "client",
         "--impl",
         impl.family,
