@@ -1,6 +1,6 @@
 """The event bus benchmark (issue 4): edge -> Redis -> Celery, measured on this machine.
 
-    python bench/bus_run.py [--quick] [--json results.json]
+    python bench/bus_run.py [--quick] [--json results.json] [--only store,publish,...]
 
 Everything is real: the embedded redis-server (appendonly yes), edge nodes
 and their publisher in this process, ``dicombus worker`` processes (Celery
@@ -553,9 +553,20 @@ def report(results: dict[str, Any]) -> None:
     print("dicombus event bus benchmark")
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"  machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average {load}")
-    print()
+    for section, write in (
+        ("publish", _report_publish),
+        ("latency", _report_latency),
+        ("consume", _report_consume),
+        ("store", _report_store),
+    ):
+        if section in results:  # --only ran a subset
+            print()
+            write(results[section])
+
+
+def _report_publish(rows: dict[str, Any]) -> None:
     print("1. Publish: events/s from one edge's publisher into Redis (Celery protocol-2 messages)")
-    for name, row in results["publish"].items():
+    for name, row in rows.items():
         ok = row["events_per_s"] >= PUBLISH_TARGET
         print(
             f"   {name:<22} {row['events_per_s']:7.0f} events/s   target >= "
@@ -566,22 +577,28 @@ def report(results: dict[str, Any]) -> None:
             f"{row['spooled']:g}; per event: data + envelope {row['envelope_us']:.0f} us, "
             f"Celery message {row['celery_message_us']:.0f} us, Redis {row['redis_us']:.0f} us"
         )
-    print()
+
+
+def _report_latency(rows: dict[str, Any]) -> None:
     print("2. Latency: DICOM event -> task start, one association's C-ECHOs paced at 1,000/s")
-    for name, row in results["latency"].items():
+    for name, row in rows.items():
         ok = row["p99_ms"] < LATENCY_TARGET * 1000
         print(
             f"   {name:<28} {row['events']} events at {row['rate']:.0f}/s: p50 "
             f"{row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms (max {row['max_ms']:.0f} ms)"
             f"   target p99 < {LATENCY_TARGET * 1000:.0f} ms   {_verdict(ok)}"
         )
-    print()
+
+
+def _report_consume(rows: dict[str, Any]) -> None:
     print("3. Consume: events/s drained from a full queue (no-op task; acks late, prefetch 1)")
-    for name, rate in results["consume"].items():
+    for name, rate in rows.items():
         print(f"   {name:<32} {rate:7.0f} events/s")
-    print()
+
+
+def _report_store(rows: dict[str, Any]) -> None:
     print("4. C-STORE over one association: publishing on (lifecycle + C-STORE) vs off")
-    for name, row in results["store"].items():
+    for name, row in rows.items():
         ok = row["ratio"] >= STORE_RATIO_TARGET
         print(
             f"   {name:<22} on {row['on']:6.0f} inst/s, off {row['off']:6.0f} inst/s, "
@@ -593,10 +610,28 @@ def report(results: dict[str, Any]) -> None:
         )
 
 
+SECTIONS = ("publish", "latency", "consume", "store")
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(SECTIONS)}; got {text!r}")
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs (about a minute)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=SECTIONS,
+        metavar="SECTIONS",
+        help=f"run only these rows, comma-separated ({','.join(SECTIONS)}; default: all)",
+    )
     args = parser.parse_args()
     budget = QUICK if args.quick else FULL
     results: dict[str, Any] = {}
@@ -609,27 +644,31 @@ def main() -> None:
         server = EmbeddedRedis(tmp / "redis")
         url = server.start()
         try:
-            print("publish ...", flush=True)
-            results["publish"] = bench_publish(url, tmp, scus, budget)
-            print("latency ...", flush=True)
-            results["latency"] = {
-                name: bench_latency(url, tmp, scus, budget, **shape)
-                for name, shape in LATENCY_SHAPES.items()
-            }
-            print("consume ...", flush=True)
-            results["consume"] = {
-                name: bench_consume(url, tmp, budget, **shape)
-                for name, shape in CONSUME_SHAPES.items()
-            }
-            print("C-STORE on/off ...", flush=True)
-            results["store"] = {
-                "small (16x16, ~1 KB)": bench_store(
-                    url, tmp, scus, budget, 16, budget.store_instances
-                ),
-                "CT (512x512, 512 KB)": bench_store(
-                    url, tmp, scus, budget, 512, budget.store_instances // 5
-                ),
-            }
+            if "publish" in args.only:
+                print("publish ...", flush=True)
+                results["publish"] = bench_publish(url, tmp, scus, budget)
+            if "latency" in args.only:
+                print("latency ...", flush=True)
+                results["latency"] = {
+                    name: bench_latency(url, tmp, scus, budget, **shape)
+                    for name, shape in LATENCY_SHAPES.items()
+                }
+            if "consume" in args.only:
+                print("consume ...", flush=True)
+                results["consume"] = {
+                    name: bench_consume(url, tmp, budget, **shape)
+                    for name, shape in CONSUME_SHAPES.items()
+                }
+            if "store" in args.only:
+                print("C-STORE on/off ...", flush=True)
+                results["store"] = {
+                    "small (16x16, ~1 KB)": bench_store(
+                        url, tmp, scus, budget, 16, budget.store_instances
+                    ),
+                    "CT (512x512, 512 KB)": bench_store(
+                        url, tmp, scus, budget, 512, budget.store_instances // 5
+                    ),
+                }
         finally:
             server.stop()
     report(results)

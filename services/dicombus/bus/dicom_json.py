@@ -26,13 +26,15 @@ deeper nesting. :func:`read_file_bulk_data` resolves such a URI.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
+import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote_from_bytes, unquote, urlsplit
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, decode_bytes
@@ -72,6 +74,7 @@ _TEXT_VALUES: dict[str, Callable[[str], Any]] = {
     "IS": int,
     "DS": float,
 }
+_NUMBER_STRUCTS = {vr: struct.Struct(f"<{code}") for vr, code in _BINARY_NUMBERS.items()}
 _FAST_VRS = frozenset(_TEXT_VALUES) | frozenset(_BINARY_NUMBERS) | (_BINARY_VRS - {"UN"})
 _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 # PS3.3 C.12.1.1.2: the character sets that one Python codec decodes whole.
@@ -156,6 +159,179 @@ def read_header(path: Path, *, defer_size: int) -> Dataset:
         is_implicit_VR=syntax.is_implicit_VR,
         is_little_endian=syntax.is_little_endian,
     )
+
+
+def stored_file_json(path: Path, *, threshold: int = DEFAULT_THRESHOLD) -> dict[str, Any] | None:
+    """The JSON model of a stored instance, parsed straight from the file; None: not here.
+
+    The common case -- a Part 10 file in an Explicit VR Little Endian transfer
+    syntax (native or encapsulated), no sequences, plain character sets, PN
+    values of one alphabetic group -- costs one open, a read or two and one
+    pass over the header bytes: bulk values are skipped by seeking past them,
+    never read. Anything else returns None, and the caller goes the general
+    way (:func:`read_header` + :func:`to_dicom_json`), which gives the same model.
+    """
+    elements: list[tuple[str, str, bytes | None]] = []
+    encoding: str | None = _DEFAULT_ENCODING
+    syntax: bytes | None = None
+    try:
+        with path.open("rb") as stream:
+            for key, vr, value in _explicit_elements(stream, threshold):
+                if key.startswith(_META_GROUP):
+                    if key == _TRANSFER_SYNTAX_KEY:
+                        syntax = value
+                    continue
+                if syntax is not None:  # the first element after the file meta
+                    if not _is_plain_explicit_little(syntax):
+                        return None
+                    syntax = None
+                elif not elements:
+                    return None  # no transfer syntax in the file meta
+                if key == _SPECIFIC_CHARACTER_SET_KEY:
+                    encoding = _plain_encoding(value or b"")
+                elements.append((key, vr, value))
+    except _NotPlain:
+        return None
+    if encoding is None or syntax is not None:
+        return None
+    uri = f"{_file_uri(path)}?tag="
+    model: dict[str, Any] = {}
+    for key, vr, value in elements:
+        if value is None:
+            model[key] = {"vr": vr, "BulkDataURI": uri + key}
+            continue
+        if vr == "PN":
+            element = _person_name_json(value, encoding)
+        else:
+            element = _value_json(vr, value, encoding)
+        if element is None:
+            return None
+        model[key] = element
+    # PS3.18 F.2.2: ascending tag order; a file out of order is put in order.
+    return model if list(model) == sorted(model) else dict(sorted(model.items()))
+
+
+_SPECIFIC_CHARACTER_SET_KEY = "00080005"
+_META_GROUP = "0002"
+_TRANSFER_SYNTAX_KEY = "00020010"
+# PS3.5 7.1.2: explicit VRs with a 4-byte length (after 2 reserved bytes).
+_LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
+                              b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+# PS3.5 7.1.2: tag, VR, 2-byte length (in a long-length VR: reserved, then a 4-byte length).
+_SHORT_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+_VR_NAMES = {name.encode(): name for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "PN")}
+_READ_SIZE = 16 * 1024
+_PREAMBLE_LENGTH = 128  # PS3.10 7.1: then "DICM"
+_PLAIN_SYNTAXES: dict[bytes, bool] = {}
+
+
+def _is_plain_explicit_little(syntax: bytes) -> bool:
+    """Explicit VR Little Endian encoding and not deflated (cached per UID)."""
+    plain = _PLAIN_SYNTAXES.get(syntax)
+    if plain is None:
+        uid = UID(syntax.rstrip(b"\x00 ").decode("ascii", "replace"))
+        plain = bool(
+            uid.is_transfer_syntax
+            and not uid.is_implicit_VR
+            and uid.is_little_endian
+            and not uid.is_deflated
+        )
+        _PLAIN_SYNTAXES[syntax] = plain
+    return plain
+
+
+class _NotPlain(Exception):
+    """The file holds something the fast reader leaves to pydicom."""
+
+
+def _explicit_elements(stream: Any, threshold: int) -> Iterator[tuple[str, str, bytes | None]]:
+    """(tag key, VR, value or None for bulk data) of each top-level element of a Part 10
+    file, group 0002 included, all read as Explicit VR Little Endian.
+
+    Raises _NotPlain without the Part 10 preamble, at a sequence, an undefined
+    length, an item tag, a VR that may not be bulk data yet is over
+    ``threshold``, or a truncated file.
+    """
+    buffer = stream.read(_READ_SIZE)
+    if buffer[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
+        raise _NotPlain("not a Part 10 file")
+    base, position = 0, _PREAMBLE_LENGTH + 4  # the buffer starts at file offset `base`
+    while True:
+        if len(buffer) - position < 8:
+            if position == len(buffer) and len(buffer) < _READ_SIZE:
+                return  # the end of the file
+            stream.seek(base + position)
+            base, position = base + position, 0
+            buffer = stream.read(_READ_SIZE)
+            if not buffer:
+                return
+            if len(buffer) < 8:
+                raise _NotPlain("truncated")
+        group, element, vr_bytes, length = _SHORT_HEADER.unpack_from(buffer, position)
+        if vr_bytes in _LONG_LENGTH_VRS:
+            if len(buffer) - position < 12:
+                stream.seek(base + position)
+                base, position = base + position, 0
+                buffer = stream.read(_READ_SIZE)
+                if len(buffer) < 12:
+                    raise _NotPlain("truncated")
+                continue
+            (length,) = _LONG_LENGTH.unpack_from(buffer, position + 8)
+            start = position + 12
+        else:
+            start = position + 8
+        if group == 0xFFFE or vr_bytes == b"SQ" or length == _UNDEFINED_LENGTH:
+            raise _NotPlain("sequence or undefined length")
+        vr = _VR_NAMES.get(vr_bytes) or vr_bytes.decode("ascii", "replace")
+        end = start + length
+        if length > threshold:
+            if vr not in BULK_DATA_VRS:
+                raise _NotPlain(f"({group:04X},{element:04X}) {vr} over the threshold")
+            value: bytes | None = None
+        elif end <= len(buffer):
+            value = buffer[start:end]
+        else:
+            stream.seek(base + start)
+            value = stream.read(length)
+            if len(value) != length:
+                raise _NotPlain("truncated")
+        if element != 0:  # PS3.18 F.2.2: no group lengths
+            yield f"{group:04X}{element:04X}", vr, value
+        if end <= len(buffer):
+            position = end
+        else:  # past the buffer (bulk data skipped, or a long value read above)
+            stream.seek(base + end)
+            base, position = base + end, 0
+            buffer = stream.read(_READ_SIZE)
+
+
+@functools.lru_cache(maxsize=256)
+def _real_directory(directory: str) -> str:
+    return os.path.realpath(directory)
+
+
+def _file_uri(path: Path) -> str:
+    """``path.resolve().as_uri()``, the directory's resolution cached: stored files are
+    written in a few directories, and resolving costs a system call per component."""
+    real = os.path.join(_real_directory(os.path.dirname(os.path.abspath(path))), path.name)
+    return "file://" + quote_from_bytes(os.fsencode(real))
+
+
+def _plain_encoding(value: bytes) -> str | None:
+    terms = value.decode("ascii", errors="replace").rstrip("\x00 ").split("\\")
+    return _PLAIN_CHARACTER_SETS.get(terms[0].strip()) if len(terms) == 1 else None
+
+
+def _person_name_json(value: bytes, encoding: str | None) -> dict[str, Any] | None:
+    """PN of one value and one (alphabetic) component group; None: pydicom decides."""
+    if encoding is None or b"\\" in value or b"=" in value:
+        return None
+    try:
+        text = value.decode(encoding).rstrip("\x00 ")
+    except ValueError:
+        return None
+    return {"vr": "PN", "Value": [{"Alphabetic": text}]} if text else {"vr": "PN"}
 
 
 def bulk_data_uris(model: Mapping[str, Any]) -> dict[str, str]:
@@ -265,14 +441,18 @@ def _fast_json(raw: RawDataElement, vr: str, encoding: str | None) -> dict[str, 
     value = raw.value
     if not isinstance(value, bytes) or not raw.is_little_endian:
         return None
+    return _value_json(vr, value, encoding)
+
+
+def _value_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+    """The JSON of a Little Endian value of a common VR (see :func:`_fast_json`)."""
     if not value:
         return {"vr": vr} if vr in _FAST_VRS else None
-    number = _BINARY_NUMBERS.get(vr)
-    if number is not None:
-        size = struct.calcsize(number)
-        if len(value) % size:
+    numbers = _NUMBER_STRUCTS.get(vr)
+    if numbers is not None:
+        if len(value) % numbers.size:
             return None
-        return {"vr": vr, "Value": [n for (n,) in struct.iter_unpack(f"<{number}", value)]}
+        return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
     if vr in _BINARY_VRS and vr != "UN":
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
     parse = _TEXT_VALUES.get(vr)

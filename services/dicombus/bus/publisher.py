@@ -59,13 +59,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
 from kombu.connection import Connection
 from kombu.messaging import Producer
+from kombu.transport import redis as kombu_redis
 
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage, StoredMessage
@@ -86,11 +87,13 @@ RECONNECT_CAP = 0.5
 # One line of metrics at DEBUG this often (the thread also wakes for it when idle).
 METRICS_INTERVAL = 30.0
 # How long the publisher thread waits for a batch to fill once an event is in.
-# One message per Redis pipeline costs about 240 us of CPU, one in a batch of
-# 500 about 35 us; at a steady C-STORE pace batches were of one. Two
-# milliseconds turn them into batches at a latency cost far under the 50 ms
-# budget from DICOM event to task start.
-BATCH_LINGER = 0.002
+# One message per Redis pipeline costs about 70 us of CPU, one in a batch of
+# 2 about 55 us, of 50 about 25 us; at a steady C-STORE pace (~1,000/s)
+# batches were of one or two. Ten milliseconds make them about ten, which cut
+# the edge's CPU per published C-STORE by about 90 us (bench/bus_run.py row 4)
+# at a latency cost (5 ms on average) well under the 50 ms budget from DICOM
+# event to task start.
+BATCH_LINGER = 0.010
 
 COUNTERS = (
     "submitted",  # events given to submit()
@@ -151,6 +154,35 @@ class TaskMessageBuilder:
             order=order,
             created=created,
         )
+
+
+class _PublishChannel(kombu_redis.Channel):
+    """kombu's Redis channel, with one Redis client kept for publishing.
+
+    kombu makes a new redis-py client (and copies its table of ~200 response
+    callbacks) for every publish batch: about 50 us of CPU, paid per batch,
+    which at a steady C-STORE pace means per event. The client shares the
+    channel's connection pool either way; only the publisher thread uses it.
+    """
+
+    _publish_client: Any = None
+
+    @contextlib.contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        if self._publish_client is None:
+            self._publish_client = self._create_client()  # type: ignore[no-untyped-call]
+        yield self._publish_client
+
+
+class _PublishTransport(kombu_redis.Transport):
+    Channel = _PublishChannel
+
+
+# kombu's aliases for its plain Redis transport; others (sentinel://) keep their own.
+_PLAIN_REDIS_SCHEMES = ("redis", "rediss")
 
 
 class Broker:
@@ -218,8 +250,12 @@ class Broker:
             # kombu's own connection retries: none, the publisher has its policy.
             "max_retries": 0,
         }
+        scheme = self.url.partition("://")[0].lower()
         self._connection = Connection(
-            self.url, connect_timeout=self.timeout, transport_options=options
+            self.url,
+            connect_timeout=self.timeout,
+            transport_options=options,
+            transport=_PublishTransport if scheme in _PLAIN_REDIS_SCHEMES else None,
         )
         self._producer = Producer(self._connection.default_channel, auto_declare=False)
         return self._producer
@@ -399,7 +435,7 @@ class Publisher:
 
     def _take(self, wait: float | None, linger: float = 0.0) -> list[_Submitted]:
         """Up to batch_size events; waits ``wait`` seconds for the first (None: no wait),
-        then up to ``linger`` seconds more for the batch to fill."""
+        then ``linger`` seconds for more to arrive before taking them."""
         batch: list[_Submitted] = []
         try:
             first = self._queue.get_nowait() if wait is None else self._queue.get(timeout=wait)
@@ -407,15 +443,15 @@ class Publisher:
             return batch
         if first is not None:
             batch.append(first)
-        fill_until = time.monotonic() + linger
+        if linger > 0 and first is not None:
+            self._inflight_since = first.created  # in hand: lag counts it (_send clears it)
+            # A plain sleep, not a get() with a timeout: that would wake this
+            # thread (and take the GIL from the association threads) once per
+            # event submitted meanwhile; this wakes it once per batch.
+            time.sleep(linger)
         while len(batch) < self._batch_size:
-            remaining = fill_until - time.monotonic()
             try:
-                item = (
-                    self._queue.get(timeout=remaining)
-                    if remaining > 0
-                    else self._queue.get_nowait()
-                )
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if item is not None:
