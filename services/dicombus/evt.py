@@ -327,7 +327,6 @@ class Event:
         request = self.__dict__.get("request")
         if request is None or "DataSet" not in getattr(request, "dataset_parameters", ()):
             raise AttributeError("the event is not a C-STORE request and has no 'Data Set'")
-        parts = request.parameter_parts()
         if not include_meta:
             encoded: bytes = request.parameter_bytes()
             return encoded
@@ -336,8 +335,9 @@ class Event:
             sop_instance_uid=request.AffectedSOPInstanceUID,
             transfer_syntax=self._context().transfer_syntax,
         )
-        # One copy of the dataset, however large: join reads the fragments in place.
-        return b"".join((header, *(parts if parts is not None else [request.parameter_bytes()])))
+        # One copy of the dataset, however large (see SpoolingDatasetSink.prefixed).
+        joined: bytes = request.parameter_bytes(prefix=header)
+        return joined
 
     @property
     def dataset_path(self) -> Path:

@@ -73,20 +73,19 @@ class ServiceRequest:
     def dataset_size(self) -> int:
         return self._sink.size if self._sink is not None else 0
 
-    def parameter_bytes(self) -> bytes:
-        """The dataset-like parameter exactly as received (b"" when absent)."""
+    def parameter_bytes(self, prefix: bytes = b"") -> bytes:
+        """The dataset-like parameter exactly as received (b"" when absent), after ``prefix``."""
         if self._sink is None:
-            return b""
+            return prefix
+        prefixed = getattr(self._sink, "prefixed", None)
+        if prefixed is not None:
+            joined: bytes = prefixed(prefix)
+            return joined
         read = getattr(self._sink, "getvalue", None)
         if read is None:
             raise TypeError(f"{type(self._sink).__name__} cannot give back its bytes")
         value = read()
-        return value if isinstance(value, bytes) else bytes(value)
-
-    def parameter_parts(self) -> list[bytes] | None:
-        """The dataset's in-memory fragments without a copy (None: spooled to disk, or no sink)."""
-        parts = getattr(self._sink, "parts", None)
-        return parts() if parts is not None else None
+        return b"".join((prefix, value)) if prefix else bytes(value)
 
     def dataset_file(self) -> Path:
         """A file holding the dataset bytes (see Event.dataset_path)."""

@@ -8,6 +8,7 @@ never sits in memory.
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -66,13 +67,24 @@ class SpoolingDatasetSink:
         """All dataset bytes (read back from disk when spooled)."""
         if self._memory is not None:
             return self._joined()
+        return self.prefixed(b"")
+
+    def prefixed(self, prefix: bytes) -> bytes:
+        """``prefix`` followed by the dataset bytes, copying the dataset once.
+
+        A Part 10 file is its header plus these bytes; joining the fragments (or
+        the memory-mapped spool file) behind the header in one pass saves a full
+        copy of a large dataset over reading it back and then concatenating.
+        """
+        if self._memory is not None:
+            return b"".join((prefix, *self._memory))
         assert self._file is not None
         # Through the open handle, not the path: a handler may have moved the file away.
         self._file.flush()
-        self._file.seek(0)
-        data = self._file.read()
-        self._file.seek(0, os.SEEK_END)
-        return data
+        if self._size == 0:
+            return prefix
+        with mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            return b"".join((prefix, mapped))
 
     def _joined(self) -> bytes:
         """The in-memory fragments as one bytes object, joined once and kept so."""
@@ -80,10 +92,6 @@ class SpoolingDatasetSink:
         if len(self._memory) != 1:
             self._memory = [b"".join(self._memory)]
         return self._memory[0]
-
-    def parts(self) -> list[bytes] | None:
-        """The in-memory fragments without a copy, or None when spooled to disk."""
-        return list(self._memory) if self._memory is not None else None
 
     def view(self) -> memoryview | None:
         """The in-memory bytes as one view, or None when spooled to disk."""
