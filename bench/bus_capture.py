@@ -126,7 +126,6 @@ def edge(storage: Path) -> Iterator[Edge]:
         bulk_data_uri_base=storage.resolve().as_uri(),
     )
     server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, store)])
-    assert server is not None
     capture.attach(server)
     try:
         yield server, capture, wanted, sink

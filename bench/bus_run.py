@@ -310,7 +310,6 @@ def _capture(
         block=False,
         evt_handlers=[(evt.EVT_C_STORE, handle_store, [config.storage, config.layout])],
     )
-    assert server is not None
     capture = EventCapture(
         edge_id="bench",
         sink=captured.append,

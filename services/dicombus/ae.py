@@ -6,7 +6,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from pydicom.uid import UID
 
@@ -259,6 +259,28 @@ class AE:
         assoc.start_as_requestor(addr, port, bind_address=bind_address, tls=tls_args)
         assoc.wait_for_negotiation()
         return assoc
+
+    @overload
+    def start_server(
+        self,
+        address: tuple[str, int],
+        block: Literal[False],
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: Sequence[evt.HandlerBinding] | None = None,
+        ae_title: str | None = None,
+        contexts: Sequence[PresentationContext] | None = None,
+    ) -> AssociationServer: ...
+
+    @overload
+    def start_server(
+        self,
+        address: tuple[str, int],
+        block: Literal[True] = True,
+        ssl_context: ssl.SSLContext | None = None,
+        evt_handlers: Sequence[evt.HandlerBinding] | None = None,
+        ae_title: str | None = None,
+        contexts: Sequence[PresentationContext] | None = None,
+    ) -> None: ...
 
     def start_server(
         self,

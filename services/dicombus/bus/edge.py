@@ -128,7 +128,6 @@ class EdgeNode:
             ssl_context=server_ssl_context(config),
             evt_handlers=handlers,
         )
-        assert server is not None  # start_server(block=False) returns the running server
         self.server = server
         if self.capture is not None:
             server.admission_check = self._admission

@@ -107,7 +107,6 @@ def _start_store_scp(args: argparse.Namespace) -> AssociationServer | None:
     except OSError as exc:
         error(COMMAND, f"cannot listen on {address[0]}:{address[1]}: {exc}")
         return None
-    assert server is not None  # start_server(block=False) returns the running server
     return server
 
 

@@ -151,7 +151,8 @@ def add_query_options(parser: argparse.ArgumentParser, *, worklist: bool) -> Non
 
 def model_uid(args: argparse.Namespace, service: str) -> str:
     uid = MODELS[args.model][SERVICE_INDEX[service]]
-    assert uid is not None  # argparse offers -W to find only
+    if uid is None:
+        raise ValueError(f"the {args.model} information model has no {service} SOP class")
     return uid
 
 

@@ -106,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 error(COMMAND, f"cannot listen on {args.bind}:{args.port}: {exc}")
                 return ExitCode.LOCAL_ERROR
-            assert server is not None  # start_server(block=False) returns the running server
             host, port = server.server_address[:2]
             print(
                 f"dicombus {COMMAND}: {ae.ae_title} listening on {host}:{port}, serving "

@@ -135,7 +135,6 @@ def serve_storage(
         except OSError as exc:
             error(command, f"cannot listen on {args.bind}:{args.port}: {exc}")
             return ExitCode.LOCAL_ERROR
-        assert server is not None  # start_server(block=False) returns the running server
         announce(ae, server.server_address)
         received = signals.wait()
         server.shutdown()
