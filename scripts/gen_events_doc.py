@@ -274,8 +274,11 @@ def wait_idle(server: AssociationServer) -> None:
         time.sleep(0.01)
 
 
-def capture_tour(workdir: Path) -> list[dict[str, Any]]:
-    """Run the tour; every captured envelope, in capture order."""
+def tour_events(workdir: Path) -> list[PendingEvent]:
+    """Run the tour; every captured PendingEvent, in capture order.
+
+    Build them while ``workdir`` exists: a C-STORE's data is read from the stored file.
+    """
     captured: list[PendingEvent] = []
     lock = threading.Lock()
 
@@ -319,7 +322,12 @@ def capture_tour(workdir: Path) -> list[dict[str, Any]]:
             wait_idle(server)
             capture.detach()
     with lock:
-        return [pending.to_envelope() for pending in captured]
+        return list(captured)
+
+
+def capture_tour(workdir: Path) -> list[dict[str, Any]]:
+    """Run the tour; every captured envelope, in capture order."""
+    return [pending.to_envelope() for pending in tour_events(workdir)]
 
 
 def examples(envelopes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -61,6 +63,19 @@ def store_data(number: int = 0) -> dict[str, Any]:
     }
 
 
+def data_that_logs(message: str) -> dict[str, Any]:
+    """A ``build_data`` (bound with functools.partial, so it pickles) that logs
+    ``message`` at WARNING while it builds, as the C-STORE builder does when the
+    stored file cannot be read."""
+    logging.getLogger("dicombus.bus.event_data").warning("%s", message)
+    return store_data()
+
+
+def data_that_fails(reason: str) -> dict[str, Any]:
+    """A ``build_data`` (bound with functools.partial) that raises, wherever it runs."""
+    raise FileNotFoundError(reason)
+
+
 def pending(
     event_type: str = STORE,
     *,
@@ -77,7 +92,7 @@ def pending(
         sequence=sequence,
         time=datetime.now(UTC),
         source="dicombus://edge-test/EDGE",
-        build_data=build_data or (lambda: data),
+        build_data=build_data or functools.partial(dict, data),
     )
 
 

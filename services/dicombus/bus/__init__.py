@@ -6,12 +6,13 @@ from dicombus.bus.envelope import SCHEMA_VERSION, PendingEvent, to_envelope
 from dicombus.bus.event_data import EVENT_SPECS
 from dicombus.bus.json_schema import json_schema, load_schema
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage
-from dicombus.bus.publisher import Publisher, task_id_for
+from dicombus.bus.publisher import Publisher
 from dicombus.bus.redis_server import (
     EmbeddedRedis,
     EmbeddedRedisError,
     broker_url_from_env_or_embedded,
 )
+from dicombus.bus.sender import task_id_for
 from dicombus.bus.subscriptions import (
     REGISTRY_CHANNEL,
     REGISTRY_KEY,

@@ -104,6 +104,7 @@ class EdgeNode:
             outbox,
             queue_size=config.queue_size,
             batch_size=config.batch_size,
+            publisher_process=config.publisher_process,
         )
         self.capture = EventCapture(
             edge_id=config.edge_id,

@@ -39,6 +39,7 @@ A complete file, every key optional (the values shown are the defaults)::
     outbox_max_bytes = 1073741824
     queue_size = 10000
     batch_size = 500
+    publisher_process = true       # build and send messages in a child process (off the GIL)
     bulk_threshold = 1024          # DICOM JSON values longer than this become BulkDataURIs
 
     [[bus.subscriptions]]          # static subscriptions, on top of the registry in Redis
@@ -120,6 +121,7 @@ class EdgeConfig:
     outbox_max_bytes: int = 1 << 30
     queue_size: int = 10_000
     batch_size: int = 500
+    publisher_process: bool = True
     bulk_threshold: int = 1024
     subscriptions: tuple[Subscription, ...] = field(default_factory=tuple)
 
@@ -319,6 +321,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
         "outbox_max_bytes": (_integer(1 << 20), "outbox_max_bytes"),
         "queue_size": (_integer(1), "queue_size"),
         "batch_size": (_integer(1), "batch_size"),
+        "publisher_process": (_boolean, "publisher_process"),
         "bulk_threshold": (_integer(0), "bulk_threshold"),
         "subscriptions": (lambda value, _base: value, "subscriptions"),
     },

@@ -14,8 +14,13 @@ Capture is split in two, as the bus needs it:
   :class:`dicombus.outcomes.OutcomeReport` (outcomes). It copies what may
   change or vanish once the thread goes on (AE titles, command fields, a
   small unstored dataset, the P-DATA PDV lengths) and returns a callable;
-- that callable runs later on the publisher's thread and does the expensive
+- that callable runs later on the publisher's side and does the expensive
   part: reading the stored file's header, DICOM JSON, base64.
+
+The callable (a :data:`Body`) may be handed to another process, so it is
+always picklable: a :func:`functools.partial` of a module-level function
+bound to plain data (dicts, lists, tuples, str, int, bytes, PDU dataclasses,
+:class:`DataOptions`) -- never a lambda or a closure.
 
 Every ``data`` has an ``association`` block (:data:`ASSOCIATION_FIELDS`);
 EVT_ACCEPTED and EVT_ESTABLISHED add the negotiated presentation contexts to
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -77,6 +83,7 @@ _USERNAME_TYPES = frozenset({1, 2})
 _PDU_HEADER_LENGTH = 6
 _PDV_HEADER_LENGTH = 6
 
+# Built later, maybe in another process: picklable (see the module doc).
 Body = Callable[[], dict[str, Any]]
 
 
@@ -123,24 +130,39 @@ class EventSpec:
     def snapshot(self, source: Any, options: DataOptions) -> Body:
         """On the association thread: everything ``data`` needs, as a callable for later."""
         assoc = source.assoc
-        context = association_context(assoc)
-        contexts = (
-            (*assoc.accepted_contexts, *assoc.rejected_contexts) if self.with_contexts else None
+        contexts = None
+        if self.with_contexts:
+            # Once per association, and a few small dicts pickle more cheaply
+            # than the context objects: converted now.
+            ordered = sorted(
+                (*assoc.accepted_contexts, *assoc.rejected_contexts),
+                key=lambda item: item.context_id or 0,
+            )
+            contexts = [_context_json(item) for item in ordered]
+        return functools.partial(
+            _event_data,
+            association_context(assoc),
+            contexts,
+            self.capture(source, options),
+            tuple(field.name for field in self.fields),
         )
-        body = self.capture(source, options)
-        fields = self.fields
 
-        def build() -> dict[str, Any]:
-            block = dict(context)
-            if contexts is not None:
-                ordered = sorted(contexts, key=lambda item: item.context_id or 0)
-                block["contexts"] = [_context_json(item) for item in ordered]
-            built = body()
-            # The table is the contract: its fields, in its order (a missing one
-            # is a bug here, and raises).
-            return {"association": block, **{field.name: built[field.name] for field in fields}}
 
-        return build
+def _event_data(
+    association: dict[str, Any],
+    contexts: list[dict[str, Any]] | None,
+    body: Body,
+    field_names: tuple[str, ...],
+) -> dict[str, Any]:
+    """``data``: the association block, then the body's fields."""
+    # Copies: every build hands out its own dicts.
+    block = dict(association)
+    if contexts is not None:
+        block["contexts"] = [dict(item) for item in contexts]
+    built = body()
+    # The table is the contract: its fields, in its order (a missing one is a
+    # bug here, and raises).
+    return {"association": block, **{name: built[name] for name in field_names}}
 
 
 # -- schema fragments ------------------------------------------------------------------------
@@ -249,8 +271,7 @@ CONNECTION_FIELDS = (
 
 def _capture_connection(event: Any, options: DataOptions) -> Body:
     address, port = event.address
-    body = {"address": address or None, "port": port or None}
-    return lambda: body
+    return functools.partial(dict, address=address or None, port=port or None)
 
 
 NEGOTIATION_FIELDS = (
@@ -270,13 +291,13 @@ NEGOTIATION_FIELDS = (
 def _capture_negotiated(event: Any, options: DataOptions) -> Body:
     assoc = event.assoc
     local, peer = assoc.local, assoc.remote
-    body = {
-        "maximum_length": local.maximum_length,
-        "peer_maximum_length": peer.maximum_length,
-        "peer_implementation_class_uid": peer.implementation_class_uid or None,
-        "peer_implementation_version_name": peer.implementation_version_name or None,
-    }
-    return lambda: body
+    return functools.partial(
+        dict,
+        maximum_length=local.maximum_length,
+        peer_maximum_length=peer.maximum_length,
+        peer_implementation_class_uid=peer.implementation_class_uid or None,
+        peer_implementation_version_name=peer.implementation_version_name or None,
+    )
 
 
 REJECTION_FIELDS = (
@@ -289,19 +310,18 @@ REJECTION_FIELDS = (
 
 def _capture_rejection(event: Any, options: DataOptions) -> Body:
     rejection = event.assoc.rejection
+    if rejection is None:
+        return functools.partial(dict, result=None, source=None, reason=None, description=None)
+    return functools.partial(_rejection_json, rejection.result, rejection.source, rejection.reason)
 
-    def build() -> dict[str, Any]:
-        if rejection is None:
-            return {"result": None, "source": None, "reason": None, "description": None}
-        result, source, reason = rejection.result, rejection.source, rejection.reason
-        return {
-            "result": result,
-            "source": source,
-            "reason": reason,
-            "description": describe_rejection(result, source, reason),
-        }
 
-    return build
+def _rejection_json(result: int, source: int, reason: int) -> dict[str, Any]:
+    return {
+        "result": result,
+        "source": source,
+        "reason": reason,
+        "description": describe_rejection(result, source, reason),
+    }
 
 
 ACSE_FIELDS = (
@@ -344,8 +364,7 @@ ACSE_FIELDS = (
 
 def _capture_acse(event: Any, options: DataOptions) -> Body:
     # ACSE PDUs are immutable and hold no buffer of the association's: kept as they are.
-    primitive = event.primitive
-    return lambda: _acse_json(primitive)
+    return functools.partial(_acse_json, event.primitive)
 
 
 def _acse_json(pdu: Any) -> dict[str, Any]:
@@ -412,19 +431,19 @@ def _capture_dimse(event: Any, options: DataOptions) -> Body:
         name: str | None = command.command_field.name
     except LocalProtocolError:
         name = None
-    elements = command.items()
-    context_id = message.context_id
     size = message.dataset.size if message.dataset is not None else None
+    return functools.partial(_dimse_json, name, message.context_id, command.items(), size)
 
-    def build() -> dict[str, Any]:
-        return {
-            "command": name,
-            "context_id": context_id,
-            "command_set": {keyword: _command_value(value) for keyword, value in elements},
-            "dataset_size": size,
-        }
 
-    return build
+def _dimse_json(
+    name: str | None, context_id: int, elements: list[tuple[str, Any]], size: int | None
+) -> dict[str, Any]:
+    return {
+        "command": name,
+        "context_id": context_id,
+        "command_set": {keyword: _command_value(value) for keyword, value in elements},
+        "dataset_size": size,
+    }
 
 
 def _command_value(value: Any) -> Any:
@@ -461,31 +480,37 @@ def _capture_pdu(event: Any, options: DataOptions) -> Body:
     pdu = event.pdu
     if not isinstance(pdu, PDataTF):
         # Immutable and small: encoding (for the length, and the raw bytes) waits.
-        return lambda: {**_pdu_json(pdu.encode(), options.raw), "pdvs": None}
+        return functools.partial(_encoded_pdu_json, pdu, options.raw)
     # A P-DATA-TF's PDVs point into buffers the association reuses (or into the
     # memory-mapped file being sent): copy what is published now.
     pdvs = [(pdv.context_id, pdv.is_command, pdv.is_last, len(pdv.data)) for pdv in pdu.pdvs]
     length = _PDU_HEADER_LENGTH + sum(_PDV_HEADER_LENGTH + item[3] for item in pdvs)
     raw = pdu.encode() if options.raw else None
+    return functools.partial(_pdata_json, length, pdvs, raw)
 
-    def build() -> dict[str, Any]:
-        return {
-            "pdu_type": PDataTF.pdu_type,
-            "pdu_name": PDU_NAMES[PDataTF.pdu_type],
-            "length": length,
-            "raw": base64.b64encode(raw).decode() if raw is not None else None,
-            "pdvs": [
-                {"context_id": context, "is_command": command, "is_last": last, "length": size}
-                for context, command, last, size in pdvs
-            ],
-        }
 
-    return build
+def _encoded_pdu_json(pdu: Any, with_raw: bool) -> dict[str, Any]:
+    return {**_pdu_json(pdu.encode(), with_raw), "pdvs": None}
+
+
+def _pdata_json(
+    length: int, pdvs: list[tuple[int, bool, bool, int]], raw: bytes | None
+) -> dict[str, Any]:
+    return {
+        "pdu_type": PDataTF.pdu_type,
+        "pdu_name": PDU_NAMES[PDataTF.pdu_type],
+        "length": length,
+        "raw": base64.b64encode(raw).decode() if raw is not None else None,
+        "pdvs": [
+            {"context_id": context, "is_command": command, "is_last": last, "length": size}
+            for context, command, last, size in pdvs
+        ],
+    }
 
 
 def _capture_data(event: Any, options: DataOptions) -> Body:
     data: bytes = event.data
-    return lambda: _pdu_json(data, options.raw)
+    return functools.partial(_pdu_json, data, options.raw)
 
 
 DATA_FIELDS = tuple(field for field in PDU_FIELDS if field.name != "pdvs")
@@ -548,13 +573,13 @@ FSM_FIELDS = (
 
 
 def _capture_transition(event: Any, options: DataOptions) -> Body:
-    body = {
-        "current_state": event.current_state,
-        "fsm_event": event.fsm_event,
-        "action": event.action,
-        "next_state": event.next_state,
-    }
-    return lambda: body
+    return functools.partial(
+        dict,
+        current_state=event.current_state,
+        fsm_event=event.fsm_event,
+        action=event.action,
+        next_state=event.next_state,
+    )
 
 
 # -- outcomes of DIMSE services ----------------------------------------------------------------
@@ -584,24 +609,27 @@ TRANSFER_SYNTAX_FIELD = _field(
 def _request_facts(report: OutcomeReport) -> dict[str, Any]:
     """The fields every DIMSE outcome shares, read on the association thread.
 
-    ``details`` is copied as it is (the handler's dict may change later);
-    :func:`_published` converts it, on the publisher's thread.
+    ``details`` is converted to JSON values now, on the association thread:
+    the handler's dict may change later and may hold anything, and the body
+    must pickle. It is small (a handler records a few facts).
     """
     command = report.request.command
     return {
         "message_id": command.MessageID,
         "sop_class_uid": command.AffectedSOPClassUID or command.RequestedSOPClassUID,
         "status": report.status,
-        "details": dict(report.details),
+        "details": _json_values(report.details),
     }
 
 
 def _published(facts: dict[str, Any]) -> dict[str, Any]:
-    """``facts`` from :func:`_request_facts` as published: status in words, details as JSON."""
+    """``facts`` from :func:`_request_facts` as published: status in words."""
     code = facts["status"]
     return {
         **facts,
         "status_category": status_category(code) if code is not None else None,
+        # Already JSON values: converting again copies them (a build hands out
+        # its own dicts) and changes nothing.
         "details": _json_values(facts["details"]),
     }
 
@@ -633,8 +661,7 @@ def _json_value(value: Any) -> Any:
 
 
 def _capture_echo(report: OutcomeReport, options: DataOptions) -> Body:
-    facts = _request_facts(report)
-    return lambda: _published(facts)
+    return functools.partial(_published, _request_facts(report))
 
 
 STORE_FIELDS = (
@@ -689,7 +716,8 @@ def _capture_store(report: OutcomeReport, options: DataOptions) -> Body:
     request = report.request
     command = request.command
     facts = _request_facts(report)
-    details = facts["details"]
+    # As the handler recorded them (a Path, say), before the conversion to JSON values.
+    details = report.details
     stored_path = details.get("stored_path")
     syntax = str(report.context.transfer_syntax) if report.context is not None else None
     size = request.dataset_size
@@ -715,19 +743,25 @@ def _capture_store(report: OutcomeReport, options: DataOptions) -> Body:
         dataset_size=size,
         bulk_data_uri_base=options.bulk_data_uri_base,
     )
+    return functools.partial(_store_json, facts, stored_path, unstored, syntax, options)
 
-    def build() -> dict[str, Any]:
-        dataset, source, omitted = _stored_dataset(stored_path, unstored, syntax, options)
-        published = _published(facts)
-        published.update(
-            stored_path=str(stored_path) if stored_path is not None else None,
-            dataset=dataset,
-            dataset_source=source,
-            bulk_data_omitted=omitted,
-        )
-        return published
 
-    return build
+def _store_json(
+    facts: dict[str, Any],
+    stored_path: Any,
+    unstored: bytes | None,
+    syntax: str | None,
+    options: DataOptions,
+) -> dict[str, Any]:
+    dataset, source, omitted = _stored_dataset(stored_path, unstored, syntax, options)
+    published = _published(facts)
+    published.update(
+        stored_path=str(stored_path) if stored_path is not None else None,
+        dataset=dataset,
+        dataset_source=source,
+        bulk_data_omitted=omitted,
+    )
+    return published
 
 
 def _stored_dataset(
@@ -798,16 +832,20 @@ def _parameter_capture(
         data = request.parameter_bytes() if parameter is not None else None
         syntax = str(report.context.transfer_syntax) if report.context is not None else None
         if parameter is None:
-            return lambda: _published(facts)
-
-        def build() -> dict[str, Any]:
-            published = _published(facts)
-            published[parameter] = _parameter_json(data, syntax, options.bulk_threshold)
-            return published
-
-        return build
+            return functools.partial(_published, facts)
+        return functools.partial(
+            _with_parameter_json, facts, parameter, data, syntax, options.bulk_threshold
+        )
 
     return capture
+
+
+def _with_parameter_json(
+    facts: dict[str, Any], parameter: str, data: bytes | None, syntax: str | None, threshold: int
+) -> dict[str, Any]:
+    published = _published(facts)
+    published[parameter] = _parameter_json(data, syntax, threshold)
+    return published
 
 
 def _query_facts(report: OutcomeReport) -> dict[str, Any]:
@@ -920,13 +958,13 @@ USER_ID_FIELDS = (
 
 def _capture_user_identity(report: OutcomeReport, options: DataOptions) -> Body:
     details = report.details
-    body = {
-        "user_identity_type": details.get("user_identity_type"),
-        "username": details.get("username"),
-        "positive_response_requested": bool(details.get("positive_response_requested")),
-        "verified": details.get("verified"),
-    }
-    return lambda: body
+    return functools.partial(
+        dict,
+        user_identity_type=details.get("user_identity_type"),
+        username=details.get("username"),
+        positive_response_requested=bool(details.get("positive_response_requested")),
+        verified=details.get("verified"),
+    )
 
 
 ASYNC_OPS_FIELDS = (
@@ -943,12 +981,12 @@ ASYNC_OPS_FIELDS = (
 def _capture_async_ops(report: OutcomeReport, options: DataOptions) -> Body:
     details = report.details
     granted = details.get("granted")
-    body = {
-        "invoked": details.get("invoked"),
-        "performed": details.get("performed"),
-        "granted": list(granted) if granted is not None else None,
-    }
-    return lambda: body
+    return functools.partial(
+        dict,
+        invoked=details.get("invoked"),
+        performed=details.get("performed"),
+        granted=list(granted) if granted is not None else None,
+    )
 
 
 _APPLICATION_INFO = {
@@ -972,17 +1010,23 @@ SOP_EXTENDED_FIELDS = (
 def _capture_sop_extended(report: OutcomeReport, options: DataOptions) -> Body:
     requested = dict(report.details.get("requested", {}))
     answered = dict(report.details.get("answered", {}))
+    return functools.partial(_sop_extended_json, requested, answered)
 
-    def listed(items: dict[str, bytes]) -> list[dict[str, str]]:
-        return [
-            {
-                "sop_class_uid": uid,
-                "service_class_application_information": base64.b64encode(info).decode(),
-            }
-            for uid, info in items.items()
-        ]
 
-    return lambda: {"requested": listed(requested), "answered": listed(answered)}
+def _sop_extended_json(
+    requested: dict[str, bytes], answered: dict[str, bytes]
+) -> dict[str, list[dict[str, str]]]:
+    return {"requested": _application_info(requested), "answered": _application_info(answered)}
+
+
+def _application_info(items: dict[str, bytes]) -> list[dict[str, str]]:
+    return [
+        {
+            "sop_class_uid": uid,
+            "service_class_application_information": base64.b64encode(info).decode(),
+        }
+        for uid, info in items.items()
+    ]
 
 
 SOP_COMMON_FIELDS = (
@@ -1014,21 +1058,21 @@ SOP_COMMON_FIELDS = (
 def _capture_sop_common(report: OutcomeReport, options: DataOptions) -> Body:
     requested = list(report.details.get("requested", {}).values())
     accepted = list(report.details.get("accepted", ()))
+    return functools.partial(_sop_common_json, requested, accepted)
 
-    def build() -> dict[str, Any]:
-        return {
-            "requested": [
-                {
-                    "sop_class_uid": item.sop_class_uid,
-                    "service_class_uid": item.service_class_uid,
-                    "related_general_sop_class_uids": list(item.related_general_sop_class_uids),
-                }
-                for item in requested
-            ],
-            "accepted": accepted,
-        }
 
-    return build
+def _sop_common_json(requested: list[Any], accepted: list[str]) -> dict[str, Any]:
+    return {
+        "requested": [
+            {
+                "sop_class_uid": item.sop_class_uid,
+                "service_class_uid": item.service_class_uid,
+                "related_general_sop_class_uids": list(item.related_general_sop_class_uids),
+            }
+            for item in requested
+        ],
+        "accepted": accepted,
+    }
 
 
 # -- the table -------------------------------------------------------------------------------

@@ -2,17 +2,17 @@
 
 Path of one event::
 
-    association thread          publisher thread                        Redis
-    ------------------          ----------------                        -----
-    submit(pending) --put_nowait--> batch of up to batch_size events
-          |                         to_envelope() once per event
-          |                         one Celery message per subscribed task
-          |                         one pipelined kombu publish -------> LPUSH <queue>
-          |                               |
-          | queue full                    | broker error: this batch and all
-          v                               v that is queued after it
-    outbox (SQLite) <---------------------+
-          '------- replayed oldest first once Redis answers --------> LPUSH <queue>
+    association thread       publisher thread              publisher child process    Redis
+    ------------------       ----------------              -----------------------    -----
+    submit(pending) --put_nowait--> batch of up to
+          |                  batch_size events, routed
+          |                  to their subscribers --pipe--> to_envelope() once per event
+          |                        ^                        one Celery message per task
+          |                        '--------- answer ------ one pipelined publish ---> LPUSH
+          | queue full             | broker error or no child: this
+          v                        v batch and all queued after it
+    outbox (SQLite) <--------------+
+          '------- replayed oldest first once Redis answers (through the child) ---> LPUSH
 
 ``submit`` runs on association threads. It never touches the network: the
 event goes onto a bounded in-memory queue (``put_nowait``). Only when that
@@ -20,12 +20,16 @@ queue is full (Redis slow and the publisher ``queue_size`` events behind) is the
 event built and written to the outbox on the calling thread: a local SQLite
 insert, whose cost docs/bus.md gives.
 
-The publisher thread takes events off the queue in batches, builds each
-envelope once and, per subscribed task, a Celery protocol-2 task message with
-Celery's own ``app.amqp.as_task_v2`` (JSON, args ``[envelope]``, kwargs
+The publisher thread takes events off the queue in batches and hands each
+batch to its sender (:mod:`dicombus.bus.sender`): by default a child process,
+so that the CPU this costs is not taken from the association threads (with
+``publisher_process=False``, the publisher thread itself). The sender builds
+each envelope once and, per subscribed task, a Celery protocol-2 task message
+with Celery's own ``app.amqp.as_task_v2`` (JSON, args ``[envelope]``, kwargs
 ``{}``), and publishes the batch through one reused kombu Producer as one Redis
 pipeline. Retries in kombu and redis-py are off: the outbox owns durability.
-On any broker error the batch goes to the outbox and the thread switches to
+On any broker error (or a child process that died or hung: a new one is
+started) the batch goes to the outbox and the thread switches to
 replay mode: it keeps moving whatever is queued into the outbox (so association
 threads do not find the queue full), pings Redis with bounded back-off and,
 once Redis answers, replays the outbox oldest first, deleting rows only after
@@ -52,34 +56,32 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import queue
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from celery import Celery
-from kombu.connection import Connection
-from kombu.messaging import Producer
-from kombu.transport import redis as kombu_redis
 
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage, StoredMessage
-from dicombus.bus.redis_server import broker_client
-from dicombus.bus.subscriptions import Subscription, SubscriptionView
+from dicombus.bus.sender import (
+    BrokerError,
+    Failure,
+    LocalSender,
+    ProcessSender,
+    Sender,
+    SenderUnavailable,
+    SendItem,
+    TaskMessageBuilder,
+    build_messages,
+    task_id_for,
+)
+from dicombus.bus.subscriptions import SubscriptionView
 
 LOGGER = logging.getLogger("dicombus.bus.publisher")
 
-# Task ids are uuid5(namespace, "<event id>/<task name>"): stable across replays
-# and restarts, different for each subscribed task of one event.
-TASK_ID_NAMESPACE = uuid.UUID("6f1c3c8e-5a57-4f0e-9d55-2d1f1b7d0b1e")
-CONTENT_TYPE = "application/json"
-CONTENT_ENCODING = "utf-8"
 # Replay-mode back-off between pings of a Redis that does not answer: short at
 # first (most outages are a restart), capped so recovery is noticed within it.
 RECONNECT_FIRST = 0.05
@@ -105,160 +107,7 @@ COUNTERS = (
     "failed",  # events that could not be serialized or stored (each logged with its id)
 )
 
-
-def task_id_for(event_id: str, task: str) -> str:
-    """The Celery task id of ``event_id``'s message to ``task`` (deterministic)."""
-    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task}"))
-
-
-class TaskMessageBuilder:
-    """Celery protocol-2 task messages, built by Celery's own ``as_task_v2``.
-
-    The Celery app here only builds messages (it never connects anywhere); it is
-    configured for JSON, as the workers are.
-    """
-
-    def __init__(self, origin: str) -> None:
-        self._app = Celery("dicombus-edge", set_as_current=False)
-        self._app.conf.update(task_serializer="json", accept_content=["json"])
-        # Built now, once: otherwise on first use, possibly on an association thread.
-        self._amqp = self._app.amqp
-        self._origin = origin
-
-    def build(
-        self, envelope: dict[str, Any], sub: Subscription, *, order: int, created: float
-    ) -> OutboxMessage:
-        event_id = str(envelope["id"])
-        task_id = task_id_for(event_id, sub.task)
-        message = self._amqp.as_task_v2(
-            task_id,
-            sub.task,
-            args=(envelope,),
-            kwargs={},
-            # What logs and monitors show for the arguments; the default would
-            # repr the whole envelope.
-            argsrepr=f"<{envelope['type']} {event_id}>",
-            kwargsrepr="{}",
-            origin=self._origin,
-        )
-        return OutboxMessage(
-            event_id=event_id,
-            task=sub.task,
-            queue=sub.queue,
-            task_id=task_id,
-            # Plain JSON (not kombu's encoder, which tags datetimes in its own
-            # format): a value that is not JSON is an error here, not a surprise
-            # in a worker.
-            body=json.dumps(message.body, separators=(",", ":")),
-            headers=message.headers,
-            order=order,
-            created=created,
-        )
-
-
-class _PublishChannel(kombu_redis.Channel):
-    """kombu's Redis channel, with one Redis client kept for publishing.
-
-    kombu makes a new redis-py client (and copies its table of ~200 response
-    callbacks) for every publish batch: about 50 us of CPU, paid per batch,
-    which at a steady C-STORE pace means per event. The client shares the
-    channel's connection pool either way; only the publisher thread uses it.
-    """
-
-    _publish_client: Any = None
-
-    @contextlib.contextmanager
-    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
-        if client:
-            yield client
-            return
-        if self._publish_client is None:
-            self._publish_client = self._create_client()  # type: ignore[no-untyped-call]
-        yield self._publish_client
-
-
-class _PublishTransport(kombu_redis.Transport):
-    Channel = _PublishChannel
-
-
-# kombu's aliases for its plain Redis transport; others (sentinel://) keep their own.
-_PLAIN_REDIS_SCHEMES = ("redis", "rediss")
-
-
-class Broker:
-    """One kombu connection with one reused Producer, rebuilt after any failure.
-
-    Publishes a batch of messages as one Redis pipeline (kombu's
-    ``Producer.batch``), to the anonymous exchange with the queue name as the
-    routing key: the message lands in the Redis list of that queue whether or not
-    a worker has declared it yet.
-    """
-
-    def __init__(self, url: str, *, timeout: float) -> None:
-        self.url = url
-        self.timeout = timeout
-        self._connection: Connection | None = None
-        self._producer: Producer | None = None
-
-    def publish(self, messages: Sequence[OutboxMessage]) -> None:
-        """Send ``messages``; on any error the connection is dropped and the error raised
-        (some of the messages may have reached Redis)."""
-        if not messages:
-            return
-        try:
-            producer = self._producer or self._connect()
-            with producer.batch(max_size=len(messages)):
-                for message in messages:
-                    producer.publish(
-                        message.body,
-                        exchange="",
-                        routing_key=message.queue,
-                        headers=message.headers,
-                        content_type=CONTENT_TYPE,
-                        content_encoding=CONTENT_ENCODING,
-                        delivery_mode=2,
-                        retry=False,
-                        correlation_id=message.task_id,
-                        reply_to="",
-                    )
-        except BaseException:
-            self.close()
-            raise
-
-    def ping(self) -> bool:
-        """Whether Redis answers now (a fresh connection, ``timeout`` bounded)."""
-        client = broker_client(self.url, timeout=self.timeout)
-        try:
-            return bool(client.ping())
-        except Exception:
-            return False
-        finally:
-            client.close()
-
-    def close(self) -> None:
-        connection, self._connection, self._producer = self._connection, None, None
-        if connection is not None:
-            try:
-                connection.release()
-            except Exception as exc:  # a dead connection may fail to close; it is gone anyway
-                LOGGER.debug("closing the broker connection: %s", exc)
-
-    def _connect(self) -> Producer:
-        options = {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            # kombu's own connection retries: none, the publisher has its policy.
-            "max_retries": 0,
-        }
-        scheme = self.url.partition("://")[0].lower()
-        self._connection = Connection(
-            self.url,
-            connect_timeout=self.timeout,
-            transport_options=options,
-            transport=_PublishTransport if scheme in _PLAIN_REDIS_SCHEMES else None,
-        )
-        self._producer = Producer(self._connection.default_channel, auto_declare=False)
-        return self._producer
+__all__ = ["COUNTERS", "Publisher", "task_id_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +149,7 @@ class Publisher:
         broker_timeout: float = 5.0,
         metrics_interval: float = METRICS_INTERVAL,
         batch_linger: float = BATCH_LINGER,
+        publisher_process: bool = True,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
@@ -312,13 +162,27 @@ class Publisher:
         self._queue: queue.Queue[_Submitted | None] = queue.Queue(maxsize=queue_size)
         # Continue after what a previous run left in the outbox, so those replay first.
         self._order = itertools.count(outbox.max_order() + 1)
-        self._builder = TaskMessageBuilder(origin=f"dicombus-edge@{socket.gethostname()}")
-        self._broker = Broker(broker_url, timeout=broker_timeout)
+        self.broker_url = broker_url
+        origin = f"dicombus-edge@{socket.gethostname()}"
+        # Builds the messages that go to the outbox (and, in a child process's
+        # stead, batches it cannot be handed).
+        self._builder = TaskMessageBuilder(origin)
+        self._sender: Sender = (
+            ProcessSender(broker_url, timeout=broker_timeout, origin=origin, builder=self._builder)
+            if publisher_process
+            else LocalSender(broker_url, timeout=broker_timeout, origin=origin)
+        )
         self._counters = _Counters()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight_since: float | None = None
         self._replay_started: float | None = None
+
+    @property
+    def sender_pid(self) -> int | None:
+        """The process id of the publisher child process (None: publishing in-process,
+        or no child running now)."""
+        return self._sender.pid
 
     @property
     def outbox_full(self) -> bool:
@@ -349,6 +213,7 @@ class Publisher:
         if self._thread is not None:
             raise RuntimeError("the publisher is already started")
         self._stopping.clear()
+        self._sender.start()
         self._thread = threading.Thread(target=self._run, name="dicombus-publisher", daemon=True)
         self._thread.start()
 
@@ -366,7 +231,7 @@ class Publisher:
             if self._thread.is_alive():
                 LOGGER.error("the publisher thread did not stop within %.1f s", timeout)
             self._thread = None
-        self._broker.close()
+        self._sender.close()
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -381,6 +246,7 @@ class Publisher:
         values["outbox_bytes"] = self._outbox.bytes
         values["outbox_full"] = float(self._outbox.full)
         values["replaying"] = float(self._outbox.rows > 0)
+        values["sender_restarts"] = self._sender.restarts
         return values
 
     def _lag(self) -> float:
@@ -473,21 +339,24 @@ class Publisher:
                 # (their submit numbers put them before it on replay).
                 self._spool(batch)
                 return
-            messages = self._build(batch)
+            items = self._route(batch)
             try:
-                self._broker.publish(messages)
-            except Exception as exc:
+                result = self._sender.send(items)
+            except SenderUnavailable as exc:
+                LOGGER.warning("%s; %d events go to the outbox", exc, len(items))
+                self._spool_routed(items)
+                return
+            self._record(result.failures)
+            self._counters.add("published", result.published)
+            if result.unsent:
                 LOGGER.warning(
-                    "Redis at %s did not take %d messages (%s: %s); they are in the outbox "
+                    "Redis at %s did not take %d messages (%s); they are in the outbox "
                     "and will be replayed when it answers",
-                    self._broker.url,
-                    len(messages),
-                    type(exc).__name__,
-                    exc,
+                    self.broker_url,
+                    len(result.unsent),
+                    result.error,
                 )
-                self._store(messages)
-            else:
-                self._counters.add("published", len(messages))
+                self._store(list(result.unsent))
         finally:
             self._inflight_since = None
 
@@ -496,7 +365,7 @@ class Publisher:
         if self._replay_started is None:
             self._replay_started = time.monotonic()
         self._checkpoint()
-        if not self._broker.ping():
+        if not self._sender.ping():
             return False
         replayed = 0
         while not self._stopping.is_set():
@@ -530,11 +399,9 @@ class Publisher:
 
     def _replay(self, chunk: list[StoredMessage]) -> bool:
         try:
-            self._broker.publish([stored.message for stored in chunk])
-        except Exception as exc:
-            LOGGER.warning(
-                "replay to %s failed (%s: %s)", self._broker.url, type(exc).__name__, exc
-            )
+            self._sender.publish([stored.message for stored in chunk])
+        except (BrokerError, SenderUnavailable) as exc:
+            LOGGER.warning("replay to %s failed (%s)", self.broker_url, exc)
             return False
         try:
             self._outbox.delete(chunk)
@@ -548,34 +415,36 @@ class Publisher:
 
     # -- building and spooling (any thread) -----------------------------------------------
 
-    def _build(self, items: Iterable[_Submitted]) -> list[OutboxMessage]:
-        messages: list[OutboxMessage] = []
+    def _route(self, items: Iterable[_Submitted]) -> list[SendItem]:
+        """Each event with the tasks subscribed to it now; those with none are dropped
+        here (counted), never serialized."""
+        routed: list[SendItem] = []
         for item in items:
-            pending = item.pending
-            subscribers = self._view.subscribers(pending.event_type)
+            subscribers = self._view.subscribers(item.pending.event_type)
             if not subscribers:
                 self._counters.add("unrouted")
                 continue
-            try:
-                envelope = pending.to_envelope()
-                built = [
-                    self._builder.build(envelope, sub, order=item.order, created=item.created)
-                    for sub in subscribers
-                ]
-            except Exception:
-                self._counters.add("failed")
-                LOGGER.exception(
-                    "cannot serialize event %s (%s); it is not published",
-                    pending.id,
-                    pending.event_type,
-                )
-                continue
-            messages.extend(built)
-        return messages
+            routed.append(SendItem(item.order, item.created, item.pending, tuple(subscribers)))
+        return routed
+
+    def _record(self, failures: Sequence[Failure]) -> None:
+        for failure in failures:
+            self._counters.add("failed")
+            LOGGER.error(
+                "cannot serialize event %s (%s); it is not published\n%s",
+                failure.event_id,
+                failure.event_type,
+                failure.error,
+            )
 
     def _spool(self, items: list[_Submitted]) -> None:
         if items:
-            self._store(self._build(items))
+            self._spool_routed(self._route(items))
+
+    def _spool_routed(self, items: list[SendItem]) -> None:
+        messages, failures = build_messages(self._builder, items)
+        self._record(failures)
+        self._store(messages)
 
     def _store(self, messages: list[OutboxMessage]) -> None:
         try:
