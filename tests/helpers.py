@@ -58,6 +58,19 @@ def import_peer(name: str) -> ModuleType:
         pytest.skip(message, allow_module_level=True)
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    try:
+        return not status.read_text().rsplit(") ", 1)[-1].startswith("Z")
+    except FileNotFoundError:  # reaped meanwhile
+        return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for tools that need a number)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from dicombus.bus.publisher import Publisher
 from dicombus.bus.redis_server import EmbeddedRedis
+from helpers import pid_alive
 from loopback import wait_until
 from publisher_support import (
     Association,
@@ -31,16 +32,6 @@ from publisher_support import (
 )
 
 AUDIT = [subscription("tests.audit", "audit")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped) still answers signal 0.
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _submit(publisher: Publisher, association: Association, count: int) -> None:
@@ -64,13 +55,11 @@ def test_events_are_built_and_sent_by_a_child_process(
     messages = consume(redis_server.url, "audit", 50)
     assert_in_sequence(messages)
     # Stopping the publisher ends the child.
-    wait_until(lambda: not _alive(child))
+    wait_until(lambda: not pid_alive(child))
 
 
 def test_in_process_publishing_has_no_child(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
-    with running_publisher(
-        redis_server.url, tmp_path, AUDIT, publisher_process=False
-    ) as publisher:
+    with running_publisher(redis_server.url, tmp_path, AUDIT, publisher_process=False) as publisher:
         publisher.submit(pending())
         wait_published(publisher, 1)
         assert publisher.sender_pid is None
@@ -111,7 +100,7 @@ def test_a_hung_child_is_killed_and_its_batch_replayed(
             publisher.submit(association.next())
         wait_published(publisher, 21, timeout=30)
         metrics = publisher.metrics()
-    assert not _alive(hung)
+    assert not pid_alive(hung)
     assert metrics["sender_restarts"] == 1
     assert metrics["spooled"] >= 1  # the batch the hung child held went to the outbox
     messages = consume(redis_server.url, "audit", 21)

@@ -16,20 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import pid_alive
 from worker_support import echo, store, wait_for
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) is gone for our purposes.
-    status = Path(f"/proc/{pid}/stat")
-    return not (status.exists() and status.read_text().split(") ")[-1].startswith("Z"))
 
 
 def _audited(db: Path) -> set[str]:
@@ -42,7 +33,17 @@ def _audited(db: Path) -> set[str]:
         return set()
 
 
-# About 6 s: Redis, a Celery worker and the edge start, then stop in order.
+def _stored_uids(db: Path) -> set[str]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT json_extract(envelope, '$.data.sop_instance_uid') FROM events "
+            "WHERE type = 'EVT_C_STORE'"
+        ).fetchall()
+    return {uid for (uid,) in rows}
+
+
+# About 15 s: Redis, two Celery workers and the edge start; one worker is
+# killed and restarted (up waits 5 s between two starts of a worker); all stop in order.
 def test_up_runs_the_bus_and_stops_everything_it_started(tmp_path: Path) -> None:
     data = tmp_path / "node"
     output = tmp_path / "up.out"
@@ -58,8 +59,6 @@ def test_up_runs_the_bus_and_stops_everything_it_started(tmp_path: Path) -> None
                 "0",
                 "--data",
                 str(data),
-                "--workers",
-                "1",
                 "-aet",
                 "EDGE",
             ],
@@ -75,7 +74,8 @@ def test_up_runs_the_bus_and_stops_everything_it_started(tmp_path: Path) -> None
         )
         port = int(re.search(r"address:\s+127\.0\.0\.1:(\d+)", banner).group(1))
         redis_pid = int(re.search(r"redis:.*embedded, pid (\d+)", banner).group(1))
-        worker_pid = int(re.search(r"Celery worker pid (\d+)", banner).group(1))
+        workers = re.search(r"2 Celery workers \(solo pool\), pids (\d+), (\d+)", banner)
+        worker_pids = [int(workers.group(1)), int(workers.group(2))]
         audit_db = Path(re.search(r"audit DB:\s+(\S+)", banner).group(1))
         assert audit_db == (data / "audit.sqlite3").resolve()
 
@@ -83,12 +83,22 @@ def test_up_runs_the_bus_and_stops_everything_it_started(tmp_path: Path) -> None
         [uid] = store(port, 1)
         wanted = {"EVT_ACCEPTED", "EVT_C_ECHO", "EVT_C_STORE", "EVT_RELEASED"}
         wait_for(lambda: wanted <= _audited(audit_db), "the audit rows", STARTUP_TIMEOUT)
-        with sqlite3.connect(audit_db) as connection:
-            [(stored,)] = connection.execute(
-                "SELECT json_extract(envelope, '$.data.sop_instance_uid') FROM events "
-                "WHERE type = 'EVT_C_STORE'"
-            ).fetchall()
-        assert stored == uid
+        assert _stored_uids(audit_db) == {uid}
+
+        # A worker that dies is started again, and the node goes on.
+        os.kill(worker_pids[0], signal.SIGKILL)
+        restarted = wait_for(
+            lambda: re.search(
+                r"worker 1 \(pid \d+\) exited with code -9; restarted as pid "
+                r"(\d+)",
+                output.read_text(),
+            ),
+            "the restart",
+            STARTUP_TIMEOUT,
+        )
+        worker_pids.append(int(restarted.group(1)))
+        [second] = store(port, 1)
+        wait_for(lambda: _stored_uids(audit_db) == {uid, second}, "the audit row", STARTUP_TIMEOUT)
 
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
@@ -100,4 +110,4 @@ def test_up_runs_the_bus_and_stops_everything_it_started(tmp_path: Path) -> None
             process.wait(STOP_TIMEOUT)
     text = output.read_text()
     assert "SIGINT received, stopped" in text
-    assert not _pid_alive(worker_pid) and not _pid_alive(redis_pid)
+    assert not any(pid_alive(pid) for pid in (*worker_pids, redis_pid))

@@ -3,8 +3,9 @@
 An event is made in two steps. On the association's thread, capture builds a
 :class:`PendingEvent`: the envelope attributes (id, source, time, sequence)
 and a ``build_data`` callable, and nothing else -- no JSON, no dataset
-decoding. The publisher's thread later calls :meth:`PendingEvent.to_envelope`,
-which runs ``build_data`` and returns the structure to serialize.
+decoding. The publisher (its child process, see :mod:`dicombus.bus.sender`)
+later calls :meth:`PendingEvent.to_envelope`, which runs ``build_data`` and
+returns the structure to serialize.
 
 Attributes (CloudEvents 1.0 "JSON Event Format"):
 
@@ -51,7 +52,8 @@ class PendingEvent:
     sequence: int
     time: datetime
     source: str
-    # Runs on the publisher's thread: may read the stored file and decode datasets.
+    # Runs where the publisher builds messages (its child process by default): may read
+    # the stored file and decode datasets. Picklable: see dicombus.bus.event_data.
     build_data: Callable[[], dict[str, Any]]
 
     def to_envelope(self) -> dict[str, Any]:

