@@ -28,8 +28,7 @@ each envelope once and, per subscribed task, a Celery protocol-2 task message
 with Celery's own ``app.amqp.as_task_v2`` (JSON, args ``[envelope]``, kwargs
 ``{}``), and publishes the batch through one reused kombu Producer as one Redis
 pipeline. Retries in kombu and redis-py are off: the outbox owns durability.
-On any broker error (or a child process that died or hung: a new one is
-started) the batch goes to the outbox and the thread switches to
+On any broker error the batch goes to the outbox and the thread switches to
 replay mode: it keeps moving whatever is queued into the outbox (so association
 threads do not find the queue full), pings Redis with bounded back-off and,
 once Redis answers, replays the outbox oldest first, deleting rows only after
@@ -72,7 +71,6 @@ from dicombus.bus.sender import (
     LocalSender,
     ProcessSender,
     Sender,
-    SenderUnavailable,
     SendItem,
     TaskMessageBuilder,
     build_messages,
@@ -164,14 +162,11 @@ class Publisher:
         self._order = itertools.count(outbox.max_order() + 1)
         self.broker_url = broker_url
         origin = f"dicombus-edge@{socket.gethostname()}"
-        # Builds the messages that go to the outbox (and, in a child process's
-        # stead, batches it cannot be handed).
+        # Builds the messages that go to the outbox, and whatever the sender
+        # builds in this process.
         self._builder = TaskMessageBuilder(origin)
-        self._sender: Sender = (
-            ProcessSender(broker_url, timeout=broker_timeout, origin=origin, builder=self._builder)
-            if publisher_process
-            else LocalSender(broker_url, timeout=broker_timeout, origin=origin)
-        )
+        sender = ProcessSender if publisher_process else LocalSender
+        self._sender: Sender = sender(broker_url, timeout=broker_timeout, builder=self._builder)
         self._counters = _Counters()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -339,13 +334,7 @@ class Publisher:
                 # (their submit numbers put them before it on replay).
                 self._spool(batch)
                 return
-            items = self._route(batch)
-            try:
-                result = self._sender.send(items)
-            except SenderUnavailable as exc:
-                LOGGER.warning("%s; %d events go to the outbox", exc, len(items))
-                self._spool_routed(items)
-                return
+            result = self._sender.send(self._route(batch))
             self._record(result.failures)
             self._counters.add("published", result.published)
             if result.unsent:
@@ -400,7 +389,7 @@ class Publisher:
     def _replay(self, chunk: list[StoredMessage]) -> bool:
         try:
             self._sender.publish([stored.message for stored in chunk])
-        except (BrokerError, SenderUnavailable) as exc:
+        except BrokerError as exc:
             LOGGER.warning("replay to %s failed (%s)", self.broker_url, exc)
             return False
         try:
@@ -439,12 +428,9 @@ class Publisher:
 
     def _spool(self, items: list[_Submitted]) -> None:
         if items:
-            self._spool_routed(self._route(items))
-
-    def _spool_routed(self, items: list[SendItem]) -> None:
-        messages, failures = build_messages(self._builder, items)
-        self._record(failures)
-        self._store(messages)
+            messages, failures = build_messages(self._builder, self._route(items))
+            self._record(failures)
+            self._store(messages)
 
     def _store(self, messages: list[OutboxMessage]) -> None:
         try:

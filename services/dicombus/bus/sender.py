@@ -2,28 +2,31 @@
 
 Building an event's ``data`` (reading the stored file's header into DICOM JSON),
 its Celery message (``as_task_v2``, JSON) and sending it (kombu, redis-py) costs
-about 120 us of CPU per C-STORE event. On the edge's own interpreter that work
-shares the GIL with the association threads, and every C-STORE waited for it:
-with publishing on, an edge stored about 80% as many instances per second as
-with it off (bench/bus_run.py row 4). So by default it runs in a child process:
+about 120 us of CPU per C-STORE event. In the edge's own interpreter that time
+comes out of the GIL the association threads share: the edge process spent
+about 200 us more per stored instance with publishing on than off; with the
+work in a child process, about 70 us (bench/bus_run.py row 4). So by default
+it runs in a child:
 
 - :class:`LocalSender` does the work in the calling thread: the child runs one,
   and so does an edge configured with ``publisher_process = false``;
 - :class:`ProcessSender` hands batches of captured events to a child process
-  (a pipe, pickle) and waits for its answer. Only the publisher thread talks to
-  it, one request at a time, so the publisher's order and outbox logic do not
-  change; what the edge's interpreter still does per event is pickling it
-  (a few microseconds).
+  (a socket pair, pickle) and waits for its answer. Only the publisher thread
+  talks to it, one request at a time, so the publisher's order and outbox
+  logic do not change; what the edge's interpreter still does per event is
+  pickling it (about 11 us for a C-STORE).
 
-The child is forked from multiprocessing's fork server (started once per edge
-process, with this module already imported), so starting or restarting one
-takes milliseconds and never forks the edge's threads. It ignores SIGINT (the
-edge flushes through it when Ctrl-C stops ``dicombus up``), ends when its pipe
-closes (the edge stopped or died), and sends its log records back with each
-answer, so they reach the edge's handlers. If it dies or stops answering, the
-request fails with :class:`SenderUnavailable`, which the publisher handles as
-it handles Redis going away (outbox, then replay), and the next request starts
-a new child.
+The child is a fresh interpreter running :func:`child_main` (``python -c``):
+not multiprocessing's spawn or fork server, which import the user's main
+script again in the child (a script that starts an edge without an
+``if __name__ == "__main__"`` guard would start another edge there), and not
+fork, which would copy the edge's threads and locks mid-flight. It ignores
+SIGINT (the edge flushes through it when Ctrl-C stops ``dicombus up``), ends
+when its socket closes (the edge stopped or died), and sends its log records
+back with each answer, so they reach the edge's handlers. Whenever it cannot
+do the work (it died, hung, is being replaced, or a batch does not pickle),
+the publisher thread does it itself, as :class:`LocalSender` does: no event
+waits for a child.
 """
 
 from __future__ import annotations
@@ -31,14 +34,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
+import os
 import pickle
 import signal
+import socket
+import subprocess
+import sys
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Protocol
 
 from celery import Celery
@@ -58,8 +66,8 @@ LOGGER = logging.getLogger("dicombus.bus.sender")
 TASK_ID_NAMESPACE = uuid.UUID("6f1c3c8e-5a57-4f0e-9d55-2d1f1b7d0b1e")
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
-# A child imports nothing once forked from the preloaded fork server; the bound
-# is for a machine so loaded that even that stalls.
+# A child imports Celery, kombu and pydicom as it starts (about a second); the
+# bound is for a machine so loaded that this stalls.
 CHILD_START_TIMEOUT = 30.0
 # A child's answer may take one Redis round trip that times out (connect, then
 # the pipeline), plus the building; past this the child counts as hung.
@@ -67,6 +75,11 @@ ANSWER_TIMEOUT_FACTOR = 3
 ANSWER_TIMEOUT_SLACK = 5.0
 # How long a stopping child gets to exit before it is killed.
 CHILD_EXIT_TIMEOUT = 5.0
+# After a child failed, the wait before starting another: doubled while the
+# replacements fail too (a child that cannot start costs a Python start-up,
+# about a second of CPU, each time).
+RESPAWN_FIRST = 1.0
+RESPAWN_CAP = 60.0
 
 
 def task_id_for(event_id: str, task: str) -> str:
@@ -76,10 +89,6 @@ def task_id_for(event_id: str, task: str) -> str:
 
 class BrokerError(RuntimeError):
     """Redis did not take the messages (some of them may have reached it)."""
-
-
-class SenderUnavailable(RuntimeError):
-    """The publisher child process died, did not start or did not answer in time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +133,7 @@ class TaskMessageBuilder:
         self._app.conf.update(task_serializer="json", accept_content=["json"])
         # Built now, once: otherwise on first use, possibly on an association thread.
         self._amqp = self._app.amqp
-        self._origin = origin
+        self.origin = origin
 
     def build(
         self, envelope: dict[str, Any], sub: Subscription, *, order: int, created: float
@@ -140,7 +149,7 @@ class TaskMessageBuilder:
             # repr the whole envelope.
             argsrepr=f"<{envelope['type']} {event_id}>",
             kwargsrepr="{}",
-            origin=self._origin,
+            origin=self.origin,
         )
         return OutboxMessage(
             event_id=event_id,
@@ -314,8 +323,8 @@ class Sender(Protocol):
 class LocalSender:
     """Builds and publishes in the calling thread."""
 
-    def __init__(self, broker_url: str, *, timeout: float, origin: str) -> None:
-        self._builder = TaskMessageBuilder(origin)
+    def __init__(self, broker_url: str, *, timeout: float, builder: TaskMessageBuilder) -> None:
+        self._builder = builder
         self._broker = Broker(broker_url, timeout=timeout)
 
     def start(self) -> None:
@@ -365,11 +374,17 @@ def _describe(exc: BaseException) -> str:
 
 # -- the child process --------------------------------------------------------------------------
 
+# The child runs this (``python -c``, so no script of the user's is imported
+# again in it, as multiprocessing's spawn and fork server would), with its end
+# of a socket pair as the one argument.
+_CHILD_COMMAND = "from dicombus.bus.sender import child_main; child_main()"
+
 # Requests (parent -> child) and answers (child -> parent) are pickled tuples:
 #   ("send", items) -> ("ok", SendResult, records)
 #   ("publish", messages) -> ("ok", None, records) | ("error", text, records)
 #   ("ping",) -> ("ok", bool, records)
-# and, once at start, the child sends ("ready", pid, []).
+# First the parent sends ("init", sys.path, broker URL, timeout, origin, log
+# level), and the child answers ("ready", pid, []).
 
 
 class _RecordCollector(logging.Handler):
@@ -391,23 +406,26 @@ class _RecordCollector(logging.Handler):
         return taken
 
 
-def _serve(conn: Connection, broker_url: str, timeout: float, origin: str, level: int) -> None:
-    """The child's main loop: answer requests until the pipe closes."""
+def child_main() -> None:
+    """The publisher child process: answer the edge's requests until its socket closes."""
     # Ctrl-C reaches the whole process group; the edge decides when this ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(int(sys.argv[1]))
+    _, path, broker_url, timeout, origin, level = conn.recv()
+    # The edge's import path: events may be built by functions of its modules.
+    sys.path[:] = [*path, *(entry for entry in sys.path if entry not in path)]
     collector = _RecordCollector()
     root = logging.getLogger()
     root.handlers[:] = [collector]
     root.setLevel(level)
-    sender = LocalSender(broker_url, timeout=timeout, origin=origin)
-    conn.send(("ready", multiprocessing.current_process().pid, []))
+    sender = LocalSender(broker_url, timeout=timeout, builder=TaskMessageBuilder(origin))
+    conn.send(("ready", os.getpid(), []))
     try:
         while True:
             try:
-                request = conn.recv()
-            except (EOFError, OSError):  # the edge closed the pipe, or died
+                kind, *arguments = conn.recv()
+            except (EOFError, OSError):  # the edge closed its end, or died
                 return
-            kind, *arguments = request
             answer: tuple[str, Any]
             if kind == "send":
                 answer = ("ok", sender.send(arguments[0]))
@@ -424,28 +442,36 @@ def _serve(conn: Connection, broker_url: str, timeout: float, origin: str, level
         sender.close()
 
 
-class ProcessSender:
-    """Builds and publishes in a child process; see the module docstring."""
+class _ChildUnavailable(RuntimeError):
+    """The child died, did not start, did not answer in time, or may not be started yet."""
 
-    def __init__(
-        self, broker_url: str, *, timeout: float, origin: str, builder: TaskMessageBuilder
-    ) -> None:
+
+class ProcessSender:
+    """Builds and publishes in a child process; see the module docstring.
+
+    Whenever the child cannot do it (it died, hung, cannot start, or a batch
+    does not pickle), the work is done here, in the calling thread, as
+    :class:`LocalSender` does it: events never wait for a child. A child that
+    failed is replaced on a later request, no sooner than ``RESPAWN_FIRST``
+    seconds after, doubling up to ``RESPAWN_CAP`` while replacements keep failing.
+    """
+
+    def __init__(self, broker_url: str, *, timeout: float, builder: TaskMessageBuilder) -> None:
         self._url = broker_url
         self._timeout = timeout
-        self._origin = origin
-        # Events that pickle cannot carry are built here and sent built.
-        self._builder = builder
+        self._origin = builder.origin
+        self._local = LocalSender(broker_url, timeout=timeout, builder=builder)
         self._answer_timeout = ANSWER_TIMEOUT_FACTOR * timeout + ANSWER_TIMEOUT_SLACK
-        self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload([__name__])
-        self._process: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._ready = False
         self._spawned = 0
+        self._respawn_delay = RESPAWN_FIRST
+        self._respawn_at = 0.0  # time.monotonic() from which a new child may start
 
     @property
     def restarts(self) -> int:
-        """Children started after the first (each after one died or hung)."""
+        """Children started after the first (each after one died, hung or did not start)."""
         return max(0, self._spawned - 1)
 
     @property
@@ -461,49 +487,66 @@ class ProcessSender:
         try:
             request = pickle.dumps(("send", items), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
-            # A user's build_data that is a closure, say: built here instead.
+            # A user's build_data that is a closure, say.
             LOGGER.debug("a batch did not pickle (%s); building it in the edge", _describe(exc))
-            messages, failures = build_messages(self._builder, items)
-            return _publish_built(self.publish, messages, failures)
-        result: SendResult = self._ask(request)
+            return self._local.send(items)
+        try:
+            result: SendResult = self._ask(request)
+        except _ChildUnavailable:
+            return self._local.send(items)
         return result
 
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
-        self._ask(pickle.dumps(("publish", list(messages)), protocol=pickle.HIGHEST_PROTOCOL))
+        request = pickle.dumps(("publish", list(messages)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._ask(request)
+        except _ChildUnavailable:
+            self._local.publish(messages)
 
     def ping(self) -> bool:
         try:
             return bool(self._ask(pickle.dumps(("ping",))))
-        except SenderUnavailable as exc:
-            LOGGER.warning("%s", exc)
-            return False
+        except _ChildUnavailable:
+            return self._local.ping()
 
     def close(self) -> None:
         process, conn = self._process, self._conn
         self._process, self._conn, self._ready = None, None, False
         if conn is not None:
-            conn.close()  # the child sees the pipe close and returns
+            conn.close()  # the child sees its socket close and returns
         if process is not None:
-            process.join(CHILD_EXIT_TIMEOUT)
-            if process.is_alive():
+            try:
+                process.wait(CHILD_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
                 LOGGER.warning("the publisher child %d did not exit; killing it", process.pid)
                 process.kill()
-                process.join(CHILD_EXIT_TIMEOUT)
+                process.wait(CHILD_EXIT_TIMEOUT)
+        self._local.close()
 
     # -- internals ------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        parent, child = self._context.Pipe()
+        parent, child = socket.socketpair()
+        # Where dicombus itself is, first: it may be importable here only through
+        # sys.path entries the child would not have before it reads the edge's.
+        package_root = str(Path(__file__).resolve().parents[2])
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                entry for entry in (package_root, os.environ.get("PYTHONPATH")) if entry
+            ),
+        }
+        with child:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_COMMAND, str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=environment,
+            )
+        conn = Connection(parent.detach())
         level = logging.getLogger("dicombus").getEffectiveLevel()
-        process = self._context.Process(
-            target=_serve,
-            args=(child, self._url, self._timeout, self._origin, level),
-            name="dicombus-publisher",
-            daemon=True,
-        )
-        process.start()
-        child.close()  # the child's end lives in the child now: EOF when it dies
-        self._process, self._conn, self._ready = process, parent, False
+        conn.send(("init", list(sys.path), self._url, self._timeout, self._origin, level))
+        self._process, self._conn, self._ready = process, conn, False
         self._spawned += 1
 
     def _ask(self, request: bytes) -> Any:
@@ -511,55 +554,61 @@ class ProcessSender:
         try:
             conn.send_bytes(request)
             kind, value = self._answer(conn, self._answer_timeout)
-        except (OSError, EOFError, SenderUnavailable) as exc:
-            self._discard(exc)
-            raise SenderUnavailable(f"the publisher child process failed: {exc}") from exc
+        except (OSError, EOFError, _ChildUnavailable) as exc:
+            self._discard(f"it failed: {exc}")
+            raise _ChildUnavailable(str(exc)) from exc
+        self._respawn_delay = RESPAWN_FIRST  # it works: a later failure respawns soon
         if kind == "error":
             raise BrokerError(value)
         return value
 
     def _running(self) -> Connection:
-        """The child's pipe, the child started (again) and ready."""
+        """The child's socket, the child started (again) and ready."""
         process = self._process
-        if process is not None and not process.is_alive():
-            self._discard(RuntimeError(f"it exited with code {process.exitcode}"))
+        if process is not None and process.poll() is not None:
+            self._discard(f"it exited with code {process.returncode}")
         if self._process is None:
+            if time.monotonic() < self._respawn_at:
+                raise _ChildUnavailable("waiting before starting a new child")
             self._spawn()
         conn = self._conn
         assert conn is not None  # set by _spawn
         if not self._ready:
             try:
                 kind, pid = self._answer(conn, CHILD_START_TIMEOUT)
-            except (OSError, EOFError, SenderUnavailable) as exc:
-                self._discard(exc)
-                raise SenderUnavailable(
-                    f"the publisher child process did not start: {exc}"
-                ) from exc
+            except (OSError, EOFError, _ChildUnavailable) as exc:
+                self._discard(f"it did not start: {exc}")
+                raise _ChildUnavailable(str(exc)) from exc
             self._ready = kind == "ready"
             LOGGER.debug("publisher child process %s is ready", pid)
         return conn
 
     def _answer(self, conn: Connection, timeout: float) -> tuple[str, Any]:
         if not conn.poll(timeout):
-            raise SenderUnavailable(f"no answer within {timeout:.0f} s")
+            raise _ChildUnavailable(f"no answer within {timeout:.0f} s")
         kind, value, records = conn.recv()
         for record in records:
             logging.getLogger(record.name).handle(record)
         return kind, value
 
-    def _discard(self, reason: BaseException) -> None:
-        """Forget a child that failed (killing it if it still runs); the next request
-        starts a new one."""
+    def _discard(self, reason: str) -> None:
+        """Forget a child that failed (killing it if it still runs); a new one may start
+        after the respawn delay, and until then the work is done here."""
         process, conn = self._process, self._conn
         self._process, self._conn, self._ready = None, None, False
         if conn is not None:
             conn.close()
-        if process is not None:
-            if process.is_alive():
-                process.kill()
-            process.join(CHILD_EXIT_TIMEOUT)
-            LOGGER.warning(
-                "publisher child process %d is gone (%s); a new one starts on the next batch",
-                process.pid,
-                reason,
-            )
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait(CHILD_EXIT_TIMEOUT)
+        LOGGER.warning(
+            "publisher child process %d is gone (%s); the edge publishes itself until a new "
+            "one starts (in %.0f s at the earliest)",
+            process.pid,
+            reason,
+            self._respawn_delay,
+        )
+        self._respawn_at = time.monotonic() + self._respawn_delay
+        self._respawn_delay = min(self._respawn_delay * 2, RESPAWN_CAP)
