@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -68,6 +69,14 @@ def data_that_logs(message: str) -> dict[str, Any]:
     ``message`` at WARNING while it builds, as the C-STORE builder does when the
     stored file cannot be read."""
     logging.getLogger("dicombus.bus.event_data").warning("%s", message)
+    return store_data()
+
+
+def data_that_logs_a_lock(message: str) -> dict[str, Any]:
+    """A ``build_data`` that logs with an ``extra`` value pickle cannot carry."""
+    logging.getLogger("dicombus.bus.event_data").warning(
+        "%s", message, extra={"lock": threading.Lock()}
+    )
     return store_data()
 
 

@@ -6,13 +6,14 @@ Path of one event::
     ------------------       ----------------              -----------------------    -----
     submit(pending) --put_nowait--> batch of up to
           |                  batch_size events, routed
-          |                  to their subscribers --pipe--> to_envelope() once per event
+          |                  to their subscribers -socket-> to_envelope() once per event
           |                        ^                        one Celery message per task
           |                        '--------- answer ------ one pipelined publish ---> LPUSH
-          | queue full             | broker error or no child: this
-          v                        v batch and all queued after it
+          |                  (no child ready: the thread builds and publishes itself)
+          | queue full             | broker error: this batch
+          v                        v and all queued after it
     outbox (SQLite) <--------------+
-          '------- replayed oldest first once Redis answers (through the child) ---> LPUSH
+          '------- replayed oldest first once Redis answers ----------------------> LPUSH
 
 ``submit`` runs on association threads. It never touches the network: the
 event goes onto a bounded in-memory queue (``put_nowait``). Only when that
@@ -21,9 +22,10 @@ event built and written to the outbox on the calling thread: a local SQLite
 insert, whose cost docs/bus.md gives.
 
 The publisher thread takes events off the queue in batches and hands each
-batch to its sender (:mod:`dicombus.bus.sender`): by default a child process,
-so that the CPU this costs is not taken from the association threads (with
-``publisher_process=False``, the publisher thread itself). The sender builds
+batch to its sender: by default a child process
+(:mod:`dicombus.bus.publisher_child`), so that the CPU this costs is not taken
+from the association threads; with ``publisher_process=False``, or while no
+child is ready, the publisher thread itself (:mod:`dicombus.bus.sender`). The sender builds
 each envelope once and, per subscribed task, a Celery protocol-2 task message
 with Celery's own ``app.amqp.as_task_v2`` (JSON, args ``[envelope]``, kwargs
 ``{}``), and publishes the batch through one reused kombu Producer as one Redis
@@ -65,11 +67,11 @@ from dataclasses import dataclass
 
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage, StoredMessage
+from dicombus.bus.publisher_child import ProcessSender
 from dicombus.bus.sender import (
     BrokerError,
     Failure,
     LocalSender,
-    ProcessSender,
     Sender,
     SendItem,
     TaskMessageBuilder,
@@ -172,11 +174,16 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._inflight_since: float | None = None
         self._replay_started: float | None = None
+        self._broker_timeout = broker_timeout
+        # The publisher thread's schedule: replay attempts and metrics lines.
+        self._backoff = RECONNECT_FIRST
+        self._next_attempt = 0.0  # monotonic time of the next replay attempt
+        self._report_at = time.monotonic() + metrics_interval
 
     @property
     def sender_pid(self) -> int | None:
-        """The process id of the publisher child process (None: publishing in-process,
-        or no child running now)."""
+        """The process id of the publisher child process doing the work (None: publishing
+        in-process, or no child ready now)."""
         return self._sender.pid
 
     @property
@@ -215,18 +222,28 @@ class Publisher:
     def stop(self, timeout: float = 10) -> None:
         """Flush the queue (to Redis, or the outbox if Redis does not take it) and stop.
 
-        Events submitted from now on go to the outbox. ``timeout`` should exceed
-        the broker timeout: one publish attempt may have to time out first.
+        Events submitted from now on go to the outbox. If the flush is not done
+        within ``timeout`` (a hung child process), the child is killed and the
+        publisher thread finishes the flush itself, within about twice the broker
+        timeout more.
         """
         self._stopping.set()
         with contextlib.suppress(queue.Full):  # then the thread is busy and sees the flag
             self._queue.put_nowait(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                LOGGER.error("the publisher thread did not stop within %.1f s", timeout)
-            self._thread = None
-        self._sender.close()
+        thread, self._thread = self._thread, None
+        if thread is None:
+            self._sender.close()  # never started; a started thread closes it as it ends
+            return
+        thread.join(timeout)
+        if thread.is_alive():
+            self._sender.kill()
+            thread.join(2 * self._broker_timeout + 1)
+            if thread.is_alive():
+                LOGGER.error(
+                    "the publisher thread did not stop within %.1f s; events still queued "
+                    "are lost if the process exits now",
+                    timeout + 2 * self._broker_timeout + 1,
+                )
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -264,35 +281,49 @@ class Publisher:
     # -- the publisher thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = RECONNECT_FIRST
-        next_attempt = 0.0  # monotonic time of the next replay attempt
-        report_at = time.monotonic() + self._metrics_interval
-        while True:
-            now = time.monotonic()
-            if now >= report_at:
-                report_at = now + self._metrics_interval
-                if LOGGER.isEnabledFor(logging.DEBUG):
-                    LOGGER.debug("publisher metrics: %s", self.metrics())
-            if self._stopping.is_set():
-                # Flush: to Redis while the outbox is empty, else behind what waits there.
-                batch = self._take(wait=None)
-                if not batch:
-                    return
+        try:
+            while self._step():
+                pass
+        finally:
+            self._sender.close()
+
+    def _step(self) -> bool:
+        """One round of the publisher thread; False once stopped and flushed. An
+        unexpected error is logged and the thread goes on: it must not die silently."""
+        try:
+            return self._round()
+        except Exception:
+            LOGGER.exception("the publisher thread failed; it goes on")
+            time.sleep(RECONNECT_FIRST)  # not a hot loop if it repeats
+            return True
+
+    def _round(self) -> bool:
+        now = time.monotonic()
+        if now >= self._report_at:
+            self._report_at = now + self._metrics_interval
+            if LOGGER.isEnabledFor(logging.DEBUG):
+                LOGGER.debug("publisher metrics: %s", self.metrics())
+        if self._stopping.is_set():
+            # Flush: to Redis while the outbox is empty, else behind what waits there.
+            batch = self._take(wait=None)
+            if not batch:
+                return False
+            self._send(batch)
+        elif not self._outbox.rows:
+            batch = self._take(wait=self._report_at - now, linger=self._linger)
+            if batch:
                 self._send(batch)
-            elif not self._outbox.rows:
-                batch = self._take(wait=report_at - now, linger=self._linger)
-                if batch:
-                    self._send(batch)
-            else:
-                if now >= next_attempt:
-                    if self._replay_outbox():
-                        backoff, next_attempt = RECONNECT_FIRST, 0.0
-                        continue
-                    next_attempt = time.monotonic() + backoff
-                    backoff = min(backoff * 2, RECONNECT_CAP)
-                # Until the next attempt, keep the queue moving into the outbox.
-                wait = min(next_attempt, report_at) - time.monotonic()
-                self._spool(self._take(wait=max(wait, 0.0)))
+        else:
+            if now >= self._next_attempt:
+                if self._replay_outbox():
+                    self._backoff, self._next_attempt = RECONNECT_FIRST, 0.0
+                    return True
+                self._next_attempt = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, RECONNECT_CAP)
+            # Until the next attempt, keep the queue moving into the outbox.
+            wait = min(self._next_attempt, self._report_at) - time.monotonic()
+            self._spool(self._take(wait=max(wait, 0.0)))
+        return True
 
     def _take(self, wait: float | None, linger: float = 0.0) -> list[_Submitted]:
         """Up to batch_size events; waits ``wait`` seconds for the first (None: no wait),
@@ -334,7 +365,15 @@ class Publisher:
                 # (their submit numbers put them before it on replay).
                 self._spool(batch)
                 return
-            result = self._sender.send(self._route(batch))
+            routed = self._route(batch)
+            if not routed:
+                return  # nobody subscribed to any of them any more
+            try:
+                result = self._sender.send(routed)
+            except Exception:
+                LOGGER.exception("publishing a batch failed; it goes to the outbox")
+                self._spool_routed(routed)
+                return
             self._record(result.failures)
             self._counters.add("published", result.published)
             if result.unsent:
@@ -428,9 +467,12 @@ class Publisher:
 
     def _spool(self, items: list[_Submitted]) -> None:
         if items:
-            messages, failures = build_messages(self._builder, self._route(items))
-            self._record(failures)
-            self._store(messages)
+            self._spool_routed(self._route(items))
+
+    def _spool_routed(self, items: list[SendItem]) -> None:
+        messages, failures = build_messages(self._builder, items)
+        self._record(failures)
+        self._store(messages)
 
     def _store(self, messages: list[OutboxMessage]) -> None:
         try:
