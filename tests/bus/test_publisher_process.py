@@ -73,6 +73,15 @@ def child_publisher(
         yield publisher, association, _child(publisher, association)
 
 
+@contextmanager
+def hung_child_publisher(url: str, folder: Path) -> Iterator[tuple[Publisher, Association, int]]:
+    """As :func:`child_publisher` (broker timeout 0.5 s: the exchange deadline is
+    3 x 0.5 + 5 s), with the child stopped (SIGSTOP) before the first yield."""
+    with child_publisher(url, folder, broker_timeout=0.5) as (publisher, association, hung):
+        os.kill(hung, signal.SIGSTOP)
+        yield publisher, association, hung
+
+
 def _all_delivered(url: str, association: Association) -> list[Any]:
     total = association.sequence
     messages = consume(url, "audit", total)
@@ -126,12 +135,7 @@ def test_a_hung_child_is_killed_even_mid_write_and_the_edge_publishes_its_batch(
     # 300 events of 8 KB: a request far larger than the socket pair's buffer,
     # so the edge is blocked writing to the stopped child, not only reading.
     big = {**store_data(), "padding": "x" * 8192}
-    with child_publisher(redis_server.url, tmp_path, broker_timeout=0.5) as (
-        publisher,
-        association,
-        hung,
-    ):
-        os.kill(hung, signal.SIGSTOP)
+    with hung_child_publisher(redis_server.url, tmp_path) as (publisher, association, hung):
         for _ in range(300):
             association.sequence += 1
             publisher.submit(
@@ -154,12 +158,7 @@ def test_a_hung_child_is_killed_even_mid_write_and_the_edge_publishes_its_batch(
 def test_stop_with_a_hung_child_kills_it_and_flushes_in_the_edge(
     redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
-    with child_publisher(redis_server.url, tmp_path, broker_timeout=0.5) as (
-        publisher,
-        association,
-        hung,
-    ):
-        os.kill(hung, signal.SIGSTOP)
+    with hung_child_publisher(redis_server.url, tmp_path) as (publisher, association, hung):
         for _ in range(50):
             publisher.submit(association.next())
         started = time.monotonic()
