@@ -2,7 +2,7 @@
 
 In the publisher thread, building and sending an event (about 120 us of CPU
 for a C-STORE) comes out of the interpreter the association threads share:
-the edge process spent about 270 us more per stored instance with publishing
+the edge process spent about 250 us more per stored instance with publishing
 on than off, and about 110 us with this child doing the work
 (bench/bus_run.py row 4). :class:`ProcessSender` hands each batch to the child
 (pickled, over a socket pair) and waits for its answer. Only the publisher
