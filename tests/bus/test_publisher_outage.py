@@ -32,11 +32,19 @@ from publisher_support import (
 AUDIT = [subscription("tests.audit", "audit")]
 
 
+@pytest.fixture(params=[True, False], ids=["child-process", "in-process"])
+def publisher_process(request: pytest.FixtureRequest) -> bool:
+    """Each test runs with the publisher's work in its child process and in its thread."""
+    return bool(request.param)
+
+
 def test_while_redis_is_killed_events_wait_in_the_outbox_then_replay_in_order(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    publisher_process: bool, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     association = Association()
-    with running_publisher(redis_server.url, tmp_path, AUDIT, broker_timeout=1.0) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, broker_timeout=1.0, publisher_process=publisher_process
+    ) as publisher:
         for _ in range(200):
             publisher.submit(association.next())
         wait_published(publisher, 200)
@@ -65,11 +73,13 @@ def test_while_redis_is_killed_events_wait_in_the_outbox_then_replay_in_order(
 
 
 def test_a_publisher_started_while_redis_is_down_publishes_once_it_is_up(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    publisher_process: bool, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     redis_server.kill()
     association = Association()
-    with running_publisher(redis_server.url, tmp_path, AUDIT) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, publisher_process=publisher_process
+    ) as publisher:
         for _ in range(100):
             publisher.submit(association.next())
         wait_until(lambda: publisher.metrics()["spooled"] == 100)
@@ -80,12 +90,14 @@ def test_a_publisher_started_while_redis_is_down_publishes_once_it_is_up(
 
 
 def test_a_full_queue_makes_submit_spool_and_order_still_holds(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    publisher_process: bool, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     """A one-slot queue overflows at once: association threads then write to the
     outbox themselves, and the events still reach the queue in sequence order."""
     association = Association()
-    with running_publisher(redis_server.url, tmp_path, AUDIT, queue_size=1) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, queue_size=1, publisher_process=publisher_process
+    ) as publisher:
         for _ in range(1000):
             publisher.submit(association.next())
         wait_published(publisher, 1000)
@@ -96,7 +108,7 @@ def test_a_full_queue_makes_submit_spool_and_order_still_holds(
 
 
 def test_a_hung_redis_times_out_and_the_replay_repeats_the_same_task_ids(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    publisher_process: bool, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     """SIGSTOP: the publish times out and the batch goes to the outbox; when Redis
     resumes it also executes the batch it had buffered, so some messages arrive twice,
@@ -104,7 +116,9 @@ def test_a_hung_redis_times_out_and_the_replay_repeats_the_same_task_ids(
     association = Association()
     pid = redis_server.pid
     assert pid is not None
-    with running_publisher(redis_server.url, tmp_path, AUDIT, broker_timeout=0.5) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, broker_timeout=0.5, publisher_process=publisher_process
+    ) as publisher:
         for _ in range(10):
             publisher.submit(association.next())
         wait_published(publisher, 10)
@@ -128,9 +142,13 @@ def test_a_hung_redis_times_out_and_the_replay_repeats_the_same_task_ids(
     assert_in_sequence(messages)
 
 
-def test_stop_flushes_the_queue_into_redis(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+def test_stop_flushes_the_queue_into_redis(
+    publisher_process: bool, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
     association = Association()
-    with running_publisher(redis_server.url, tmp_path, AUDIT) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, publisher_process=publisher_process
+    ) as publisher:
         for _ in range(2000):
             publisher.submit(association.next())
     # running_publisher has stopped the publisher: nothing was left behind.
@@ -139,11 +157,13 @@ def test_stop_flushes_the_queue_into_redis(redis_server: EmbeddedRedis, tmp_path
 
 
 def test_stop_with_redis_down_keeps_every_event_in_the_outbox(
-    redis_server: EmbeddedRedis, tmp_path: Path
+    publisher_process: bool, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     association = Association()
     redis_server.kill()
-    with running_publisher(redis_server.url, tmp_path, AUDIT) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, publisher_process=publisher_process
+    ) as publisher:
         for _ in range(50):
             publisher.submit(association.next())
         publisher.stop()
@@ -158,11 +178,16 @@ def test_stop_with_redis_down_keeps_every_event_in_the_outbox(
 
 
 def test_an_outbox_that_cannot_store_is_loud(
-    redis_server: EmbeddedRedis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    publisher_process: bool,
+    redis_server: EmbeddedRedis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis_server.kill()
     association = Association()
-    with running_publisher(redis_server.url, tmp_path, AUDIT) as publisher:
+    with running_publisher(
+        redis_server.url, tmp_path, AUDIT, publisher_process=publisher_process
+    ) as publisher:
         publisher.submit(association.next())
         wait_until(lambda: publisher.metrics()["spooled"] == 1)
     # running_publisher closed the outbox: as far as the publisher can tell, the
