@@ -25,6 +25,9 @@ of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
    into one that publishes from its own process (``publisher_process =
    false``); the median of runs in rotating order, and the edge process's CPU
    per instance.
+5. **Interference**: small C-STOREs into an edge with the bus off, alone and
+   beside a process that spins 15% of the time (at normal priority and at
+   SCHED_IDLE): on a 2-CPU machine, what any CPU spent elsewhere costs row 4.
 """
 
 from __future__ import annotations
@@ -568,6 +571,63 @@ def bench_store(
     }
 
 
+# Row 5: a process that spins SPIN_SHARE of every SPIN_PERIOD seconds, the
+# share of a CPU the bus's work takes at row 4's pace (about 290 us per event
+# at about 1,100 events/s across the edge, its child and Redis, is 30%; this is
+# half of that), optionally at SCHED_IDLE (it runs only when a CPU is idle).
+SPIN_SHARE = 0.15
+SPIN_PERIOD = 0.010
+_SPINNER = """
+import os, sys, time
+share, period, seconds = (float(value) for value in sys.argv[1:4])
+if sys.argv[4] == "idle":
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    busy_until = time.perf_counter() + share * period
+    while time.perf_counter() < busy_until:
+        pass
+    time.sleep((1 - share) * period)
+"""
+INTERFERENCE_MODES = ("alone", "beside a spinner", "beside a spinner at SCHED_IDLE")
+
+
+@contextmanager
+def _spinner(mode: str) -> Iterator[None]:
+    if mode == "alone":
+        yield
+        return
+    idle = "idle" if "SCHED_IDLE" in mode else "normal"
+    arguments = [str(SPIN_SHARE), str(SPIN_PERIOD), str(RUN_TIMEOUT), idle]
+    process = subprocess.Popen([sys.executable, "-c", _SPINNER, *arguments])
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def bench_interference(
+    url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget
+) -> dict[str, float]:
+    """Row 5: small C-STOREs into an edge with the bus off, alone and beside a process
+    that spins SPIN_SHARE of the time: what CPU spent elsewhere costs this machine."""
+    rates: dict[str, list[float]] = {mode: [] for mode in INTERFERENCE_MODES}
+    count = budget.store_instances
+    for repeat in range(budget.store_repeats):
+        for mode in INTERFERENCE_MODES:
+            folder = tmp / f"interference-{repeat}-{INTERFERENCE_MODES.index(mode)}"
+            with _edge(url, folder, bus_enabled=False) as node:
+                port = node.address[1]
+                scus.submit(scu_store_one_association, port, WARM_UP, 16).result(RUN_TIMEOUT)
+                with _spinner(mode):
+                    seconds = scus.submit(scu_store_one_association, port, count, 16).result(
+                        RUN_TIMEOUT
+                    )
+            rates[mode].append(count / seconds)
+    return {mode: statistics.median(values) for mode, values in rates.items()}
+
+
 # -- report --------------------------------------------------------------------------------
 
 
@@ -609,6 +669,7 @@ def report(results: dict[str, Any]) -> None:
         ("latency", _report_latency),
         ("consume", _report_consume),
         ("store", _report_store),
+        ("interference", _report_interference),
     ):
         if section in results:  # --only ran a subset
             print()
@@ -666,7 +727,17 @@ def _report_store(rows: dict[str, Any]) -> None:
         )
 
 
-SECTIONS = ("publish", "latency", "consume", "store")
+def _report_interference(rates: dict[str, float]) -> None:
+    print(
+        f"5. C-STORE, bus off, beside a process spinning {SPIN_SHARE:.0%} of every "
+        f"{SPIN_PERIOD * 1000:.0f} ms (what CPU spent elsewhere costs here)"
+    )
+    alone = rates["alone"]
+    for mode, rate in rates.items():
+        print(f"   {mode:<32} {rate:6.0f} inst/s   ratio {rate / alone:.2f}")
+
+
+SECTIONS = ("publish", "latency", "consume", "store", "interference")
 
 
 def _sections(text: str) -> tuple[str, ...]:
@@ -725,6 +796,9 @@ def main() -> None:
                         url, tmp, scus, budget, 512, budget.store_instances // 3
                     ),
                 }
+            if "interference" in args.only:
+                print("interference ...", flush=True)
+                results["interference"] = bench_interference(url, tmp, scus, budget)
         finally:
             server.stop()
     report(results)
