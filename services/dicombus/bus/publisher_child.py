@@ -39,9 +39,10 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dicombus.bus.outbox import OutboxMessage
 from dicombus.bus.sender import (
@@ -91,6 +92,20 @@ _RECORD_FIELDS = (
     "pathname", "filename", "module", "lineno", "funcName", "process", "processName",
     "thread", "threadName", "exc_text", "stack_info",
 )  # fmt: skip
+
+
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class _Child:
+    """A started child process, the edge's end of its socket pair, and whether it said
+    it is ready."""
+
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+    spawned_at: float  # time.monotonic()
+    ready: bool = False
 
 
 class _ChildUnavailable(RuntimeError):
@@ -215,10 +230,7 @@ class ProcessSender:
         self._origin = builder.origin
         self._local = LocalSender(broker_url, timeout=timeout, builder=builder)
         self._answer_timeout = ANSWER_TIMEOUT_FACTOR * timeout + ANSWER_TIMEOUT_SLACK
-        self._process: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
-        self._ready = False
-        self._spawned_at = 0.0
+        self._child: _Child | None = None
         self._spawned = 0
         self._respawn_delay = RESPAWN_FIRST
         self._respawn_at = 0.0  # time.monotonic() from which a new child may start
@@ -231,11 +243,11 @@ class ProcessSender:
     @property
     def pid(self) -> int | None:
         """The process id of the child doing the work (None while none is ready)."""
-        process = self._process  # read once: the publisher thread may replace it
-        return process.pid if process is not None and self._ready else None
+        child = self._child  # read once: the publisher thread may replace it
+        return child.process.pid if child is not None and child.ready else None
 
     def start(self) -> None:
-        if self._process is None:
+        if self._child is None:
             self._try(self._spawn)
 
     def send(self, items: Sequence[SendItem]) -> SendResult:
@@ -268,22 +280,20 @@ class ProcessSender:
     def kill(self) -> None:
         """Kill the child (from any thread): a request in flight fails at once, and the
         caller does its work itself. For a stop that cannot wait for it."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
+        child = self._child
+        if child is not None and child.process.poll() is None:
+            child.process.kill()
 
     def close(self) -> None:
-        process, sock = self._process, self._sock
-        self._process, self._sock, self._ready = None, None, False
-        if sock is not None:
-            sock.close()  # the child sees its socket close and returns
-        if process is not None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.sock.close()  # the child sees its socket close and returns
             try:
-                process.wait(CHILD_EXIT_TIMEOUT)
+                child.process.wait(CHILD_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
-                LOGGER.warning("the publisher child %d did not exit; killing it", process.pid)
-                process.kill()
-                process.wait()
+                LOGGER.warning("the publisher child %d did not exit; killing it", child.process.pid)
+                child.process.kill()
+                child.process.wait()
         self._local.close()
 
     # -- internals ------------------------------------------------------------------------
@@ -307,7 +317,7 @@ class ProcessSender:
             raise _Unpicklable(value)
         return value
 
-    def _try(self, step: Any) -> Any:
+    def _try(self, step: Callable[[], _T]) -> _T:
         """``step()``; any unexpected failure discards the child: never the caller's problem."""
         try:
             return step()
@@ -320,55 +330,55 @@ class ProcessSender:
     def _running(self) -> socket.socket:
         """The ready child's socket; starts one if allowed. Raises _ChildUnavailable while
         none is ready (the caller works meanwhile: nothing waits for a start-up)."""
-        process = self._process
-        if process is not None and process.poll() is not None:
-            self._discard(f"it exited with code {process.returncode}")
-        if self._process is None:
+        child = self._child
+        if child is not None and child.process.poll() is not None:
+            self._discard(f"it exited with code {child.process.returncode}")
+            child = None
+        if child is None:
             if time.monotonic() < self._respawn_at:
                 raise _ChildUnavailable("waiting before starting a new child")
-            self._spawn()
-        sock = self._sock
-        assert sock is not None  # set by _spawn
-        if not self._ready:
-            if not select.select([sock], [], [], 0)[0]:
-                if time.monotonic() - self._spawned_at < CHILD_START_TIMEOUT:
+            child = self._spawn()
+        if not child.ready:
+            if not select.select([child.sock], [], [], 0)[0]:
+                if time.monotonic() - child.spawned_at < CHILD_START_TIMEOUT:
                     raise _ChildUnavailable("the child is starting")
                 self._discard(f"it did not start within {CHILD_START_TIMEOUT:.0f} s")
                 raise _ChildUnavailable("the child did not start")
-            kind, pid = self._decode(_read(sock, time.monotonic() + self._answer_timeout))
+            deadline = time.monotonic() + self._answer_timeout
+            kind, pid = self._decode(_read(child.sock, deadline))
             if kind != "ready":
                 self._discard(f"it sent {kind!r} instead of 'ready'")
                 raise _ChildUnavailable("the child did not start")
-            self._ready = True
+            child.ready = True
             LOGGER.debug("publisher child process %s is ready", pid)
-        return sock
+        return child.sock
 
-    def _spawn(self) -> None:
-        parent, child = socket.socketpair()
+    def _spawn(self) -> _Child:
+        ours, theirs = socket.socketpair()
         try:
-            with child:
+            with theirs:
                 process = subprocess.Popen(
                     [
                         sys.executable,
                         "-c",
                         _CHILD_COMMAND,
-                        str(child.fileno()),
+                        str(theirs.fileno()),
                         str(Path(__file__).resolve().parents[2]),
                     ],
-                    pass_fds=(child.fileno(),),
+                    pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )
         except BaseException:
-            parent.close()
+            ours.close()
             raise
-        self._process, self._sock, self._ready = process, parent, False
-        self._spawned_at = time.monotonic()
+        child = self._child = _Child(process, ours, spawned_at=time.monotonic())
         self._spawned += 1
         level = logging.getLogger("dicombus").getEffectiveLevel()
         init = ("init", list(sys.path), self._url, self._timeout, self._origin, level)
         # Into the socket's buffer: the child reads it once it has started.
-        _write(parent, pickle.dumps(init))
+        _write(ours, pickle.dumps(init))
+        return child
 
     def _decode(self, answer: bytes) -> tuple[str, Any]:
         kind, value, records = pickle.loads(answer)
@@ -382,12 +392,11 @@ class ProcessSender:
     def _discard(self, reason: str) -> None:
         """Forget a child that failed (killing it if it still runs); a new one may start
         after the respawn delay, and until then the caller does the work."""
-        process, sock = self._process, self._sock
-        self._process, self._sock, self._ready = None, None, False
-        if sock is not None:
-            sock.close()
-        if process is None:
+        child, self._child = self._child, None
+        if child is None:
             return
+        child.sock.close()
+        process = child.process
         if process.poll() is None:
             process.kill()
         process.wait()  # killed: it goes at once
