@@ -111,27 +111,30 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 class WorkerProcess:
-    """One ``dicombus worker`` process that ``up`` started, and its log."""
+    """One ``dicombus worker`` process that ``up`` started (at construction), and its log."""
 
     def __init__(self, number: int, command: list[str], log: Path, env: dict[str, str]) -> None:
         self.number = number
         self.command = command
         self.log = log
         self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started = 0.0  # time.monotonic() of the last start
+        self.process = self._launch()
+        self.started = time.monotonic()
 
     @property
     def pid(self) -> int:
-        assert self.process is not None  # started in Node.start_workers
         return self.process.pid
 
-    def start(self) -> None:
+    def restart(self) -> None:
+        self.process = self._launch()
+        self.started = time.monotonic()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             # A session of its own: Ctrl-C reaches `up`, which stops the worker
             # after the edge, not at the same moment.
-            self.process = subprocess.Popen(
+            return subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -139,20 +142,17 @@ class WorkerProcess:
                 env=self.env,
                 start_new_session=True,
             )
-        self.started = time.monotonic()
 
     def exited(self) -> int | None:
         """The exit code if the process has ended, else None."""
-        return self.process.poll() if self.process is not None else None
+        return self.process.poll()
 
     def terminate(self) -> None:
-        if self.exited() is None and self.process is not None:
+        if self.exited() is None:
             # SIGTERM: Celery's warm shutdown.
             self.process.send_signal(signal.SIGTERM)
 
     def wait_or_kill(self) -> None:
-        if self.process is None:
-            return
         try:
             self.process.wait(WORKER_STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -219,9 +219,7 @@ class Node:
                 f"--hostname=dicombus-up-{os.getpid()}-{number}@%h",
             ]
             log = self.log_dir / f"worker-{number}.log"
-            worker = WorkerProcess(number, command, log, environment)
-            worker.start()
-            self.workers.append(worker)
+            self.workers.append(WorkerProcess(number, command, log, environment))
 
     def restart_dead_workers(self) -> None:
         """Start again each worker that exited (at most once per RESTART_INTERVAL)."""
@@ -230,7 +228,7 @@ class Node:
             if code is None or time.monotonic() - worker.started < RESTART_INTERVAL:
                 continue
             old = worker.pid
-            worker.start()
+            worker.restart()
             print(
                 f"dicombus {COMMAND}: worker {worker.number} (pid {old}) exited with code "
                 f"{code}; restarted as pid {worker.pid} (log {worker.log})",
@@ -238,7 +236,7 @@ class Node:
                 flush=True,
             )
 
-    def start_edge(self, args: argparse.Namespace) -> None:
+    def start_edge(self, args: argparse.Namespace) -> EdgeNode:
         from dicombus.bus.edge import EdgeNode
         from dicombus.bus.edge_config import EdgeConfig
 
@@ -254,8 +252,9 @@ class Node:
             network_timeout=args.network_timeout,
             broker_url=self.broker_url,
         )
-        self.edge = EdgeNode(config)
-        self.edge.start()
+        self.edge = edge = EdgeNode(config)
+        edge.start()
+        return edge
 
     def stop(self) -> dict[str, float]:
         final: dict[str, float] = {}
@@ -281,12 +280,12 @@ def run(args: argparse.Namespace) -> int:
             node.start_redis()
             node.register_builtin_subscriptions()
             node.start_workers(args.workers, args.pool)
-            node.start_edge(args)
+            edge = node.start_edge(args)
         except (OSError, EmbeddedRedisError) as exc:
             error(COMMAND, f"cannot start: {exc}")
             node.stop()
             return ExitCode.LOCAL_ERROR
-        announce(node, args.workers)
+        announce(node, edge, args.workers)
         while (received := signals.wait(SUPERVISE_INTERVAL)) is None:
             if node.pool == "solo":  # a prefork worker replaces its own processes
                 node.restart_dead_workers()
@@ -301,9 +300,7 @@ def run(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def announce(node: Node, processes: int) -> None:
-    edge = node.edge
-    assert edge is not None and node.workers
+def announce(node: Node, edge: EdgeNode, processes: int) -> None:
     host, port = edge.address
     redis_where = (
         f"{node.broker_url} (embedded, pid {node.redis.pid}, data in "
