@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dicombus.bus.publisher import task_id_for
 from dicombus.bus.redis_server import EmbeddedRedis
+from dicombus.bus.sender import task_id_for
 from loopback import wait_until
 from publisher_support import Association, running_publisher, subscription, wait_published
 

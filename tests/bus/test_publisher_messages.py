@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from celery import Celery
 from celery.worker.request import Request
-from dicombus.bus.publisher import task_id_for
 from dicombus.bus.redis_server import EmbeddedRedis
+from dicombus.bus.sender import task_id_for
 from loopback import wait_until
 from publisher_support import (
     ECHO,

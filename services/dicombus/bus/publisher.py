@@ -38,7 +38,7 @@ Redis took them; then it publishes directly again.
 
 Delivery is at least once. A batch that failed half-way may be partly in Redis
 and is replayed whole; a replayed message is identical, with the task id
-:func:`task_id_for` derives from (event id, task name), so a task that
+:func:`dicombus.bus.sender.task_id_for` derives from (event id, task name), so a task that
 deduplicates on its id (or on the event id) runs once.
 
 Order. Events are numbered as they are submitted and the outbox replays by that
@@ -76,7 +76,6 @@ from dicombus.bus.sender import (
     SendItem,
     TaskMessageBuilder,
     build_messages,
-    task_id_for,
 )
 from dicombus.bus.subscriptions import SubscriptionView
 
@@ -106,8 +105,6 @@ COUNTERS = (
     "unrouted",  # events nobody was subscribed to any more by publishing time
     "failed",  # events that could not be serialized or stored (each logged with its id)
 )
-
-__all__ = ["COUNTERS", "Publisher", "task_id_for"]
 
 
 @dataclass(frozen=True, slots=True)
