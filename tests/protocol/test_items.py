@@ -35,6 +35,7 @@ from dicombus.protocol.items import (
 from helpers import unhex
 from hypothesis import given
 from hypothesis import strategies as st
+from item_strategies import ac_context_items, rq_context_items
 from pynetdicom import pdu_items as peer
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -681,7 +682,6 @@ dicom_uids = (
     .map(lambda parts: ".".join(map(str, parts)))
     .filter(lambda uid: len(uid) <= 64)
 )
-context_ids = st.integers(0, 127).map(lambda n: 2 * n + 1)
 short_bytes = st.binary(max_size=300)
 
 sub_items: st.SearchStrategy[UserSubItem] = st.one_of(
@@ -734,24 +734,8 @@ items: st.SearchStrategy[Any] = st.one_of(
     st.builds(ApplicationContextItem, name=uids),
     st.builds(AbstractSyntaxItem, name=uids),
     st.builds(TransferSyntaxItem, name=uids),
-    st.builds(
-        PresentationContextRQItem,
-        context_id=context_ids,
-        abstract_syntax=uids,
-        transfer_syntaxes=st.lists(uids, min_size=1, max_size=5).map(tuple),
-    ),
-    st.builds(
-        PresentationContextACItem,
-        context_id=context_ids,
-        result=st.just(0),
-        transfer_syntax=uids,
-    ),
-    st.builds(
-        PresentationContextACItem,
-        context_id=context_ids,
-        result=st.integers(1, 4),
-        transfer_syntax=st.none() | uids,
-    ),
+    rq_context_items(uids, max_syntaxes=5),
+    ac_context_items(uids),
     st.builds(UserInformationItem, sub_items=st.lists(sub_items, max_size=8).map(tuple)),
     sub_items,
 )

@@ -48,6 +48,7 @@ from dicombus.protocol.pdus import (
 from helpers import unhex
 from hypothesis import given
 from hypothesis import strategies as st
+from item_strategies import ac_context_items, context_ids, rq_context_items
 from pynetdicom import pdu as peer
 
 
@@ -639,24 +640,20 @@ def test_release_reserved_bytes_are_not_tested() -> None:
         AReleaseRP.decode_body(b"\x00\x00\x00")
 
 
+_ASSOCIATE_DEFAULTS: dict[str, Any] = {
+    "called_ae_title": "A",
+    "calling_ae_title": "B",
+    "presentation_contexts": (),
+    "user_information": USER_INFORMATION,
+}
+
+
 def _rq(**fields: Any) -> AAssociateRQ:
-    defaults: dict[str, Any] = {
-        "called_ae_title": "A",
-        "calling_ae_title": "B",
-        "presentation_contexts": (),
-        "user_information": USER_INFORMATION,
-    }
-    return AAssociateRQ(**(defaults | fields))
+    return AAssociateRQ(**(_ASSOCIATE_DEFAULTS | fields))
 
 
 def _ac(**fields: Any) -> AAssociateAC:
-    defaults: dict[str, Any] = {
-        "called_ae_title": "A",
-        "calling_ae_title": "B",
-        "presentation_contexts": (),
-        "user_information": USER_INFORMATION,
-    }
-    return AAssociateAC(**(defaults | fields))
+    return AAssociateAC(**(_ASSOCIATE_DEFAULTS | fields))
 
 
 @pytest.mark.parametrize(
@@ -707,7 +704,6 @@ ae_titles = st.text(
     min_size=1,
     max_size=16,
 ).filter(lambda title: title == title.strip(" ") and title != "")
-context_ids = st.integers(0, 127).map(lambda n: 2 * n + 1)
 user_information = st.lists(
     st.one_of(
         st.builds(MaximumLengthSubItem, maximum_length=st.integers(0, 0xFFFFFFFF)),
@@ -728,32 +724,8 @@ def _unique_contexts(contexts: list[Any]) -> tuple[Any, ...]:
     return tuple({context.context_id: context for context in contexts}.values())
 
 
-rq_contexts = st.lists(
-    st.builds(
-        PresentationContextRQItem,
-        context_id=context_ids,
-        abstract_syntax=uids,
-        transfer_syntaxes=st.lists(uids, min_size=1, max_size=3).map(tuple),
-    ),
-    max_size=6,
-).map(_unique_contexts)
-ac_contexts = st.lists(
-    st.one_of(
-        st.builds(
-            PresentationContextACItem,
-            context_id=context_ids,
-            result=st.just(0),
-            transfer_syntax=uids,
-        ),
-        st.builds(
-            PresentationContextACItem,
-            context_id=context_ids,
-            result=st.integers(1, 4),
-            transfer_syntax=st.none() | uids,
-        ),
-    ),
-    max_size=6,
-).map(_unique_contexts)
+rq_contexts = st.lists(rq_context_items(uids, max_syntaxes=3), max_size=6).map(_unique_contexts)
+ac_contexts = st.lists(ac_context_items(uids), max_size=6).map(_unique_contexts)
 pdvs = st.builds(
     PresentationDataValue,
     context_id=context_ids,
