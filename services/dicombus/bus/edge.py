@@ -27,6 +27,7 @@ the outbox, and the embedded Redis stops last.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import ssl
 import threading
@@ -41,6 +42,7 @@ from dicombus.bus.publisher import Publisher
 from dicombus.bus.redis_server import EmbeddedRedis, broker_url_from_env_or_embedded
 from dicombus.bus.subscriptions import SubscriptionView
 from dicombus.cli.storescp import handle_store
+from dicombus.data_folder import DataFolder
 from dicombus.server import AssociationServer
 from dicombus.sop_class import Verification
 
@@ -54,8 +56,11 @@ PUBLISHER_STOP_TIMEOUT = 10.0
 class EdgeNode:
     """One edge node built from an :class:`EdgeConfig`; ``start()`` / ``stop()``."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, *, folder: DataFolder | None = None) -> None:
+        """``folder``: the data folder, locked by the caller; an embedded Redis then gets
+        its password and keeps the folder locked until it has exited."""
         self.config = config
+        self.folder = folder
         self.ae = build_ae(config)
         self.server: AssociationServer | None = None
         self.publisher: Publisher | None = None
@@ -74,6 +79,7 @@ class EdgeNode:
 
     def start(self) -> None:
         config = self.config
+        warn_if_exposed(config)
         config.storage.mkdir(parents=True, exist_ok=True)
         try:
             if config.bus_enabled:
@@ -88,8 +94,11 @@ class EdgeNode:
         if config.broker_url:
             self.broker_url = config.broker_url
         else:
+            folder = self.folder
             self.broker_url, self.embedded_redis = broker_url_from_env_or_embedded(
-                config.data_dir / "redis"
+                config.data_dir / "redis",
+                password=folder.redis_secret() if folder is not None else None,
+                inherit_fds=(folder.lock_fd,) if folder is not None else (),
             )
         self.view = SubscriptionView(
             self.broker_url,
@@ -190,6 +199,29 @@ class EdgeNode:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def warn_if_exposed(config: EdgeConfig) -> None:
+    """Log a loud warning when the edge listens beyond this machine with nothing to keep
+    strangers out: no calling-AE allow list and no TLS."""
+    if _is_loopback(config.bind) or config.calling_ae_titles or config.tls is not None:
+        return
+    LOGGER.warning(
+        "SECURITY: the edge listens on %s:%s, beyond this machine, with no calling AE "
+        "allow list ([accept] calling_ae_titles) and no TLS ([tls]): any host that reaches "
+        "the port can store instances and read what this node serves",
+        config.bind,
+        config.port,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: assume it reaches the network
 
 
 def build_ae(config: EdgeConfig) -> AE:

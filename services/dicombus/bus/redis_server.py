@@ -19,7 +19,11 @@ and chooses persistence for us. Here the configuration is ours:
   ``always``, which still took 44,000 LPUSH/s (docs/bus.md);
 - RDB snapshots off (``save ""``): the AOF is the record;
 - the data (``appendonly.aof``, ``redis.log``) in the node's data folder, so a
-  restarted server on the same folder replays what it had accepted.
+  restarted server on the same folder replays what it had accepted;
+- a password (``requirepass``) when one is given: it goes in a 0600 config file
+  in the data folder, never on the command line, where any local user reads it;
+- the server dies with its parent (:mod:`dicombus.lifeline`), and may hold
+  descriptors of the parent's (the data folder's lock) until it has exited.
 
 ``DICOMBUS_BROKER_URL=redis://...`` means "use that server and start nothing";
 :func:`broker_url_from_env_or_embedded` is the one place that rule lives.
@@ -34,13 +38,17 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from dicombus.lifeline import die_with_parent
 
 LOGGER = logging.getLogger("dicombus.bus.redis")
 
@@ -58,6 +66,7 @@ STOP_TIMEOUT = 10.0
 # it; starting again on a fresh port is cheap.
 PORT_ATTEMPTS = 3
 LOG_FILE = "redis.log"
+CONFIG_FILE = "redis.conf"
 
 
 def broker_client(url: str, *, timeout: float = 2.0) -> redis.Redis:
@@ -107,6 +116,8 @@ class EmbeddedRedis:
     ``port=0`` picks a free port; give a fixed port to restart a server where its
     clients expect it (the URL is the same, the data comes back from the AOF).
     ``appendfsync="everysec"`` trades the guarantee above for throughput.
+    ``password`` turns on ``requirepass``; :attr:`url` then carries it.
+    ``inherit_fds`` stay open in the server (the data folder's lock).
     """
 
     def __init__(
@@ -115,10 +126,14 @@ class EmbeddedRedis:
         *,
         port: int = 0,
         appendfsync: Literal["always", "everysec"] = "always",
+        password: str | None = None,
+        inherit_fds: Sequence[int] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.appendfsync = appendfsync
+        self.password = password
+        self.inherit_fds = tuple(inherit_fds)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -128,8 +143,18 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:PORT/0`` (the port is known once started, or if fixed)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://[:PASSWORD@]127.0.0.1:PORT/0`` (the port is known once started, or
+        if fixed)."""
+        credentials = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    def exited(self) -> int | None:
+        """The exit status once the server has died (it is then reaped), else None."""
+        process = self._process
+        if process is None or process.poll() is None:
+            return None
+        self._process = None
+        return process.returncode
 
     @property
     def log_path(self) -> Path:
@@ -170,6 +195,7 @@ class EmbeddedRedis:
     def _spawn(self, binary: Path) -> subprocess.Popen[bytes]:
         arguments = [
             str(binary),
+            str(self._write_config()),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -193,13 +219,26 @@ class EmbeddedRedis:
         ]
         # A session of its own: Ctrl-C in the terminal reaches the parent only,
         # which then stops Redis last, after the edge has flushed its events.
+        # SIGTERM when the parent dies: Redis fsyncs its AOF and exits.
         return subprocess.Popen(
             arguments,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            pass_fds=self.inherit_fds,
+            preexec_fn=die_with_parent(),
         )
+
+    def _write_config(self) -> Path:
+        """The config file (0600) holding what must not appear in ``ps``: the password."""
+        path = self.data_dir.resolve() / CONFIG_FILE
+        text = f"requirepass {self.password}\n" if self.password else ""
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # an older file may have had other bits
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(text)
+        return path
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes], deadline: float) -> None:
         client = broker_client(self.url, timeout=0.5)
@@ -280,7 +319,9 @@ class EmbeddedRedis:
         self.stop()
 
 
-def broker_url_from_env_or_embedded(data_dir: Path) -> tuple[str, EmbeddedRedis | None]:
+def broker_url_from_env_or_embedded(
+    data_dir: Path, *, password: str | None = None, port: int = 0, inherit_fds: Sequence[int] = ()
+) -> tuple[str, EmbeddedRedis | None]:
     """The broker to use, and the embedded server started for it (None if external).
 
     ``DICOMBUS_BROKER_URL`` set: that URL, nothing started. Otherwise an
@@ -295,5 +336,5 @@ def broker_url_from_env_or_embedded(data_dir: Path) -> tuple[str, EmbeddedRedis 
                 f"(expected one of {', '.join(BROKER_URL_SCHEMES)})"
             )
         return configured, None
-    server = EmbeddedRedis(data_dir)
+    server = EmbeddedRedis(data_dir, password=password, port=port, inherit_fds=inherit_fds)
     return server.start(), server

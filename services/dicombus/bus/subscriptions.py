@@ -261,7 +261,7 @@ class SubscriptionView:
     def _listen(self) -> None:
         backoff = RECONNECT_FIRST
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 pubsub.subscribe(REGISTRY_CHANNEL, self._wake_channel)
                 # Subscribed first, then read: a change between the two is not missed.

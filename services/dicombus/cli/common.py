@@ -7,12 +7,14 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from enum import IntEnum
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from dicombus import AE, Association, debug_logger
+from dicombus.data_folder import DataFolder, DataFolderError
 from dicombus.protocol.limits import DEFAULT_MAXIMUM_PDU_SIZE, MINIMUM_PDU_LENGTH
 
 
@@ -36,6 +38,44 @@ def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
         "-v", "--verbose", action="store_true", help="log associations and DIMSE messages"
     )
     group.add_argument("-d", "--debug", action="store_true", help="log everything, PDUs included")
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """``--data``: the folder of the node to join (its node.json names the broker)."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        metavar="DIR",
+        help="the data folder of the node to join (default ./dicombus-data); "
+        "DICOMBUS_BROKER_URL, if set, names the broker instead",
+    )
+
+
+def add_include_option(parser: argparse.ArgumentParser, *, where: str) -> None:
+    """``--include MODULE``: a module of ``@on_event`` tasks to import ``where``."""
+    parser.add_argument(
+        "-I",
+        "--include",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help=f"import MODULE (your @on_event tasks) {where}; repeatable",
+    )
+
+
+def owning_data_folder(command: str, path: Path, serve: Callable[[DataFolder], int]) -> int:
+    """Run ``serve`` as the owner of the data folder ``path`` (locked, private), or
+    report why the folder cannot be had."""
+    folder = DataFolder(path)
+    try:
+        folder.acquire(command)
+    except (DataFolderError, OSError) as exc:
+        error(command, f"cannot start: {exc}")
+        return ExitCode.LOCAL_ERROR
+    try:
+        return serve(folder)
+    finally:
+        folder.release()
 
 
 def add_network_options(parser: argparse.ArgumentParser, *, default_aet: str) -> None:

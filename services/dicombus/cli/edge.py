@@ -8,6 +8,8 @@ file is described in :mod:`dicombus.bus.edge_config` and docs/workers.md.
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +19,9 @@ from dicombus.cli.common import (
     add_verbosity_options,
     configure_logging,
     error,
+    owning_data_folder,
 )
+from dicombus.data_folder import DataFolder, NodeRecord, redact
 
 if TYPE_CHECKING:
     from dicombus.bus.edge_config import EdgeConfig
@@ -55,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve(config: EdgeConfig) -> int:
+    return owning_data_folder(COMMAND, config.data_dir, lambda folder: _serve(config, folder))
+
+
+def _serve(config: EdgeConfig, folder: DataFolder) -> int:
     from dicombus.bus.edge import EdgeNode
 
-    node = EdgeNode(config)
+    node = EdgeNode(config, folder=folder)
     with StopSignals() as signals:
         try:
             node.start()
@@ -65,12 +73,27 @@ def serve(config: EdgeConfig) -> int:
             error(COMMAND, f"cannot start the edge node: {exc}")
             return ExitCode.LOCAL_ERROR
         host, port = node.address
+        broker = redact(node.broker_url) if node.broker_url else "none (publishing off)"
+        redis = node.embedded_redis
+        folder.write_record(
+            NodeRecord(
+                command=COMMAND,
+                pid=os.getpid(),
+                broker_url=node.broker_url or "",
+                embedded_redis=redis is not None,
+                redis_pid=redis.pid if redis is not None else None,
+                redis_port=redis.port if redis is not None else None,
+                ae_title=config.ae_title,
+                address=(host, port),
+                started=time.time(),
+            )
+        )
         print(
             f"dicombus edge: {config.edge_id} running\n"
             f"  AE title:  {config.ae_title}\n"
             f"  address:   {host}:{port}\n"
             f"  storage:   {config.storage.resolve()}\n"
-            f"  broker:    {node.broker_url or 'none (publishing off)'}\n"
+            f"  broker:    {broker}\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )

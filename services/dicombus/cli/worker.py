@@ -6,6 +6,11 @@ and counter subscriptions unless ``--no-builtin``, and, unless ``--queues``
 says otherwise, every queue those subscriptions use. When the worker is
 ready it writes its subscriptions to the registry in Redis; edge nodes then
 publish the subscribed event types to it.
+
+The broker is ``DICOMBUS_BROKER_URL`` if set, else the one the node in
+``--data`` (default ``./dicombus-data``) recorded in its ``node.json``; the
+audit store is that node's too, so a worker started beside ``dicombus up``
+joins it with no environment variable.
 """
 
 from __future__ import annotations
@@ -16,8 +21,16 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from dicombus.cli.common import ExitCode, error, positive_int
+from dicombus.cli.common import (
+    ExitCode,
+    add_data_option,
+    add_include_option,
+    error,
+    positive_int,
+)
+from dicombus.data_folder import DEFAULT_DATA, DataFolder, DataFolderError, broker_url_for
 
 COMMAND = "worker"
 POOLS = ("prefork", "solo", "threads")
@@ -29,16 +42,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="run a Celery worker for event tasks (the built-in ones and yours)",
         description="Run a Celery worker of the dicombus app: acks late, JSON only, "
         "redelivery after a lost worker (docs/workers.md). The broker is "
-        "DICOMBUS_BROKER_URL (default redis://127.0.0.1:6379/0).",
+        "DICOMBUS_BROKER_URL if set, else the node's in --data (the one 'dicombus up' runs).",
     )
-    parser.add_argument(
-        "-I",
-        "--include",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE (your @on_event tasks) before starting; repeatable",
-    )
+    add_data_option(parser)
+    add_include_option(parser, where="before starting")
     parser.add_argument(
         "-Q",
         "--queues",
@@ -71,6 +78,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     try:
+        join_node(args.data)
+    except DataFolderError as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.LOCAL_ERROR
+    try:
         celery_argv = prepare(
             includes=args.include,
             builtin=args.builtin,
@@ -92,6 +104,26 @@ def run(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def join_node(data: Path | None) -> None:
+    """Point the Celery app (configured from the environment) at the node in ``data``:
+    its broker and its audit store, unless the environment already names them."""
+    os.environ["DICOMBUS_BROKER_URL"] = broker_url_for(data)
+    record = DataFolder(data if data is not None else DEFAULT_DATA).read_record()
+    if record is not None and record.audit_db and not os.environ.get("DICOMBUS_AUDIT_DB"):
+        os.environ["DICOMBUS_AUDIT_DB"] = record.audit_db
+
+
+def import_task_modules(includes: Sequence[str], *, builtin: bool) -> list[str]:
+    """Import the built-in tasks (if ``builtin``) and the ``includes``, found from the
+    current folder as ``celery -A`` finds them; return the module names."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = (["dicombus_workers.builtin"] if builtin else []) + list(includes)
+    for module in modules:
+        importlib.import_module(module)
+    return modules
+
+
 def prepare(
     *,
     includes: Sequence[str],
@@ -103,16 +135,11 @@ def prepare(
     loglevel: str,
 ) -> list[str]:
     """Import the task modules; return the ``celery worker`` arguments."""
-    # User modules are found from the current folder, as ``celery -A`` finds them.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     from dicombus_workers import app
     from dicombus_workers.app import DEFAULT_QUEUE
     from dicombus_workers.on_event import subscriptions
 
-    modules = (["dicombus_workers.builtin"] if builtin else []) + list(includes)
-    for module in modules:
-        importlib.import_module(module)
+    modules = import_task_modules(includes, builtin=builtin)
     # Celery imports them too, in every pool process it may start by spawning.
     app.conf.include = modules
     consumed = queues or ",".join(sorted({DEFAULT_QUEUE} | {sub.queue for sub in subscriptions()}))
