@@ -8,8 +8,10 @@ in a storage folder.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from dicombus import AE, AllStoragePresentationContexts
@@ -47,15 +49,67 @@ STARTUP_TIMEOUT = 10.0
 WAIT = 5.0
 
 
+# DCMTK's network tools. pynetdicom installs console scripts with the same
+# names (its "apps"), and they may come first on PATH; for these we insist on
+# the binary that reports itself as DCMTK.
+DCMTK_TOOLS = frozenset(
+    {"echoscu", "storescu", "storescp", "findscu", "movescu", "getscu", "termscu", "dcmqrscp"}
+)
+
+
+def peer_missing(message: str) -> NoReturn:
+    """A real peer (package, tool, server) that a test needs is not there.
+
+    Skips the test on a developer machine; fails it when the environment variable ``CI`` is
+    set to anything non-empty (``true``, ``1``, ...), because CI installs every peer and a
+    skipped interop test there would pass without having run. Works at module level too
+    (failing there is a collection error). Every test that needs a peer goes through this
+    (``import_peer``, ``require_tool``) rather than ``pytest.skip`` or ``pytest.importorskip``.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so every peer must be installed", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
 def import_peer(name: str) -> ModuleType:
-    """Import a third-party peer package; skip without it, except on CI (``CI=true``)."""
+    """Import a third-party peer package, or ``peer_missing`` (the one ``importorskip``)."""
     try:
         return importlib.import_module(name)
     except ImportError:
-        message = f"the peer package {name!r} is not installed"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message, allow_module_level=True)
+        peer_missing(f"the peer package {name!r} is not installed")
+
+
+def _is_dcmtk(path: str) -> bool:
+    try:
+        with open(path, "rb") as executable:
+            if executable.read(2) == b"#!":
+                return False  # a script, as pynetdicom's apps are; DCMTK's tools are binaries
+        result = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "$dcmtk:" in result.stdout
+
+
+@functools.cache
+def find_tool(name: str) -> str | None:
+    """The path of an external tool on PATH (for DCMTK's names, DCMTK's binary), or None."""
+    if name not in DCMTK_TOOLS:
+        return shutil.which(name)
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = shutil.which(name, path=folder) if folder else None
+        if candidate and _is_dcmtk(str(Path(candidate).resolve())):
+            return str(Path(candidate).resolve())
+    return None
+
+
+def require_tool(name: str) -> str:
+    """``require_tool("storescp")`` -> the tool's path, or ``peer_missing``."""
+    path = find_tool(name)
+    if path is None:
+        peer_missing(f"the external tool {name!r} is not installed (or not on PATH)")
+    return path
 
 
 def pid_alive(pid: int) -> bool:

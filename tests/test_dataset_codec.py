@@ -19,7 +19,7 @@ from dicombus.dataset_codec import (
     encode_part10_header,
     read_part10_header,
 )
-from helpers import CT_IMAGE_STORAGE, small_dataset, unhex
+from helpers import CT_IMAGE_STORAGE, peer_missing, small_dataset, unhex
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -46,7 +46,7 @@ UNCOMPRESSED = [
 def pydicom_file(name: str) -> Path:
     path = get_testdata_file(name)
     if path is None:
-        pytest.skip(f"pydicom's test file {name} is not available")
+        peer_missing(f"pydicom's test file {name} is not available")
     return Path(path)
 
 

@@ -32,6 +32,7 @@ from dicombus.protocol.fsm import (
     conditions_holding,
     transition_for,
 )
+from helpers import import_peer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,7 +207,7 @@ def test_table_has_no_cells_the_standard_lacks() -> None:
 
 
 def test_table_agrees_with_pynetdicom() -> None:
-    fsm = pytest.importorskip("pynetdicom.fsm")
+    fsm = import_peer("pynetdicom.fsm")
     ours = {(f"Evt{e.value}", f"Sta{s.value}"): a.value for (s, e), a in TRANSITIONS.items()}
     assert ours == dict(fsm.TRANSITION_TABLE)
 
