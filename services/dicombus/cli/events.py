@@ -97,6 +97,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     tail.set_defaults(run=run_tail)
 
 
+def broker_url() -> str:
+    """The broker every command that reads the bus talks to."""
+    return os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
+
+
 def _event_type(text: str) -> str:
     name = text.strip().upper()
     if not name.startswith("EVT_"):
@@ -117,7 +122,7 @@ def run_tail(args: argparse.Namespace) -> int:
     from dicombus.bus.redis_server import broker_client
     from dicombus.bus.subscriptions import Subscription, register_subscriptions
 
-    url = os.environ.get(BROKER_URL_ENV) or DEFAULT_BROKER_URL
+    url = broker_url()
     types = ALL_EVENT_NAMES if args.all else tuple(args.types or DEFAULT_TYPES)
     titles = {title.strip() for title in args.ae or ()}
     name = f"{TAIL_PREFIX}{new_ulid()}"
