@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,7 +100,7 @@ def audited(db: Path, event_type: str | None = None) -> list[tuple[str, str | No
     if not db.exists():
         return []
     try:
-        with sqlite3.connect(db) as connection:
+        with contextlib.closing(sqlite3.connect(db)) as connection:
             rows = connection.execute(
                 "SELECT type, json_extract(envelope, '$.data.sop_instance_uid') FROM events"
             ).fetchall()

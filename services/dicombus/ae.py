@@ -241,7 +241,7 @@ class AE:
         handlers.bind_all(evt_handlers)
         assoc = Association(self, "requestor", handlers=handlers)
         assoc.requestor.ae_title = self.ae_title
-        assoc.acceptor.ae_title = _checked_ae_title(ae_title)
+        assoc.acceptor.ae_title = assoc.called_ae_title = _checked_ae_title(ae_title)
         assoc.requestor.maximum_length = self.maximum_pdu_size if max_pdu is None else max_pdu
         assoc.requested_contexts = [
             PresentationContext(

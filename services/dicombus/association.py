@@ -102,6 +102,11 @@ class Association:
         self.handlers = handlers
         self.requestor = ServiceUser()
         self.acceptor = ServiceUser()
+        # PS3.8 7.1.1.4: the Called AE Title of the A-ASSOCIATE-RQ. On the
+        # requestor, the title we call; on the acceptor, the title the peer
+        # asked for, kept because acceptor.ae_title becomes our own title
+        # while the RQ is answered (the two differ when require_called_aet is off).
+        self.called_ae_title = ""
         self.acse_timeout: float | None = ae.acse_timeout
         self.dimse_timeout: float | None = ae.dimse_timeout
         self.network_timeout: float | None = ae.network_timeout
@@ -427,7 +432,7 @@ class Association:
         assert self.link is not None
         # Known before EVT_REQUESTED fires, so its handlers see who is asking.
         self.requestor.ae_title = rq.calling_ae_title
-        self.acceptor.ae_title = rq.called_ae_title
+        self.acceptor.ae_title = self.called_ae_title = rq.called_ae_title
         self._notify(evt.EVT_ACSE_RECV, primitive=rq)
         self._notify(evt.EVT_REQUESTED)
         reply = answer_associate_rq(self, rq)

@@ -223,7 +223,7 @@ def test_the_embedded_redis_needs_the_secret_and_phi_stays_private(tmp_path: Pat
     # PHI everywhere: instances, outbox, audit store, the AOF, logs, the node record.
     assert (data / "redis" / "appendonly.aof").exists() or list((data / "redis").glob("*.aof"))
     for path in [data, *data.rglob("*")]:
-        mode = path.stat().st_mode & 0o777
+        mode = path.lstat().st_mode & 0o777
         assert mode & 0o077 == 0, f"{path.relative_to(tmp_path)} is {oct(mode)}"
 
 

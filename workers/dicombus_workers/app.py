@@ -24,6 +24,8 @@ Settings come from the environment so one variable reconfigures every process:
 ``DICOMBUS_VISIBILITY_TIMEOUT``   seconds (default 3600)
 ``DICOMBUS_RESTORE_INTERVAL``     seconds between restore sweeps (default 5)
 ``DICOMBUS_PREFETCH``             messages reserved per pool process (default 1)
+``DICOMBUS_TASK_MAX_RETRIES``     retries of the built-in tasks before an event
+                                  becomes a dead letter (default 30)
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ RESTORE_LIMIT = 1000
 DEFAULT_PREFETCH = 1
 # The hard time limit as a share of the visibility timeout (see above).
 TIME_LIMIT_SHARE = 0.9
+# With back-off doubling up to 60 s between tries, 30 retries ride out about
+# 25 minutes of a store being away before the event becomes a dead letter.
+DEFAULT_TASK_MAX_RETRIES = 30
 
 
 def broker_url() -> str:
@@ -69,6 +74,16 @@ def _number(name: str, default: float) -> float:
     if not value > 0:
         raise ValueError(f"{name}={text!r} must be positive")
     return value
+
+
+def task_max_retries() -> int:
+    """``DICOMBUS_TASK_MAX_RETRIES``: a whole number, 0 or more (0: no retry)."""
+    text = os.environ.get("DICOMBUS_TASK_MAX_RETRIES")
+    if not text:
+        return DEFAULT_TASK_MAX_RETRIES
+    if not text.strip().isdigit():
+        raise ValueError(f"DICOMBUS_TASK_MAX_RETRIES={text!r} is not a whole number (0 or more)")
+    return int(text)
 
 
 def safe_settings(

@@ -11,6 +11,11 @@ type -> count), ``dicombus:counts:ae`` (calling AE title -> count) and
 event id and increments in one atomic step, so a redelivered event counts
 once.
 
+A store away for longer than the tasks' retries (``DICOMBUS_TASK_MAX_RETRIES``,
+default 30: about 25 minutes) leaves the event in the task's dead-letter list
+(``dicombus:dead:dicombus.audit``, ``dicombus:dead:dicombus.count``), which
+``dicombus dead-letters`` lists and replays.
+
 Both subscribe to the association lifecycle and every intervention outcome by
 default; ``DICOMBUS_AUDIT_EVENTS`` (comma-separated names, or ``all`` for all
 32 types) changes that when the worker starts. PDU, data, DIMSE, ACSE and
@@ -31,6 +36,7 @@ from typing import Any
 from dicombus import evt
 from redis.exceptions import RedisError
 
+from dicombus_workers.app import task_max_retries
 from dicombus_workers.idempotency import DEFAULT_TTL, marker_key, redis_client
 from dicombus_workers.on_event import EVENT_NAMES, event_name, on_event
 from dicombus_workers.records import EventRecord
@@ -56,13 +62,14 @@ DEFAULT_EVENTS: tuple[str, ...] = tuple(
 )
 
 # A store that is briefly away (Redis restarting, the SQLite file locked by a
-# long writer) is retried with back-off rather than failing, which would
-# acknowledge the event and lose it for this task.
+# long writer) is retried with back-off rather than failing at once. A store
+# away for longer than the retries (DICOMBUS_TASK_MAX_RETRIES) leaves the
+# event in the task's dead-letter list, to replay with ``dicombus dead-letters``.
 RETRY_OPTIONS: dict[str, Any] = {
     "autoretry_for": (RedisError, sqlite3.OperationalError),
     "retry_backoff": True,
     "retry_backoff_max": 60,
-    "max_retries": 30,
+    "max_retries": task_max_retries(),
 }
 
 COUNTS_BY_TYPE = "dicombus:counts:type"

@@ -32,6 +32,7 @@ from dicombus import evt
 from dicombus.bus.subscriptions import Subscription, register_subscriptions
 
 from dicombus_workers.app import DEFAULT_QUEUE, app
+from dicombus_workers.dead_letter import DeadLetterTask
 from dicombus_workers.idempotency import DEFAULT_TTL, is_done, mark_done
 from dicombus_workers.records import EventRecord
 
@@ -65,6 +66,7 @@ def on_event(
     name: str | None = None,
     idempotent: bool = False,
     idempotency_ttl: int = DEFAULT_TTL,
+    dead_letter: bool = True,
     **task_options: Any,
 ) -> Callable[[Callable[..., Any]], Task]:
     """Make ``fn(event_record)`` a Celery task subscribed to ``event_types``.
@@ -73,7 +75,10 @@ def on_event(
     Celery queue its messages go to; ``raw``: ask edges for the raw bytes of
     PDU and data events; ``idempotent``: skip an event a finished run already
     handled and mark it done after a run returns (as
-    :func:`dicombus_workers.idempotency.idempotent`, scoped by the task name).
+    :func:`dicombus_workers.idempotency.idempotent`, scoped by the task name);
+    ``dead_letter``: keep an event the task gave up on (retries exhausted, or
+    an error it does not retry) in its dead-letter list in Redis
+    (:mod:`dicombus_workers.dead_letter`); False lets such an event go.
     Other keyword arguments are Celery task options (``autoretry_for``,
     ``max_retries``, ``bind=True`` to receive the task as the first argument ...).
     """
@@ -81,6 +86,12 @@ def on_event(
         raise ValueError("on_event needs at least one event type")
     names = frozenset(event_name(event_type) for event_type in event_types)
     bind = bool(task_options.pop("bind", False))
+    base = task_options.pop("base", DeadLetterTask if dead_letter else Task)
+    if dead_letter and not issubclass(base, DeadLetterTask):
+        raise ValueError(
+            f"on_event: base={base.__name__} does not subclass DeadLetterTask; "
+            "subclass it, or pass dead_letter=False"
+        )
 
     def decorate(fn: Callable[..., Any]) -> Task:
         task_name = name or f"{fn.__module__}.{fn.__name__}"
@@ -98,7 +109,7 @@ def on_event(
         run.__qualname__ = fn.__qualname__
         run.__module__ = fn.__module__
         run.__doc__ = fn.__doc__
-        task: Task = app.task(name=task_name, bind=True, **task_options)(run)
+        task: Task = app.task(name=task_name, bind=True, base=base, **task_options)(run)
         # Messages Celery itself sends for the task (retries, delay()) go to its
         # queue too, and a worker started without -Q consumes that queue.
         app.conf.task_routes[task_name] = {"queue": queue}

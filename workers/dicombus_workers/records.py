@@ -8,7 +8,9 @@ association), ``event.edge`` and the raw envelope.
 
 Differences from a live handler, because the association is gone by the time
 a task runs: ``assoc`` is a read-only snapshot (titles, addresses, ports, the
-TLS peer subject, the negotiated contexts when the event carries them);
+TLS peer subject, the negotiated contexts when the event carries them;
+``assoc.called_ae_title`` is the title the A-ASSOCIATE-RQ called, which on
+the edge's side may differ from ``assoc.acceptor.ae_title``, the edge's own);
 ``data`` is the event's ``data`` object from the envelope, so the bytes of a
 PDU or data event (``EVT_DATA_RECV`` handlers read them as ``event.data``)
 are ``event.raw`` here; ``dataset`` and ``identifier`` are decoded from DICOM
@@ -56,6 +58,11 @@ class AssociationView:
     # The edge's role: "acceptor" when a modality associated with the edge.
     mode: str = "acceptor"
     accepted_contexts: list[dict[str, Any]] = field(default_factory=list)
+    # PS3.8 7.1.1.3-4: the titles of the A-ASSOCIATE-RQ, the same in every event of
+    # the association. On the acceptor the called title is what the peer asked
+    # for, which is not the edge's own when require_called_aet is off.
+    calling_ae_title: str = ""
+    called_ae_title: str = ""
 
     @property
     def is_acceptor(self) -> bool:
@@ -100,6 +107,11 @@ class EventRecord:
         return unquote(urlsplit(self.source).netloc)
 
     @cached_property
+    def source_ae_title(self) -> str:
+        """The edge's own AE title from ``source`` (``dicombus://<edge id>/<AE title>``)."""
+        return unquote(urlsplit(self.source).path.lstrip("/"))
+
+    @cached_property
     def assoc(self) -> AssociationView:
         info: dict[str, Any] = self.data.get("association") or {}
         mode = info.get("role", "acceptor")
@@ -111,15 +123,21 @@ class EventRecord:
         )
         local = PeerView(port=info.get("local_port"))
         requestor, acceptor = (peer, local) if mode == "acceptor" else (local, peer)
-        # The calling AE is the requestor's title, whichever side the edge was on.
-        requestor = _with_title(requestor, info.get("calling_ae_title", ""))
-        acceptor = _with_title(acceptor, info.get("called_ae_title", ""))
+        calling = info.get("calling_ae_title") or ""
+        called = info.get("called_ae_title") or ""
+        # The calling AE is the requestor's title, whichever side the edge was on. An
+        # acceptor is the edge itself, named in ``source`` (as a pynetdicom acceptor's
+        # assoc.acceptor.ae_title is its own title, whatever the peer called).
+        requestor = _with_title(requestor, calling)
+        acceptor = _with_title(acceptor, self.source_ae_title if mode == "acceptor" else called)
         return AssociationView(
             id=self.subject,
             requestor=requestor,
             acceptor=acceptor,
             mode=mode,
             accepted_contexts=list(info.get("contexts") or []),
+            calling_ae_title=calling,
+            called_ae_title=called,
         )
 
     @property

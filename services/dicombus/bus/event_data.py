@@ -194,13 +194,18 @@ ASSOCIATION_FIELDS: tuple[Field, ...] = (
     _field(
         "calling_ae_title",
         _nullable(_STR),
-        "The requestor's AE title (on the acceptor, null until the A-ASSOCIATE-RQ is answered: "
-        "EVT_CONN_OPEN, EVT_REQUESTED and the ACSE/PDU/FSM events before it).",
+        "The Calling AE Title of the A-ASSOCIATE-RQ, the requestor's (on the acceptor, null "
+        "until the A-ASSOCIATE-RQ arrives: EVT_CONN_OPEN and the PDU/FSM events before it).",
     ),
     _field(
         "called_ae_title",
         _nullable(_STR),
-        "The acceptor's AE title (dicombus's own, on the acceptor).",
+        "The Called AE Title of the A-ASSOCIATE-RQ, the same in every event of the "
+        "association: on the acceptor, the title the peer asked for (which is not dicombus's "
+        "own when the peer calls another title and require_called_aet is off); on the "
+        "requestor, the title dicombus called. "
+        "On the acceptor, null until the A-ASSOCIATE-RQ arrives (EVT_CONN_OPEN and the PDU/FSM "
+        "events before it).",
     ),
     _field("peer_address", _nullable(_STR), "The peer's IP address."),
     _field("peer_port", _nullable(_INT), "The peer's TCP port."),
@@ -230,12 +235,12 @@ PRESENTATION_CONTEXT_FIELDS: tuple[Field, ...] = (
 def association_context(assoc: Any) -> dict[str, Any]:
     """The association block, read now (on the association thread: titles change)."""
     peer = assoc.remote
-    # An acceptor records its own title while answering the RQ; its server knew it all along.
-    called = assoc.acceptor.ae_title or (assoc.server.ae_title if assoc.server else None)
     return {
         "role": assoc.mode,
         "calling_ae_title": assoc.requestor.ae_title or None,
-        "called_ae_title": called or None,
+        # What the A-ASSOCIATE-RQ asked for, in every event of the association: the
+        # acceptor's own title replaces it in assoc.acceptor once the RQ is answered.
+        "called_ae_title": assoc.called_ae_title or None,
         "peer_address": peer.address or None,
         "peer_port": peer.port or None,
         "local_port": assoc.local.port or None,

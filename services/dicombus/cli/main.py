@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from dicombus import __version__
 from dicombus.cli import (
+    dead_letters,
     echo,
     edge,
     events,
@@ -21,7 +22,7 @@ from dicombus.cli import (
     worker,
 )
 
-COMMANDS = (echo, store, storescp, up, find, get, move, qrscp, edge, worker, events)
+COMMANDS = (echo, store, storescp, up, find, get, move, qrscp, edge, worker, events, dead_letters)
 
 # The shell's convention for a process ended by SIGINT: 128 + 2.
 EXIT_INTERRUPTED = 130
