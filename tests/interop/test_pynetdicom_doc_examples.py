@@ -1,0 +1,496 @@
+"""The examples of pynetdicom's documentation (docs/examples/*.rst) run on dicombus.
+
+Each example's code is transcribed here as pynetdicom users write it, shortened
+to its calls, with the port a test setting instead of 11112 and SCPs started
+with ``block=False``. It then runs twice, as written and with ``from pynetdicom``
+changed to ``from dicombus``, against the same real pynetdicom peer: an SCU
+example against a pynetdicom SCP, an SCP example driven by a pynetdicom SCU.
+Both runs must print the same lines and leave the peer with the same record.
+
+Where an example cannot run as printed (a placeholder such as ``my_code``, or a
+slip that breaks it on pynetdicom too) the transcription says what it changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dicombus.server import AssociationServer
+from helpers import import_peer, part10_dataset_bytes, small_dataset, write_part10
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian, generate_uid
+
+pynetdicom = import_peer("pynetdicom")
+from pynetdicom import evt as peer_evt  # noqa: E402  (after the peer check)
+from pynetdicom import sop_class as peer_sop  # noqa: E402
+
+LIBRARIES = ["pynetdicom", "dicombus"]
+WAIT = 10.0  # seconds: the peer's ACSE / DIMSE / network timeouts
+
+Run = Callable[..., dict[str, Any]]
+Serve = Callable[..., Any]
+
+
+@pytest.fixture
+def run_example(peer_shutdowns: list[threading.Thread]) -> Iterator[Run]:
+    """``run_example(source, library, **names)`` runs ``source`` with its pynetdicom imports
+    pointed at ``library``; ``names`` are the settings it reads (``port``, ``fdir`` ...).
+    Returns its namespace; a ``server`` it leaves running is shut down after the test."""
+    servers: list[Any] = []
+
+    def run(source: str, library: str, **names: Any) -> dict[str, Any]:
+        namespace: dict[str, Any] = dict(names)
+        code = source.replace("from pynetdicom", f"from {library}")
+        try:
+            exec(compile(code, f"{library}-example", "exec"), namespace)
+        finally:
+            if "server" in namespace:
+                servers.append(namespace["server"])
+        return namespace
+
+    yield run
+    for server in servers:
+        if isinstance(server, AssociationServer):
+            server.shutdown()
+        else:  # pynetdicom's accept loop wakes every 0.5 s; let it end in the background
+            thread = threading.Thread(target=server.shutdown, daemon=True)
+            thread.start()
+            peer_shutdowns.append(thread)
+
+
+def peer_ae(title: str = "PEER") -> Any:
+    ae = pynetdicom.AE(title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = WAIT
+    return ae
+
+
+def peer_scp(serve: Serve, contexts: list[str], handlers: list[Any], **roles: bool) -> int:
+    """A pynetdicom SCP for an SCU example; returns its port."""
+    ae = peer_ae("PEER-SCP")
+    for uid in contexts:
+        ae.add_supported_context(uid, **roles)
+    return int(serve(ae, handlers).server_address[1])
+
+
+def peer_scu(port: int, contexts: list[str], **kwargs: Any) -> Any:
+    """An established pynetdicom association to an SCP example."""
+    ae = peer_ae("PEER-SCU")
+    for uid in contexts:
+        ae.add_requested_context(uid)
+    assoc = ae.associate("127.0.0.1", port, **kwargs)
+    assert assoc.is_established
+    return assoc
+
+
+def both_print_the_same(
+    capsys: pytest.CaptureFixture[str], run_once: Callable[[str], Any]
+) -> tuple[list[str], dict[str, Any]]:
+    """Run ``run_once(library)`` for both libraries; their printed lines must agree.
+    Returns those lines and what each run returned."""
+    printed: dict[str, list[str]] = {}
+    results: dict[str, Any] = {}
+    for library in LIBRARIES:
+        results[library] = run_once(library)
+        printed[library] = capsys.readouterr().out.splitlines()
+    assert printed["dicombus"] == printed["pynetdicom"]
+    return printed["dicombus"], results
+
+
+def patient(name: str, patient_id: str, fdir: Path) -> Dataset:
+    """A small CT instance of one patient, saved in ``fdir`` as the QR SCP examples expect."""
+    ds = small_dataset(transfer_syntax=ImplicitVRLittleEndian)
+    ds.PatientName, ds.PatientID = name, patient_id
+    write_part10(ds, fdir / str(ds.SOPInstanceUID))
+    return ds
+
+
+# -- Verification (docs/examples/verification.rst) --------------------------------------------
+
+VERIFICATION_SCU = """
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
+
+ae = AE()
+ae.add_requested_context(Verification)
+assoc = ae.associate("127.0.0.1", port)
+if assoc.is_established:
+    status = assoc.send_c_echo()
+    if status:
+        print(f"C-ECHO request status: 0x{status.Status:04x}")
+    else:
+        print('Connection timed out, was aborted or received invalid response')
+    assoc.release()
+else:
+    print('Association rejected, aborted or never connected')
+"""
+
+VERIFICATION_SCP = """
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+def handle_echo(event):
+    return 0x0000
+
+handlers = [(evt.EVT_C_ECHO, handle_echo)]
+ae = AE()
+ae.add_supported_context(Verification)
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers if bound else [])
+"""
+
+
+def test_verification_scu(serve: Serve, run_example: Run, capsys: Any) -> None:
+    port = peer_scp(serve, [peer_sop.Verification], [])
+    lines, _ = both_print_the_same(
+        capsys, lambda library: run_example(VERIFICATION_SCU, library, port=port)
+    )
+    assert lines == ["C-ECHO request status: 0x0000"]
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["default handler", "handle_echo"])
+def test_verification_scp(run_example: Run, bound: bool) -> None:
+    for library in LIBRARIES:
+        server = run_example(VERIFICATION_SCP, library, bound=bound)["server"]
+        assoc = peer_scu(server.server_address[1], [peer_sop.Verification])
+        assert assoc.send_c_echo().Status == 0x0000, library
+        assoc.release()
+
+
+# -- Storage (docs/examples/storage.rst) ------------------------------------------------------
+
+STORAGE_SCU = """
+from pydicom import dcmread
+from pynetdicom import AE, build_context
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage
+
+ae = AE()
+ae.add_requested_context(CTImageStorage)
+ds = dcmread(dataset_path)
+assoc = ae.associate("127.0.0.1", port)
+if assoc.is_established:
+    status = assoc.send_c_store(ds)
+    if status:
+        print(f"C-STORE request status: 0x{status.Status:04x}")
+    assoc.release()
+
+# Contexts per association.
+ct_context = build_context(CTImageStorage)
+mr_context = build_context(MRImageStorage)
+assoc = ae.associate("127.0.0.1", port, contexts=[ct_context])
+print([cx.abstract_syntax.name for cx in assoc.accepted_contexts])
+assoc.release()
+assoc = ae.associate("127.0.0.1", port, contexts=[mr_context])
+print([cx.abstract_syntax.name for cx in assoc.accepted_contexts])
+assoc.release()
+"""
+
+STORAGE_SCP = """
+from pynetdicom import AE, evt, AllStoragePresentationContexts
+
+def handle_store(event):
+    ds = event.dataset
+    ds.file_meta = event.file_meta
+    ds.save_as(ds.SOPInstanceUID, enforce_file_format=True)
+    return 0x0000
+
+handlers = [(evt.EVT_C_STORE, handle_store)]
+ae = AE()
+ae.supported_contexts = AllStoragePresentationContexts
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+"""
+
+# The faster SCP: unlimited PDUs, the received bytes written as they are.
+STORAGE_SCP_RAW = """
+import uuid
+from pynetdicom import AE, evt, AllStoragePresentationContexts
+
+def handle_store(event):
+    with open(f"{uuid.uuid4()}", 'wb') as f:
+        f.write(event.encoded_dataset())
+    return 0x0000
+
+handlers = [(evt.EVT_C_STORE, handle_store)]
+ae = AE()
+ae.maximum_pdu_size = 0
+ae.supported_contexts = AllStoragePresentationContexts
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+"""
+
+
+def test_storage_scu(serve: Serve, run_example: Run, capsys: Any, tmp_path: Path) -> None:
+    stored: list[str] = []
+
+    def on_store(event: Any) -> int:
+        stored.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    port = peer_scp(
+        serve, [peer_sop.CTImageStorage, peer_sop.MRImageStorage], [(peer_evt.EVT_C_STORE, on_store)]
+    )
+    ds = small_dataset()
+    path = write_part10(ds, tmp_path / "ct.dcm")
+    lines, _ = both_print_the_same(
+        capsys, lambda library: run_example(STORAGE_SCU, library, port=port, dataset_path=path)
+    )
+    assert lines == [
+        "C-STORE request status: 0x0000",
+        "['CT Image Storage']",
+        "['MR Image Storage']",
+    ]
+    assert stored == [str(ds.SOPInstanceUID)] * 2
+
+
+@pytest.mark.parametrize("source", [STORAGE_SCP, STORAGE_SCP_RAW], ids=["decoded", "raw bytes"])
+def test_storage_scp(
+    run_example: Run, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = small_dataset()
+    for library in LIBRARIES:
+        # The example writes into the current folder.
+        folder = tmp_path / library
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        server = run_example(source, library)["server"]
+        assoc = peer_scu(server.server_address[1], [peer_sop.CTImageStorage])
+        assert assoc.send_c_store(ds).Status == 0x0000, library
+        assoc.release()
+    files = {library: list((tmp_path / library).iterdir()) for library in LIBRARIES}
+    assert [len(found) for found in files.values()] == [1, 1]
+    theirs, ours = files["pynetdicom"][0], files["dicombus"][0]
+    assert part10_dataset_bytes(ours) == part10_dataset_bytes(theirs)
+    assert dcmread(ours).SOPInstanceUID == ds.SOPInstanceUID
+    assert dcmread(ours).file_meta.TransferSyntaxUID == dcmread(theirs).file_meta.TransferSyntaxUID
+
+
+# -- Query/Retrieve: Find (docs/examples/qr_find.rst) -----------------------------------------
+
+QR_FIND_SCU = """
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind
+
+ae = AE()
+ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
+ds = Dataset()
+ds.PatientName = 'CITIZEN^Jan'
+ds.QueryRetrieveLevel = 'PATIENT'
+assoc = ae.associate("127.0.0.1", port)
+if assoc.is_established:
+    responses = assoc.send_c_find(ds, PatientRootQueryRetrieveInformationModelFind)
+    for (status, identifier) in responses:
+        if status:
+            print(f"C-FIND query status: 0x{status.Status:04x}")
+        else:
+            print('Connection timed out, was aborted or received invalid response')
+    assoc.release()
+"""
+
+QR_FIND_SCP = """
+import os
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind
+
+def handle_find(event):
+    ds = event.identifier
+    instances = []
+    for fpath in os.listdir(fdir):
+        instances.append(dcmread(os.path.join(fdir, fpath)))
+    if 'QueryRetrieveLevel' not in ds:
+        yield 0xC000, None
+        return
+    if ds.QueryRetrieveLevel == 'PATIENT':
+        if 'PatientName' in ds:
+            if ds.PatientName not in ['*', '', '?']:
+                matching = [inst for inst in instances if inst.PatientName == ds.PatientName]
+    for instance in matching:
+        if event.is_cancelled:
+            yield (0xFE00, None)
+            return
+        identifier = Dataset()
+        identifier.PatientName = instance.PatientName
+        identifier.QueryRetrieveLevel = ds.QueryRetrieveLevel
+        yield (0xFF00, identifier)
+
+handlers = [(evt.EVT_C_FIND, handle_find)]
+ae = AE()
+ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+"""
+
+PATIENT_ROOT_FIND = peer_sop.PatientRootQueryRetrieveInformationModelFind
+PATIENT_ROOT_GET = peer_sop.PatientRootQueryRetrieveInformationModelGet
+PATIENT_ROOT_MOVE = peer_sop.PatientRootQueryRetrieveInformationModelMove
+
+
+def one_match(keyword: str, value: str) -> Callable[[Any], Iterator[Any]]:
+    """A pynetdicom C-FIND handler answering every query with one match."""
+
+    def on_find(event: Any) -> Iterator[Any]:
+        match = Dataset()
+        setattr(match, keyword, value)
+        yield 0xFF00, match
+
+    return on_find
+
+
+def test_qr_find_scu(serve: Serve, run_example: Run, capsys: Any) -> None:
+    handlers = [(peer_evt.EVT_C_FIND, one_match("PatientName", "CITIZEN^Jan"))]
+    port = peer_scp(serve, [PATIENT_ROOT_FIND], handlers)
+    lines, _ = both_print_the_same(
+        capsys, lambda library: run_example(QR_FIND_SCU, library, port=port)
+    )
+    assert lines == ["C-FIND query status: 0xff00", "C-FIND query status: 0x0000"]
+
+
+def test_qr_find_scp(run_example: Run, tmp_path: Path) -> None:
+    for name in ("CITIZEN^Jan", "CITIZEN^Jan", "OTHER^Ann"):
+        patient(name, "1", tmp_path)
+    query = Dataset()
+    query.PatientName = "CITIZEN^Jan"
+    query.QueryRetrieveLevel = "PATIENT"
+    results = {}
+    for library in LIBRARIES:
+        server = run_example(QR_FIND_SCP, library, fdir=str(tmp_path))["server"]
+        assoc = peer_scu(server.server_address[1], [PATIENT_ROOT_FIND])
+        results[library] = [
+            (status.Status, identifier and str(identifier.PatientName))
+            for status, identifier in assoc.send_c_find(query, PATIENT_ROOT_FIND)
+        ]
+        assoc.release()
+    assert results["dicombus"] == results["pynetdicom"]
+    assert results["dicombus"] == [(0xFF00, "CITIZEN^Jan")] * 2 + [(0x0000, None)]
+
+
+# -- Query/Retrieve: Get (docs/examples/qr_get.rst) -------------------------------------------
+
+QR_GET_SCU = """
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt, build_role
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelGet, CTImageStorage
+
+def handle_store(event):
+    ds = event.dataset
+    ds.file_meta = event.file_meta
+    ds.save_as(ds.SOPInstanceUID, enforce_file_format=True)
+    return 0x0000
+
+handlers = [(evt.EVT_C_STORE, handle_store)]
+ae = AE()
+ae.add_requested_context(PatientRootQueryRetrieveInformationModelGet)
+ae.add_requested_context(CTImageStorage)
+role = build_role(CTImageStorage, scp_role=True)
+ds = Dataset()
+ds.QueryRetrieveLevel = 'SERIES'
+ds.PatientID = '1234567'
+ds.StudyInstanceUID = '1.2.3'
+ds.SeriesInstanceUID = '1.2.3.4'
+assoc = ae.associate("127.0.0.1", port, ext_neg=[role], evt_handlers=handlers)
+if assoc.is_established:
+    responses = assoc.send_c_get(ds, PatientRootQueryRetrieveInformationModelGet)
+    for (status, identifier) in responses:
+        if status:
+            print(f"C-GET query status: 0x{status.Status:04x}")
+    assoc.release()
+"""
+
+QR_GET_SCP = """
+import os
+from pydicom import dcmread
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelGet
+
+def handle_get(event):
+    ds = event.identifier
+    if 'QueryRetrieveLevel' not in ds:
+        yield 0xC000, None
+        return
+    instances = []
+    matching = []
+    for fpath in os.listdir(fdir):
+        instances.append(dcmread(os.path.join(fdir, fpath)))
+    if ds.QueryRetrieveLevel == 'PATIENT':
+        if 'PatientID' in ds:
+            matching = [inst for inst in instances if inst.PatientID == ds.PatientID]
+    yield len(instances)
+    for instance in matching:
+        if event.is_cancelled:
+            yield (0xFE00, None)
+            return
+        yield (0xFF00, instance)
+
+handlers = [(evt.EVT_C_GET, handle_get)]
+ae = AE()
+ae.supported_contexts = StoragePresentationContexts
+for cx in ae.supported_contexts:
+    cx.scp_role = True
+    cx.scu_role = False
+ae.add_supported_context(PatientRootQueryRetrieveInformationModelGet)
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+"""
+
+
+def test_qr_get_scu(
+    serve: Serve, run_example: Run, capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = small_dataset(transfer_syntax=ImplicitVRLittleEndian)
+
+    def on_get(event: Any) -> Iterator[Any]:
+        yield 1
+        yield 0xFF00, instance
+
+    ae = peer_ae("PEER-SCP")
+    ae.add_supported_context(PATIENT_ROOT_GET)
+    ae.add_supported_context(peer_sop.CTImageStorage, scu_role=False, scp_role=True)
+    port = serve(ae, [(peer_evt.EVT_C_GET, on_get)]).server_address[1]
+
+    def run_once(library: str) -> list[str]:
+        folder = tmp_path / library
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        run_example(QR_GET_SCU, library, port=port)
+        return [path.name for path in folder.iterdir()]
+
+    lines, stored = both_print_the_same(capsys, run_once)
+    assert lines == ["C-GET query status: 0xff00", "C-GET query status: 0x0000"]
+    assert stored["dicombus"] == stored["pynetdicom"] == [str(instance.SOPInstanceUID)]
+
+
+def test_qr_get_scp(run_example: Run, tmp_path: Path) -> None:
+    """The example announces every file in its folder as a sub-operation but sends only the
+    matching ones; both stacks answer the same."""
+    wanted = {str(patient("A^B", "1234567", tmp_path).SOPInstanceUID) for _ in range(2)}
+    patient("C^D", "7654321", tmp_path)
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "1234567"
+    results = {}
+    for library in LIBRARIES:
+        received: list[str] = []
+
+        def on_store(event: Any, into: list[str] = received) -> int:
+            into.append(str(event.dataset.SOPInstanceUID))
+            return 0x0000
+
+        server = run_example(QR_GET_SCP, library, fdir=str(tmp_path))["server"]
+        assoc = peer_scu(
+            server.server_address[1],
+            [PATIENT_ROOT_GET, peer_sop.CTImageStorage],
+            ext_neg=[pynetdicom.build_role(peer_sop.CTImageStorage, scp_role=True)],
+            evt_handlers=[(peer_evt.EVT_C_STORE, on_store)],
+        )
+        responses = list(assoc.send_c_get(query, PATIENT_ROOT_GET))
+        assoc.release()
+        final = responses[-1][0]
+        results[library] = (
+            [status.Status for status, _ in responses],
+            final.get("NumberOfCompletedSuboperations"),
+            final.get("NumberOfFailedSuboperations"),
+        )
+        assert set(received) == wanted, library
+    assert results["dicombus"] == results["pynetdicom"]
