@@ -20,7 +20,13 @@ from typing import Any
 
 import pytest
 from dicombus.server import AssociationServer
-from helpers import import_peer, part10_dataset_bytes, small_dataset, write_part10
+from helpers import (
+    free_port,
+    import_peer,
+    part10_dataset_bytes,
+    small_dataset,
+    write_part10,
+)
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
@@ -494,3 +500,261 @@ def test_qr_get_scp(run_example: Run, tmp_path: Path) -> None:
         )
         assert set(received) == wanted, library
     assert results["dicombus"] == results["pynetdicom"]
+
+
+# -- Query/Retrieve: Move (docs/examples/qr_move.rst) -----------------------------------------
+
+# The second SCU example: a Storage SCP in the same AE is the move destination.
+# It listens on ``store_port``, not 11120, which the peer's Move SCP knows.
+QR_MOVE_SCU = """
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt, StoragePresentationContexts
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelMove
+
+def handle_store(event):
+    return 0x0000
+
+handlers = [(evt.EVT_C_STORE, handle_store)]
+ae = AE()
+ae.add_requested_context(PatientRootQueryRetrieveInformationModelMove)
+ae.supported_contexts = StoragePresentationContexts
+ae.ae_title = 'OUR_STORE_SCP'
+scp = ae.start_server(("127.0.0.1", store_port), block=False, evt_handlers=handlers)
+ds = Dataset()
+ds.QueryRetrieveLevel = 'SERIES'
+ds.PatientID = '1234567'
+ds.StudyInstanceUID = '1.2.3'
+ds.SeriesInstanceUID = '1.2.3.4'
+assoc = ae.associate("127.0.0.1", port)
+if assoc.is_established:
+    responses = assoc.send_c_move(
+        ds, 'OUR_STORE_SCP', PatientRootQueryRetrieveInformationModelMove
+    )
+    for (status, identifier) in responses:
+        if status:
+            print(f"C-MOVE query status: 0x{status.Status:04x}")
+    assoc.release()
+scp.shutdown()
+"""
+
+# ``get_known_aet`` is the example's placeholder for the user's own lookup.
+QR_MOVE_SCP = """
+import os
+from pydicom import dcmread
+from pynetdicom import AE, StoragePresentationContexts, evt
+from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelMove
+
+def handle_move(event):
+    ds = event.identifier
+    if 'QueryRetrieveLevel' not in ds:
+        yield 0xC000, None
+        return
+    known_aet_dict = get_known_aet()
+    try:
+        (addr, port) = known_aet_dict[event.move_destination]
+    except KeyError:
+        yield (None, None)
+        return
+    yield (addr, port)
+    instances = []
+    matching = []
+    for fpath in os.listdir(fdir):
+        instances.append(dcmread(os.path.join(fdir, fpath)))
+    if ds.QueryRetrieveLevel == 'PATIENT':
+        if 'PatientID' in ds:
+            matching = [inst for inst in instances if inst.PatientID == ds.PatientID]
+    yield len(matching)
+    for instance in matching:
+        if event.is_cancelled:
+            yield (0xFE00, None)
+            return
+        yield (0xFF00, instance)
+
+handlers = [(evt.EVT_C_MOVE, handle_move)]
+ae = AE()
+ae.requested_contexts = StoragePresentationContexts
+ae.add_supported_context(PatientRootQueryRetrieveInformationModelMove)
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+"""
+
+
+def test_qr_move_scu(serve: Serve, run_example: Run, capsys: Any) -> None:
+    store_port = free_port()
+    instance = small_dataset(transfer_syntax=ImplicitVRLittleEndian)
+
+    def on_move(event: Any) -> Iterator[Any]:
+        assert event.move_destination == "OUR_STORE_SCP"
+        yield "127.0.0.1", store_port
+        yield 1
+        yield 0xFF00, instance
+
+    ae = peer_ae("PEER-SCP")
+    ae.add_supported_context(PATIENT_ROOT_MOVE)
+    ae.add_requested_context(peer_sop.CTImageStorage)
+    port = serve(ae, [(peer_evt.EVT_C_MOVE, on_move)]).server_address[1]
+    lines, _ = both_print_the_same(
+        capsys,
+        lambda library: run_example(QR_MOVE_SCU, library, port=port, store_port=store_port),
+    )
+    assert lines == ["C-MOVE query status: 0xff00", "C-MOVE query status: 0x0000"]
+
+
+@pytest.mark.parametrize("destination", ["STORE_SCP", "NOWHERE"])
+def test_qr_move_scp(serve: Serve, run_example: Run, tmp_path: Path, destination: str) -> None:
+    wanted = {str(patient("A^B", "1234567", tmp_path).SOPInstanceUID) for _ in range(2)}
+    patient("C^D", "7654321", tmp_path)
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    store_port = peer_scp(serve, [peer_sop.CTImageStorage], [(peer_evt.EVT_C_STORE, on_store)])
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "1234567"
+    results = {}
+    for library in LIBRARIES:
+        server = run_example(
+            QR_MOVE_SCP,
+            library,
+            fdir=str(tmp_path),
+            get_known_aet=lambda: {"STORE_SCP": ("127.0.0.1", store_port)},
+        )["server"]
+        assoc = peer_scu(server.server_address[1], [PATIENT_ROOT_MOVE])
+        responses = list(assoc.send_c_move(query, destination, PATIENT_ROOT_MOVE))
+        assoc.release()
+        results[library] = [status.Status for status, _ in responses]
+        assert set(received) == (wanted if destination == "STORE_SCP" else set()), library
+        received.clear()
+    assert results["dicombus"] == results["pynetdicom"]
+    expected = [0xFF00, 0xFF00, 0x0000] if destination == "STORE_SCP" else [0xA801]
+    assert results["dicombus"] == expected
+
+
+# -- Basic Worklist and Relevant Patient Information (basic_worklist.rst, relevant_patient.rst)
+
+WORKLIST_SCU = """
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+ae = AE()
+ae.add_requested_context(ModalityWorklistInformationFind)
+ds = Dataset()
+ds.PatientName = '*'
+ds.ScheduledProcedureStepSequence = [Dataset()]
+item = ds.ScheduledProcedureStepSequence[0]
+item.ScheduledStationAETitle = 'CTSCANNER'
+item.ScheduledProcedureStepStartDate = '20181005'
+item.Modality = 'CT'
+assoc = ae.associate("127.0.0.1", port)
+if assoc.is_established:
+    responses = assoc.send_c_find(ds, ModalityWorklistInformationFind)
+    for (status, identifier) in responses:
+        if status:
+            print(f"C-FIND query status: 0x{status.Status:04x}")
+    assoc.release()
+"""
+
+RELEVANT_PATIENT_SCU = """
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import GeneralRelevantPatientInformationQuery
+
+ae = AE()
+ae.add_requested_context(GeneralRelevantPatientInformationQuery)
+ds = Dataset()
+ds.PatientName = ''
+ds.PatientID = '1234567'
+ds.ContentTemplateSequence = [Dataset()]
+ds.ContentTemplateSequence[0].MappingResource = 'DCMR'
+ds.ContentTemplateSequence[0].TemplateIdentifier = '9007'
+assoc = ae.associate("127.0.0.1", port)
+if assoc.is_established:
+    responses = assoc.send_c_find(ds, GeneralRelevantPatientInformationQuery)
+    for (status, identifier) in responses:
+        if status:
+            print(f"C-FIND query status: 0x{status.Status:04x}")
+    assoc.release()
+"""
+
+# ``create_template`` is the example's placeholder for building the TID 9007 answer.
+RELEVANT_PATIENT_SCP = """
+import os
+from pydicom import dcmread
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import GeneralRelevantPatientInformationQuery
+
+def handle_find(event):
+    ds = event.identifier
+    instances = []
+    for fpath in os.listdir(fdir):
+        instances.append(dcmread(os.path.join(fdir, fpath)))
+    matching = [inst for inst in instances if inst.PatientID == ds.PatientID]
+    if len(matching) == 1:
+        identifier = create_template(matching[0], ds)
+        yield (0xFF00, identifier)
+    elif len(matching) > 1:
+        yield (0xC100, None)
+
+handlers = [(evt.EVT_C_FIND, handle_find)]
+ae = AE()
+ae.add_supported_context(GeneralRelevantPatientInformationQuery)
+server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "sop_class"),
+    [
+        (WORKLIST_SCU, peer_sop.ModalityWorklistInformationFind),
+        (RELEVANT_PATIENT_SCU, peer_sop.GeneralRelevantPatientInformationQuery),
+    ],
+    ids=["worklist", "relevant patient"],
+)
+def test_c_find_scus(
+    serve: Serve, run_example: Run, capsys: Any, source: str, sop_class: str
+) -> None:
+    port = peer_scp(serve, [sop_class], [(peer_evt.EVT_C_FIND, one_match("PatientID", "1"))])
+    lines, _ = both_print_the_same(
+        capsys, lambda library: run_example(source, library, port=port)
+    )
+    assert lines == ["C-FIND query status: 0xff00", "C-FIND query status: 0x0000"]
+
+
+@pytest.mark.parametrize(("copies", "expected"), [(1, [0xFF00, 0x0000]), (2, [0xC100])])
+def test_relevant_patient_scp(
+    run_example: Run, tmp_path: Path, copies: int, expected: list[int]
+) -> None:
+    for _ in range(copies):
+        patient("A^B", "1234567", tmp_path)
+    patient("C^D", "7654321", tmp_path)
+
+    def create_template(instance: Dataset, query: Dataset) -> Dataset:
+        answer = Dataset()
+        answer.PatientID = instance.PatientID
+        answer.PatientName = instance.PatientName
+        answer.ContentTemplateSequence = query.ContentTemplateSequence
+        return answer
+
+    query = Dataset()
+    query.PatientName = ""
+    query.PatientID = "1234567"
+    query.ContentTemplateSequence = [Dataset()]
+    query.ContentTemplateSequence[0].MappingResource = "DCMR"
+    query.ContentTemplateSequence[0].TemplateIdentifier = "9007"
+    sop_class = peer_sop.GeneralRelevantPatientInformationQuery
+    results = {}
+    for library in LIBRARIES:
+        server = run_example(
+            RELEVANT_PATIENT_SCP, library, fdir=str(tmp_path), create_template=create_template
+        )["server"]
+        assoc = peer_scu(server.server_address[1], [sop_class])
+        results[library] = [
+            (status.Status, identifier and str(identifier.PatientName))
+            for status, identifier in assoc.send_c_find(query, sop_class)
+        ]
+        assoc.release()
+    assert results["dicombus"] == results["pynetdicom"]
+    assert [status for status, _ in results["dicombus"]] == expected
