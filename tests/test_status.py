@@ -79,3 +79,10 @@ def test_status_names_and_add() -> None:
         status.Status.add("SUCCESS", 0x0001)
     with pytest.raises(ValueError, match="identifier"):
         status.Status.add("not a name", 0x0001)
+
+
+def test_reachable_from_the_package() -> None:
+    """As ``pynetdicom.status`` after ``import pynetdicom``."""
+    import dicombus
+
+    assert dicombus.status is status
