@@ -20,6 +20,7 @@ from dicombus.protocol.commands import (
     n_create_rq,
     n_delete_rq,
     n_event_report_rq,
+    n_get_rq,
     n_set_rq,
 )
 from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
@@ -95,17 +96,27 @@ def test_c_store_dataset_is_a_fresh_bytesio_each_time() -> None:
         (n_action_rq(1, PRINTER, INSTANCE, 1, has_dataset=True), "ActionInformation"),
         (n_create_rq(1, PRINTER, INSTANCE, has_dataset=True), "AttributeList"),
         (n_event_report_rq(1, PRINTER, INSTANCE, 1, has_dataset=True), "EventInformation"),
-        (n_set_rq(1, PRINTER, INSTANCE), "ModificationList"),
+        # pynetdicom's N-SET keeps its one dataset under both names.
+        (n_set_rq(1, PRINTER, INSTANCE), "ModificationList AttributeList"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_each_request_names_its_dataset_parameter(command: CommandSet, name: str) -> None:
+    names = set(name.split())
     req = request(command, memory_sink())
-    assert req.dataset_parameters == frozenset({name})
-    assert getattr(req, name).getvalue() == DATASET
+    assert req.dataset_parameters == names
+    for each in names:
+        assert getattr(req, each).getvalue() == DATASET
     # The other services' parameter names read as None, as unset primitive attributes do.
-    for other in set(PARAMETER_NAME_BY_REQUEST.values()) - {name}:
+    for other in set(PARAMETER_NAME_BY_REQUEST.values()) - names:
         assert getattr(req, other) is None
+
+
+def test_n_get_has_an_empty_attribute_list() -> None:
+    """As pynetdicom's N-GET primitive: its Attribute List parameter is the response's."""
+    req = request(n_get_rq(1, PRINTER, INSTANCE, None))
+    assert req.dataset_parameters == {"AttributeList"}
+    assert req.AttributeList.getvalue() == b""
 
 
 @pytest.mark.parametrize("command", [c_echo_rq(1), n_delete_rq(1, PRINTER, INSTANCE)])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from dicombus import config, evt, sop_class
+from dicombus import config, evt, sop_class, status
 from dicombus import config as _config
 from dicombus.ae import AE
 from dicombus.association import Association
@@ -91,4 +91,5 @@ __all__ = [
     "debug_logger",
     "evt",
     "sop_class",
+    "status",
 ]

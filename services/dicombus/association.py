@@ -642,7 +642,9 @@ class Association:
         if self.handlers.is_bound(evt.EVT_DIMSE_SENT):
             self._notify(
                 evt.EVT_DIMSE_SENT,
-                message=DimseMessage(context_id=context_id, command=command, dataset=None),
+                message=DimseMessage(
+                    context_id=context_id, command=command, dataset=_sent_dataset(dataset)
+                ),
             )
 
     def send_request(
@@ -918,3 +920,14 @@ class Association:
 def _is_pending(command: CommandSet) -> bool:
     # PS3.7 C.4.1: 0xFF00 / 0xFF01 mean more responses follow.
     return command.Status in (0xFF00, 0xFF01)
+
+
+def _sent_dataset(dataset: Buffer | None) -> MemoryDatasetSink | None:
+    """A copy of a sent data set for EVT_DIMSE_SENT handlers (``event.message.data_set``);
+    made only when one is bound, since a C-STORE sent from a file can be large."""
+    if dataset is None:
+        return None
+    view = memoryview(dataset).cast("B")
+    sink = MemoryDatasetSink(max_size=view.nbytes)
+    sink.write(view)
+    return sink

@@ -230,7 +230,7 @@ _DATASET_PARAMETERS = {
     "dataset": ("DataSet", "a C-STORE request"),
     "identifier": ("Identifier", "a C-FIND, C-GET or C-MOVE request"),
     "action_information": ("ActionInformation", "an N-ACTION request"),
-    "attribute_list": ("AttributeList", "an N-CREATE request"),
+    "attribute_list": ("AttributeList", "an N-CREATE, N-SET or N-GET request"),
     "event_information": ("EventInformation", "an N-EVENT-REPORT request"),
     "modification_list": ("ModificationList", "an N-SET request"),
 }

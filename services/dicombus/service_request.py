@@ -29,6 +29,16 @@ PARAMETER_NAME_BY_REQUEST = {
     CommandField.N_SET_RQ: "ModificationList",
 }
 
+# The names pynetdicom's primitives also answer to. Its N-SET keeps the one
+# dataset under both Modification List and Attribute List, so handlers written
+# for it read ``event.attribute_list`` on an N-SET (its MPPS SCP example does).
+# An N-GET request carries no dataset, yet its primitive has an Attribute List
+# (the response's): ``event.attribute_list`` there is an empty Dataset.
+PARAMETER_ALIASES_BY_REQUEST = {
+    CommandField.N_SET_RQ: ("AttributeList",),
+    CommandField.N_GET_RQ: ("AttributeList",),
+}
+
 
 class ServiceRequest:
     """A received request: its command set, context and (lazily) its dataset bytes."""
@@ -39,8 +49,11 @@ class ServiceRequest:
         self.command: CommandSet = message.command
         self.context_id = message.context_id
         self._sink = message.dataset
-        name = PARAMETER_NAME_BY_REQUEST.get(message.command.command_field)
-        self.dataset_parameters = frozenset({name}) if name else frozenset()
+        field = message.command.command_field
+        name = PARAMETER_NAME_BY_REQUEST.get(field)
+        self.dataset_parameters = frozenset(
+            ((name,) if name else ()) + PARAMETER_ALIASES_BY_REQUEST.get(field, ())
+        )
         # What the handler did, published with the outcome (e.g. the edge's
         # storage handler records stored_path and stored_size here).
         self.outcome: dict[str, Any] = {}

@@ -7,6 +7,7 @@ import struct
 from collections.abc import Iterable, Iterator
 
 import pytest
+from dicombus.dataset_codec import decode_dataset
 from dicombus.protocol import commands as c
 from dicombus.protocol.commands import CommandField, CommandSet, encode_command_set
 from dicombus.protocol.errors import (
@@ -26,6 +27,7 @@ from dicombus.protocol.limits import MAX_COMMAND_SET_LENGTH, MAX_PDU_LENGTH_WHEN
 from dicombus.protocol.pdus import PDataTF, PresentationDataValue
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydicom.uid import ImplicitVRLittleEndian
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ECHO = encode_command_set(c.c_echo_rq(1))  # 68 bytes
@@ -220,6 +222,18 @@ def test_assembles_a_c_store(max_pdu_length: int) -> None:
     assert message.dataset.getvalue() == dataset
     assert bytes(message.dataset.view()) == dataset
     assert message.dataset.size == len(dataset)
+
+
+def test_message_offers_pynetdicoms_command_set_and_data_set() -> None:
+    """``event.message`` handlers written for pynetdicom read these two."""
+    dataset = bytes(range(256)) * 4
+    (store,) = _feed(MessageAssembler(), _message_pdvs(STORE, dataset))
+    # What pydicom decodes from the command bytes, as pynetdicom's command_set is.
+    assert store.command_set == decode_dataset(STORE, ImplicitVRLittleEndian)
+    assert store.command_set.CommandField == 0x0001
+    assert store.data_set.getvalue() == dataset
+    (echo,) = _feed(MessageAssembler(), _message_pdvs(ECHO, None))
+    assert echo.data_set.getvalue() == b""
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:

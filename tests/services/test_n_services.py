@@ -230,7 +230,7 @@ def _raise(event: evt.Event) -> Any:
     [
         pytest.param(None, PROCESSING_FAILURE, id="no handler"),
         pytest.param(_raise, PROCESSING_FAILURE, id="raises"),
-        pytest.param(lambda event: 0x0000, INVALID_RETURN, id="bare status"),
+        pytest.param(lambda event: True, INVALID_RETURN, id="bool"),
         pytest.param(lambda event: ("x", None), INVALID_RETURN, id="status of the wrong type"),
         pytest.param(lambda event: (Dataset(), None), DATASET_WITHOUT_STATUS, id="no Status"),
         pytest.param(lambda event: (0x0000, "x"), PROCESSING_FAILURE, id="reply not a Dataset"),
@@ -244,6 +244,18 @@ def test_handler_mistakes_get_pynetdicoms_failure_statuses(
         status, attributes = assoc.send_n_get(None, DisplaySystem, INSTANCE)
         assert assoc.is_established  # a failure status, not an abort
     assert (status.Status, attributes) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    "returned",
+    [pytest.param(0x0107, id="int"), pytest.param(dataset(Status=0x0107), id="status Dataset")],
+)
+def test_a_status_alone_answers_without_a_dataset(returned: Any) -> None:
+    """pynetdicom's Print SCU example binds an N-EVENT-REPORT handler that returns 0x0000;
+    a status alone is answered as (status, None), for every N-service."""
+    with n_peer(evt.EVT_N_GET, lambda event: returned, DisplaySystem) as assoc:
+        status, attributes = assoc.send_n_get(None, DisplaySystem, INSTANCE)
+    assert (status.Status, attributes) == (0x0107, Dataset())
 
 
 def test_n_delete_handler_mistakes() -> None:

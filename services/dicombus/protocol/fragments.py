@@ -20,7 +20,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from typing import TYPE_CHECKING, Final, Protocol
+
+from pydicom.dataset import Dataset
 
 from dicombus.protocol.commands import CommandField, CommandSet, decode_command_set
 from dicombus.protocol.errors import (
@@ -151,6 +154,10 @@ class DatasetSink(Protocol):
         """The number of bytes written so far."""
         ...
 
+    def getvalue(self) -> bytes:
+        """A copy of the bytes written (read back from disk if they were spooled)."""
+        ...
+
 
 class MemoryDatasetSink:
     """A data set held in memory, refused past ``max_size`` bytes."""
@@ -204,6 +211,19 @@ class DimseMessage:
     def message_id_being_responded_to(self) -> int | None:
         """(0000,0120) MessageIDBeingRespondedTo, set in responses and C-CANCEL."""
         return self.command.MessageIDBeingRespondedTo
+
+    # pynetdicom's DIMSEMessage attributes, which its users' EVT_DIMSE_RECV /
+    # EVT_DIMSE_SENT handlers read.
+
+    @property
+    def command_set(self) -> Dataset:
+        """The command set as a pydicom Dataset, CommandGroupLength included."""
+        return self.command.to_dataset()
+
+    @property
+    def data_set(self) -> BytesIO:
+        """The data set's encoded bytes (empty without one); a spooled one is read back."""
+        return BytesIO(self.dataset.getvalue() if self.dataset is not None else b"")
 
 
 def _unexpected(message: str) -> RemoteProtocolError:

@@ -3,8 +3,9 @@ N-CREATE and N-DELETE.
 
 Each request becomes its intervention event (``evt.EVT_N_*``), as pynetdicom
 does it. The handler returns ``(status, dataset)`` -- N-DELETE's handler only a
-status -- where the status is an int or a Dataset holding (0000,0900) Status
-and optionally ErrorComment / ErrorID / AttributeIdentifierList. The dataset
+status; any of them may return a status alone, meaning no dataset -- where the
+status is an int or a Dataset holding (0000,0900) Status and optionally
+ErrorComment / ErrorID / AttributeIdentifierList. The dataset
 (Event Reply, Attribute List or Action Reply) is sent only with a Success or
 Warning status, encoded in the context's transfer syntax.
 
@@ -207,7 +208,10 @@ def _ask_handler(
         return status.PROCESSING_FAILURE, None
     if not assoc.is_established:
         return None
-    if service.reply_name is None:
+    if service.reply_name is None or isinstance(result, int | Dataset):
+        # A status alone means no reply dataset. pynetdicom's Print SCU example
+        # binds an N-EVENT-REPORT handler that returns just 0x0000, which
+        # pynetdicom cannot unpack (it aborts the association); we answer it.
         return result, None
     if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != 2:
         LOGGER.error(
