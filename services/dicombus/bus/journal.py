@@ -12,14 +12,17 @@ then it goes the normal way (queue, Redis or outbox). The publisher calls
 start the edge submits what is left again, with the same event id (consumers
 and task ids are idempotent by it), before it accepts associations.
 
-Group commit. One committer thread writes every row waiting at that moment,
-from every association, in one transaction, then wakes each caller: under
-load many associations share one fsync. ``synchronous=FULL``: the WAL is
-fsynced at each commit, so a power cut is covered as well as a killed
-process (docs/bus.md gives the measured cost). Deletes are not waited for:
-they ride along with the next commit of rows, or are committed on their own
-after :data:`DELETE_LINGER`; a row deleted late is at worst published twice
-after a crash, which idempotent consumers absorb.
+Group commit, leader style. The caller that finds no commit running commits
+itself, with every row waiting at that moment, in one transaction; callers that
+arrive meanwhile wait, and the first of them commits their rows together next.
+Under load many associations share one fsync; alone, a caller pays one commit
+and no hand-off to another thread (a committer thread cost about 150 us of CPU
+more per record here: two thread switches). ``synchronous=FULL``: the WAL is
+fsynced at each commit, so a power cut is covered as well as a killed process
+(docs/bus.md gives the measured cost). Deletes are not waited for: they ride
+along with the next commit of rows, or the publisher commits them alone once
+they are :data:`DELETE_LINGER` old; a row deleted late is at worst published
+again after a crash, which idempotent consumers absorb.
 
 Rows are pickles, read back only from the node's own data folder (0700), as
 the publisher child already exchanges pickles with the edge.
@@ -34,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dicombus.bus.envelope import PendingEvent
@@ -44,22 +47,22 @@ LOGGER = logging.getLogger("dicombus.bus.journal")
 SCHEMA_VERSION = 1
 # Seconds a connection waits for SQLite's file lock (WAL recovery after a crash).
 BUSY_TIMEOUT = 5.0
-# Deletes wait this long for a commit of rows to ride on before they are committed
-# alone: an idle edge spends one fsync per second at most on forgetting.
+# Deletes wait this long for a commit of rows to ride on before the publisher
+# commits them alone: a steady stream spends no fsync of its own on forgetting.
 DELETE_LINGER = 1.0
-# After a failed commit (disk full, I/O error) pending deletes are retried this
-# much later; new rows are tried at once (their callers are waiting).
+# After a failed commit (disk full, I/O error) lone deletes wait this much more.
 RETRY_DELAY = 0.5
 # The WAL is trimmed to this size after a checkpoint; the journal holds
 # milliseconds' worth of events, so it stays small.
 WAL_SIZE_LIMIT = 4 << 20
 
+# Keyed by the event id (a ULID) alone: one B-tree, so a commit writes one leaf
+# page where a rowid table with a unique index wrote two.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
+    event_id TEXT PRIMARY KEY,
     pending BLOB NOT NULL
-);
+) WITHOUT ROWID;
 """
 
 
@@ -68,10 +71,10 @@ class JournalError(RuntimeError):
 
 
 @dataclass(slots=True)
-class _Waiter:
+class _Row:
     event_id: str
     blob: bytes
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
     error: str | None = None
 
 
@@ -93,14 +96,12 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the event journal {self.path}: {exc}") from exc
         self._cond = threading.Condition()
-        self._db_lock = threading.Lock()  # the committer's writes, and reads for metrics
-        self._waiting: list[_Waiter] = []
+        self._waiting: list[_Row] = []
         self._deletes: list[str] = []
         self._deletes_since = 0.0  # monotonic time the oldest pending delete came
         self._retry_at = 0.0
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="dicombus-journal", daemon=True)
-        self._thread.start()
+        self._committing = False  # a leader is committing (the connection is its)
+        self._closed = False
 
     def _check_schema_version(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -120,53 +121,64 @@ class Journal:
             blob = pickle.dumps(pending, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise JournalError(f"cannot pickle event {pending.id}: {exc}") from exc
-        waiter = _Waiter(pending.id, blob)
+        row = _Row(pending.id, blob)
         with self._cond:
-            if self._closing:
+            if self._closed:
                 raise JournalError(f"the event journal {self.path} is closed")
-            self._waiting.append(waiter)
-            self._cond.notify()
-        # The committer answers every waiter it took, success or error.
-        waiter.done.wait()
-        if waiter.error is not None:
-            raise JournalError(waiter.error)
+            self._waiting.append(row)
+            while self._committing and not row.done:
+                self._cond.wait()
+            if not row.done:
+                self._lead()  # commits this row, and every other one waiting
+        if row.error is not None:
+            raise JournalError(row.error)
 
     # -- the publisher ----------------------------------------------------------------------
 
     def forget(self, event_ids: Iterable[str]) -> None:
-        """Delete these events' rows soon (they are in Redis or the outbox); no wait."""
+        """Delete these events' rows (they are in Redis or the outbox): with the next
+        commit of rows, or alone once deletes have waited :data:`DELETE_LINGER`."""
         ids = list(event_ids)
-        if not ids:
-            return
+        if ids:
+            with self._cond:
+                if not self._deletes:
+                    self._deletes_since = time.monotonic()
+                self._deletes.extend(ids)
+        self.commit_due_deletes()
+
+    def commit_due_deletes(self) -> float | None:
+        """Commit the pending deletes if they are due; return the seconds until they
+        are (None: none pending). The publisher thread calls it when idle."""
         with self._cond:
-            if not self._deletes:
-                self._deletes_since = time.monotonic()
-            self._deletes.extend(ids)
-            self._cond.notify()
+            if self._closed or not self._deletes:
+                return None  # once closed: left for the next start, published again
+            due = max(self._deletes_since + DELETE_LINGER, self._retry_at) - time.monotonic()
+            if due > 0 or self._committing:
+                return max(due, 0.0)
+            self._lead()
+            return None if not self._deletes else RETRY_DELAY
 
     def leftovers(self) -> list[PendingEvent]:
-        """The events a previous run recorded and did not forget, oldest first.
+        """The events a previous run recorded and did not forget, in capture order.
 
         A row that does not unpickle (written by another version) is logged and
         kept, so that a version that reads it can still publish it.
         """
         try:
-            with self._db_lock:
-                rows = self._db.execute(
-                    "SELECT event_id, pending FROM journal ORDER BY seq"
-                ).fetchall()
+            with self._cond:
+                while self._committing:
+                    self._cond.wait()
+                rows = self._db.execute("SELECT event_id, pending FROM journal").fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read the event journal {self.path}: {exc}") from exc
         found: list[PendingEvent] = []
         for event_id, blob in rows:
             try:
-                pending = pickle.loads(blob)
+                found.append(pickle.loads(blob))
             except Exception as exc:
                 LOGGER.error(
                     "journal %s: event %s cannot be read back: %s", self.path, event_id, exc
                 )
-                continue
-            found.append(pending)
         if found:
             LOGGER.warning(
                 "journal %s: %d events of the previous run were not known to be "
@@ -174,76 +186,59 @@ class Journal:
                 self.path,
                 len(found),
             )
+        # Each association's events in sequence order (its clock only moves on).
+        found.sort(key=lambda pending: (pending.time, pending.subject, pending.sequence))
         return found
 
     @property
     def rows(self) -> int:
         """Rows on disk now (a query: for tests and metrics, not the hot path)."""
-        with self._db_lock:
+        with self._cond:
+            while self._committing:
+                self._cond.wait()
             (count,) = self._db.execute("SELECT COUNT(*) FROM journal").fetchone()
         return int(count)
 
     def close(self) -> None:
-        """Commit what is pending (deletes included) and stop the committer."""
+        """Commit the pending deletes and close; a later ``record`` raises."""
         with self._cond:
-            self._closing = True
-            self._retry_at = 0.0
-            self._cond.notify()
-        self._thread.join()
-        self._db.close()
+            while self._committing:
+                self._cond.wait()
+            self._closed = True
+            if self._deletes:
+                self._lead()
+            self._db.close()
 
-    # -- the committer thread ---------------------------------------------------------------
+    # -- the leader -------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due():
-                    if self._closing:
-                        return
-                    self._cond.wait(self._wait_time())
-                waiting, self._waiting = self._waiting, []
-                deletes, self._deletes = self._deletes, []
-                self._commit_group(waiting, deletes)
-
-    def _due(self) -> bool:
-        if self._waiting:
-            return True
-        if not self._deletes:
-            return False
-        now = time.monotonic()
-        if self._closing:
-            return now >= self._retry_at or self._retry_at == 0.0
-        return now >= max(self._retry_at, self._deletes_since + DELETE_LINGER)
-
-    def _wait_time(self) -> float | None:
-        if not self._deletes:
-            return None
-        return max(0.0, max(self._retry_at, self._deletes_since + DELETE_LINGER) - time.monotonic())
-
-    def _commit_group(self, waiting: list[_Waiter], deletes: list[str]) -> None:
-        # Called with the condition held; released around the commit (its fsync
-        # is the slow part) so that callers queue the next group meanwhile.
+    def _lead(self) -> None:
+        """Commit what waits (rows and deletes) in one transaction. Called with the
+        condition held and no commit running; releases it around the commit, so the
+        next group gathers meanwhile."""
+        rows, self._waiting = self._waiting, []
+        deletes, self._deletes = self._deletes, []
+        self._committing = True
         self._cond.release()
         try:
-            error = self._write(waiting, deletes)
+            error = self._write(rows, deletes)
         finally:
             self._cond.acquire()
+            self._committing = False
         if error is not None:
-            self._deletes[:0] = deletes
+            self._deletes[:0] = deletes  # tried again with the next commit
             self._retry_at = time.monotonic() + RETRY_DELAY
-            if self._closing:
-                self._deletes.clear()  # left for the next start: republished, idempotent
-        for waiter in waiting:
-            waiter.error = error
-            waiter.done.set()
+        for row in rows:
+            row.error = error
+            row.done = True
+        self._cond.notify_all()
 
-    def _write(self, waiting: list[_Waiter], deletes: list[str]) -> str | None:
+    def _write(self, rows: list[_Row], deletes: list[str]) -> str | None:
         try:
-            with self._db_lock, self._transaction():
-                if waiting:
+            with self._transaction():
+                if rows:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO journal (event_id, pending) VALUES (?, ?)",
-                        [(waiter.event_id, waiter.blob) for waiter in waiting],
+                        [(row.event_id, row.blob) for row in rows],
                     )
                 if deletes:
                     self._db.executemany(

@@ -366,7 +366,12 @@ class Publisher:
                 return False
             self._send(batch)
         elif not self._outbox.rows and not self._held:
-            batch = self._take(wait=self._report_at - now, linger=self._linger)
+            wait = self._report_at - now
+            if self._journal is not None:
+                # Journal rows of published events, left by a stream that stopped.
+                due = self._journal.commit_due_deletes()
+                wait = wait if due is None else min(wait, due)
+            batch = self._take(wait=wait, linger=self._linger)
             if batch:
                 self._send(batch)
         else:
