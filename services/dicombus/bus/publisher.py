@@ -193,6 +193,7 @@ class Publisher:
         self._sender: Sender = sender(broker_url, timeout=broker_timeout, builder=self._builder)
         self._counters = _Counters()
         self._stopping = threading.Event()
+        self._stopped = threading.Event()  # the thread has ended: nobody retries held messages
         self._thread: threading.Thread | None = None
         self._inflight_since: float | None = None
         self._replay_started: float | None = None
@@ -269,6 +270,7 @@ class Publisher:
         if self._thread is not None:
             raise RuntimeError("the publisher is already started")
         self._stopping.clear()
+        self._stopped.clear()
         self._sender.start()
         self._thread = threading.Thread(target=self._run, name="dicombus-publisher", daemon=True)
         self._thread.start()
@@ -340,6 +342,7 @@ class Publisher:
             while self._step():
                 pass
         finally:
+            self._stopped.set()
             self._sender.close()
 
     def _step(self) -> bool:
@@ -574,6 +577,9 @@ class Publisher:
 
     def _hold(self, messages: list[OutboxMessage]) -> None:
         # Called with the held lock.
+        if self._stopped.is_set():
+            self._lose(messages, "the outbox cannot store them and the publisher has stopped")
+            return
         room = self._held_limit - len(self._held)
         self._held.extend(messages[:room])
         if len(messages) > room:
