@@ -30,7 +30,7 @@ from pydicom.dataset import Dataset
 from dicombus import config, evt
 from dicombus.acse import Rejection, ServiceUser, describe_rejection
 from dicombus.negotiation import absorb_associate_ac, answer_associate_rq, build_associate_rq
-from dicombus.outcomes import OutcomeObserver, OutcomeReport
+from dicombus.outcomes import OutcomeNotRecorded, OutcomeObserver, OutcomeReport
 from dicombus.presentation import PresentationContext
 from dicombus.protocol.commands import CommandField, CommandSet, encode_command_set
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
@@ -165,10 +165,11 @@ class Association:
         request: Any = None,
         context: Any = None,
         details: dict[str, Any] | None = None,
-    ) -> None:
-        """Tell the outcome observers what an intervention event decided."""
+    ) -> bool:
+        """Tell the outcome observers what an intervention event decided; False when one
+        of them raised :class:`OutcomeNotRecorded` (it could not account for it)."""
         if not self.outcome_observers:
-            return
+            return True
         report = OutcomeReport(
             assoc=self,
             event=event,
@@ -177,11 +178,16 @@ class Association:
             context=context,
             details=details if details is not None else {},
         )
+        recorded = True
         for observer in self.outcome_observers:
             try:
                 observer(report)
+            except OutcomeNotRecorded as exc:
+                LOGGER.error("%s outcome not recorded: %s", event.name, exc)
+                recorded = False
             except Exception:
                 LOGGER.exception("an outcome observer failed; the association goes on")
+        return recorded
 
     @property
     def is_requestor(self) -> bool:

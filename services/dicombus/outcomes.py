@@ -1,9 +1,14 @@
 """Outcomes of intervention events, for observers such as the event bus.
 
-An intervention handler decides a response; once the response is sent, the
-service reports what was decided (the request, the context, the status and
-whatever the handler recorded in ``event.request.outcome``) to the observers
-registered on the association. With no observer the report is never built.
+An intervention handler decides a response; the service reports what was
+decided (the request, the context, the status and whatever the handler
+recorded in ``event.request.outcome``) to the observers registered on the
+association. With no observer the report is never built.
+
+C-STORE reports before its response is sent: an observer that must account
+for a Success (the event bus journals its event) raises
+:class:`OutcomeNotRecorded` when it cannot, and the service answers a failure
+instead of a Success nobody can account for.
 """
 
 from __future__ import annotations
@@ -36,3 +41,7 @@ class OutcomeReport:
 
 
 OutcomeObserver = Callable[[OutcomeReport], None]
+
+
+class OutcomeNotRecorded(RuntimeError):
+    """An observer could not record an outcome that it must account for (its store failed)."""

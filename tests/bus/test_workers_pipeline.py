@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,18 +35,22 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 def _spy_on_events(node: object) -> list[PendingEvent]:
-    """The PendingEvents the edge hands to its publisher, in order (wraps the sink)."""
+    """The PendingEvents the edge hands to its publisher, in order (wraps both sinks:
+    C-STORE Success outcomes go through the journal, ``submit_durable``)."""
     built: list[PendingEvent] = []
     publisher = node.publisher  # type: ignore[attr-defined]
-    submit = publisher.submit
     lock = threading.Lock()
 
-    def spy(pending: PendingEvent) -> None:
-        with lock:
-            built.append(pending)
-        submit(pending)
+    def spy(submit: Callable[[PendingEvent], None]) -> Callable[[PendingEvent], None]:
+        def spied(pending: PendingEvent) -> None:
+            with lock:
+                built.append(pending)
+            submit(pending)
 
-    node.capture._sink = spy  # type: ignore[attr-defined]
+        return spied
+
+    node.capture._sink = spy(publisher.submit)  # type: ignore[attr-defined]
+    node.capture._durable_sink = spy(publisher.submit_durable)  # type: ignore[attr-defined]
     return built
 
 

@@ -13,6 +13,13 @@ not survive the thread going on. The :class:`PendingEvent` goes to ``sink``
 (the publisher's ``submit``), which must not block; ``data`` is built when the
 publisher calls :meth:`PendingEvent.to_envelope`.
 
+An outcome a response depends on -- a C-STORE answered Success or Warning,
+i.e. an instance the node now holds -- goes to ``durable_sink`` instead (the
+publisher's ``submit_durable``: journal, then queue), which returns only once
+the event is on disk. The service reports the outcome before it sends the
+response; if the journal cannot take it, :class:`OutcomeNotRecorded` tells the
+service to answer a failure instead.
+
 Subscriptions change at run time: :meth:`EventCapture.refresh` re-reads
 ``wants`` and binds or unbinds on the attached servers and their running
 associations.
@@ -31,7 +38,9 @@ from dicombus import evt
 from dicombus.bus.dicom_json import DEFAULT_THRESHOLD
 from dicombus.bus.envelope import PendingEvent, source_uri
 from dicombus.bus.event_data import EVENT_SPECS, NOTIFICATION_TYPES, DataOptions, EventSpec
-from dicombus.outcomes import OutcomeReport
+from dicombus.bus.journal import JournalError
+from dicombus.outcomes import OutcomeNotRecorded, OutcomeReport
+from dicombus.protocol.status import STATUS_SUCCESS, STATUS_WARNING, status_category
 from dicombus.ulid import new_ulid
 
 if TYPE_CHECKING:
@@ -40,6 +49,10 @@ if TYPE_CHECKING:
 LOGGER = logging.getLogger("dicombus.bus")
 
 _NOTIFICATIONS = frozenset(NOTIFICATION_TYPES)
+# Outcomes whose Success the node promises an event for (issue 8): the peer was
+# told the instance is held, so the event must survive the edge dying.
+JOURNALED_OUTCOMES = frozenset({evt.EVT_C_STORE.name})
+_HELD = frozenset({STATUS_SUCCESS, STATUS_WARNING})  # PS3.4 B.2.3: the instance is stored
 
 
 class EventCapture:
@@ -54,9 +67,11 @@ class EventCapture:
         bulk_data_uri_base: str,
         bulk_threshold: int = DEFAULT_THRESHOLD,
         raw_wanted: Callable[[str], bool] = lambda event_type: False,
+        durable_sink: Callable[[PendingEvent], None] | None = None,
     ) -> None:
         self.edge_id = edge_id
         self._sink = sink
+        self._durable_sink = durable_sink
         self._wants = wants
         self._raw_wanted = raw_wanted
         self._bulk_data_uri_base = bulk_data_uri_base
@@ -180,7 +195,13 @@ class EventCapture:
         )
         with self._count_lock:
             self._built[name] += 1
-        self._sink(pending)
+        if self._durable_sink is not None and _journaled(name, source):
+            try:
+                self._durable_sink(pending)
+            except JournalError as exc:
+                raise OutcomeNotRecorded(str(exc)) from exc
+        else:
+            self._sink(pending)
 
     def _source(self, assoc: Any) -> str:
         title = assoc.server.ae_title if assoc.server is not None else assoc.ae.ae_title
@@ -188,3 +209,13 @@ class EventCapture:
         if source is None:
             source = self._sources[title] = source_uri(self.edge_id, title)
         return source
+
+
+def _journaled(name: str, source: Any) -> bool:
+    """Whether this captured event must be on disk before the response leaves."""
+    return (
+        name in JOURNALED_OUTCOMES
+        and isinstance(source, OutcomeReport)
+        and source.status is not None
+        and status_category(source.status) in _HELD
+    )

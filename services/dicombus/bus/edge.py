@@ -6,16 +6,21 @@ The parts, in the order :meth:`EdgeNode.start` builds them:
    embedded ``redis-server`` with its data in ``<data_dir>/redis``;
 2. the :class:`~dicombus.bus.subscriptions.SubscriptionView` (static
    subscriptions from the config plus the registry in Redis), the durable
-   :class:`~dicombus.bus.outbox.Outbox` and the
-   :class:`~dicombus.bus.publisher.Publisher`;
+   :class:`~dicombus.bus.outbox.Outbox`, the
+   :class:`~dicombus.bus.journal.Journal` and the
+   :class:`~dicombus.bus.publisher.Publisher`, which submits again what a
+   killed run left in the journal;
 3. the AE and its server, storing each instance durably before it answers
    (:func:`dicombus.cli.storescp.handle_store`, which records ``stored_path``
    and ``stored_size`` in the outcome);
 4. the :class:`~dicombus.bus.capture.EventCapture`, bound on the server for
    exactly the event types somebody subscribes to, rebound whenever the
-   subscriptions change.
+   subscriptions change. A C-STORE answered Success has its event in the
+   journal before the response leaves, so it is published whatever instant
+   the edge dies.
 
-While the outbox is over its disk limit the server turns new associations
+While the outbox is over its disk limit, or cannot store at all (disk full:
+the publisher holds events in memory), the server turns new associations
 away with a transient rejection (PS3.8: rejected-transient, temporary
 congestion), so events are never dropped: a modality retries later, and the
 associations already running finish and spool their events.
@@ -37,6 +42,7 @@ from dicombus import evt, tls
 from dicombus.ae import AE
 from dicombus.bus.capture import EventCapture
 from dicombus.bus.edge_config import EdgeConfig
+from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox
 from dicombus.bus.publisher import Publisher
 from dicombus.bus.redis_server import EmbeddedRedis, broker_url_from_env_or_embedded
@@ -49,6 +55,7 @@ from dicombus.sop_class import Verification
 LOGGER = logging.getLogger("dicombus.bus.edge")
 
 OUTBOX_FULL = "the event outbox is full: temporary congestion"
+JOURNAL_FILE = "journal.sqlite3"  # in the data folder
 # The publisher gets this long to hand its queue to Redis or the outbox on stop.
 PUBLISHER_STOP_TIMEOUT = 10.0
 
@@ -67,6 +74,7 @@ class EdgeNode:
         self.capture: EventCapture | None = None
         self.view: SubscriptionView | None = None
         self.embedded_redis: EmbeddedRedis | None = None
+        self.journal: Journal | None = None
         self.broker_url: str | None = None
         self._capture_lock = threading.Lock()
         self._refusing = False
@@ -107,6 +115,7 @@ class EdgeNode:
             on_change=self._subscriptions_changed,
         )
         outbox = Outbox(config.outbox, max_bytes=config.outbox_max_bytes)
+        self.journal = Journal(config.data_dir / JOURNAL_FILE)
         self.publisher = Publisher(
             self.broker_url,
             self.view,
@@ -114,6 +123,7 @@ class EdgeNode:
             queue_size=config.queue_size,
             batch_size=config.batch_size,
             publisher_process=config.publisher_process,
+            journal=self.journal,
         )
         self.capture = EventCapture(
             edge_id=config.edge_id,
@@ -122,10 +132,13 @@ class EdgeNode:
             bulk_data_uri_base=config.storage.resolve().as_uri(),
             bulk_threshold=config.bulk_threshold,
             raw_wanted=self.view.raw_wanted,
+            durable_sink=self.publisher.submit_durable,
         )
         # The view first: the capture binds what it says is wanted.
         self.view.start()
         self.publisher.start()
+        # Before the server accepts anything: these are older than any new event.
+        self.publisher.resubmit_journaled()
 
     def _start_server(self) -> None:
         config = self.config
@@ -158,11 +171,11 @@ class EdgeNode:
                 self.capture.refresh()
 
     def _admission(self) -> str | None:
-        full = self.publisher is not None and self.publisher.outbox_full
+        full = self.publisher is not None and self.publisher.congested
         if full != self._refusing:
             self._refusing = full
             if full:
-                LOGGER.error("the event outbox is full: refusing new associations until it drains")
+                LOGGER.error("the event outbox is full or cannot store: refusing new associations")
             else:
                 LOGGER.warning("the event outbox has room again: accepting associations")
         return OUTBOX_FULL if full else None
@@ -181,11 +194,14 @@ class EdgeNode:
         if self.publisher is not None:
             self.publisher.stop(PUBLISHER_STOP_TIMEOUT)
             final = self.publisher.metrics()
+        if self.journal is not None:
+            self.journal.close()  # after the publisher: its last deletes are committed
         if self.view is not None:
             self.view.stop()
         if self.embedded_redis is not None:
             self.embedded_redis.stop()
         self.server = self.publisher = self.capture = self.view = self.embedded_redis = None
+        self.journal = None
         return final
 
     def __enter__(self) -> EdgeNode:

@@ -1182,7 +1182,12 @@ _OUTCOMES = (
         (*MESSAGE_FIELDS, *STATUS_FIELDS, DETAILS_FIELD),
         _capture_echo,
     ),
-    _spec(evt.EVT_C_STORE, "after the C-STORE response is sent", STORE_FIELDS, _capture_store),
+    _spec(
+        evt.EVT_C_STORE,
+        "before the C-STORE response is sent (a Success is journaled first)",
+        STORE_FIELDS,
+        _capture_store,
+    ),
     _spec(
         evt.EVT_C_FIND,
         "after the final C-FIND response is sent",

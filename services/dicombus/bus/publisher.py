@@ -48,9 +48,20 @@ itself meanwhile (that thread's earlier events may still have been queued). So
 each association's events (submitted one after another by its thread) reach
 every queue in sequence order.
 
-What is not durable: events still in the in-memory queue when the edge process
-is killed (SIGKILL) are lost; the window is the queue's depth, normally
-milliseconds. :meth:`Publisher.stop` flushes the queue to Redis or the outbox.
+Durability across a kill. An event given to :meth:`Publisher.submit_durable`
+(a C-STORE answered Success: :mod:`dicombus.bus.capture`) is first committed
+to the :class:`~dicombus.bus.journal.Journal`; the publisher forgets it there
+once it is in Redis or the outbox, and :meth:`Publisher.resubmit_journaled`
+submits what a killed run left, with the same event ids. Other events still in
+the in-memory queue when the edge process is killed (SIGKILL) are lost; the
+window is the queue's depth, normally milliseconds. :meth:`Publisher.stop`
+flushes the queue to Redis or the outbox.
+
+When the outbox cannot store (disk full, I/O error) the messages are held in
+memory, in order, up to :data:`HELD_LIMIT` per queue slot, and every later one
+joins them; :attr:`Publisher.congested` is on, and the edge refuses new
+associations. Each replay attempt tries the outbox again first, so the node
+recovers by itself once space returns.
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dicombus.bus.envelope import PendingEvent
+from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage, StoredMessage
 from dicombus.bus.publisher_child import ProcessSender
 from dicombus.bus.sender import (
@@ -95,6 +107,10 @@ METRICS_INTERVAL = 30.0
 # at a latency cost (5 ms on average) well under the 50 ms budget from DICOM
 # event to task start.
 BATCH_LINGER = 0.010
+# Messages the outbox could not store are held in memory, at most this many per
+# event the queue holds: while they are, the edge accepts no association, so only
+# those already running add to them. Past it an event is lost (loudly).
+HELD_LIMIT = 2
 
 COUNTERS = (
     "submitted",  # events given to submit()
@@ -104,6 +120,8 @@ COUNTERS = (
     "replayed",  # messages sent to Redis from the outbox
     "unrouted",  # events nobody was subscribed to any more by publishing time
     "failed",  # events that could not be serialized or stored (each logged with its id)
+    "journaled",  # events committed to the journal before their response was sent
+    "resubmitted",  # events a previous run left in the journal, submitted again
 )
 
 
@@ -112,6 +130,7 @@ class _Submitted:
     order: int  # submit order: the outbox replays by it
     created: float  # Unix time of submit(); lag is measured from it
     pending: PendingEvent
+    journaled: bool = False  # in the journal until it is in Redis or the outbox
 
 
 class _Counters:
@@ -147,11 +166,17 @@ class Publisher:
         metrics_interval: float = METRICS_INTERVAL,
         batch_linger: float = BATCH_LINGER,
         publisher_process: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
         self._view = view
         self._outbox = outbox
+        self._journal = journal
+        # Messages the outbox could not store, oldest first (see the module docstring).
+        self._held: list[OutboxMessage] = []
+        self._held_lock = threading.Lock()
+        self._held_limit = HELD_LIMIT * queue_size
         self._batch_size = batch_size
         self._linger = batch_linger
         self._metrics_interval = metrics_interval
@@ -168,6 +193,7 @@ class Publisher:
         self._sender: Sender = sender(broker_url, timeout=broker_timeout, builder=self._builder)
         self._counters = _Counters()
         self._stopping = threading.Event()
+        self._stopped = threading.Event()  # the thread has ended: nobody retries held messages
         self._thread: threading.Thread | None = None
         self._inflight_since: float | None = None
         self._replay_started: float | None = None
@@ -185,14 +211,21 @@ class Publisher:
 
     @property
     def outbox_full(self) -> bool:
-        """True while the outbox is at its limit: the edge refuses new associations."""
+        """True while the outbox is at its limit."""
         return self._outbox.full
+
+    @property
+    def congested(self) -> bool:
+        """True while the outbox is at its limit or cannot store at all (events held in
+        memory): the edge refuses new associations."""
+        return self._outbox.full or bool(self._held)
 
     # -- association threads --------------------------------------------------------------
 
-    def submit(self, pending: PendingEvent) -> None:
-        """Hand ``pending`` over for publishing; never blocks on the network or the queue."""
-        item = _Submitted(next(self._order), time.time(), pending)
+    def submit(self, pending: PendingEvent, *, journaled: bool = False) -> None:
+        """Hand ``pending`` over for publishing; never blocks on the network or the queue.
+        ``journaled``: it is in the journal, to be forgotten there once stored or sent."""
+        item = _Submitted(next(self._order), time.time(), pending, journaled)
         self._counters.add("submitted")
         if not self._stopping.is_set():
             try:
@@ -206,12 +239,38 @@ class Publisher:
         self._counters.add("spooled_on_submit")
         self._spool([item])
 
+    def submit_durable(self, pending: PendingEvent) -> None:
+        """Commit ``pending`` to the journal (waiting for the fsync), then :meth:`submit` it.
+
+        Raises :class:`~dicombus.bus.journal.JournalError` when the journal cannot
+        take it; the event is then not submitted at all. Without a journal this is
+        :meth:`submit`.
+        """
+        if self._journal is None:
+            self.submit(pending)
+            return
+        self._journal.record(pending)
+        self._counters.add("journaled")
+        self.submit(pending, journaled=True)
+
+    def resubmit_journaled(self) -> int:
+        """Submit again, same ids, the events a previous run journaled and did not see
+        published; call it after :meth:`start`, before accepting associations."""
+        if self._journal is None:
+            return 0
+        leftovers = self._journal.leftovers()
+        for pending in leftovers:
+            self.submit(pending, journaled=True)
+        self._counters.add("resubmitted", len(leftovers))
+        return len(leftovers)
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the publisher is already started")
         self._stopping.clear()
+        self._stopped.clear()
         self._sender.start()
         self._thread = threading.Thread(target=self._run, name="dicombus-publisher", daemon=True)
         self._thread.start()
@@ -256,6 +315,7 @@ class Publisher:
         values["outbox_full"] = float(self._outbox.full)
         values["replaying"] = float(self._outbox.rows > 0)
         values["sender_restarts"] = self._sender.restarts
+        values["held"] = len(self._held)
         return values
 
     def _lag(self) -> float:
@@ -282,6 +342,7 @@ class Publisher:
             while self._step():
                 pass
         finally:
+            self._stopped.set()
             self._sender.close()
 
     def _step(self) -> bool:
@@ -304,15 +365,21 @@ class Publisher:
             # Flush: to Redis while the outbox is empty, else behind what waits there.
             batch = self._take(wait=None)
             if not batch:
+                self._give_up_held()
                 return False
             self._send(batch)
-        elif not self._outbox.rows:
-            batch = self._take(wait=self._report_at - now, linger=self._linger)
+        elif not self._outbox.rows and not self._held:
+            wait = self._report_at - now
+            if self._journal is not None:
+                # Journal rows of published events, left by a stream that stopped.
+                due = self._journal.commit_due_deletes()
+                wait = wait if due is None else min(wait, due)
+            batch = self._take(wait=wait, linger=self._linger)
             if batch:
                 self._send(batch)
         else:
             if now >= self._next_attempt:
-                if self._replay_outbox():
+                if self._flush_held() and self._replay_outbox():
                     self._backoff, self._next_attempt = RECONNECT_FIRST, 0.0
                     return True
                 self._next_attempt = time.monotonic() + self._backoff
@@ -357,33 +424,37 @@ class Publisher:
     def _send(self, batch: list[_Submitted]) -> None:
         self._inflight_since = batch[0].created
         try:
-            if self._outbox.rows:
-                # Something was spooled since these were queued: they go behind it
-                # (their submit numbers put them before it on replay).
-                self._spool(batch)
-                return
-            routed = self._route(batch)
-            if not routed:
-                return  # nobody subscribed to any of them any more
-            try:
-                result = self._sender.send(routed)
-            except Exception:
-                LOGGER.exception("publishing a batch failed; it goes to the outbox")
-                self._spool_routed(routed)
-                return
-            self._record(result.failures)
-            self._counters.add("published", result.published)
-            if result.unsent:
-                LOGGER.warning(
-                    "Redis at %s did not take %d messages (%s); they are in the outbox "
-                    "and will be replayed when it answers",
-                    self.broker_url,
-                    len(result.unsent),
-                    result.error,
-                )
-                self._store(list(result.unsent))
+            self._publish_or_spool(batch)
         finally:
             self._inflight_since = None
+        self._forget(batch)
+
+    def _publish_or_spool(self, batch: list[_Submitted]) -> None:
+        if self._outbox.rows or self._held:
+            # Something was spooled since these were queued: they go behind it
+            # (their submit numbers put them before it on replay).
+            self._spool_routed(self._route(batch))
+            return
+        routed = self._route(batch)
+        if not routed:
+            return  # nobody subscribed to any of them any more
+        try:
+            result = self._sender.send(routed)
+        except Exception:
+            LOGGER.exception("publishing a batch failed; it goes to the outbox")
+            self._spool_routed(routed)
+            return
+        self._record(result.failures)
+        self._counters.add("published", result.published)
+        if result.unsent:
+            LOGGER.warning(
+                "Redis at %s did not take %d messages (%s); they are in the outbox "
+                "and will be replayed when it answers",
+                self.broker_url,
+                len(result.unsent),
+                result.error,
+            )
+            self._store(list(result.unsent))
 
     def _replay_outbox(self) -> bool:
         """One replay attempt: True once the outbox is empty (publish directly again)."""
@@ -465,6 +536,20 @@ class Publisher:
     def _spool(self, items: list[_Submitted]) -> None:
         if items:
             self._spool_routed(self._route(items))
+            self._forget(items)
+
+    def _forget(self, items: list[_Submitted]) -> None:
+        """Journaled events of ``items`` are in Redis or the outbox now (or were dropped
+        as unroutable or unserializable, logged): their journal rows can go. Those
+        held in memory stay journaled."""
+        if self._journal is None:
+            return
+        ids = [item.pending.id for item in items if item.journaled]
+        if ids and self._held:
+            with self._held_lock:
+                held = {message.event_id for message in self._held}
+            ids = [event_id for event_id in ids if event_id not in held]
+        self._journal.forget(ids)
 
     def _spool_routed(self, items: list[SendItem]) -> None:
         messages, failures = build_messages(self._builder, items)
@@ -472,11 +557,60 @@ class Publisher:
         self._store(messages)
 
     def _store(self, messages: list[OutboxMessage]) -> None:
-        try:
-            self._outbox.append(messages)
-        except OutboxError as exc:
-            lost = sorted({message.event_id for message in messages})
-            self._counters.add("failed", len(lost))
-            LOGGER.critical("EVENTS LOST: %s; events %s are not published", exc, ", ".join(lost))
-        else:
-            self._counters.add("spooled", len(messages))
+        if not messages:
+            return
+        with self._held_lock:
+            if self._held:  # behind what is held already, to keep the order
+                self._hold(messages)
+                return
+            try:
+                self._outbox.append(messages)
+            except OutboxError as exc:
+                LOGGER.error(
+                    "%s; events are held in memory and new associations refused until "
+                    "the outbox can store again",
+                    exc,
+                )
+                self._hold(messages)
+                return
+        self._counters.add("spooled", len(messages))
+
+    def _hold(self, messages: list[OutboxMessage]) -> None:
+        # Called with the held lock.
+        if self._stopped.is_set():
+            self._lose(messages, "the outbox cannot store them and the publisher has stopped")
+            return
+        room = self._held_limit - len(self._held)
+        self._held.extend(messages[:room])
+        if len(messages) > room:
+            self._lose(messages[room:], f"more than {self._held_limit} messages held in memory")
+
+    def _flush_held(self) -> bool:
+        """Move the held messages into the outbox; True once none are held."""
+        with self._held_lock:
+            held = self._held
+            if not held:
+                return True
+            try:
+                self._outbox.append(held)
+            except OutboxError:
+                return False  # logged when they were held; tried again at the next attempt
+            self._held = []
+        self._counters.add("spooled", len(held))
+        LOGGER.warning("the outbox stores again: %d held messages written to it", len(held))
+        if self._journal is not None:
+            self._journal.forget({message.event_id for message in held})
+        return True
+
+    def _give_up_held(self) -> None:
+        """At stop: the held messages go to the outbox if it takes them now; else those
+        not in the journal are lost, loudly (journaled ones are published after restart)."""
+        if not self._flush_held():
+            with self._held_lock:
+                held, self._held = self._held, []
+            self._lose(held, "the outbox cannot store them and the publisher is stopping")
+
+    def _lose(self, messages: list[OutboxMessage], why: str) -> None:
+        lost = sorted({message.event_id for message in messages})
+        self._counters.add("failed", len(lost))
+        LOGGER.critical("EVENTS LOST: %s; events %s are not published", why, ", ".join(lost))

@@ -43,6 +43,8 @@ LOGGER = logging.getLogger("dicombus.services")
 _STORAGE = frozenset(STORAGE_SOP_CLASSES)
 # pynetdicom answers 0xC211 when the C-STORE handler fails; peers see the same.
 STATUS_HANDLER_FAILED = 0xC211
+# Error Comment (0000,0902) is at most 64 characters.
+OUTCOME_NOT_RECORDED = "the node cannot record the event of this store"
 
 
 def serve_c_store(
@@ -55,6 +57,12 @@ def serve_c_store(
         )
     else:
         reply = _ask_handler(assoc, request, context)
+    # Reported before the response leaves: a Success is sent only once its outcome is
+    # accounted for (the event bus journals the event). If it cannot be, the peer
+    # hears Out of Resources (PS3.4 B.2.3: a failure it may retry) instead.
+    if not _report(assoc, request, context, reply.status):
+        reply = HandlerStatus(status.OUT_OF_RESOURCES, error_comment=OUTCOME_NOT_RECORDED)
+        _report(assoc, request, context, reply.status)
     response = c_store_rsp(
         request.message_id,
         reply.status,
@@ -64,12 +72,13 @@ def serve_c_store(
         error_comment=reply.error_comment,
     )
     assoc.send_message(context.context_id or 0, response, None)
-    assoc.report_outcome(
-        evt.EVT_C_STORE,
-        reply.status,
-        request=request,
-        context=context.as_tuple,
-        details=request.outcome,
+
+
+def _report(
+    assoc: Association, request: ServiceRequest, context: PresentationContext, code: int
+) -> bool:
+    return assoc.report_outcome(
+        evt.EVT_C_STORE, code, request=request, context=context.as_tuple, details=request.outcome
     )
 
 
