@@ -90,6 +90,7 @@ from dicombus.bus.sender import (
     build_messages,
 )
 from dicombus.bus.subscriptions import SubscriptionView
+from dicombus.data_folder import redact
 
 LOGGER = logging.getLogger("dicombus.bus.publisher")
 
@@ -185,6 +186,8 @@ class Publisher:
         # Continue after what a previous run left in the outbox, so those replay first.
         self._order = itertools.count(outbox.max_order() + 1)
         self.broker_url = broker_url
+        # For logs: the URL carries the embedded Redis's password.
+        self._shown_url = redact(broker_url)
         origin = f"dicombus-edge@{socket.gethostname()}"
         # Builds the messages that go to the outbox, and whatever the sender
         # builds in this process.
@@ -450,7 +453,7 @@ class Publisher:
             LOGGER.warning(
                 "Redis at %s did not take %d messages (%s); they are in the outbox "
                 "and will be replayed when it answers",
-                self.broker_url,
+                self._shown_url,
                 len(result.unsent),
                 result.error,
             )
@@ -497,7 +500,7 @@ class Publisher:
         try:
             self._sender.publish([stored.message for stored in chunk])
         except BrokerError as exc:
-            LOGGER.warning("replay to %s failed (%s)", self.broker_url, exc)
+            LOGGER.warning("replay to %s failed (%s)", self._shown_url, exc)
             return False
         try:
             self._outbox.delete(chunk)

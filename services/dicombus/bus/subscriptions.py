@@ -38,6 +38,7 @@ from typing import Any
 import redis
 
 from dicombus.bus.redis_server import broker_client
+from dicombus.data_folder import redact
 
 LOGGER = logging.getLogger("dicombus.bus.subscriptions")
 
@@ -181,6 +182,8 @@ class SubscriptionView:
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.broker_url = broker_url
+        # For logs: the URL carries the embedded Redis's password.
+        self._shown_url = redact(broker_url)
         self.cache_path = cache_path
         self._static = {sub.task: sub for sub in static}
         self._on_change = on_change
