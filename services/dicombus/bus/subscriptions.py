@@ -232,7 +232,7 @@ class SubscriptionView:
         except redis.exceptions.RedisError as exc:
             LOGGER.warning(
                 "cannot read the subscription registry at %s (%s); using %s until it answers",
-                self.broker_url,
+                self._shown_url,
                 exc,
                 "the cached registry" if cached is not None else "static subscriptions only",
             )
