@@ -12,12 +12,16 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 import redis
 from dicombus.bus.edge import warn_if_exposed
 from dicombus.bus.edge_config import EdgeConfig
+from dicombus.bus.redis_server import EmbeddedRedis
+from dicombus.cli.up import Node
+from dicombus.data_folder import DataFolder
 from helpers import pid_alive
 from up_support import (
     STARTUP_TIMEOUT,
@@ -269,3 +273,39 @@ def test_listening_beyond_loopback_without_allow_list_or_tls_warns(
     with caplog.at_level("WARNING", logger="dicombus.bus.edge"):
         warn_if_exposed(EdgeConfig(bind=bind, calling_ae_titles=titles))
     assert ("SECURITY" in caplog.text) is warned
+
+
+def test_a_redis_that_dies_again_soon_is_restarted_after_a_growing_delay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No restart loop: a server dying right after its start waits 1 s, then 2 s ..."""
+    folder = DataFolder(tmp_path / "node")
+    folder.acquire("test")
+    node = Node(folder, EdgeConfig(data_dir=folder.path))
+    node.redis = EmbeddedRedis(folder.path / "redis", password=folder.redis_secret())
+    try:
+        node.redis.start()
+        err = ""
+
+        def killed_and_noticed() -> bool:
+            nonlocal err
+            node.restart_dead_redis()
+            err += capsys.readouterr().err
+            return "exited with status -9" in err
+
+        node._redis_started = time.monotonic()  # it has just started (again)
+        os.kill(node.redis.pid, signal.SIGKILL)
+        wait_for(killed_and_noticed, "the death of Redis noticed")
+        assert "starting it again in 1 s" in err
+        assert node.restart_dead_redis() is False  # not before its time
+        node._redis_retry_at = 0.0  # the time has come
+        assert node.restart_dead_redis() is True
+        assert node.redis.pid is not None and node.redis.exited() is None
+        err = ""
+        node._redis_started = time.monotonic()  # and again, soon after that start
+        os.kill(node.redis.pid, signal.SIGKILL)
+        wait_for(killed_and_noticed, "the second death noticed")
+        assert "starting it again in 2 s" in err
+    finally:
+        node.redis.stop()
+        folder.release()

@@ -79,6 +79,12 @@ WORKER_STOP_TIMEOUT = 3.0
 # two starts of one worker (a worker that cannot start is not restarted in a loop).
 SUPERVISE_INTERVAL = 1.0
 RESTART_INTERVAL = 5.0
+# The embedded Redis comes back at once after its first death; one that dies again
+# within RESTART_INTERVAL of its start, or cannot start (its disk full, its port
+# taken), is tried again after a delay that doubles up to the cap: no tight loop,
+# no log line every second.
+REDIS_RETRY_FIRST = 1.0
+REDIS_RETRY_CAP = 30.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -233,6 +239,9 @@ class Node:
         self.config = config
         self.redis: EmbeddedRedis | None = None
         self.redis_down_since: float | None = None
+        self._redis_started = time.monotonic()
+        self._redis_delay = 0.0
+        self._redis_retry_at = 0.0
         self.broker_url = ""
         self.workers: list[ChildProcess] = []
         self.pool = DEFAULT_POOL
@@ -322,22 +331,35 @@ class Node:
         redis = self.redis
         if redis is None:
             return False
+        now = time.monotonic()
         if self.redis_down_since is None:
             old = redis.pid
             code = redis.exited()
             if code is None:
                 return False
-            self.redis_down_since = time.monotonic()
+            self.redis_down_since = now
+            soon = now - self._redis_started < RESTART_INTERVAL
+            self._redis_delay = self._longer_delay() if soon else 0.0
+            self._redis_retry_at = now + self._redis_delay
+            when = f"in {self._redis_delay:.0f} s" if self._redis_delay else "now"
             say(
                 f"embedded Redis (pid {old}) exited with status {code}; starting it again "
-                f"on port {redis.port} with its data in {redis.data_dir.resolve()} "
+                f"{when} on port {redis.port} with its data in {redis.data_dir.resolve()} "
                 "(the edge keeps events in its outbox meanwhile)"
             )
+        if now < self._redis_retry_at:
+            return False
         try:
             redis.start()
         except EmbeddedRedisError as exc:
-            say(f"embedded Redis could not start again ({exc}); trying again")
+            self._redis_delay = self._longer_delay()
+            self._redis_retry_at = time.monotonic() + self._redis_delay
+            say(
+                f"embedded Redis could not start again ({exc}); "
+                f"trying again in {self._redis_delay:.0f} s"
+            )
             return False
+        self._redis_started = time.monotonic()
         down = time.monotonic() - self.redis_down_since
         self.redis_down_since = None
         say(
@@ -345,6 +367,9 @@ class Node:
             f"{down:.1f} s; the edge replays its outbox"
         )
         return True
+
+    def _longer_delay(self) -> float:
+        return min(max(self._redis_delay * 2, REDIS_RETRY_FIRST), REDIS_RETRY_CAP)
 
     def restart_dead_workers(self) -> bool:
         """Start again each worker that exited (at most once per RESTART_INTERVAL)."""
