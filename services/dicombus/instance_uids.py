@@ -91,7 +91,8 @@ def _past_series_instance_uid(tag: BaseTag, _vr: str | None, _length: int) -> bo
 def _uid_text(dataset: Dataset, tag: int) -> str | None:
     if tag not in dataset:
         return None
-    raw = dataset.get_item(tag)
+    # A value too long to be a UID was skipped, not read; it stays unread (None).
+    raw = dataset.get_item(tag, keep_deferred=True)
     value = getattr(raw, "value", None)
     if isinstance(value, bytes):
         # PS3.5 9.1: a UI value is padded to even length with one NUL; some
