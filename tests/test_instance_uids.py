@@ -59,6 +59,7 @@ def test_an_encapsulated_file_as_dcmtk_wrote_it() -> None:
     assert uids == _expected(ds)
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 def test_missing_elements_are_none_and_padding_is_removed() -> None:
     ds = ct_dataset()
     del ds.StudyInstanceUID
