@@ -50,7 +50,10 @@ def test_store_a_folder_tree_byte_for_byte(
             read_part10_header(stored).transfer_syntax
             == read_part10_header(original).transfer_syntax
         )
-    assert not [path for path in output.rglob("*") if path.name.startswith(".")]
+    # No temporary file left: .incoming (where they are written) is the only hidden entry.
+    hidden = [path for path in output.rglob("*") if path.name.startswith(".")]
+    assert hidden == [output / ".incoming"]
+    assert list(hidden[0].iterdir()) == []
 
 
 def test_store_single_files_and_a_missing_one(
