@@ -8,6 +8,7 @@ in a storage folder.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -353,3 +354,19 @@ STORE_CASES: dict[str, Callable[[], Dataset]] = {
     "ct-512k-explicit-le": lambda: ct_dataset(ExplicitVRLittleEndian),
     "jpeg-baseline": lambda: dcmread(pydicom_test_file("SC_rgb_jpeg_dcmtk.dcm")),
 }
+
+
+@contextlib.contextmanager
+def immutable(folder: Path) -> Iterator[Path]:
+    """``folder``, made immutable (chattr +i) until the block ends.
+
+    The tests run as root, which ignores permission bits: chmod cannot make a folder
+    unwritable for it. An immutable folder refuses even root any new entry (only
+    CAP_LINUX_IMMUTABLE can clear the flag), as a read-only mount would.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chattr", "+i", str(folder)], check=True, capture_output=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True, capture_output=True)

@@ -90,8 +90,11 @@ def associate_rq(
     protocol_version: int = 1,
     application_context: str = "1.2.840.10008.3.1.1.1",
     extra_sub_items: Sequence[UserSubItem] = (),
+    abstract_syntax: str = VERIFICATION_SOP_CLASS,
+    transfer_syntax: str = IMPLICIT_VR_LITTLE_ENDIAN,
 ) -> bytes:
-    """An encoded A-ASSOCIATE-RQ proposing Verification (context 1) in Implicit VR LE."""
+    """An encoded A-ASSOCIATE-RQ proposing one context (1): Verification in Implicit VR LE
+    unless told otherwise."""
     return AAssociateRQ(
         protocol_version=protocol_version,
         called_ae_title=called,
@@ -100,8 +103,8 @@ def associate_rq(
         presentation_contexts=(
             PresentationContextRQItem(
                 context_id=1,
-                abstract_syntax=VERIFICATION_SOP_CLASS,
-                transfer_syntaxes=(IMPLICIT_VR_LITTLE_ENDIAN,),
+                abstract_syntax=abstract_syntax,
+                transfer_syntaxes=(transfer_syntax,),
             ),
         ),
         user_information=UserInformationItem(

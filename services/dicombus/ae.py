@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from dicombus.protocol.limits import (
     MAX_PRESENTATION_CONTEXTS,
     MINIMUM_PDU_LENGTH,
 )
+from dicombus.runtime.spool import DEFAULT_MAX_DATASET_SIZE
 from dicombus.server import AssociationServer
 
 LOGGER = logging.getLogger("dicombus.ae")
@@ -66,6 +68,10 @@ class AE:
         self.connection_timeout: float | None = None
         self.require_calling_aet: list[str] = []
         self.require_called_aet = False
+        # Where received C-STORE datasets are spooled; None: _config.STORE_SPOOL_DIRECTORY.
+        self.spool_directory: str | os.PathLike[str] | None = None
+        # A C-STORE dataset larger than this aborts the association (A-ABORT).
+        self.maximum_dataset_size = DEFAULT_MAX_DATASET_SIZE
         self._servers: list[AssociationServer] = []
         self._requestors: list[Association] = []
         self._lock = threading.Lock()
@@ -89,6 +95,16 @@ class AE:
         if not isinstance(value, int) or (value != 0 and value < MINIMUM_PDU_LENGTH):
             raise ValueError(f"maximum_pdu_size is 0 (unlimited) or at least {MINIMUM_PDU_LENGTH}")
         self._maximum_pdu_size = value
+
+    @property
+    def maximum_dataset_size(self) -> int:
+        return self._maximum_dataset_size
+
+    @maximum_dataset_size.setter
+    def maximum_dataset_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("maximum_dataset_size must be a positive int (bytes)")
+        self._maximum_dataset_size = value
 
     @property
     def maximum_associations(self) -> int:

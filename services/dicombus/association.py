@@ -426,7 +426,10 @@ class Association:
         self._negotiated.set()
         self._released.set()
         self._wake_waiters()
-        self._assembler = MessageAssembler(dataset_sink_factory=self._new_dataset_sink)
+        # A dataset cut off by an abort leaves its spool file unless released here.
+        abandoned = self._assembler.abandon()
+        if isinstance(abandoned, SpoolingDatasetSink):
+            abandoned.close()
         while self._queued:
             ServiceRequest(self._queued.popleft()).release()
         if self.server is not None:
@@ -628,7 +631,11 @@ class Association:
     def _new_dataset_sink(self, command: CommandSet) -> DatasetSink:
         if command.command_field is CommandField.C_STORE_RQ:
             threshold = 0 if config.STORE_RECV_CHUNKED_DATASET else config.STORE_SPOOL_THRESHOLD
-            return SpoolingDatasetSink(threshold=threshold, spool_dir=config.STORE_SPOOL_DIRECTORY)
+            return SpoolingDatasetSink(
+                threshold=threshold,
+                spool_dir=self.ae.spool_directory or config.STORE_SPOOL_DIRECTORY,
+                max_size=self.ae.maximum_dataset_size,
+            )
         return MemoryDatasetSink(max_size=MAX_NON_STORAGE_DATASET)
 
     def send_message(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:

@@ -1,32 +1,48 @@
 """Durable storage of received instances as DICOM Part 10 files.
 
-:func:`write_instance` is what a Storage SCP calls before it answers Success:
+:func:`store_instance` is what a Storage SCP calls before it answers Success:
 it writes the preamble, the File Meta Information and the dataset bytes
-exactly as the peer sent them to a temporary file in the destination folder,
-fsyncs it, renames it over the final name and fsyncs the folder. Only then
-has the instance survived a power cut, and only then may the peer forget it.
+exactly as the peer sent them to a temporary file in the root's ``.incoming``
+folder, fsyncs it, links it under its final name and fsyncs that folder. Only
+then has the instance survived a power cut, and only then may the peer forget
+it.
 
-File names come from the UIDs in the File Meta Information, after checking
-them against PS3.5 9.1, never from anything else a peer sent: a UID holds
-only digits and dots, so it cannot climb out of the storage root.
+File names come from UIDs after checking them against PS3.5 9.1, never from
+anything else a peer sent: a UID holds only digits and dots, so it cannot
+climb out of the storage root.
 
 Layouts (:class:`Layout`):
 
-- ``sop-class`` (the default): ``root/<SOP Class UID>/<SOP Instance UID>.dcm``.
+- ``study`` (the default): ``root/<Study Instance UID>/<Series Instance UID>/
+  <SOP Instance UID>.dcm``, the Study and Series UIDs read from the data set;
+  no folder grows past the size of one series.
+- ``sop-class``: ``root/<SOP Class UID>/<SOP Instance UID>.dcm``.
 - ``flat``: ``root/<SOP Instance UID>.dcm``.
 
-An instance received again replaces the earlier file (the rename is atomic),
-so a peer that retries after a lost response stores one copy.
+An instance received again (same SOP Instance UID) with the same bytes is a
+retry after a lost response: nothing is rewritten. With different bytes,
+:class:`Duplicates` decides: keep the first (the default; DuplicateInstanceError),
+replace it, or keep both (the second as ``<SOP Instance UID>-<digest>.dcm``).
+Different content is never replaced or set aside without a warning in the log.
+
+Everything transient -- partly written instances, and the spool files of
+datasets still arriving when the node uses the same folder for them -- lives
+in ``root/.incoming``, which :func:`prepare_storage_root` empties at start.
+Files are created 0600 and folders 0700 whatever the umask: they hold PHI.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
@@ -34,7 +50,10 @@ from typing import BinaryIO
 from pydicom.dataset import FileMetaDataset
 
 from dicombus.dataset_codec import encode_part10_header
+from dicombus.instance_uids import InstanceUIDs
 from dicombus.protocol.limits import MAX_UID_LENGTH
+
+LOGGER = logging.getLogger("dicombus.storage")
 
 # PS3.5 9.1: components of digits separated by dots; a component has no
 # leading zero unless it is "0" itself. Stricter than the association layer
@@ -50,41 +69,109 @@ _COPY_CHUNK = 1 << 20
 # kernels, some network and overlay file systems); a plain copy then does it.
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
 
+# Hidden (UIDs never start with a dot), so no layout ever names a file in it,
+# and the Q/R index's walk skips it.
+INCOMING_FOLDER = ".incoming"
+# PHI: only the node's own user reads what it stores.
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+# Hex digits of the SHA-256 of a second, different instance kept beside the
+# first: 64 bits, so two different contents do not meet by chance.
+_DIGEST_LENGTH = 16
+
 
 class Layout(StrEnum):
     """Where under the storage root an instance goes."""
 
+    STUDY = "study"
     SOP_CLASS = "sop-class"
     FLAT = "flat"
+
+
+DEFAULT_LAYOUT = Layout.STUDY
+
+
+class Duplicates(StrEnum):
+    """What to do with an instance whose SOP Instance UID is stored with other bytes."""
+
+    KEEP_FIRST = "keep-first"
+    REPLACE = "replace"
+    KEEP_BOTH = "keep-both"
+
+
+class Duplicate(StrEnum):
+    """What a store found under the instance's name (published as outcome["duplicate"])."""
+
+    IDENTICAL = "identical"
+    DIFFERENT = "different"
 
 
 class InvalidUIDError(ValueError):
     """A UID that PS3.5 9.1 does not allow, so no file name is made from it."""
 
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+class DuplicateInstanceError(Exception):
+    """The SOP Instance UID is stored with different bytes, and the first copy was kept."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} holds a different instance with the same SOP Instance UID")
+        self.path = path
+
+
+class StorageRootError(OSError):
+    """The storage root cannot be used: not creatable, or not writable."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    """Where the received bytes now are, and whether the name was taken before."""
+
+    path: Path
+    duplicate: Duplicate | None = None
+
 
 def check_uid(value: object, what: str) -> str:
     """Return ``value`` if it is a valid UID (PS3.5 9.1), else raise InvalidUIDError."""
     if not isinstance(value, str):
-        raise InvalidUIDError(f"{what} is missing or not text: {value!r}")
+        raise InvalidUIDError(f"{what} is missing or not text: {value!r}", what)
     if len(value) > MAX_UID_LENGTH or not _UID.fullmatch(value):
         raise InvalidUIDError(
             f"{what} {value!r} is not a valid UID (PS3.5 9.1: digits in dot-separated "
-            f"components without leading zeros, at most {MAX_UID_LENGTH} characters)"
+            f"components without leading zeros, at most {MAX_UID_LENGTH} characters)",
+            what,
         )
     return value
 
 
-def instance_path(root: Path, file_meta: FileMetaDataset, layout: Layout) -> Path:
-    """The final path of the instance that ``file_meta`` describes."""
+def instance_path(
+    root: Path,
+    file_meta: FileMetaDataset,
+    layout: Layout,
+    uids: InstanceUIDs | None = None,
+) -> Path:
+    """The final path of the instance that ``file_meta`` describes.
+
+    The study layout takes the Study and Series Instance UIDs from ``uids``
+    (read from the data set); a missing one is an InvalidUIDError.
+    """
     instance = check_uid(
         _text(file_meta.get("MediaStorageSOPInstanceUID")), "Media Storage SOP Instance UID"
     )
+    name = f"{instance}.dcm"
     if layout is Layout.FLAT:
-        return root / f"{instance}.dcm"
+        return root / name
+    if layout is Layout.STUDY:
+        study = check_uid(uids.study_instance_uid if uids else None, "Study Instance UID")
+        series = check_uid(uids.series_instance_uid if uids else None, "Series Instance UID")
+        return root / study / series / name
     sop_class = check_uid(
         _text(file_meta.get("MediaStorageSOPClassUID")), "Media Storage SOP Class UID"
     )
-    return root / sop_class / f"{instance}.dcm"
+    return root / sop_class / name
 
 
 def _text(value: object) -> object:
@@ -93,47 +180,180 @@ def _text(value: object) -> object:
     return str(value) if isinstance(value, str) else value
 
 
+def incoming_folder(root: Path) -> Path:
+    """The folder of partly written instances (and of the node's spool files)."""
+    return root / INCOMING_FOLDER
+
+
+def prepare_storage_root(root: Path, what: str = "storage root") -> Path:
+    """Make ``root`` ready at start: created (0700), writable, ``.incoming`` emptied.
+
+    Whatever a killed node left in ``.incoming`` (partly written instances,
+    spool files of datasets that were arriving) is removed: one node owns its
+    storage root. Writability is proven by creating a file, since permission
+    bits say nothing for root, and a read-only mount or an immutable folder
+    refuses even root. Raises StorageRootError naming ``what`` (the config key
+    or option the root came from). Returns the ``.incoming`` folder.
+    """
+    incoming = incoming_folder(root)
+    try:
+        _make_folders(incoming)
+        removed = 0
+        for entry in os.scandir(incoming):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        handle, probe = tempfile.mkstemp(prefix="probe-", dir=incoming)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageRootError(f"{what} {root} is not writable: {exc.strerror or exc}") from exc
+    if removed:
+        LOGGER.warning("removed %d leftover temporary files from %s", removed, incoming)
+    return incoming
+
+
+def store_instance(
+    root: Path,
+    *,
+    file_meta: FileMetaDataset,
+    dataset_bytes: bytes | memoryview | Path,
+    layout: Layout = DEFAULT_LAYOUT,
+    uids: InstanceUIDs | None = None,
+    duplicates: Duplicates = Duplicates.KEEP_FIRST,
+) -> StoredInstance:
+    """Store one instance durably, unless the very same bytes are already stored.
+
+    ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
+    path of a file holding them (a spooled dataset, copied in chunks without
+    reading it into memory). Raises InvalidUIDError before touching the disk
+    when a UID is invalid, DuplicateInstanceError when different bytes hold
+    the name and are kept, and OSError when the disk refuses (full, read-only,
+    not a folder); no temporary file is left behind in any case.
+    """
+    final = instance_path(root, file_meta, layout, uids)
+    content = _Content(encode_part10_header(file_meta), dataset_bytes)
+    _make_folders(final.parent)
+    incoming = incoming_folder(root)
+    _make_folders(incoming)
+    # Linked, never renamed, into place: of two associations storing the
+    # same new instance at once, the second finds the first's file.
+    if not final.exists() and _write(content, incoming, final, replace=False):
+        return StoredInstance(final)
+    if content.same_as(final):
+        return StoredInstance(final, Duplicate.IDENTICAL)
+    if duplicates is Duplicates.REPLACE:
+        LOGGER.warning("replacing %s with a different instance of the same UID", final)
+        _write(content, incoming, final, replace=True)
+        return StoredInstance(final, Duplicate.DIFFERENT)
+    if duplicates is Duplicates.KEEP_BOTH:
+        beside = final.with_name(f"{final.stem}-{content.digest()}.dcm")
+        if content.same_as(beside):
+            return StoredInstance(beside, Duplicate.IDENTICAL)
+        if _write(content, incoming, beside, replace=False):
+            LOGGER.warning("%s holds a different instance of the same UID; kept %s", final, beside)
+            return StoredInstance(beside, Duplicate.DIFFERENT)
+    raise DuplicateInstanceError(final)
+
+
 def write_instance(
     root: Path,
     *,
     file_meta: FileMetaDataset,
     dataset_bytes: bytes | memoryview | Path,
-    layout: Layout = Layout.SOP_CLASS,
+    layout: Layout = DEFAULT_LAYOUT,
+    uids: InstanceUIDs | None = None,
+    duplicates: Duplicates = Duplicates.KEEP_FIRST,
 ) -> Path:
-    """Store one instance durably and return its path.
+    """:func:`store_instance`, returning only the path of the stored file."""
+    return store_instance(
+        root,
+        file_meta=file_meta,
+        dataset_bytes=dataset_bytes,
+        layout=layout,
+        uids=uids,
+        duplicates=duplicates,
+    ).path
 
-    ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
-    path of a file holding them (a spooled dataset, copied in chunks without
-    reading it into memory). Raises InvalidUIDError before touching the disk
-    when a UID is invalid, and OSError when the disk refuses (full, read-only,
-    not a folder); no temporary file is left behind either way.
-    """
-    final = instance_path(root, file_meta, layout)
-    header = encode_part10_header(file_meta)
-    folder = final.parent
-    _make_folders(folder)
-    handle, temporary = tempfile.mkstemp(prefix=".", suffix=".part", dir=folder)
+
+class _Content:
+    """A Part 10 file to be: its header, then the dataset bytes (in memory or a file)."""
+
+    def __init__(self, header: bytes, dataset: bytes | memoryview | Path) -> None:
+        self.header = header
+        self.dataset = dataset
+
+    @property
+    def size(self) -> int:
+        if isinstance(self.dataset, Path):
+            return len(self.header) + self.dataset.stat().st_size
+        return len(self.header) + memoryview(self.dataset).nbytes
+
+    def chunks(self) -> Iterator[bytes | memoryview]:
+        yield self.header
+        if isinstance(self.dataset, Path):
+            with self.dataset.open("rb") as reader:
+                while chunk := reader.read(_COPY_CHUNK):
+                    yield chunk
+            return
+        view = memoryview(self.dataset).cast("B")
+        for offset in range(0, len(view), _COPY_CHUNK):
+            yield view[offset : offset + _COPY_CHUNK]
+
+    def same_as(self, path: Path) -> bool:
+        """Whether ``path`` holds exactly these bytes (False when it does not exist)."""
+        try:
+            with path.open("rb") as stored:
+                if os.fstat(stored.fileno()).st_size != self.size:
+                    return False
+                return all(stored.read(len(chunk)) == chunk for chunk in self.chunks())
+        except FileNotFoundError:
+            return False
+
+    def digest(self) -> str:
+        hasher = hashlib.sha256()
+        for chunk in self.chunks():
+            hasher.update(chunk)
+        return hasher.hexdigest()[:_DIGEST_LENGTH]
+
+    def write_to(self, stream: BinaryIO) -> None:
+        stream.write(self.header)
+        if isinstance(self.dataset, Path):
+            stream.flush()
+            _copy_file(self.dataset, stream)
+        else:
+            stream.write(self.dataset)
+
+
+def _write(content: _Content, incoming: Path, final: Path, *, replace: bool) -> bool:
+    """Write ``content`` durably as ``final``; False (nothing written) if it exists and
+    ``replace`` is off."""
+    handle, temporary = tempfile.mkstemp(suffix=".part", dir=incoming)
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(header)
-            if isinstance(dataset_bytes, Path):
-                stream.flush()
-                _copy_file(dataset_bytes, stream)
-            else:
-                stream.write(dataset_bytes)
+            # mkstemp's 0600 is masked by the umask; the mode must not depend on it.
+            os.fchmod(stream.fileno(), FILE_MODE)
+            content.write_to(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, final)
-    except BaseException:
+        if replace:
+            os.replace(temporary, final)
+        else:
+            try:
+                os.link(temporary, final)
+            except FileExistsError:
+                return False
+    finally:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        raise
-    _fsync_folder(folder)
-    return final
+    _fsync_folder(final.parent)
+    return True
 
 
 def _make_folders(folder: Path) -> None:
-    """Create ``folder`` and its missing parents, each new entry made durable."""
+    """Create ``folder`` and its missing parents (0700), each new entry made durable."""
     missing: list[Path] = []
     current = folder
     while not current.is_dir():
@@ -141,9 +361,16 @@ def _make_folders(folder: Path) -> None:
         if current.parent == current:
             break
         current = current.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    # A new folder exists after a crash only once its parent's entry is on disk.
     for created in reversed(missing):
+        try:
+            os.mkdir(created, FOLDER_MODE)
+        except FileExistsError:
+            if not created.is_dir():
+                raise
+            continue  # made meanwhile by another association
+        # mkdir's mode is masked by the umask; PHI folders stay 0700 whatever it is.
+        os.chmod(created, FOLDER_MODE)
+        # A new folder exists after a crash only once its parent's entry is on disk.
         _fsync_folder(created.parent)
 
 

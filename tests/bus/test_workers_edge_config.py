@@ -12,7 +12,7 @@ from dicombus.bus.edge_config import (
 )
 from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES
-from dicombus.storage_files import Layout
+from dicombus.storage_files import Duplicates, Layout
 
 FULL = """\
 [edge]
@@ -23,6 +23,7 @@ data_dir = "node"
 
 [storage]
 layout = "flat"
+duplicates = "keep-both"
 
 [accept]
 sop_classes = ["CTImageStorage", "1.2.840.10008.5.1.4.1.1.4"]
@@ -32,6 +33,7 @@ calling_ae_titles = ["CT1", "MR1"]
 [limits]
 max_associations = 4
 acse_timeout = 5
+max_dataset_size = 1048576
 
 [bus]
 broker_url = "redis://127.0.0.1:6390/0"
@@ -57,6 +59,8 @@ def test_a_full_file_is_read_with_paths_relative_to_it(tmp_path: Path) -> None:
     assert config.storage == tmp_path / "node" / "storage"
     assert config.outbox == tmp_path / "node" / "outbox.sqlite3"
     assert config.layout is Layout.FLAT
+    assert config.duplicates is Duplicates.KEEP_BOTH
+    assert config.max_dataset_size == 1 << 20
     assert config.sop_classes == ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4")
     assert config.transfer_syntaxes == ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
     assert config.calling_ae_titles == ("CT1", "MR1")
@@ -75,6 +79,10 @@ def test_an_empty_file_means_every_default() -> None:
     assert len(config.accepted_sop_classes) > 100
     assert config.accepted_transfer_syntaxes == [str(uid) for uid in ALL_TRANSFER_SYNTAXES]
     assert config.tls is None and config.bus_enabled and config.subscriptions == ()
+    # By study and series: no folder holds more than a series.
+    assert config.layout is Layout.STUDY
+    assert config.duplicates is Duplicates.KEEP_FIRST
+    assert config.max_dataset_size == 4 << 30
 
 
 @pytest.mark.parametrize(
@@ -114,6 +122,11 @@ def test_an_empty_file_means_every_default() -> None:
         ),
         ('[[bus.subscriptions]]\nqueue = "q"\n', ":1: [bus.subscriptions[0]]: missing key 'task'"),
         ('[tls]\ncert = "missing.pem"\nkey = "missing.key"\n', ":2: [tls] cert: no such file"),
+        (
+            '[storage]\nduplicates = "overwrite"\n',
+            ":2: [storage] duplicates: expected one of 'keep-first', 'replace', 'keep-both'",
+        ),
+        ("[limits]\nmax_dataset_size = 0\n", ":2: [limits] max_dataset_size: expected an integer"),
         ("port = 11112\n", ":1: port: expected a section, such as [edge]"),
         ("[edge]\nport = \n", ":2: not valid TOML"),
     ],

@@ -15,7 +15,7 @@ from cli_helpers import STOP_TIMEOUT, RunningServer, run_cli
 from dicombus import AE
 from dicombus.cli.common import ExitCode
 from dicombus.sop_class import Verification
-from helpers import part10_dataset_bytes, small_dataset, write_part10
+from helpers import immutable, part10_dataset_bytes, small_dataset, write_part10
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -53,6 +53,24 @@ def test_storescp_port_in_use_is_a_local_error(tmp_path: Path) -> None:
         result = run_cli("storescp", taken.getsockname()[1], "--output", tmp_path)
     assert result.returncode == ExitCode.LOCAL_ERROR
     assert "cannot listen on 127.0.0.1:" in result.stderr
+
+
+def test_storescp_refuses_an_output_folder_it_cannot_write(tmp_path: Path) -> None:
+    """Before, it started, and then answered every C-STORE with 0xA700."""
+    with immutable(tmp_path / "out") as output:
+        result = run_cli("storescp", 0, "--output", output)
+    assert result.returncode == ExitCode.LOCAL_ERROR
+    assert f"--output {output} is not writable" in result.stderr
+
+
+def test_storescp_removes_what_a_killed_run_left_at_start(
+    storescp: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    incoming = tmp_path / "out" / ".incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "tmpq1w2e3.part").write_bytes(b"half an instance")
+    storescp()
+    assert list(incoming.iterdir()) == []
 
 
 def test_storescp_flat_layout(storescp: Callable[..., RunningServer], tmp_path: Path) -> None:

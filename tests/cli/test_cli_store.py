@@ -24,8 +24,9 @@ PRIVATE_SOP_CLASS = UID("1.2.826.0.1.3680043.8.498.1.99")
 
 
 def _stored_path(output: Path, original: Path) -> Path:
-    header = read_part10_header(original)
-    return output / header.sop_class_uid / f"{header.sop_instance_uid}.dcm"
+    """Where storescp's default layout (study) puts ``original``."""
+    ds = dcmread(original, stop_before_pixels=True)
+    return output / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
 
 
 def test_store_a_folder_tree_byte_for_byte(
@@ -49,7 +50,10 @@ def test_store_a_folder_tree_byte_for_byte(
             read_part10_header(stored).transfer_syntax
             == read_part10_header(original).transfer_syntax
         )
-    assert not [path for path in output.rglob("*") if path.name.startswith(".")]
+    # No temporary file left: .incoming (where they are written) is the only hidden entry.
+    hidden = [path for path in output.rglob("*") if path.name.startswith(".")]
+    assert hidden == [output / ".incoming"]
+    assert list(hidden[0].iterdir()) == []
 
 
 def test_store_single_files_and_a_missing_one(

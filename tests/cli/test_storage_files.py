@@ -1,16 +1,31 @@
-"""dicombus.storage_files: UID checks and the durable Part 10 write."""
+"""dicombus.storage_files: UID checks, layouts, duplicates, modes and the durable Part 10 write."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dicombus import storage_files
 from dicombus.dataset_codec import create_file_meta, encode_part10_header, read_part10_header
-from dicombus.storage_files import InvalidUIDError, Layout, check_uid, write_instance
+from dicombus.instance_uids import InstanceUIDs
+from dicombus.storage_files import (
+    Duplicate,
+    DuplicateInstanceError,
+    Duplicates,
+    InvalidUIDError,
+    Layout,
+    StorageRootError,
+    check_uid,
+    prepare_storage_root,
+    store_instance,
+    write_instance,
+)
 from helpers import CT_IMAGE_STORAGE, part10_dataset_bytes, small_dataset, write_part10
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
@@ -31,7 +46,9 @@ def _meta(instance: str = INSTANCE, sop_class: str = CT_IMAGE_STORAGE) -> FileMe
 def encoded(tmp_path: Path) -> tuple[FileMetaDataset, bytes]:
     """The file meta and the Explicit VR Little Endian dataset bytes of a small image."""
     ds = small_dataset(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
-    path = write_part10(ds, tmp_path / "source.dcm")
+    # Outside tmp_path itself, where the tests store and then list everything.
+    source = tmp_path.parent / f"{tmp_path.name}-source.dcm"
+    path = write_part10(ds, source)
     return _meta(ds.SOPInstanceUID), part10_dataset_bytes(path)
 
 
@@ -81,7 +98,56 @@ def test_invalid_instance_uid_touches_nothing(
 @pytest.mark.filterwarnings(INVALID_UI_WARNING)
 def test_invalid_sop_class_uid_is_refused_in_the_sop_class_layout(tmp_path: Path) -> None:
     with pytest.raises(InvalidUIDError, match="SOP Class"):
-        write_instance(tmp_path, file_meta=_meta(sop_class="1.2.x"), dataset_bytes=b"")
+        write_instance(
+            tmp_path,
+            file_meta=_meta(sop_class="1.2.x"),
+            dataset_bytes=b"",
+            layout=Layout.SOP_CLASS,
+        )
+
+
+STUDY = "1.2.826.0.1.3680043.8.498.10"
+SERIES = "1.2.826.0.1.3680043.8.498.11"
+
+
+def _uids(study: str | None = STUDY, series: str | None = SERIES) -> InstanceUIDs:
+    return InstanceUIDs(
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=INSTANCE,
+        study_instance_uid=study,
+        series_instance_uid=series,
+    )
+
+
+def test_the_study_layout_is_the_default_and_files_by_study_and_series(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> None:
+    meta, dataset = encoded
+    path = write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids())
+    assert path == tmp_path / STUDY / SERIES / f"{meta.MediaStorageSOPInstanceUID}.dcm"
+
+
+@pytest.mark.parametrize(
+    ("study", "series", "refused"),
+    [
+        (None, SERIES, "Study Instance UID"),
+        ("../../etc", SERIES, "Study Instance UID"),
+        (STUDY, "1.02.3", "Series Instance UID"),
+        (STUDY, None, "Series Instance UID"),
+    ],
+)
+def test_the_study_layout_refuses_missing_or_invalid_study_and_series_uids(
+    tmp_path: Path,
+    encoded: tuple[FileMetaDataset, bytes],
+    study: str | None,
+    series: str | None,
+    refused: str,
+) -> None:
+    meta, dataset = encoded
+    with pytest.raises(InvalidUIDError, match=refused) as raised:
+        write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids(study, series))
+    assert raised.value.what == refused
+    assert _everything_under(tmp_path) == []
 
 
 @pytest.mark.parametrize("as_type", [bytes, memoryview])
@@ -90,9 +156,12 @@ def test_write_instance_stores_a_valid_part10_file_and_no_temp_file(
 ) -> None:
     meta, dataset = encoded
     root = tmp_path / "store"
-    path = write_instance(root, file_meta=meta, dataset_bytes=as_type(dataset))
+    path = write_instance(
+        root, file_meta=meta, dataset_bytes=as_type(dataset), layout=Layout.SOP_CLASS
+    )
     assert path == root / CT_IMAGE_STORAGE / f"{meta.MediaStorageSOPInstanceUID}.dcm"
     assert _everything_under(root) == [
+        Path(".incoming"),
         Path(CT_IMAGE_STORAGE),
         Path(CT_IMAGE_STORAGE, path.name),
     ]
@@ -106,15 +175,134 @@ def test_flat_layout(tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]) -> 
     assert path == tmp_path / f"{meta.MediaStorageSOPInstanceUID}.dcm"
 
 
-def test_a_second_copy_replaces_the_first(
+def _files(root: Path) -> list[Path]:
+    return sorted(path.relative_to(root) for path in root.rglob("*") if path.is_file())
+
+
+def test_the_same_bytes_again_are_a_duplicate_and_nothing_is_rewritten(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> None:
+    """A retry after a lost response: the stored file is not touched (same inode)."""
+    meta, dataset = encoded
+    first = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
+    again = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
+    assert (first.duplicate, again.duplicate) == (None, Duplicate.IDENTICAL)
+    assert again.path == first.path
+    assert first.path.stat().st_ino == os.stat(again.path).st_ino
+    assert _files(tmp_path) == [Path(first.path.name)]
+
+
+@pytest.fixture
+def first_and_other(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> tuple[FileMetaDataset, bytes, bytes, Path]:
+    """An instance stored flat, and other bytes under the same SOP Instance UID."""
+    meta, dataset = encoded
+    path = write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
+    return meta, dataset, dataset[:-2] + b"\x7f\x7f", path
+
+
+def test_different_bytes_keep_the_first_by_default(
+    tmp_path: Path, first_and_other: tuple[FileMetaDataset, bytes, bytes, Path]
+) -> None:
+    meta, dataset, other, path = first_and_other
+    with pytest.raises(DuplicateInstanceError) as raised:
+        write_instance(tmp_path, file_meta=meta, dataset_bytes=other, layout=Layout.FLAT)
+    assert raised.value.path == path
+    assert part10_dataset_bytes(path) == dataset
+    assert _files(tmp_path) == [Path(path.name)]
+
+
+def test_replace_overwrites_different_bytes_with_a_warning(
+    tmp_path: Path,
+    first_and_other: tuple[FileMetaDataset, bytes, bytes, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    meta, _dataset, other, path = first_and_other
+    with caplog.at_level(logging.WARNING, logger="dicombus.storage"):
+        stored = store_instance(
+            tmp_path,
+            file_meta=meta,
+            dataset_bytes=other,
+            layout=Layout.FLAT,
+            duplicates=Duplicates.REPLACE,
+        )
+    assert (stored.path, stored.duplicate) == (path, Duplicate.DIFFERENT)
+    assert part10_dataset_bytes(path) == other
+    assert f"replacing {path}" in caplog.text
+
+
+def test_keep_both_stores_the_second_beside_the_first_under_a_deterministic_name(
+    tmp_path: Path,
+    first_and_other: tuple[FileMetaDataset, bytes, bytes, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    meta, dataset, other, path = first_and_other
+
+    def keep_both() -> tuple[Path, Duplicate | None]:
+        stored = store_instance(
+            tmp_path,
+            file_meta=meta,
+            dataset_bytes=other,
+            layout=Layout.FLAT,
+            duplicates=Duplicates.KEEP_BOTH,
+        )
+        return stored.path, stored.duplicate
+
+    with caplog.at_level(logging.WARNING, logger="dicombus.storage"):
+        beside, duplicate = keep_both()
+    assert duplicate is Duplicate.DIFFERENT
+    assert beside.parent == path.parent
+    stem, digest = beside.stem.split("-")
+    assert stem == meta.MediaStorageSOPInstanceUID
+    assert len(digest) == 16 and set(digest) <= set("0123456789abcdef")
+    assert part10_dataset_bytes(path) == dataset
+    assert part10_dataset_bytes(beside) == other
+    assert f"kept {beside}" in caplog.text
+    # The same second instance again: the same name, found identical, nothing written.
+    assert keep_both() == (beside, Duplicate.IDENTICAL)
+    assert _files(tmp_path) == sorted([Path(path.name), Path(beside.name)])
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """A umask of 0, under which plain mkdir and open make world-readable entries."""
+    previous = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("open_umask")
+def test_stored_files_are_0600_and_folders_0700_whatever_the_umask(
     tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
 ) -> None:
     meta, dataset = encoded
-    root = tmp_path / "store"
-    write_instance(root, file_meta=meta, dataset_bytes=b"\x00" * 8, layout=Layout.FLAT)
-    path = write_instance(root, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
-    assert _everything_under(root) == [Path(path.name)]
-    assert part10_dataset_bytes(path) == dataset
+    root = tmp_path / "data" / "storage"
+    path = write_instance(root, file_meta=meta, dataset_bytes=dataset, uids=_uids())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for folder in (tmp_path / "data", root, root / ".incoming", root / STUDY, path.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_prepare_storage_root_removes_what_a_killed_node_left(tmp_path: Path) -> None:
+    incoming = tmp_path / "storage" / ".incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "tmpab12cd.part").write_bytes(b"half an instance")
+    (incoming / "dicombus-x1y2.dcm").write_bytes(b"a spooled dataset")
+    assert prepare_storage_root(tmp_path / "storage") == incoming
+    assert list(incoming.iterdir()) == []
+
+
+def test_prepare_storage_root_names_the_setting_when_the_root_cannot_be_made(
+    tmp_path: Path,
+) -> None:
+    """A root under a regular file: not creatable, even for root (ENOTDIR is no permission)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    with pytest.raises(StorageRootError, match=r"^\[storage\] root .*a-file/storage is not"):
+        prepare_storage_root(blocker / "storage", "[storage] root")
 
 
 def test_dataset_from_a_spool_file_is_copied_byte_for_byte(
@@ -123,7 +311,9 @@ def test_dataset_from_a_spool_file_is_copied_byte_for_byte(
     meta, dataset = encoded
     spool = tmp_path / "spool.bin"
     spool.write_bytes(dataset)
-    path = write_instance(tmp_path / "store", file_meta=meta, dataset_bytes=spool)
+    path = write_instance(
+        tmp_path / "store", file_meta=meta, dataset_bytes=spool, layout=Layout.FLAT
+    )
     assert part10_dataset_bytes(path) == dataset
     assert read_part10_header(path).sop_instance_uid == meta.MediaStorageSOPInstanceUID
 
@@ -146,7 +336,9 @@ def test_copy_falls_back_when_the_kernel_copy_refuses_midway(
 
     monkeypatch.setattr(storage_files, "_COPY_CHUNK", 100)
     monkeypatch.setattr(os, "copy_file_range", copy_once)
-    path = write_instance(tmp_path / "store", file_meta=meta, dataset_bytes=spool)
+    path = write_instance(
+        tmp_path / "store", file_meta=meta, dataset_bytes=spool, layout=Layout.FLAT
+    )
     assert len(calls) == 2
     assert part10_dataset_bytes(path) == dataset
 
@@ -161,7 +353,7 @@ def test_a_failed_write_leaves_no_temp_file(
     root = tmp_path / "store"
     with pytest.raises(OSError, match="No space left"):
         write_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)
-    assert list(root.iterdir()) == []
+    assert _files(root) == []
 
 
 def test_a_root_that_is_a_file_raises_oserror(
@@ -170,4 +362,4 @@ def test_a_root_that_is_a_file_raises_oserror(
     root = tmp_path / "not-a-folder"
     root.write_text("a file")
     with pytest.raises(OSError):
-        write_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1])
+        write_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)

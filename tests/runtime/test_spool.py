@@ -1,12 +1,22 @@
-"""SpoolingDatasetSink: memory below the threshold, a temp file above it."""
+"""SpoolingDatasetSink: memory below the threshold, a temp file above it, refused past its
+cap; and the association that removes the spool file of a dataset cut off halfway."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dicombus import AE, config, evt
+from dicombus.protocol.commands import c_store_rq, encode_command_set
+from dicombus.protocol.errors import RemoteProtocolError
+from dicombus.protocol.pdus import AAbort
 from dicombus.runtime.spool import SpoolingDatasetSink
+from helpers import CT_IMAGE_STORAGE
+from pydicom.uid import ExplicitVRLittleEndian
+from raw_peers import RawConnection, associate_rq, p_data, wait_idle, wait_until
 
 CHUNK = bytes(range(256)) * 4  # 1 KiB
 
@@ -137,3 +147,46 @@ def test_default_spool_dir_is_the_system_temp_dir(
     write_chunks(sink, 1)
     assert sink.path().parent == tmp_path
     sink.close()
+
+
+def test_a_write_past_the_cap_is_refused_for_an_abort(spool_dir: Path) -> None:
+    sink = SpoolingDatasetSink(threshold=0, spool_dir=spool_dir, max_size=3 * len(CHUNK))
+    write_chunks(sink, 3)
+    with pytest.raises(RemoteProtocolError, match="exceeds the 3072-byte limit"):
+        write_chunks(sink, 1)
+    assert sink.size == 3 * len(CHUNK)
+    sink.close()
+    assert spooled_files(spool_dir) == []
+
+
+@pytest.mark.parametrize("ending", ["a-abort", "closed connection"])
+def test_an_association_that_ends_mid_dataset_removes_its_spool_file(
+    serve: Callable[..., Any],
+    spool_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ending: str,
+) -> None:
+    """The assembler held the sink of the C-STORE under way; the association replaced it
+    without closing it, and every aborted large C-STORE left its spool file."""
+    monkeypatch.setattr(config, "STORE_RECV_CHUNKED_DATASET", True)
+    monkeypatch.setattr(config, "STORE_SPOOL_DIRECTORY", str(spool_dir))
+    ae = AE("STORESCP")
+    ae.add_supported_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
+    server = serve(ae, [(evt.EVT_C_STORE, lambda event: 0x0000)])
+    command = encode_command_set(c_store_rq(1, CT_IMAGE_STORAGE, "1.2.3.4"))
+    with RawConnection.connect(server.server_address[1]) as connection:
+        reply = connection.associate(
+            associate_rq(
+                called="STORESCP",
+                abstract_syntax=CT_IMAGE_STORAGE,
+                transfer_syntax=str(ExplicitVRLittleEndian),
+            )
+        )
+        assert reply[0] == 0x02, "not an A-ASSOCIATE-AC"
+        connection.send(p_data(is_command=True, is_last=True, data=command))
+        connection.send(p_data(is_command=False, is_last=False, data=CHUNK))
+        assert wait_until(lambda: spooled_files(spool_dir) != []), "the dataset never spooled"
+        if ending == "a-abort":
+            connection.send(AAbort(source=0, reason=0).encode())
+    wait_idle(server)
+    assert spooled_files(spool_dir) == []

@@ -51,6 +51,7 @@ from dicombus.cli.storescp import handle_store
 from dicombus.data_folder import DataFolder
 from dicombus.server import AssociationServer
 from dicombus.sop_class import Verification
+from dicombus.storage_files import prepare_storage_root
 
 LOGGER = logging.getLogger("dicombus.bus.edge")
 
@@ -88,7 +89,9 @@ class EdgeNode:
     def start(self) -> None:
         config = self.config
         warn_if_exposed(config)
-        config.storage.mkdir(parents=True, exist_ok=True)
+        # Before anything listens: an unusable root fails here, naming its key,
+        # and whatever a killed node left half-written is swept away.
+        self.ae.spool_directory = prepare_storage_root(config.storage, "[storage] root")
         try:
             if config.bus_enabled:
                 self._start_bus()
@@ -143,7 +146,7 @@ class EdgeNode:
     def _start_server(self) -> None:
         config = self.config
         handlers: list[evt.HandlerBinding] = [
-            (evt.EVT_C_STORE, handle_store, [config.storage, config.layout])
+            (evt.EVT_C_STORE, handle_store, [config.storage, config.layout, config.duplicates])
         ]
         server = self.ae.start_server(
             (config.bind, config.port),
@@ -246,6 +249,7 @@ def build_ae(config: EdgeConfig) -> AE:
     ae.acse_timeout = config.acse_timeout
     ae.dimse_timeout = config.dimse_timeout
     ae.network_timeout = config.network_timeout
+    ae.maximum_dataset_size = config.max_dataset_size
     ae.maximum_pdu_size = config.max_pdu_size
     ae.maximum_associations = config.max_associations
     ae.require_calling_aet = list(config.calling_ae_titles)

@@ -11,7 +11,8 @@ A complete file, every key optional (the values shown are the defaults)::
 
     [storage]
     root = "<data_dir>/storage"
-    layout = "sop-class"           # or "flat"
+    layout = "study"               # <study>/<series>/<instance>.dcm; or "sop-class", "flat"
+    duplicates = "keep-first"      # same UID, other bytes: or "replace", "keep-both"
 
     [accept]
     sop_classes = ["storage"]      # "storage": every storage SOP class; names or UIDs
@@ -25,6 +26,7 @@ A complete file, every key optional (the values shown are the defaults)::
     acse_timeout = 30.0
     dimse_timeout = 30.0
     network_timeout = 60.0
+    max_dataset_size = 4294967296  # a larger C-STORE data set aborts the association
 
     [tls]                          # present: associations are TLS only
     cert = "edge.pem"
@@ -60,6 +62,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -70,7 +73,8 @@ from dicombus.ae import _checked_ae_title
 from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from dicombus.protocol.limits import DEFAULT_MAXIMUM_PDU_SIZE, MINIMUM_PDU_LENGTH
-from dicombus.storage_files import Layout
+from dicombus.runtime.spool import DEFAULT_MAX_DATASET_SIZE
+from dicombus.storage_files import DEFAULT_LAYOUT, Duplicates, Layout
 
 ALL_STORAGE = "storage"
 ALL_SYNTAXES = "all"
@@ -104,7 +108,8 @@ class EdgeConfig:
     port: int = 11112
     data_dir: Path = DEFAULT_DATA_DIR
     storage_root: Path | None = None
-    layout: Layout = Layout.SOP_CLASS
+    layout: Layout = DEFAULT_LAYOUT
+    duplicates: Duplicates = Duplicates.KEEP_FIRST
     sop_classes: tuple[str, ...] = ()  # UIDs; empty: every storage SOP class
     transfer_syntaxes: tuple[str, ...] = ()  # UIDs; empty: every known syntax
     calling_ae_titles: tuple[str, ...] = ()
@@ -114,6 +119,7 @@ class EdgeConfig:
     acse_timeout: float = 30.0
     dimse_timeout: float = 30.0
     network_timeout: float = 60.0
+    max_dataset_size: int = DEFAULT_MAX_DATASET_SIZE
     tls: TlsConfig | None = None
     bus_enabled: bool = True
     broker_url: str | None = None
@@ -225,12 +231,15 @@ def _list_of(item: Check) -> Check:
     return check
 
 
-def _layout(value: Any, base: Path) -> Layout:
-    try:
-        return Layout(_text(value, base))
-    except ValueError:
-        choices = ", ".join(repr(choice.value) for choice in Layout)
-        raise ValueError(f"expected one of {choices}, got {value!r}") from None
+def _one_of(choices: type[StrEnum]) -> Check:
+    def check(value: Any, base: Path) -> StrEnum:
+        try:
+            return choices(_text(value, base))
+        except ValueError:
+            names = ", ".join(repr(choice.value) for choice in choices)
+            raise ValueError(f"expected one of {names}, got {value!r}") from None
+
+    return check
 
 
 def _sop_classes(value: Any, base: Path) -> tuple[str, ...]:
@@ -293,7 +302,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
     },
     "storage": {
         "root": (_path, "storage_root"),
-        "layout": (_layout, "layout"),
+        "layout": (_one_of(Layout), "layout"),
+        "duplicates": (_one_of(Duplicates), "duplicates"),
     },
     "accept": {
         "sop_classes": (_sop_classes, "sop_classes"),
@@ -307,6 +317,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
         "acse_timeout": (_seconds, "acse_timeout"),
         "dimse_timeout": (_seconds, "dimse_timeout"),
         "network_timeout": (_seconds, "network_timeout"),
+        "max_dataset_size": (_integer(1), "max_dataset_size"),
     },
     "tls": {
         "cert": (_existing_file, "cert"),

@@ -36,7 +36,7 @@ from dicombus.qr.scp import (
     load_destinations,
     support_query_retrieve,
 )
-from dicombus.storage_files import Layout, instance_path
+from dicombus.storage_files import Layout
 
 COMMAND = "qrscp"
 LOGGER = logging.getLogger("dicombus.cli")
@@ -124,7 +124,7 @@ def store_and_index(event: evt.Event, root: Path, layout: Layout, index: Index) 
     result = handle_store(event, root, layout)
     if result != status.SUCCESS:
         return result
-    path = instance_path(root, event.file_meta, layout)
+    path = Path(event.request.outcome["stored_path"])  # type: ignore[attr-defined]
     try:
         if not index.add_file(path):
             LOGGER.warning("stored %s, which is not an instance of the Q/R hierarchy", path)

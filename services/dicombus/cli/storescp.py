@@ -1,8 +1,10 @@
 """``dicombus storescp``: a Storage SCP writing Part 10 files (DCMTK's storescp).
 
-The C-STORE handler answers Success only after
-:func:`dicombus.storage_files.write_instance` has made the file durable;
-``dicombus up`` serves storage with the same code.
+The C-STORE handler checks that the data set is the instance the command
+names, and answers Success only after
+:func:`dicombus.storage_files.store_instance` has made the file durable (or
+found the very same bytes stored); the edge node serves storage with the same
+code.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from dicombus import (
     AE,
@@ -30,12 +32,22 @@ from dicombus.cli.common import (
     configure_logging,
     error,
     make_ae,
-    make_folder,
 )
+from dicombus.instance_uids import InstanceUIDs, UnreadableDatasetError, read_instance_uids
 from dicombus.protocol import status
 from dicombus.service_request import ServiceRequest
 from dicombus.sop_class import Verification
-from dicombus.storage_files import InvalidUIDError, Layout, write_instance
+from dicombus.storage_files import (
+    DEFAULT_LAYOUT,
+    Duplicate,
+    DuplicateInstanceError,
+    Duplicates,
+    InvalidUIDError,
+    Layout,
+    StorageRootError,
+    prepare_storage_root,
+    store_instance,
+)
 
 COMMAND = "storescp"
 LOGGER = logging.getLogger("dicombus.cli")
@@ -60,6 +72,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_network_options(parser, default_aet="STORESCP")
     add_layout_option(parser)
+    add_duplicates_option(parser)
     parser.add_argument(
         "-pm",
         "--accept-all-storage",
@@ -77,9 +90,23 @@ def add_layout_option(parser: argparse.ArgumentParser) -> None:
         "--layout",
         type=Layout,
         choices=list(Layout),
-        default=Layout.SOP_CLASS,
-        help="sop-class: DIR/<SOP Class UID>/<SOP Instance UID>.dcm (default); "
+        default=DEFAULT_LAYOUT,
+        help="study: DIR/<Study Instance UID>/<Series Instance UID>/<SOP Instance UID>.dcm "
+        "(default); sop-class: DIR/<SOP Class UID>/<SOP Instance UID>.dcm; "
         "flat: DIR/<SOP Instance UID>.dcm",
+    )
+
+
+def add_duplicates_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--duplicates",
+        type=Duplicates,
+        choices=list(Duplicates),
+        default=Duplicates.KEEP_FIRST,
+        help="an instance whose SOP Instance UID is stored with different bytes: keep-first "
+        "refuses it (0x0111, the default), replace overwrites the stored file, keep-both "
+        "stores it beside as <SOP Instance UID>-<digest>.dcm; the same bytes again are a "
+        "Success that writes nothing",
     )
 
 
@@ -96,13 +123,20 @@ def run(args: argparse.Namespace) -> int:
         )
 
     return serve_storage(
-        args, storage_root=args.output, layout=args.layout, command=COMMAND, announce=announce
+        args,
+        storage_root=args.output,
+        layout=args.layout,
+        duplicates=args.duplicates,
+        command=COMMAND,
+        announce=announce,
     )
 
 
-def store_handlers(root: Path, layout: Layout) -> list[evt.HandlerBinding]:
+def store_handlers(
+    root: Path, layout: Layout, duplicates: Duplicates = Duplicates.KEEP_FIRST
+) -> list[evt.HandlerBinding]:
     """The EVT_C_STORE binding that writes each received instance under ``root``."""
-    return [(evt.EVT_C_STORE, handle_store, [root, layout])]
+    return [(evt.EVT_C_STORE, handle_store, [root, layout, duplicates])]
 
 
 def storage_ae(args: argparse.Namespace) -> AE:
@@ -119,14 +153,21 @@ def serve_storage(
     *,
     storage_root: Path,
     layout: Layout,
+    duplicates: Duplicates,
     command: str,
     announce: Announce,
 ) -> int:
     """Serve storage until SIGINT or SIGTERM; then stop the server and its associations."""
-    if not make_folder(command, storage_root, "storage"):
+    try:
+        incoming = prepare_storage_root(storage_root, "--output")
+    except StorageRootError as exc:
+        error(command, str(exc))
         return ExitCode.LOCAL_ERROR
     ae = storage_ae(args)
-    handlers = store_handlers(storage_root, layout)
+    # Spooled datasets in the root's .incoming folder: the start-up sweep finds
+    # what an aborted or killed run left there.
+    ae.spool_directory = incoming
+    handlers = store_handlers(storage_root, layout, duplicates)
     # Signals are caught before the port opens: one sent as soon as the port
     # answers must stop the server, not kill it halfway.
     with StopSignals() as signals:
@@ -142,25 +183,95 @@ def serve_storage(
     return ExitCode.OK
 
 
-def handle_store(event: evt.Event, root: Path, layout: Layout) -> int | Dataset:
-    """EVT_C_STORE: write the instance durably, then answer; 0xA700 when the disk refuses."""
+def handle_store(
+    event: evt.Event,
+    root: Path,
+    layout: Layout,
+    duplicates: Duplicates = Duplicates.KEEP_FIRST,
+) -> int | Dataset:
+    """EVT_C_STORE: check the data set against the command, store it durably, then answer.
+
+    Records in the published outcome (``event.request.outcome``): ``stored_path``
+    and ``stored_size`` when the received bytes are on disk, and ``duplicate``
+    ("identical" or "different") when the SOP Instance UID was stored before.
+    """
+    peer = event.assoc.requestor.ae_title
+    file_meta = event.file_meta
+    received = _received_dataset(event)
+    # Event attributes such as ``request`` are set per event type, unknown to mypy.
+    outcome = event.request.outcome  # type: ignore[attr-defined]
     try:
-        path = write_instance(
-            root, file_meta=event.file_meta, dataset_bytes=_received_dataset(event), layout=layout
+        uids = read_instance_uids(received, str(file_meta.TransferSyntaxUID))
+    except UnreadableDatasetError as exc:
+        LOGGER.error("refused an instance from %s: %s", peer, exc)
+        # PS3.4 B.2.3: Error, Cannot understand (as DCMTK's storescp answers).
+        return _failure(status.CANNOT_UNDERSTAND, "cannot read the data set")
+    mismatch = _mismatch(file_meta, uids)
+    if mismatch is not None:
+        code, comment, detail = mismatch
+        LOGGER.error("refused an instance from %s: %s", peer, detail)
+        return _failure(code, comment)
+    try:
+        stored = store_instance(
+            root,
+            file_meta=file_meta,
+            dataset_bytes=received,
+            layout=layout,
+            uids=uids,
+            duplicates=duplicates,
         )
     except InvalidUIDError as exc:
-        LOGGER.error("refused an instance from %s: %s", event.assoc.requestor.ae_title, exc)
-        # PS3.7 C.5.7: the SOP Instance UID violates the UID construction rules.
-        return _failure(status.INVALID_OBJECT_INSTANCE, "invalid UID")
+        LOGGER.error("refused an instance from %s: %s", peer, exc)
+        return _invalid_uid(exc)
+    except DuplicateInstanceError as exc:
+        LOGGER.warning("refused an instance from %s, kept the stored one: %s", peer, exc)
+        outcome["duplicate"] = Duplicate.DIFFERENT.value
+        # PS3.7 C.5: 0x0111 Duplicate SOP Instance, a Failure: the sender must
+        # learn that these bytes were not stored (a Success or Warning would
+        # let it delete its copy of an instance we do not hold). A peer's retry
+        # of what we hold is answered Success (Duplicate.IDENTICAL).
+        return _failure(status.DUPLICATE_SOP_INSTANCE, "SOP Instance UID stored with other content")
     except OSError as exc:
         LOGGER.error("cannot store an instance under %s: %s", root, exc)
         return _failure(status.OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}")
-    LOGGER.info("stored %s", path)
+    LOGGER.info("stored %s", stored.path)
     # Published with the C-STORE outcome: where the event's bulk data lives.
-    outcome = event.request.outcome  # type: ignore[attr-defined]
-    outcome["stored_path"] = str(path.absolute())
-    outcome["stored_size"] = path.stat().st_size
+    outcome["stored_path"] = str(stored.path.absolute())
+    outcome["stored_size"] = stored.path.stat().st_size
+    if stored.duplicate is not None:
+        outcome["duplicate"] = stored.duplicate.value
     return status.SUCCESS
+
+
+def _mismatch(file_meta: FileMetaDataset, uids: InstanceUIDs) -> tuple[int, str, str] | None:
+    """(status, ErrorComment, log line) when the data set is not the instance the command names.
+
+    As DCMTK's storescp: no SOP Class or Instance UID in the data set is
+    0xC000 (Cannot understand); one that differs from the command's is 0xA900
+    (PS3.4 B.2.3: Error, Data Set does not match SOP Class). Stored, such an
+    instance would sit under a name that is not its own.
+    """
+    if uids.sop_class_uid is None or uids.sop_instance_uid is None:
+        comment = "no SOP Class or Instance UID in the data set"
+        return status.CANNOT_UNDERSTAND, comment, comment
+    for what, in_command, in_dataset in (
+        ("SOP Class UID", file_meta.MediaStorageSOPClassUID, uids.sop_class_uid),
+        ("SOP Instance UID", file_meta.MediaStorageSOPInstanceUID, uids.sop_instance_uid),
+    ):
+        if in_dataset != str(in_command):
+            comment = f"data set {what} differs from command"
+            detail = f"{comment}: {in_dataset!r} in the data set, '{in_command}' in the command"
+            return status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, comment, detail
+    return None
+
+
+def _invalid_uid(exc: InvalidUIDError) -> Dataset:
+    if "SOP Instance" in exc.what:
+        # PS3.7 C.5: the SOP Instance UID violates the UID construction rules.
+        return _failure(status.INVALID_OBJECT_INSTANCE, "invalid UID")
+    # A Study or Series Instance UID (Type 1 in every composite IOD) that is
+    # missing or malformed: the data set does not conform (PS3.4 B.2.3).
+    return _failure(status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"invalid {exc.what}")
 
 
 def _received_dataset(event: evt.Event) -> bytes | Path:

@@ -280,6 +280,14 @@ class MessageAssembler:
             return self._add_command_fragment(pdv)
         return self._add_dataset_fragment(pdv, *self._pending)
 
+    def abandon(self) -> DatasetSink | None:
+        """Drop the message under way (the association ended); return its sink, if any,
+        for the runtime to release (a spool file is the runtime's to remove)."""
+        pending, self._pending = self._pending, None
+        self._context_id = 0
+        self._command_buffer = bytearray()
+        return pending[1] if pending is not None else None
+
     def _add_command_fragment(self, pdv: PresentationDataValue) -> DimseMessage | None:
         if not pdv.is_command:
             raise _unexpected("data set PDV before the command set was complete")

@@ -3,7 +3,9 @@
 Small datasets stay in memory. Once a dataset grows past a threshold (or when
 the user asked for every dataset on disk) the bytes so far go to a temporary
 file and every later fragment is written straight to it, so a 2 GB instance
-never sits in memory.
+never sits in memory. A dataset that outgrows its cap is refused: the write
+raises RemoteProtocolError (the association is aborted) and the runtime
+closes the sink, which removes its file.
 """
 
 from __future__ import annotations
@@ -14,9 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from dicombus.protocol.errors import AbortReason, AbortSource, RemoteProtocolError
+
 # Below this a dataset is kept in memory: writing a 2 KB instance to a temp
 # file would cost more than the C-STORE itself.
 DEFAULT_SPOOL_THRESHOLD = 32 * 1024 * 1024
+# The largest C-STORE dataset accepted by default. A dataset's elements have
+# 32-bit lengths, so an uncompressed instance fits under 4 GiB; a sender that
+# goes on past that is more likely to fill the disk than to be a scanner.
+DEFAULT_MAX_DATASET_SIZE = 4 * 1024 * 1024 * 1024
 
 
 class SpoolingDatasetSink:
@@ -27,8 +35,10 @@ class SpoolingDatasetSink:
         *,
         threshold: int = DEFAULT_SPOOL_THRESHOLD,
         spool_dir: str | os.PathLike[str] | None = None,
+        max_size: int = DEFAULT_MAX_DATASET_SIZE,
     ) -> None:
         self._threshold = threshold
+        self._max_size = max_size
         self._spool_dir = spool_dir
         # Fragments as received, one bytes object each: appending never
         # reallocates and copies what came before (a bytearray would).
@@ -46,6 +56,12 @@ class SpoolingDatasetSink:
         return self._memory is not None
 
     def write(self, data: memoryview) -> None:
+        if self._size + len(data) > self._max_size:
+            raise RemoteProtocolError(
+                f"C-STORE data set exceeds the {self._max_size}-byte limit",
+                abort_source=AbortSource.SERVICE_PROVIDER,
+                abort_reason=AbortReason.NOT_SPECIFIED,
+            )
         self._size += len(data)
         if self._memory is not None:
             self._memory.append(bytes(data))

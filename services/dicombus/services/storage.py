@@ -55,6 +55,18 @@ def serve_c_store(
         reply = HandlerStatus(
             status.SOP_CLASS_NOT_SUPPORTED, error_comment="not a storage presentation context"
         )
+    elif command.AffectedSOPClassUID != context.abstract_syntax:
+        # A message travels on the presentation context negotiated for its SOP
+        # class (the context's abstract syntax, PS3.8 9.3.2.2.1). A C-STORE
+        # claiming another class over it would be stored as that class although
+        # negotiation never accepted it, bypassing the configured SOP classes.
+        # 0x0122 (PS3.7 C.5: Refused, SOP Class not supported) says the class
+        # is not supported there, as pynetdicom answers for a class it has no
+        # context for.
+        reply = HandlerStatus(
+            status.SOP_CLASS_NOT_SUPPORTED,
+            error_comment="SOP class differs from the presentation context",
+        )
     else:
         reply = _ask_handler(assoc, request, context)
     # Reported before the response leaves: a Success is sent only once its outcome is

@@ -1,0 +1,127 @@
+"""The four UIDs that say what a received C-STORE data set is and where it belongs.
+
+A Storage SCP needs the SOP Class and SOP Instance UIDs *of the data set* (to
+check them against the command, PS3.4 B.2.3) and the Study and Series
+Instance UIDs (to file the instance by study and series). All four sit near
+the start of any composite instance, in groups 0008 and 0020, so
+:func:`read_instance_uids` parses the encoded bytes only up to (0020,000E),
+skipping long values unread (pixel data never comes before them), whether
+the bytes are in memory or in a spool file. Nothing is decoded into Python
+values: the UIDs come back as the text the peer sent, trailing padding
+removed, for the caller to validate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+
+# Values longer than this are skipped (seeked past), never read: a UID is at
+# most 64 bytes, and what else precedes group 0020 is not needed here.
+_SKIP_LONGER_THAN = 1024
+# A deflated data set (PS3.5 A.5) is inflated only this far; the UIDs sit in
+# its first kilobytes, and a stream that inflates without end is not read whole.
+MAX_INFLATED_HEADER = 16 * 1024 * 1024
+_READ_CHUNK = 1 << 16
+
+
+class UnreadableDatasetError(ValueError):
+    """The data set bytes could not be parsed as far as the UIDs."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceUIDs:
+    """The UIDs as found in the data set; None where the element is absent or empty."""
+
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+
+
+def read_instance_uids(source: bytes | memoryview | Path, transfer_syntax: str) -> InstanceUIDs:
+    """Parse ``source`` (data set bytes, no file meta) in ``transfer_syntax`` up to (0020,000E).
+
+    Raises UnreadableDatasetError when the bytes are not a data set in that syntax.
+    """
+    syntax = UID(transfer_syntax)
+    try:
+        with _dataset_stream(source, syntax) as stream:
+            dataset = read_dataset(
+                stream,
+                syntax.is_implicit_VR,
+                syntax.is_little_endian,
+                stop_when=_past_series_instance_uid,
+                defer_size=_SKIP_LONGER_THAN,
+            )
+    except (OSError, zlib.error) as exc:
+        raise UnreadableDatasetError(f"cannot read the data set: {exc}") from exc
+    except Exception as exc:
+        # pydicom's reader raises whatever its parsing runs into (struct.error,
+        # ValueError, NotImplementedError ...) on bytes that are not a data set.
+        raise UnreadableDatasetError(f"not a data set in {syntax.name}: {exc}") from exc
+    return InstanceUIDs(
+        sop_class_uid=_uid_text(dataset, SOP_CLASS_UID),
+        sop_instance_uid=_uid_text(dataset, SOP_INSTANCE_UID),
+        study_instance_uid=_uid_text(dataset, STUDY_INSTANCE_UID),
+        series_instance_uid=_uid_text(dataset, SERIES_INSTANCE_UID),
+    )
+
+
+def _past_series_instance_uid(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    # Elements are in ascending tag order (PS3.5 7.1): nothing after this is needed.
+    return int(tag) > SERIES_INSTANCE_UID
+
+
+def _uid_text(dataset: Dataset, tag: int) -> str | None:
+    if tag not in dataset:
+        return None
+    # A value too long to be a UID was skipped, not read; it stays unread (None).
+    raw = dataset.get_item(tag, keep_deferred=True)
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        # PS3.5 9.1: a UI value is padded to even length with one NUL; some
+        # senders pad with a space. Anything not ASCII fails the UID check later.
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        return None
+    return value.rstrip("\x00 ") or None
+
+
+@contextlib.contextmanager
+def _dataset_stream(source: bytes | memoryview | Path, syntax: UID) -> Iterator[BinaryIO]:
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            yield io.BytesIO(_inflated_start(file)) if syntax.is_deflated else file
+        return
+    # BytesIO shares a bytes object's buffer until written to: no copy.
+    data = source if isinstance(source, bytes) else source.tobytes()
+    stream = io.BytesIO(data)
+    yield io.BytesIO(_inflated_start(stream)) if syntax.is_deflated else stream
+
+
+def _inflated_start(raw: BinaryIO) -> bytes:
+    """The first MAX_INFLATED_HEADER bytes of a deflated data set (PS3.5 A.5: raw deflate)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = bytearray()
+    while len(inflated) < MAX_INFLATED_HEADER:
+        chunk = raw.read(_READ_CHUNK)
+        if not chunk:
+            break
+        inflated += inflater.decompress(chunk, MAX_INFLATED_HEADER - len(inflated))
+    return bytes(inflated)
