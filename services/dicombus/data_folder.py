@@ -185,6 +185,21 @@ def broker_url_for(data: Path | None) -> str:
     return record.broker_url if record is not None else DEFAULT_BROKER_URL
 
 
+def node_not_running(data: Path | None) -> str | None:
+    """A warning when the broker would come from a node record whose node is gone (its
+    workers and tails would wait on a Redis nobody runs), else None."""
+    if os.environ.get(BROKER_URL_ENV, "").strip():
+        return None
+    folder = data if data is not None else DEFAULT_DATA
+    record = DataFolder(folder).read_record()
+    if record is None or _alive(record.pid):
+        return None
+    return (
+        f"the node recorded in {folder.resolve() / NODE_FILE} ('dicombus {record.command}', "
+        f"pid {record.pid}) is not running; waiting for its broker until it is started again"
+    )
+
+
 def redact(url: str) -> str:
     """``url`` with its password replaced, for logs and banners."""
     scheme, separator, rest = url.partition("://")

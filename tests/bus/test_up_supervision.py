@@ -7,9 +7,11 @@ through the edge and the built-in audit task records them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -20,9 +22,9 @@ import redis
 from dicombus.bus.edge import warn_if_exposed
 from dicombus.bus.edge_config import EdgeConfig
 from dicombus.bus.redis_server import EmbeddedRedis
-from dicombus.cli.up import Node
-from dicombus.data_folder import DataFolder
-from helpers import pid_alive
+from dicombus.bus.redis_supervisor import RedisSupervisor
+from dicombus.data_folder import NodeRecord
+from helpers import free_port, pid_alive
 from up_support import (
     STARTUP_TIMEOUT,
     UpProcess,
@@ -34,6 +36,7 @@ from up_support import (
 from worker_support import store, wait_for
 
 DELIVERY_TIMEOUT = 90.0
+RESTARTED = r"embedded Redis restarted as pid (\d+) on port (\d+)"
 
 
 def _children(record: dict[str, object]) -> list[int]:
@@ -170,9 +173,8 @@ def test_the_readme_example_runs_against_up_and_commands_find_the_node_alone(
     try:
         record = node.wait_ready()
         if where == "own worker":
-            task_log = start(
-                "worker", "worker", "--include", README_TASK, "--pool", "solo", "--no-builtin"
-            )
+            # The README's command, as written.
+            task_log = start("worker", "worker", "--include", README_TASK)
             wait_for(lambda: "ready" in task_log.read_text(), "the user's worker", STARTUP_TIMEOUT)
         else:
             task_log = data / "logs" / "worker-1.log"
@@ -276,36 +278,123 @@ def test_listening_beyond_loopback_without_allow_list_or_tls_warns(
 
 
 def test_a_redis_that_dies_again_soon_is_restarted_after_a_growing_delay(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     """No restart loop: a server dying right after its start waits 1 s, then 2 s ..."""
-    folder = DataFolder(tmp_path / "node")
-    folder.acquire("test")
-    node = Node(folder, EdgeConfig(data_dir=folder.path))
-    node.redis = EmbeddedRedis(folder.path / "redis", password=folder.redis_secret())
+    lines: list[str] = []
+    server = EmbeddedRedis(tmp_path / "redis")
+    supervisor = RedisSupervisor(server, lines.append)
     try:
-        node.redis.start()
-        err = ""
+        server.start()
 
-        def killed_and_noticed() -> bool:
-            nonlocal err
-            node.restart_dead_redis()
-            err += capsys.readouterr().err
-            return "exited with status -9" in err
+        def kill_soon_after_start() -> None:
+            supervisor.started = time.monotonic()  # it has just started (again)
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGKILL)
+            wait_for(
+                lambda: supervisor.check() is False and supervisor.down_since is not None,
+                "the death of Redis noticed",
+            )
 
-        node._redis_started = time.monotonic()  # it has just started (again)
-        os.kill(node.redis.pid, signal.SIGKILL)
-        wait_for(killed_and_noticed, "the death of Redis noticed")
-        assert "starting it again in 1 s" in err
-        assert node.restart_dead_redis() is False  # not before its time
-        node._redis_retry_at = 0.0  # the time has come
-        assert node.restart_dead_redis() is True
-        assert node.redis.pid is not None and node.redis.exited() is None
-        err = ""
-        node._redis_started = time.monotonic()  # and again, soon after that start
-        os.kill(node.redis.pid, signal.SIGKILL)
-        wait_for(killed_and_noticed, "the second death noticed")
-        assert "starting it again in 2 s" in err
+        kill_soon_after_start()
+        assert "exited with status -9; starting it again in 1 s" in lines[-1]
+        assert supervisor.check() is False  # not before its time
+        supervisor.retry_at = 0.0  # the time has come
+        assert supervisor.check() is True
+        assert server.pid is not None and server.exited() is None
+        assert f"restarted as pid {server.pid}" in lines[-1]
+        kill_soon_after_start()
+        assert "starting it again in 2 s" in lines[-1]
     finally:
-        node.redis.stop()
-        folder.release()
+        server.stop()
+
+
+def test_a_redis_that_cannot_start_is_retried_later_with_the_reason(tmp_path: Path) -> None:
+    lines: list[str] = []
+    server = EmbeddedRedis(tmp_path / "redis")
+    supervisor = RedisSupervisor(server, lines.append)
+    server.start()
+    port = server.port
+    supervisor.started = 0.0  # long ago: the first death is answered at once
+    # Its port taken by another program meanwhile: the start fails, and is retried later.
+    with socket.socket() as squatter:
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        wait_for(lambda: _bound(squatter, port), "the port of the dead server")
+        squatter.listen()
+        wait_for(
+            lambda: supervisor.check() is False and supervisor.down_since is not None,
+            "the death of Redis noticed",
+        )
+        assert "starting it again now" in lines[0]
+        assert "could not start again" in lines[-1] and "trying again in 1 s" in lines[-1]
+    supervisor.retry_at = 0.0
+    try:
+        assert supervisor.check() is True
+        assert server.port == port
+    finally:
+        server.stop()
+
+
+def _bound(sock: socket.socket, port: int) -> bool:
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def test_dicombus_edge_restarts_its_embedded_redis(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(f'[edge]\nport = 0\ndata_dir = "{tmp_path / "node"}"\n')
+    output = tmp_path / "edge.out"
+    with output.open("wb") as sink:
+        edge = subprocess.Popen(
+            dicombus("edge", "--config", str(config)),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=environment_without_broker(),
+        )
+    try:
+        wait_for(lambda: "Press Ctrl-C" in output.read_text(), "the edge", STARTUP_TIMEOUT)
+        record = json.loads((tmp_path / "node" / "node.json").read_text())
+        os.kill(record["redis_pid"], signal.SIGKILL)
+        restarted = wait_for(
+            lambda: re.search(
+                r"embedded Redis restarted as pid (\d+) on port (\d+)", output.read_text()
+            ),
+            "the restart of Redis",
+            STARTUP_TIMEOUT,
+        )
+        assert int(restarted.group(2)) == record["redis_port"]
+        wait_for(
+            lambda: (
+                json.loads((tmp_path / "node" / "node.json").read_text())["redis_pid"]
+                == int(restarted.group(1))
+            ),
+            "the node record",
+        )
+        port = int(record["address"][1])
+        assert len(store(port, 1)) == 1
+    finally:
+        edge.send_signal(signal.SIGINT)
+        assert edge.wait(STARTUP_TIMEOUT) == 0
+
+
+def test_commands_say_when_the_recorded_node_is_not_running(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    data.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    record = NodeRecord(
+        command="up",
+        pid=gone.pid,
+        broker_url=f"redis://:secret@127.0.0.1:{free_port()}/0",
+        embedded_redis=True,
+    )
+    (data / "node.json").write_text(record.to_json())
+    result = run_dicombus("events", "tail", "--data", str(data), "--count", "1")
+    assert result.returncode != 0
+    assert f"pid {gone.pid}) is not running" in result.stderr
+    assert "secret" not in result.stderr

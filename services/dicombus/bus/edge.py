@@ -45,7 +45,11 @@ from dicombus.bus.edge_config import EdgeConfig
 from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox
 from dicombus.bus.publisher import Publisher
-from dicombus.bus.redis_server import EmbeddedRedis, broker_url_from_env_or_embedded
+from dicombus.bus.redis_server import (
+    EmbeddedRedis,
+    broker_url_from_env_or_embedded,
+    stable_port,
+)
 from dicombus.bus.subscriptions import SubscriptionView
 from dicombus.cli.storescp import handle_store
 from dicombus.data_folder import DataFolder
@@ -109,6 +113,7 @@ class EdgeNode:
             self.broker_url, self.embedded_redis = broker_url_from_env_or_embedded(
                 config.data_dir / "redis",
                 password=folder.redis_secret() if folder is not None else None,
+                port=stable_port(_recorded_redis_port(folder)) if folder is not None else 0,
                 inherit_fds=(folder.lock_fd,) if folder is not None else (),
             )
         self.view = SubscriptionView(
@@ -218,6 +223,11 @@ class EdgeNode:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _recorded_redis_port(folder: DataFolder) -> int | None:
+    record = folder.read_record()
+    return record.redis_port if record is not None else None
 
 
 def warn_if_exposed(config: EdgeConfig) -> None:

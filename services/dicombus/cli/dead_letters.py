@@ -178,9 +178,7 @@ def _letters(client: redis.Redis, task: str | None) -> list[StoredLetter]:
     return letters
 
 
-def _with_broker(
-    action: str, args: argparse.Namespace, work: Callable[[redis.Redis], int]
-) -> int:
+def _with_broker(action: str, args: argparse.Namespace, work: Callable[[redis.Redis], int]) -> int:
     """Run ``work`` with a client for the broker; an unreachable Redis is a clear error."""
     import redis
 

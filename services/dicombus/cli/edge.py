@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,9 +25,12 @@ from dicombus.cli.common import (
 from dicombus.data_folder import DataFolder, NodeRecord, redact
 
 if TYPE_CHECKING:
+    from dicombus.bus.edge import EdgeNode
     from dicombus.bus.edge_config import EdgeConfig
 
 COMMAND = "edge"
+# How often the edge looks for an embedded Redis that died.
+SUPERVISE_INTERVAL = 1.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,20 +78,8 @@ def _serve(config: EdgeConfig, folder: DataFolder) -> int:
             return ExitCode.LOCAL_ERROR
         host, port = node.address
         broker = redact(node.broker_url) if node.broker_url else "none (publishing off)"
-        redis = node.embedded_redis
-        folder.write_record(
-            NodeRecord(
-                command=COMMAND,
-                pid=os.getpid(),
-                broker_url=node.broker_url or "",
-                embedded_redis=redis is not None,
-                redis_pid=redis.pid if redis is not None else None,
-                redis_port=redis.port if redis is not None else None,
-                ae_title=config.ae_title,
-                address=(host, port),
-                started=time.time(),
-            )
-        )
+        started = time.time()
+        record(folder, node, started)
         print(
             f"dicombus edge: {config.edge_id} running\n"
             f"  AE title:  {config.ae_title}\n"
@@ -97,12 +89,46 @@ def _serve(config: EdgeConfig, folder: DataFolder) -> int:
             "Press Ctrl-C to stop.",
             flush=True,
         )
-        received = signals.wait()
+        received = supervise(signals, folder, node, started)
         final = node.stop()
     if final:
         print(f"dicombus {COMMAND}: events {format_metrics(final)}", flush=True)
     print(f"dicombus {COMMAND}: {received} received, stopped", flush=True)
     return ExitCode.OK
+
+
+def supervise(signals: StopSignals, folder: DataFolder, node: EdgeNode, started: float) -> str:
+    """Until a stop signal (returned): start the embedded Redis again if it dies."""
+    from dicombus.bus.redis_supervisor import RedisSupervisor
+
+    redis = node.embedded_redis
+    supervisor = RedisSupervisor(redis, _say) if redis is not None else None
+    while (received := signals.wait(SUPERVISE_INTERVAL)) is None:
+        if supervisor is not None and supervisor.check():
+            record(folder, node, started)
+    return received
+
+
+def _say(message: str) -> None:
+    print(f"dicombus {COMMAND}: {message}", file=sys.stderr, flush=True)
+
+
+def record(folder: DataFolder, node: EdgeNode, started: float) -> None:
+    """Write DATA/node.json: how commands on this machine reach the edge."""
+    redis = node.embedded_redis
+    folder.write_record(
+        NodeRecord(
+            command=COMMAND,
+            pid=os.getpid(),
+            broker_url=node.broker_url or "",
+            embedded_redis=redis is not None,
+            redis_pid=redis.pid if redis is not None else None,
+            redis_port=redis.port if redis is not None else None,
+            ae_title=node.config.ae_title,
+            address=node.address,
+            started=started,
+        )
+    )
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

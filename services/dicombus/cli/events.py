@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from dicombus import evt
 from dicombus.cli.common import ExitCode, add_data_option, error, positive_int
-from dicombus.data_folder import broker_url_for, redact
+from dicombus.data_folder import DataFolderError, broker_url_for, node_not_running, redact
 from dicombus.ulid import new_ulid
 
 if TYPE_CHECKING:
@@ -117,7 +117,14 @@ def run_tail(args: argparse.Namespace) -> int:
     from dicombus.bus.redis_server import broker_client
     from dicombus.bus.subscriptions import Subscription, register_subscriptions
 
-    url = broker_url_for(args.data)
+    try:
+        url = broker_url_for(args.data)
+        warning = node_not_running(args.data)
+    except DataFolderError as exc:
+        error(f"{COMMAND} tail", str(exc))
+        return ExitCode.LOCAL_ERROR
+    if warning:
+        print(f"dicombus {COMMAND} tail: warning: {warning}", file=sys.stderr, flush=True)
     types = ALL_EVENT_NAMES if args.all else tuple(args.types or DEFAULT_TYPES)
     titles = {title.strip() for title in args.ae or ()}
     name = f"{TAIL_PREFIX}{new_ulid()}"

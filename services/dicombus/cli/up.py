@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -58,10 +58,13 @@ from dicombus.cli.edge import format_metrics
 from dicombus.data_folder import DEFAULT_DATA, DataFolder, NodeRecord, redact
 from dicombus.lifeline import die_with_parent
 
+LOGGER = logging.getLogger("dicombus.cli.up")
+
 if TYPE_CHECKING:
     from dicombus.bus.edge import EdgeNode
     from dicombus.bus.edge_config import EdgeConfig
     from dicombus.bus.redis_server import EmbeddedRedis
+    from dicombus.bus.redis_supervisor import RedisSupervisor
 
 COMMAND = "up"
 DEFAULT_PORT = 11112
@@ -79,12 +82,6 @@ WORKER_STOP_TIMEOUT = 3.0
 # two starts of one worker (a worker that cannot start is not restarted in a loop).
 SUPERVISE_INTERVAL = 1.0
 RESTART_INTERVAL = 5.0
-# The embedded Redis comes back at once after its first death; one that dies again
-# within RESTART_INTERVAL of its start, or cannot start (its disk full, its port
-# taken), is tried again after a delay that doubles up to the cap: no tight loop,
-# no log line every second.
-REDIS_RETRY_FIRST = 1.0
-REDIS_RETRY_CAP = 30.0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -238,14 +235,12 @@ class Node:
         self.folder = folder
         self.config = config
         self.redis: EmbeddedRedis | None = None
-        self.redis_down_since: float | None = None
-        self._redis_started = time.monotonic()
-        self._redis_delay = 0.0
-        self._redis_retry_at = 0.0
+        self.redis_supervisor: RedisSupervisor | None = None
         self.broker_url = ""
         self.workers: list[ChildProcess] = []
         self.pool = DEFAULT_POOL
         self.edge: EdgeNode | None = None
+        self.started = time.time()
 
     @property
     def data(self) -> Path:
@@ -260,21 +255,21 @@ class Node:
         return (self.data / "logs").resolve()
 
     def start_redis(self) -> None:
-        from dicombus.bus.redis_server import broker_url_from_env_or_embedded
+        from dicombus.bus.redis_server import broker_url_from_env_or_embedded, stable_port
+        from dicombus.bus.redis_supervisor import RedisSupervisor
 
         if self.config.broker_url:
             self.broker_url = self.config.broker_url
             return
         previous = self.folder.read_record()
-        port = previous.redis_port if previous is not None and previous.redis_port else 0
         self.broker_url, self.redis = broker_url_from_env_or_embedded(
             self.data / "redis",
             password=self.folder.redis_secret(),
-            # The port of the last run, so that workers and tails started against
-            # it find the node again; any free one if another program took it.
-            port=port if port and _port_free(port) else 0,
+            port=stable_port(previous.redis_port if previous is not None else None),
             inherit_fds=(self.folder.lock_fd,),
         )
+        if self.redis is not None:
+            self.redis_supervisor = RedisSupervisor(self.redis, say)
 
     def register_subscriptions(self, includes: list[str]) -> None:
         # `up` is the one place the edge side imports the workers package.
@@ -318,58 +313,11 @@ class Node:
 
     def supervise(self) -> None:
         """Start again the embedded Redis if it died, and the workers that exited."""
-        changed = self.restart_dead_redis()
+        changed = self.redis_supervisor is not None and self.redis_supervisor.check()
         if self.pool == "solo":  # a prefork worker replaces its own processes
             changed = self.restart_dead_workers() or changed
         if changed:
             self.record()
-
-    def restart_dead_redis(self) -> bool:
-        """True if the embedded Redis was started again now."""
-        from dicombus.bus.redis_server import EmbeddedRedisError
-
-        redis = self.redis
-        if redis is None:
-            return False
-        now = time.monotonic()
-        if self.redis_down_since is None:
-            old = redis.pid
-            code = redis.exited()
-            if code is None:
-                return False
-            self.redis_down_since = now
-            soon = now - self._redis_started < RESTART_INTERVAL
-            self._redis_delay = self._longer_delay() if soon else 0.0
-            self._redis_retry_at = now + self._redis_delay
-            when = f"in {self._redis_delay:.0f} s" if self._redis_delay else "now"
-            say(
-                f"embedded Redis (pid {old}) exited with status {code}; starting it again "
-                f"{when} on port {redis.port} with its data in {redis.data_dir.resolve()} "
-                "(the edge keeps events in its outbox meanwhile)"
-            )
-        if now < self._redis_retry_at:
-            return False
-        try:
-            redis.start()
-        except EmbeddedRedisError as exc:
-            self._redis_delay = self._longer_delay()
-            self._redis_retry_at = time.monotonic() + self._redis_delay
-            say(
-                f"embedded Redis could not start again ({exc}); "
-                f"trying again in {self._redis_delay:.0f} s"
-            )
-            return False
-        self._redis_started = time.monotonic()
-        down = time.monotonic() - self.redis_down_since
-        self.redis_down_since = None
-        say(
-            f"embedded Redis restarted as pid {redis.pid} on port {redis.port} after "
-            f"{down:.1f} s; the edge replays its outbox"
-        )
-        return True
-
-    def _longer_delay(self) -> float:
-        return min(max(self._redis_delay * 2, REDIS_RETRY_FIRST), REDIS_RETRY_CAP)
 
     def restart_dead_workers(self) -> bool:
         """Start again each worker that exited (at most once per RESTART_INTERVAL)."""
@@ -379,7 +327,12 @@ class Node:
             if code is None or time.monotonic() - worker.started < RESTART_INTERVAL:
                 continue
             old = worker.pid
-            worker.restart()
+            try:
+                worker.restart()
+            except OSError as exc:  # no memory to fork, too many processes ...
+                say(f"worker {worker.number} (pid {old}) exited; cannot start it again: {exc}")
+                worker.started = time.monotonic()  # tried: wait RESTART_INTERVAL again
+                continue
             restarted = True
             say(
                 f"worker {worker.number} (pid {old}) exited with code "
@@ -409,7 +362,7 @@ class Node:
                 address=self.edge.address if self.edge is not None else None,
                 audit_db=str(self.audit_db),
                 worker_pids=tuple(worker.pid for worker in self.workers),
-                started=time.time(),
+                started=self.started,
             )
         )
 
@@ -429,17 +382,6 @@ class Node:
 
 def say(message: str) -> None:
     print(f"dicombus {COMMAND}: {message}", file=sys.stderr, flush=True)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As redis-server binds: connections of the last run in TIME_WAIT do not count.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -476,7 +418,11 @@ def serve(node: Node, args: argparse.Namespace) -> int:
             return ExitCode.LOCAL_ERROR
         announce(node, edge, args.workers)
         while (received := signals.wait(SUPERVISE_INTERVAL)) is None:
-            node.supervise()
+            try:
+                node.supervise()
+            except Exception:
+                # Supervision must not take the node down: the edge goes on serving.
+                LOGGER.exception("supervising the node's processes failed; going on")
         started = time.monotonic()
         final = node.stop()
     if final:

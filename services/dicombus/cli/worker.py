@@ -30,7 +30,13 @@ from dicombus.cli.common import (
     error,
     positive_int,
 )
-from dicombus.data_folder import DEFAULT_DATA, DataFolder, DataFolderError, broker_url_for
+from dicombus.data_folder import (
+    DEFAULT_DATA,
+    DataFolder,
+    DataFolderError,
+    broker_url_for,
+    node_not_running,
+)
 
 COMMAND = "worker"
 POOLS = ("prefork", "solo", "threads")
@@ -107,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
 def join_node(data: Path | None) -> None:
     """Point the Celery app (configured from the environment) at the node in ``data``:
     its broker and its audit store, unless the environment already names them."""
+    warning = node_not_running(data)
+    if warning:
+        print(f"dicombus {COMMAND}: warning: {warning}", file=sys.stderr, flush=True)
     os.environ["DICOMBUS_BROKER_URL"] = broker_url_for(data)
     record = DataFolder(data if data is not None else DEFAULT_DATA).read_record()
     if record is not None and record.audit_db and not os.environ.get("DICOMBUS_AUDIT_DB"):
