@@ -33,7 +33,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from dicombus import AE
-from dicombus.bus.redis_server import EmbeddedRedis
+from dicombus.bus.redis_server import EmbeddedRedis, stable_port
 from helpers import CT_IMAGE_STORAGE, free_port, small_dataset, wait_for_port
 from worker_support import client_for
 
@@ -173,7 +173,10 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 def test_every_success_has_its_event_across_twenty_edge_kills(
     tmp_path: Path, redis_url: str
 ) -> None:
-    port = free_port()
+    # Below the ephemeral range: in the moment between a kill and the restart the
+    # port is free, and a port the OS hands to another process's bind(0) could be
+    # taken by it; the SCUs would then store into a stranger.
+    port = stable_port(None) or free_port()
     config = tmp_path / "edge.toml"
     # publisher_process = false: twenty restarts need not start twenty publisher
     # children; the journal works the same with either sender.
