@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dicombus import AE, config
+from dicombus import AE, config, storage_handler
 from dicombus.association import Association
 from dicombus.cli import storescp
 from dicombus.cli.main import build_parser
@@ -159,13 +159,13 @@ def test_spooled_dataset_is_copied_from_its_spool_file(
 ) -> None:
     monkeypatch.setattr(config, "STORE_RECV_CHUNKED_DATASET", True)
     sources: list[type] = []
-    real_store = storescp.store_instance
+    real_store = storage_handler.store_instance
 
     def spy(root: Path, **kwargs: Any) -> Any:
         sources.append(type(kwargs["dataset_bytes"]))
         return real_store(root, **kwargs)
 
-    monkeypatch.setattr(storescp, "store_instance", spy)
+    monkeypatch.setattr(storage_handler, "store_instance", spy)
     ds = small_dataset()
     assert send_to_scp(tmp_path).send(ds) == status.SUCCESS
     assert sources and all(issubclass(source, Path) for source in sources)
