@@ -87,10 +87,10 @@ def add_duplicates_option(parser: argparse.ArgumentParser) -> None:
         type=Duplicates,
         choices=list(Duplicates),
         default=Duplicates.KEEP_FIRST,
-        help="an instance whose SOP Instance UID is stored with different bytes: keep-first "
+        help="an instance whose SOP Instance UID is stored with different content: keep-first "
         "refuses it (0x0111, the default), replace overwrites the stored file, keep-both "
-        "stores it beside as <SOP Instance UID>-<digest>.dcm; the same bytes again are a "
-        "Success that writes nothing",
+        "stores it beside as <SOP Instance UID>-<digest>.dcm; the same instance again (even "
+        "in another uncompressed transfer syntax) is a Success that writes nothing",
     )
 
 
