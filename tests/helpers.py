@@ -236,6 +236,17 @@ def multiframe_dataset(frames: int = 8, transfer_syntax: str = ExplicitVRLittleE
     )
 
 
+def with_sequence_and_private_element(ds: Dataset) -> Dataset:
+    """``ds`` with what Implicit and Explicit VR encode differently: a nested sequence
+    (items with and without VRs) and a private element (UN in Implicit VR)."""
+    code = Dataset()
+    code.CodeValue = "CT.ABD"
+    code.CodingSchemeDesignator = "99LOCAL"
+    ds.ProcedureCodeSequence = [code]
+    ds.private_block(0x0009, "DICOMBUS TEST", create=True).add_new(0x01, "LO", "private value")
+    return ds
+
+
 def pydicom_test_file(name: str) -> Path:
     """One of the small test files that ship inside pydicom (no download)."""
     found = get_testdata_file(name)

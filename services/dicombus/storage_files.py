@@ -19,11 +19,14 @@ Layouts (:class:`Layout`):
 - ``sop-class``: ``root/<SOP Class UID>/<SOP Instance UID>.dcm``.
 - ``flat``: ``root/<SOP Instance UID>.dcm``.
 
-An instance received again (same SOP Instance UID) with the same bytes is a
-retry after a lost response: nothing is rewritten. With different bytes,
-:class:`Duplicates` decides: keep the first (the default; DuplicateInstanceError),
-replace it, or keep both (the second as ``<SOP Instance UID>-<digest>.dcm``).
-Different content is never replaced or set aside without a warning in the log.
+An instance received again (same SOP Instance UID) with the same content is a
+retry after a lost response: nothing is rewritten. The same content is the
+same bytes, or the same data set in another transfer syntax (a retry that
+negotiated Implicit instead of Explicit VR Little Endian, say: see
+:mod:`dicombus.instance_content`). With different content, :class:`Duplicates`
+decides: keep the first (the default; DuplicateInstanceError), replace it, or
+keep both (the second as ``<SOP Instance UID>-<digest>.dcm``). Different
+content is never replaced or set aside without a warning in the log.
 
 Everything transient -- partly written instances, and the spool files of
 datasets still arriving when the node uses the same folder for them -- lives
@@ -49,7 +52,8 @@ from typing import BinaryIO
 
 from pydicom.dataset import FileMetaDataset
 
-from dicombus.dataset_codec import encode_part10_header
+from dicombus.dataset_codec import DatasetCodecError, encode_part10_header
+from dicombus.instance_content import EncodedDataSet, same_data_set
 from dicombus.instance_uids import InstanceUIDs
 from dicombus.protocol.limits import MAX_UID_LENGTH
 
@@ -92,7 +96,7 @@ DEFAULT_LAYOUT = Layout.STUDY
 
 
 class Duplicates(StrEnum):
-    """What to do with an instance whose SOP Instance UID is stored with other bytes."""
+    """What to do with an instance whose SOP Instance UID is stored with other content."""
 
     KEEP_FIRST = "keep-first"
     REPLACE = "replace"
@@ -115,7 +119,7 @@ class InvalidUIDError(ValueError):
 
 
 class DuplicateInstanceError(Exception):
-    """The SOP Instance UID is stored with different bytes, and the first copy was kept."""
+    """The SOP Instance UID is stored with different content, and the first was kept."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(f"{path} holds a different instance with the same SOP Instance UID")
@@ -224,17 +228,19 @@ def store_instance(
     uids: InstanceUIDs | None = None,
     duplicates: Duplicates = Duplicates.KEEP_FIRST,
 ) -> StoredInstance:
-    """Store one instance durably, unless the very same bytes are already stored.
+    """Store one instance durably, unless the same instance is already stored.
 
     ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
     path of a file holding them (a spooled dataset, copied in chunks without
     reading it into memory). Raises InvalidUIDError before touching the disk
-    when a UID is invalid, DuplicateInstanceError when different bytes hold
-    the name and are kept, and OSError when the disk refuses (full, read-only,
+    when a UID is invalid, DuplicateInstanceError when a different instance
+    holds the name and is kept, and OSError when the disk refuses (full, read-only,
     not a folder); no temporary file is left behind in any case.
     """
     final = instance_path(root, file_meta, layout, uids)
-    content = _Content(encode_part10_header(file_meta), dataset_bytes)
+    content = _Content(
+        encode_part10_header(file_meta), dataset_bytes, str(file_meta.TransferSyntaxUID)
+    )
     _make_folders(final.parent)
     incoming = incoming_folder(root)
     _make_folders(incoming)
@@ -242,16 +248,19 @@ def store_instance(
     # same new instance at once, the second finds the first's file.
     if not final.exists() and _write(content, incoming, final, replace=False):
         return StoredInstance(final)
-    if content.same_as(final):
+    if content.is_stored_in(final):
         return StoredInstance(final, Duplicate.IDENTICAL)
     if duplicates is Duplicates.REPLACE:
         LOGGER.warning("replacing %s with a different instance of the same UID", final)
         _write(content, incoming, final, replace=True)
         return StoredInstance(final, Duplicate.DIFFERENT)
     if duplicates is Duplicates.KEEP_BOTH:
+        # A retry of the second instance in another syntax has another digest:
+        # every copy kept beside is looked at, not only the one of this digest.
+        for kept in sorted(final.parent.glob(f"{final.stem}-*.dcm")):
+            if content.is_stored_in(kept):
+                return StoredInstance(kept, Duplicate.IDENTICAL)
         beside = final.with_name(f"{final.stem}-{content.digest()}.dcm")
-        if content.same_as(beside):
-            return StoredInstance(beside, Duplicate.IDENTICAL)
         if _write(content, incoming, beside, replace=False):
             LOGGER.warning("%s holds a different instance of the same UID; kept %s", final, beside)
             return StoredInstance(beside, Duplicate.DIFFERENT)
@@ -281,9 +290,12 @@ def write_instance(
 class _Content:
     """A Part 10 file to be: its header, then the dataset bytes (in memory or a file)."""
 
-    def __init__(self, header: bytes, dataset: bytes | memoryview | Path) -> None:
+    def __init__(
+        self, header: bytes, dataset: bytes | memoryview | Path, transfer_syntax: str
+    ) -> None:
         self.header = header
         self.dataset = dataset
+        self.transfer_syntax = transfer_syntax
 
     @property
     def size(self) -> int:
@@ -311,6 +323,18 @@ class _Content:
                 return all(stored.read(len(chunk)) == chunk for chunk in self.chunks())
         except FileNotFoundError:
             return False
+
+    def is_stored_in(self, path: Path) -> bool:
+        """Whether ``path`` holds this instance: these very bytes, or the same data set
+        whatever its transfer syntax and File Meta Information (False when absent)."""
+        if self.same_as(path):
+            return True
+        try:
+            stored = EncodedDataSet.in_part10_file(path)
+        except (FileNotFoundError, DatasetCodecError):
+            return False
+        # Only on this rare path (a UID stored before) is anything decoded.
+        return same_data_set(stored, EncodedDataSet(self.dataset, self.transfer_syntax))
 
     def digest(self) -> str:
         hasher = hashlib.sha256()

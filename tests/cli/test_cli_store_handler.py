@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dicombus import AE, config
+from dicombus import AE, config, storage_handler
 from dicombus.association import Association
 from dicombus.cli import storescp
 from dicombus.cli.main import build_parser
@@ -31,9 +31,17 @@ from helpers import (
     VERIFICATION,
     part10_dataset_bytes,
     small_dataset,
+    with_sequence_and_private_element,
 )
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 from raw_peers import wait_until
 
 
@@ -81,7 +89,8 @@ Start = Callable[..., Scp]
 
 @pytest.fixture
 def send_to_scp() -> Iterator[Start]:
-    """``send_to_scp(root, layout=..., duplicates=...)``: an Scp storing under ``root``."""
+    """``send_to_scp(root, layout=..., duplicates=..., transfer_syntax=...)``: an Scp storing
+    under ``root``, associated over one CT context in ``transfer_syntax``."""
     servers: list[Any] = []
     associations: list[Association] = []
 
@@ -89,6 +98,7 @@ def send_to_scp() -> Iterator[Start]:
         root: Path,
         layout: Layout = Layout.SOP_CLASS,
         duplicates: Duplicates = Duplicates.KEEP_FIRST,
+        transfer_syntax: str = ExplicitVRLittleEndian,
     ) -> Scp:
         args = build_parser().parse_args(["storescp", "0", "--output", str(root)])
         ae = storescp.storage_ae(args)
@@ -98,7 +108,7 @@ def send_to_scp() -> Iterator[Start]:
         outcomes: list[OutcomeReport] = []
         server.outcome_observers.append(outcomes.append)
         scu = AE("SCU")
-        scu.add_requested_context(CT_IMAGE_STORAGE, ExplicitVRLittleEndian)
+        scu.add_requested_context(CT_IMAGE_STORAGE, transfer_syntax)
         assoc = scu.associate("127.0.0.1", server.server_address[1])
         assert assoc.is_established
         associations.append(assoc)
@@ -159,13 +169,13 @@ def test_spooled_dataset_is_copied_from_its_spool_file(
 ) -> None:
     monkeypatch.setattr(config, "STORE_RECV_CHUNKED_DATASET", True)
     sources: list[type] = []
-    real_store = storescp.store_instance
+    real_store = storage_handler.store_instance
 
     def spy(root: Path, **kwargs: Any) -> Any:
         sources.append(type(kwargs["dataset_bytes"]))
         return real_store(root, **kwargs)
 
-    monkeypatch.setattr(storescp, "store_instance", spy)
+    monkeypatch.setattr(storage_handler, "store_instance", spy)
     ds = small_dataset()
     assert send_to_scp(tmp_path).send(ds) == status.SUCCESS
     assert sources and all(issubclass(source, Path) for source in sources)
@@ -249,6 +259,69 @@ def test_replace_and_keep_both_store_the_different_instance(
         "stored_size": second.stat().st_size,
     }
     assert part10_dataset_bytes(second) == encoded_other
+
+
+RETRY_SYNTAXES = [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian]
+
+
+@pytest.mark.parametrize("syntax", RETRY_SYNTAXES, ids=lambda syntax: syntax.name)
+def test_a_retry_in_another_transfer_syntax_is_the_same_instance(
+    send_to_scp: Start, tmp_path: Path, syntax: UID
+) -> None:
+    """The edge was killed after storing and before answering; the modality associates
+    again, negotiates another syntax and sends the same instance. It got 0x0111 forever,
+    the bytes differing; it is the instance we hold, so: Success, nothing rewritten."""
+    ds = with_sequence_and_private_element(small_dataset())
+    assert send_to_scp(tmp_path).send(ds) == status.SUCCESS
+    stored = _stored(tmp_path, ds)
+    first, inode = stored.read_bytes(), stored.stat().st_ino
+    retry = send_to_scp(tmp_path, transfer_syntax=syntax)
+    assert retry.assoc.accepted_contexts[0].transfer_syntax == [syntax]
+    assert retry.send(ds) == status.SUCCESS
+    assert retry.details()["duplicate"] == "identical"
+    assert retry.details()["stored_path"] == str(stored)
+    assert stored.read_bytes() == first and stored.stat().st_ino == inode
+    assert _dcm_files(tmp_path) == [stored]
+
+
+def _changed_in_a_sequence_item(ds: Dataset) -> Dataset:
+    changed = with_sequence_and_private_element(small_dataset())
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(changed, keyword, getattr(ds, keyword))
+    changed.ProcedureCodeSequence[0].CodeValue = "CT.HEAD"
+    return changed
+
+
+@pytest.mark.parametrize(
+    "other", [_other_content, _changed_in_a_sequence_item], ids=["pixels", "sequence-item"]
+)
+def test_a_different_instance_in_another_transfer_syntax_is_still_refused(
+    send_to_scp: Start, tmp_path: Path, other: Callable[[Dataset], Dataset]
+) -> None:
+    ds = with_sequence_and_private_element(small_dataset())
+    assert send_to_scp(tmp_path).send(ds) == status.SUCCESS
+    first = _stored(tmp_path, ds).read_bytes()
+    retry = send_to_scp(tmp_path, transfer_syntax=ImplicitVRLittleEndian)
+    assert retry.send(other(ds)) == status.DUPLICATE_SOP_INSTANCE
+    assert retry.details() == {"duplicate": "different"}
+    assert _stored(tmp_path, ds).read_bytes() == first
+
+
+def test_keep_both_finds_the_second_instance_again_in_another_transfer_syntax(
+    send_to_scp: Start, tmp_path: Path
+) -> None:
+    ds = small_dataset()
+    other = _other_content(ds)
+    keeping = send_to_scp(tmp_path, duplicates=Duplicates.KEEP_BOTH)
+    assert keeping.send(ds) == keeping.send(other) == status.SUCCESS
+    kept = keeping.details()["stored_path"]
+    retry = send_to_scp(
+        tmp_path, duplicates=Duplicates.KEEP_BOTH, transfer_syntax=ImplicitVRLittleEndian
+    )
+    assert retry.send(other) == status.SUCCESS
+    assert retry.details()["duplicate"] == "identical"
+    assert retry.details()["stored_path"] == kept
+    assert len(_dcm_files(tmp_path)) == 2
 
 
 # -- command versus presentation context and data set ----------------------------------------

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 from dicombus import storage_files
-from dicombus.dataset_codec import create_file_meta, encode_part10_header, read_part10_header
+from dicombus.dataset_codec import (
+    create_file_meta,
+    decode_dataset,
+    encode_dataset,
+    encode_part10_header,
+    read_part10_header,
+)
 from dicombus.instance_uids import InstanceUIDs
 from dicombus.storage_files import (
     Duplicate,
@@ -21,6 +27,7 @@ from dicombus.storage_files import (
     InvalidUIDError,
     Layout,
     StorageRootError,
+    StoredInstance,
     check_uid,
     prepare_storage_root,
     store_instance,
@@ -29,7 +36,7 @@ from dicombus.storage_files import (
 from helpers import CT_IMAGE_STORAGE, part10_dataset_bytes, small_dataset, write_part10
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 INSTANCE = "1.2.826.0.1.3680043.8.498.1"
 # pydicom warns when file meta holds an invalid UID; these tests make some on purpose.
@@ -316,6 +323,24 @@ def test_dataset_from_a_spool_file_is_copied_byte_for_byte(
     )
     assert part10_dataset_bytes(path) == dataset
     assert read_part10_header(path).sop_instance_uid == meta.MediaStorageSOPInstanceUID
+
+
+def test_the_same_instance_spooled_in_another_syntax_is_identical(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> None:
+    """Compared by content from the spool file: no second copy, the first file untouched."""
+    meta, dataset = encoded
+    first = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
+    implicit = _meta(meta.MediaStorageSOPInstanceUID)
+    implicit.TransferSyntaxUID = ImplicitVRLittleEndian
+    spool = tmp_path.parent / f"{tmp_path.name}-spool.bin"
+    spool.write_bytes(
+        encode_dataset(decode_dataset(dataset, ExplicitVRLittleEndian), implicit.TransferSyntaxUID)
+    )
+    again = store_instance(tmp_path, file_meta=implicit, dataset_bytes=spool, layout=Layout.FLAT)
+    assert again == StoredInstance(first.path, Duplicate.IDENTICAL)
+    assert part10_dataset_bytes(first.path) == dataset
+    assert _files(tmp_path) == [Path(first.path.name)]
 
 
 def test_copy_falls_back_when_the_kernel_copy_refuses_midway(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from cli.cli_helpers import RunningServer, run_cli
-from helpers import free_port, small_dataset, write_part10
+from dicombus.cli.common import ExitCode
+from helpers import free_port, immutable, small_dataset, write_part10
 from pydicom import dcmread
 from qr_archive import ENTRIES, build_archive
 
@@ -128,3 +129,19 @@ def test_a_bad_config_names_the_key_and_line(qrscp: QrScp, tmp_path: Path) -> No
     result = run_cli("qrscp", "0", "--storage", tmp_path / "store", "--config", config)
     assert result.returncode == 2
     assert "line 3" in result.stderr and "destinations.B.port" in result.stderr
+
+
+def test_qrscp_refuses_a_storage_folder_it_cannot_write(tmp_path: Path) -> None:
+    """Before, with its index elsewhere, it started and answered every C-STORE with 0xA700."""
+    with immutable(tmp_path / "store") as storage:
+        result = run_cli("qrscp", "0", "--storage", storage, "--index", tmp_path / "index.sqlite")
+    assert result.returncode == ExitCode.LOCAL_ERROR
+    assert f"--storage {storage} is not writable" in result.stderr
+
+
+def test_qrscp_removes_what_a_killed_run_left_at_start(qrscp: QrScp, tmp_path: Path) -> None:
+    incoming = tmp_path / "store" / ".incoming"
+    incoming.mkdir(parents=True)
+    (incoming / "tmpq1w2e3.part").write_bytes(b"half an instance")
+    qrscp()
+    assert list(incoming.iterdir()) == []

@@ -11,7 +11,7 @@ The parts, in the order :meth:`EdgeNode.start` builds them:
    :class:`~dicombus.bus.publisher.Publisher`, which submits again what a
    killed run left in the journal;
 3. the AE and its server, storing each instance durably before it answers
-   (:func:`dicombus.cli.storescp.handle_store`, which records ``stored_path``
+   (:func:`dicombus.storage_handler.handle_store`, which records ``stored_path``
    and ``stored_size`` in the outcome);
 4. the :class:`~dicombus.bus.capture.EventCapture`, bound on the server for
    exactly the event types somebody subscribes to, rebound whenever the
@@ -51,11 +51,11 @@ from dicombus.bus.redis_server import (
     stable_port,
 )
 from dicombus.bus.subscriptions import SubscriptionView
-from dicombus.cli.storescp import handle_store
 from dicombus.data_folder import DataFolder
 from dicombus.server import AssociationServer
 from dicombus.sop_class import Verification
 from dicombus.storage_files import prepare_storage_root
+from dicombus.storage_handler import handle_store
 
 LOGGER = logging.getLogger("dicombus.bus.edge")
 

@@ -12,7 +12,7 @@ A complete file, every key optional (the values shown are the defaults)::
     [storage]
     root = "<data_dir>/storage"
     layout = "study"               # <study>/<series>/<instance>.dcm; or "sop-class", "flat"
-    duplicates = "keep-first"      # same UID, other bytes: or "replace", "keep-both"
+    duplicates = "keep-first"      # same UID, other content: or "replace", "keep-both"
 
     [accept]
     sop_classes = ["storage"]      # "storage": every storage SOP class; names or UIDs

@@ -718,10 +718,11 @@ STORE_FIELDS = (
         _JSON_OBJECT,
         "What the handler recorded in event.request.outcome (JSON values only). The storage "
         "handler of the edge and of `dicombus storescp` records `duplicate` when the SOP "
-        "Instance UID was stored before: `identical` (the same bytes again: Success, nothing "
-        "rewritten, stored_path is the earlier file) or `different` (other bytes: with the "
-        "default duplicates policy keep-first, status 0x0111 and no stored_path; with replace "
-        "or keep-both, Success and stored_path is where these bytes now are).",
+        "Instance UID was stored before: `identical` (the same instance again, the same bytes "
+        "or the same data set in another transfer syntax: Success, nothing rewritten, "
+        "stored_path is the earlier file) or `different` (other content: with the default "
+        "duplicates policy keep-first, status 0x0111 and no stored_path; with replace or "
+        "keep-both, Success and stored_path is where these bytes now are).",
     ),
 )
 

@@ -26,7 +26,7 @@ from dicombus.cli.common import (
     configure_logging,
     error,
 )
-from dicombus.cli.storescp import add_layout_option, handle_store, storage_ae
+from dicombus.cli.storescp import add_layout_option, storage_ae
 from dicombus.protocol import status
 from dicombus.qr.index import Index, Level
 from dicombus.qr.scp import (
@@ -36,7 +36,8 @@ from dicombus.qr.scp import (
     load_destinations,
     support_query_retrieve,
 )
-from dicombus.storage_files import Layout
+from dicombus.storage_files import Layout, StorageRootError, prepare_storage_root
+from dicombus.storage_handler import handle_store
 
 COMMAND = "qrscp"
 LOGGER = logging.getLogger("dicombus.cli")
@@ -89,16 +90,24 @@ def run(args: argparse.Namespace) -> int:
             return ExitCode.USAGE
     root: Path = args.storage
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        # As storescp and the edge: a root that cannot take instances fails now,
+        # not at the first C-STORE, and what a killed run left half-written goes.
+        incoming = prepare_storage_root(root, "--storage")
+    except StorageRootError as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.LOCAL_ERROR
+    try:
         index = Index(args.index or root / DEFAULT_INDEX_NAME)
     except (OSError, sqlite3.Error) as exc:
-        error(COMMAND, f"cannot open the storage folder or its index: {exc}")
+        error(COMMAND, f"cannot open the index of the storage folder: {exc}")
         return ExitCode.LOCAL_ERROR
     with index:
         report = index.scan(root)
         scp = QueryRetrieveSCP(index, ae_title=args.aet, destinations=destinations)
         handlers = [(evt.EVT_C_STORE, store_and_index, [root, args.layout, index]), *scp.handlers()]
         ae = storage_ae(args)
+        # Spooled datasets in the root's .incoming folder, swept at the next start.
+        ae.spool_directory = incoming
         support_query_retrieve(ae)
         with StopSignals() as signals:
             try:
