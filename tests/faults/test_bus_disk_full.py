@@ -8,9 +8,10 @@ journal that cannot account for them. Filling the tmpfs makes:
 
 - every C-STORE answer 0xA700 (Out of Resources), since its event cannot be
   journaled, rather than Success;
-- Redis exit on its AOF write error, and the outbox fail: the publisher holds
-  the events in memory and the edge refuses new associations (transient
-  reject), and never logs "EVENTS LOST".
+- Redis exit on its AOF write error, and the outbox fail: the publisher
+  releases the disk reserve, the outbox stores into that room, and the edge
+  refuses new associations (transient reject) until the reserve is back; it
+  never logs "EVENTS LOST".
 
 Freeing the space and starting Redis again (the test plays the supervisor that
 ``dicombus up`` is) must deliver every event submitted and let associations in
@@ -39,6 +40,8 @@ from helpers import CT_IMAGE_STORAGE, VERIFICATION, peer_missing, small_dataset
 from worker_support import client_for, running_edge, wait_for
 
 TMPFS_SIZE = "8m"
+# The disk reserve, released when the outbox meets the full disk (within the tmpfs).
+RESERVE_BYTES = 1 << 20
 QUEUE = "events"
 # Associations tried on the full disk before the edge must have refused one: the
 # first events that reach the dead Redis and the failing outbox turn it away.
@@ -122,6 +125,7 @@ def test_a_full_data_folder_refuses_associations_loses_nothing_and_recovers(
             storage_root=tmp_path / "storage",
             subscriptions=(events,),
             publisher_process=False,
+            reserve_bytes=RESERVE_BYTES,
         ) as node:
             port = node.address[1]
             _store_and_echo(_associate(port), answers)
@@ -139,7 +143,11 @@ def test_a_full_data_folder_refuses_associations_loses_nothing_and_recovers(
             assert refused is not None, "the edge kept accepting associations on a full disk"
             # PS3.8 9.3.4: rejected-transient, UL service-provider (presentation), congestion.
             assert (refused.result, refused.source, refused.reason) == (2, 3, 1)
-            assert node.metrics()["held"] > 0
+            # The outbox met the full disk, released the reserve and stored into it:
+            # nothing stays in memory, and associations are refused until space returns.
+            assert node.reserve is not None and not node.reserve.in_place
+            assert node.metrics()["held"] == 0
+            assert node.metrics()["outbox_rows"] > 0
             stored_while_full = list(answers.values())[1:]
             assert stored_while_full, "no C-STORE was tried on the full disk"
             assert set(stored_while_full) == {status.OUT_OF_RESOURCES}
