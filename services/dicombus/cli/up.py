@@ -242,6 +242,7 @@ class Node:
         self._redis_started = time.monotonic()
         self._redis_delay = 0.0
         self._redis_retry_at = 0.0
+        self._record_stale = False  # node.json could not be written (disk full)
         self.broker_url = ""
         self.workers: list[ChildProcess] = []
         self.pool = DEFAULT_POOL
@@ -321,8 +322,17 @@ class Node:
         changed = self.restart_dead_redis()
         if self.pool == "solo":  # a prefork worker replaces its own processes
             changed = self.restart_dead_workers() or changed
-        if changed:
-            self.record()
+        if changed or self._record_stale:
+            # On a full disk node.json cannot be written: say so and try again next
+            # round, rather than let the supervisor (and the node with it) die.
+            try:
+                self.record()
+            except OSError as exc:
+                if not self._record_stale:
+                    say(f"cannot update {self.folder.node_file} ({exc}); trying again")
+                self._record_stale = True
+            else:
+                self._record_stale = False
 
     def restart_dead_redis(self) -> bool:
         """True if the embedded Redis was started again now."""
