@@ -133,7 +133,7 @@ HELD_STOP_SHARE = 0.5
 COUNTERS = (
     "submitted",  # events given to submit()
     "published",  # messages sent to Redis straight from the queue
-    "spooled",  # messages written to the outbox
+    "spooled",  # messages written to the outbox (or, at a stop, to the last-resort file)
     "spooled_on_submit",  # events an association thread wrote to the outbox (queue full)
     "replayed",  # messages sent to Redis from the outbox
     "unrouted",  # events nobody was subscribed to any more by publishing time
