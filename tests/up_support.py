@@ -43,9 +43,13 @@ def run_dicombus(*arguments: str) -> subprocess.CompletedProcess[str]:
 class UpProcess:
     """``dicombus up --port 0 --data DATA ...`` with its output in a file."""
 
-    def __init__(self, data: Path, *arguments: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self, data: Path, *arguments: str, cwd: Path | None = None, output_dir: Path | None = None
+    ) -> None:
+        """``output_dir``: where the output file goes (default: beside the data folder)."""
         self.data = data
-        self.output = data.parent / f"{data.name}-up-{os.urandom(3).hex()}.out"
+        folder = output_dir if output_dir is not None else data.parent
+        self.output = folder / f"{data.name}-up-{os.urandom(3).hex()}.out"
         with self.output.open("wb") as sink:
             self.process = subprocess.Popen(
                 dicombus("up", "--port", "0", "--data", str(data), *arguments),

@@ -167,7 +167,9 @@ class Association:
         details: dict[str, Any] | None = None,
     ) -> bool:
         """Tell the outcome observers what an intervention event decided; False when one
-        of them raised :class:`OutcomeNotRecorded` (it could not account for it)."""
+        of them raised :class:`OutcomeNotRecorded` (it could not account for it). The
+        observers after that one are not told: the caller reports the status it answers
+        instead, so each of them hears one outcome per request."""
         if not self.outcome_observers:
             return True
         report = OutcomeReport(
@@ -178,16 +180,15 @@ class Association:
             context=context,
             details=details if details is not None else {},
         )
-        recorded = True
         for observer in self.outcome_observers:
             try:
                 observer(report)
             except OutcomeNotRecorded as exc:
                 LOGGER.error("%s outcome not recorded: %s", event.name, exc)
-                recorded = False
+                return False
             except Exception:
                 LOGGER.exception("an outcome observer failed; the association goes on")
-        return recorded
+        return True
 
     @property
     def is_requestor(self) -> bool:

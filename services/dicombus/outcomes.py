@@ -8,7 +8,9 @@ association. With no observer the report is never built.
 C-STORE reports before its response is sent: an observer that must account
 for a Success (the event bus journals its event) raises
 :class:`OutcomeNotRecorded` when it cannot, and the service answers a failure
-instead of a Success nobody can account for.
+instead of a Success nobody can account for. Such an observer goes first in
+the list: the observers after it are not told the refused Success, and hear
+the failure the service then reports, once.
 """
 
 from __future__ import annotations

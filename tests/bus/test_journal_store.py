@@ -6,13 +6,16 @@ edge) is in tests/faults/test_bus_edge_kill_store.py.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 from dicombus.bus.journal import Journal, JournalError
 from dicombus.bus.redis_server import EmbeddedRedis
+from helpers import free_port
 from publisher_support import (
     Association,
     consume,
@@ -22,7 +25,7 @@ from publisher_support import (
     subscription,
     wait_published,
 )
-from worker_support import wait_for
+from worker_support import running_edge, wait_for
 
 THREADS = 8
 PER_THREAD = 25
@@ -123,3 +126,56 @@ def test_events_left_in_the_journal_are_published_again_with_the_same_ids(
         wait_for(lambda: journal.rows == 0, "the journal rows to be deleted")
     journal.close()
     assert [envelope_of(message)["id"] for message in received] == [e.id for e in left]
+
+
+def test_the_edge_opens_its_outbox_fsynced_at_every_commit(tmp_path: Path) -> None:
+    """A Success's journal row goes once its messages are in the outbox: from then on
+    the outbox alone must survive a power cut, so each of its commits is fsynced."""
+    with (
+        EmbeddedRedis(tmp_path / "redis") as server,
+        running_edge(server.url, tmp_path / "data", reserve_bytes=0) as node,
+    ):
+        assert node.outbox is not None
+        assert node.outbox.synchronous == "FULL"
+
+
+class _CheckingJournal(Journal):
+    """A real journal that notes, at each forget, whether the outbox holds those events.
+    (A power cut cannot be made in a test; the order of the two writes can be seen.)"""
+
+    def __init__(self, path: Path, outbox_path: Path) -> None:
+        super().__init__(path)
+        self._outbox_path = outbox_path
+        self.forgotten: list[tuple[set[str], set[str]]] = []  # (forgotten, in the outbox)
+
+    def forget(self, event_ids: Iterable[str]) -> None:
+        ids = set(event_ids)
+        with contextlib.closing(sqlite3.connect(self._outbox_path)) as outbox:
+            stored = {row[0] for row in outbox.execute("SELECT event_id FROM outbox")}
+        self.forgotten.append((ids, stored))
+        super().forget(ids)
+
+
+def test_journal_rows_are_forgotten_only_once_the_outbox_append_has_returned(
+    tmp_path: Path,
+) -> None:
+    journal = _CheckingJournal(tmp_path / "journal.sqlite3", tmp_path / "outbox.sqlite3")
+    association = Association()
+    # No Redis: every batch goes to the outbox.
+    with running_publisher(
+        f"redis://127.0.0.1:{free_port()}/0",
+        tmp_path,
+        [subscription("tests.audit", "audit")],
+        journal=journal,
+        publisher_process=False,
+        broker_timeout=0.5,
+    ) as publisher:
+        for _ in range(5):
+            publisher.submit_durable(association.next())
+        wait_for(lambda: publisher.metrics()["spooled"] == 5, "the events in the outbox")
+        wait_for(
+            lambda: len(set().union(*(ids for ids, _ in journal.forgotten))) == 5,
+            "the journal rows to be forgotten",
+        )
+    journal.close()
+    assert all(ids <= stored for ids, stored in journal.forgotten)

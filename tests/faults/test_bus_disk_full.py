@@ -6,11 +6,12 @@ folder (journal, outbox, subscription cache) and the embedded Redis's AOF; the
 DICOM files go to the ordinary disk, so stores themselves succeed and it is the
 journal that cannot account for them. Filling the tmpfs makes:
 
-- every C-STORE answer 0xA700 (Out of Resources), since its event cannot be
+- C-STOREs answer 0xA700 (Out of Resources) while their event cannot be
   journaled, rather than Success;
-- Redis exit on its AOF write error, and the outbox fail: the publisher holds
-  the events in memory and the edge refuses new associations (transient
-  reject), and never logs "EVENTS LOST".
+- Redis exit on its AOF write error, and the outbox fail: the publisher
+  releases the disk reserve, the outbox stores into that room, and the edge
+  refuses new associations (transient reject) until the reserve is back; it
+  never logs "EVENTS LOST".
 
 Freeing the space and starting Redis again (the test plays the supervisor that
 ``dicombus up`` is) must deliver every event submitted and let associations in
@@ -21,24 +22,29 @@ when CI is set.
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dicombus import AE
+from dicombus import AE, evt
+from dicombus.bus.disk_reserve import DiskReserve
+from dicombus.bus.held_file import HELD_FILE
+from dicombus.bus.publisher import PublisherSaturated
 from dicombus.bus.redis_server import EmbeddedRedis
 from dicombus.bus.subscriptions import Subscription
+from dicombus.outcomes import OutcomeReport
 from dicombus.protocol import status
-from helpers import CT_IMAGE_STORAGE, VERIFICATION, peer_missing, small_dataset
+from disk_support import fill, small_tmpfs
+from helpers import CT_IMAGE_STORAGE, VERIFICATION, free_port, small_dataset
 from worker_support import client_for, running_edge, wait_for
 
 TMPFS_SIZE = "8m"
+# The disk reserve, released when the outbox meets the full disk (within the tmpfs).
+RESERVE_BYTES = 1 << 20
 QUEUE = "events"
 # Associations tried on the full disk before the edge must have refused one: the
 # first events that reach the dead Redis and the failing outbox turn it away.
@@ -47,38 +53,8 @@ MAX_ASSOCIATIONS_WHILE_FULL = 40
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        peer_missing(f"cannot mount a tmpfs to fill up: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small-disk", TMPFS_SIZE) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Write a file until the disk says ENOSPC, in smaller and smaller pieces."""
-    filler = folder / "filler"
-    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 1 << 14, 1 << 10, 1):
-            chunk = b"\0" * size
-            try:
-                while True:
-                    os.write(descriptor, chunk)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    finally:
-        os.close(descriptor)
-    return filler
 
 
 def _envelopes(url: str) -> list[dict[str, Any]]:
@@ -122,6 +98,7 @@ def test_a_full_data_folder_refuses_associations_loses_nothing_and_recovers(
             storage_root=tmp_path / "storage",
             subscriptions=(events,),
             publisher_process=False,
+            reserve_bytes=RESERVE_BYTES,
         ) as node:
             port = node.address[1]
             _store_and_echo(_associate(port), answers)
@@ -139,10 +116,15 @@ def test_a_full_data_folder_refuses_associations_loses_nothing_and_recovers(
             assert refused is not None, "the edge kept accepting associations on a full disk"
             # PS3.8 9.3.4: rejected-transient, UL service-provider (presentation), congestion.
             assert (refused.result, refused.source, refused.reason) == (2, 3, 1)
-            assert node.metrics()["held"] > 0
+            # The outbox met the full disk, released the reserve and stored into it:
+            # nothing stays in memory, and associations are refused until space returns.
+            assert node.reserve is not None and not node.reserve.in_place
+            assert node.metrics()["held"] == 0
+            assert node.metrics()["outbox_rows"] > 0
             stored_while_full = list(answers.values())[1:]
-            assert stored_while_full, "no C-STORE was tried on the full disk"
-            assert set(stored_while_full) == {status.OUT_OF_RESOURCES}
+            # 0xA700 while the journal cannot write; Success again once the released
+            # reserve gave it room (its event is journaled: checked at the end).
+            assert set(stored_while_full) <= {status.OUT_OF_RESOURCES, status.SUCCESS}
 
             filler.unlink()
             # Redis exited on its AOF write error; here the test restarts it, as the
@@ -170,3 +152,176 @@ def test_a_full_data_folder_refuses_associations_loses_nothing_and_recovers(
     finally:
         redis_server.kill()
     assert "EVENTS LOST" not in caplog.text
+
+
+# -- the disk reserve, the hold's limit, the last-resort file, a refused Success ------------
+
+
+def test_the_disk_reserve_is_allocated_released_and_taken_again_when_room_returns(
+    small_disk: Path,
+) -> None:
+    reserve = DiskReserve(small_disk / "reserve", 2 << 20)
+    assert not reserve.in_place
+    assert reserve.take()
+    # Allocated blocks, not a sparse file: the tmpfs counts them as used.
+    assert os.stat(reserve.path).st_blocks * 512 >= 2 << 20
+    assert os.statvfs(small_disk).f_bfree * os.statvfs(small_disk).f_frsize < 7 << 20
+    filler = fill(small_disk)
+    assert reserve.release()
+    assert not reserve.path.exists() and not reserve.in_place
+    assert not reserve.release()  # nothing more to free
+    # Filled again: no room for the reserve, and no partial file left behind.
+    second = fill(small_disk, "more")
+    assert not reserve.take()
+    assert not reserve.path.exists()
+    second.unlink()
+    filler.unlink()
+    assert reserve.take() and reserve.in_place
+
+
+def test_a_success_that_cannot_be_journaled_is_answered_reported_and_stored_as_a_failure(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    """The journal on a full disk, the instances on another: the C-STORE is answered
+    0xA700, an observer hears that one status (not a Success first), and the file the
+    request wrote is gone, while an identical copy stored before stays."""
+    redis_server = EmbeddedRedis(tmp_path / "redis")
+    url = redis_server.start()
+    events = Subscription("tests.events", QUEUE, frozenset({"EVT_C_STORE"}))
+    heard: dict[str, list[int | None]] = {}
+
+    def observer(report: OutcomeReport) -> None:
+        if report.event is evt.EVT_C_STORE:
+            uid = str(report.request.command.AffectedSOPInstanceUID)
+            heard.setdefault(uid, []).append(report.status)
+
+    try:
+        with running_edge(
+            url,
+            small_disk / "data",
+            storage_root=tmp_path / "storage",
+            subscriptions=(events,),
+            publisher_process=False,
+            reserve_bytes=0,
+        ) as node:
+            assert node.server is not None
+            # A user's observer, registered after the bus attached its own.
+            node.server.outcome_observers = [*node.server.outcome_observers, observer]
+            assoc = _associate(node.address[1])
+            kept = small_dataset()
+            assert assoc.send_c_store(kept).Status == status.SUCCESS
+            [kept_file] = (tmp_path / "storage").rglob(f"{kept.SOPInstanceUID}.dcm")
+            fill(small_disk)
+
+            new = small_dataset()
+            refused = assoc.send_c_store(new)
+            again = assoc.send_c_store(kept)  # the same bytes: found stored already
+            assoc.release()
+            wait_for(lambda: len(_envelopes(url)) == 3, "the three C-STORE events")
+        assert refused.Status == again.Status == status.OUT_OF_RESOURCES
+        assert not list((tmp_path / "storage").rglob(f"{new.SOPInstanceUID}.dcm"))
+        assert kept_file.exists()
+        assert heard[str(new.SOPInstanceUID)] == [status.OUT_OF_RESOURCES]
+        assert heard[str(kept.SOPInstanceUID)] == [status.SUCCESS, status.OUT_OF_RESOURCES]
+        published = [(e["data"]["sop_instance_uid"], e["data"]["status"]) for e in _envelopes(url)]
+        assert sorted(published) == sorted(
+            [
+                (str(kept.SOPInstanceUID), status.SUCCESS),
+                (str(new.SOPInstanceUID), status.OUT_OF_RESOURCES),
+                (str(kept.SOPInstanceUID), status.OUT_OF_RESOURCES),
+            ]
+        )
+    finally:
+        redis_server.kill()
+
+
+def _unreachable_broker() -> str:
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+def test_at_the_hold_limit_associations_are_aborted_and_nothing_is_dropped(
+    tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No Redis and the outbox on a full disk (no reserve): events are held in memory.
+    At the limit (2 x queue_size) the running association is aborted and no Success is
+    promised; every held event reaches the outbox once space returns."""
+    caplog.set_level(logging.WARNING)
+    events = Subscription("tests.events", QUEUE, frozenset({"EVT_C_STORE", "EVT_C_ECHO"}))
+    with running_edge(
+        _unreachable_broker(),
+        tmp_path / "data",
+        storage_root=tmp_path / "storage",
+        outbox_path=small_disk / "outbox.sqlite3",
+        subscriptions=(events,),
+        publisher_process=False,
+        queue_size=2,
+        reserve_bytes=0,
+    ) as node:
+        publisher = node.publisher
+        assert publisher is not None
+        filler = fill(small_disk)
+        assoc = _associate(node.address[1])
+        assert assoc.send_c_store(small_dataset()).Status == status.SUCCESS
+        for _ in range(20):
+            if not assoc.is_established:
+                break
+            assoc.send_c_echo()
+            wait_for(lambda: node.metrics()["queued"] == 0, "the queue to be taken")
+        wait_for(lambda: assoc.is_aborted, "the running association to be aborted")
+        assert publisher.saturated
+        held = node.metrics()["held"]
+        assert held >= 4  # the limit: 2 x queue_size
+        with pytest.raises(PublisherSaturated):  # what a C-STORE Success would need
+            publisher.submit_durable(node.journal.leftovers()[0])  # type: ignore[union-attr]
+        assert _associate(node.address[1]).is_rejected
+
+        filler.unlink()
+        wait_for(lambda: not publisher.congested, "the held events in the outbox")
+        final = node.metrics()
+        assert final["held"] == 0
+        assert final["outbox_rows"] == final["submitted"] >= held
+        assert final["failed"] == 0
+    assert "EVENTS LOST" not in caplog.text
+
+
+def test_a_stop_that_cannot_store_writes_the_held_events_for_the_next_start(
+    tmp_path: Path, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Held events at stop, the outbox still on a full disk: they go to the last-resort
+    file (0600), and the next start moves them into the outbox and on to Redis."""
+    caplog.set_level(logging.WARNING)
+    events = Subscription("tests.events", QUEUE, frozenset({"EVT_C_STORE", "EVT_C_ECHO"}))
+    settings: dict[str, Any] = {
+        "storage_root": tmp_path / "storage",
+        "outbox_path": small_disk / "outbox.sqlite3",
+        "subscriptions": (events,),
+        "publisher_process": False,
+        "reserve_bytes": 0,
+    }
+    answers: dict[str, int] = {}
+    with running_edge(_unreachable_broker(), tmp_path / "data", **settings) as node:
+        filler = fill(small_disk)
+        _store_and_echo(_associate(node.address[1]), answers)
+        wait_for(lambda: node.metrics()["held"] >= 2, "the events to be held")
+        submitted = node.metrics()["submitted"]
+    held_file = tmp_path / "data" / HELD_FILE
+    assert len(held_file.read_text().splitlines()) == submitted
+    assert held_file.stat().st_mode & 0o777 == 0o600
+    assert list(answers.values()) == [status.SUCCESS]
+    assert "EVENTS LOST" not in caplog.text
+
+    filler.unlink()
+    redis_server = EmbeddedRedis(tmp_path / "redis")
+    url = redis_server.start()
+    try:
+        with running_edge(url, tmp_path / "data", **settings):
+            assert not held_file.exists()
+            wait_for(lambda: len(_envelopes(url)) >= submitted, "the held events in Redis")
+        published = {
+            e["data"]["sop_instance_uid"]: e["data"]["status"]
+            for e in _envelopes(url)
+            if e["type"] == "EVT_C_STORE"
+        }
+        assert published == answers
+    finally:
+        redis_server.kill()

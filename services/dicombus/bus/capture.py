@@ -17,8 +17,10 @@ An outcome a response depends on -- a C-STORE answered Success or Warning,
 i.e. an instance the node now holds -- goes to ``durable_sink`` instead (the
 publisher's ``submit_durable``: journal, then queue), which returns only once
 the event is on disk. The service reports the outcome before it sends the
-response; if the journal cannot take it, :class:`OutcomeNotRecorded` tells the
-service to answer a failure instead.
+response; if the journal cannot take it (or the publisher is saturated: it holds
+all it may in memory), :class:`OutcomeNotRecorded` tells the service to answer
+a failure instead. The capture's observer goes first in the observer lists, so
+that the observers after it hear only the status the peer is given.
 
 Subscriptions change at run time: :meth:`EventCapture.refresh` re-reads
 ``wants`` and binds or unbinds on the attached servers and their running
@@ -39,6 +41,7 @@ from dicombus.bus.dicom_json import DEFAULT_THRESHOLD
 from dicombus.bus.envelope import PendingEvent, source_uri
 from dicombus.bus.event_data import EVENT_SPECS, NOTIFICATION_TYPES, DataOptions, EventSpec
 from dicombus.bus.journal import JournalError
+from dicombus.bus.publisher import PublisherSaturated
 from dicombus.outcomes import OutcomeNotRecorded, OutcomeReport
 from dicombus.protocol.status import STATUS_SUCCESS, STATUS_WARNING, status_category
 from dicombus.ulid import new_ulid
@@ -168,7 +171,9 @@ class EventCapture:
 
     def _observers(self, current: list[Any], observing: bool) -> list[Any]:
         others = [observer for observer in current if observer != self._observer]
-        return [*others, self._observer] if observing else others
+        # First: it may refuse a Success (OutcomeNotRecorded), and the observers after
+        # it must then hear only the failure the peer is answered.
+        return [self._observer, *others] if observing else others
 
     # -- on the association's thread --------------------------------------------------------
 
@@ -198,7 +203,7 @@ class EventCapture:
         if self._durable_sink is not None and _journaled(name, source):
             try:
                 self._durable_sink(pending)
-            except JournalError as exc:
+            except (JournalError, PublisherSaturated) as exc:
                 raise OutcomeNotRecorded(str(exc)) from exc
         else:
             self._sink(pending)

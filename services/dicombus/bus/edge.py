@@ -20,10 +20,14 @@ The parts, in the order :meth:`EdgeNode.start` builds them:
    the edge dies.
 
 While the outbox is over its disk limit, or cannot store at all (disk full:
-the publisher holds events in memory), the server turns new associations
-away with a transient rejection (PS3.8: rejected-transient, temporary
-congestion), so events are never dropped: a modality retries later, and the
-associations already running finish and spool their events.
+the publisher holds events in memory), or the disk reserve
+(:mod:`dicombus.bus.disk_reserve`) had to be released, the server turns new
+associations away with a transient rejection (PS3.8: rejected-transient,
+temporary congestion), so events are never dropped: a modality retries later,
+and the associations already running finish and spool their events. Should
+the publisher's hold reach its limit all the same, it is saturated: stores
+answer 0xA700 and the running associations are aborted, so no more events
+come (see :meth:`EdgeNode._abort_associations`).
 
 :meth:`stop` goes in reverse: the server stops and aborts what still runs
 (those events are captured too), the publisher flushes its queue to Redis or
@@ -41,7 +45,9 @@ from types import TracebackType
 from dicombus import evt, tls
 from dicombus.ae import AE
 from dicombus.bus.capture import EventCapture
+from dicombus.bus.disk_reserve import RESERVE_FILE, DiskReserve
 from dicombus.bus.edge_config import EdgeConfig
+from dicombus.bus.held_file import HELD_FILE, replay_held
 from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox
 from dicombus.bus.publisher import Publisher
@@ -80,6 +86,8 @@ class EdgeNode:
         self.view: SubscriptionView | None = None
         self.embedded_redis: EmbeddedRedis | None = None
         self.journal: Journal | None = None
+        self.outbox: Outbox | None = None
+        self.reserve: DiskReserve | None = None
         self.broker_url: str | None = None
         self._capture_lock = threading.Lock()
         self._refusing = False
@@ -122,7 +130,23 @@ class EdgeNode:
             cache_path=config.data_dir / "subscriptions.json",
             on_change=self._subscriptions_changed,
         )
-        outbox = Outbox(config.outbox, max_bytes=config.outbox_max_bytes)
+        # FULL: the publisher forgets a Success's journal row (fsynced) as soon as its
+        # messages are in the outbox, so an outbox commit must be on disk too, or a
+        # power cut just after it loses the event (docs/bus.md, "Durability").
+        self.outbox = outbox = Outbox(
+            config.outbox, max_bytes=config.outbox_max_bytes, synchronous="FULL"
+        )
+        # What the last stop could not store, before the publisher numbers new events
+        # after the outbox's highest; before the reserve takes the disk space.
+        replay_held(config.data_dir / HELD_FILE, outbox)
+        self.reserve = DiskReserve(config.data_dir / RESERVE_FILE, config.reserve_bytes)
+        if not self.reserve.take():
+            LOGGER.error(
+                "no room for the disk reserve %s (%d bytes, [bus] reserve_bytes): "
+                "associations are refused until the disk has room for it",
+                self.reserve.path,
+                self.reserve.size,
+            )
         self.journal = Journal(config.data_dir / JOURNAL_FILE)
         self.publisher = Publisher(
             self.broker_url,
@@ -132,6 +156,9 @@ class EdgeNode:
             batch_size=config.batch_size,
             publisher_process=config.publisher_process,
             journal=self.journal,
+            reserve=self.reserve,
+            held_file=config.data_dir / HELD_FILE,
+            on_saturated=self._abort_associations,
         )
         self.capture = EventCapture(
             edge_id=config.edge_id,
@@ -188,6 +215,24 @@ class EdgeNode:
                 LOGGER.warning("the event outbox has room again: accepting associations")
         return OUTBOX_FULL if full else None
 
+    def _abort_associations(self) -> None:
+        """The publisher holds all it may in memory: abort every running association,
+        so that no more events come (PS3.8 7.3: A-ABORT, the service user's own).
+
+        Chosen over answering the following requests with failures alone: notification
+        events (PDUs, DIMSE messages, echoes) keep coming from a running association
+        whatever it is answered, and each of them would have to be held. An aborted
+        modality sends again what it had no Success for, once the transient rejects
+        stop. Runs on a thread of its own: an association thread (spooling its own
+        event) cannot wait for itself to end."""
+        server = self.server
+        if server is None:
+            return
+        running = server.active_associations
+        LOGGER.error("aborting %d running associations: events cannot be stored", len(running))
+        for assoc in running:
+            threading.Thread(target=assoc.abort, name="dicombus-abort", daemon=True).start()
+
     def metrics(self) -> dict[str, float]:
         return self.publisher.metrics() if self.publisher is not None else {}
 
@@ -209,7 +254,7 @@ class EdgeNode:
         if self.embedded_redis is not None:
             self.embedded_redis.stop()
         self.server = self.publisher = self.capture = self.view = self.embedded_redis = None
-        self.journal = None
+        self.journal = self.outbox = self.reserve = None
         return final
 
     def __enter__(self) -> EdgeNode:

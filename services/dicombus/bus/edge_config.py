@@ -39,6 +39,7 @@ A complete file, every key optional (the values shown are the defaults)::
     broker_url = ""                # "": DICOMBUS_BROKER_URL, else an embedded Redis
     outbox = "<data_dir>/outbox.sqlite3"
     outbox_max_bytes = 1073741824
+    reserve_bytes = 67108864       # disk kept free for events when the disk fills; 0: none
     queue_size = 10000
     batch_size = 500
     publisher_process = true       # build and send messages in a child process (off the GIL)
@@ -70,6 +71,7 @@ from pydicom import uid as pydicom_uid
 
 from dicombus import evt, sop_class
 from dicombus.ae import _checked_ae_title
+from dicombus.bus.disk_reserve import DEFAULT_RESERVE_BYTES
 from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from dicombus.protocol.limits import DEFAULT_MAXIMUM_PDU_SIZE, MINIMUM_PDU_LENGTH
@@ -125,6 +127,7 @@ class EdgeConfig:
     broker_url: str | None = None
     outbox_path: Path | None = None
     outbox_max_bytes: int = 1 << 30
+    reserve_bytes: int = DEFAULT_RESERVE_BYTES
     queue_size: int = 10_000
     batch_size: int = 500
     publisher_process: bool = True
@@ -330,6 +333,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
         "broker_url": (_broker_url, "broker_url"),
         "outbox": (_path, "outbox_path"),
         "outbox_max_bytes": (_integer(1 << 20), "outbox_max_bytes"),
+        "reserve_bytes": (_integer(0), "reserve_bytes"),
         "queue_size": (_integer(1), "queue_size"),
         "batch_size": (_integer(1), "batch_size"),
         "publisher_process": (_boolean, "publisher_process"),

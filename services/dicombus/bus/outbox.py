@@ -9,11 +9,12 @@ same message: same task id, same body.
 Durability. The database runs in WAL mode with ``synchronous=NORMAL``: a
 committed append is in the WAL file (the OS page cache) before ``append``
 returns, so it survives the edge process being killed (SIGKILL, OOM killer,
-crash) — the case that matters for an edge node. It does not survive a power
-cut or kernel crash between commit and the next checkpoint's fsync; pass
-``synchronous="FULL"`` to fsync the WAL on every commit, at the cost of one
-fsync per spooled event on the thread that spools it (see docs/bus.md for the
-measured cost).
+crash). It does not survive a power cut or kernel crash between commit and the
+next checkpoint's fsync; ``synchronous="FULL"`` fsyncs the WAL on every commit,
+at the cost of one fsync per spooled batch on the thread that spools it (see
+docs/bus.md for the measured cost). The edge opens its outbox with ``FULL``:
+the publisher forgets a C-STORE Success's journal row once its messages are
+here, so from then on the outbox alone must survive a power cut.
 
 Disk limit. The outbox counts the bytes it holds (the stored text of each row
 plus a per-row overhead). At ``max_bytes`` it turns :attr:`Outbox.full` on and
@@ -52,6 +53,8 @@ BUSY_TIMEOUT = 5.0
 # Checkpoint after this much was written (appended or deleted): a few fsyncs per
 # megabytes of events rather than per batch.
 CHECKPOINT_BYTES = 4 << 20
+# PRAGMA synchronous answers a number (SQLite's documentation of the pragma).
+_SYNCHRONOUS_NAMES = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -159,6 +162,13 @@ class Outbox:
                 f"{self.path} is an outbox of schema version {version}; "
                 f"this dicombus reads version {SCHEMA_VERSION}"
             )
+
+    @property
+    def synchronous(self) -> str:
+        """The ``PRAGMA synchronous`` the connections run with: NORMAL or FULL."""
+        with self._write_lock:
+            (level,) = self._writer.execute("PRAGMA synchronous").fetchone()
+        return _SYNCHRONOUS_NAMES.get(int(level), str(level))
 
     @property
     def rows(self) -> int:

@@ -57,11 +57,19 @@ the in-memory queue when the edge process is killed (SIGKILL) are lost; the
 window is the queue's depth, normally milliseconds. :meth:`Publisher.stop`
 flushes the queue to Redis or the outbox.
 
-When the outbox cannot store (disk full, I/O error) the messages are held in
-memory, in order, up to :data:`HELD_LIMIT` per queue slot, and every later one
-joins them; :attr:`Publisher.congested` is on, and the edge refuses new
-associations. Each replay attempt tries the outbox again first, so the node
-recovers by itself once space returns.
+Full disk. When the outbox cannot store (disk full, I/O error) the publisher
+releases the disk reserve (:mod:`dicombus.bus.disk_reserve`) and tries again;
+what still does not fit is held in memory, in order, and every later message
+joins it. :attr:`Publisher.congested` is on while anything is held or the
+reserve is released, and the edge refuses new associations. Each replay attempt
+tries the outbox again first, and the reserve is taken again once nothing is
+held and the disk has room: the node recovers by itself once space returns.
+Held messages are never dropped. At :data:`HELD_LIMIT` per queue slot
+:attr:`Publisher.saturated` turns on: :meth:`submit_durable` refuses (the store
+answers a failure, not a Success) and ``on_saturated`` is called (the edge
+aborts its running associations, so that no more events come). A stop while the
+outbox still cannot store writes the held messages to the last-resort file
+(:mod:`dicombus.bus.held_file`), which the next start moves into the outbox.
 """
 
 from __future__ import annotations
@@ -73,10 +81,13 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from dicombus.bus.disk_reserve import DiskReserve
 from dicombus.bus.envelope import PendingEvent
+from dicombus.bus.held_file import write_held
 from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage, StoredMessage
 from dicombus.bus.publisher_child import ProcessSender
@@ -108,15 +119,21 @@ METRICS_INTERVAL = 30.0
 # at a latency cost (5 ms on average) well under the 50 ms budget from DICOM
 # event to task start.
 BATCH_LINGER = 0.010
-# Messages the outbox could not store are held in memory, at most this many per
-# event the queue holds: while they are, the edge accepts no association, so only
-# those already running add to them. Past it an event is lost (loudly).
+# Messages the outbox could not store are held in memory; at this many per event
+# the queue holds the publisher is saturated: no C-STORE is answered Success and
+# the running associations are aborted (the edge accepts none while anything is
+# held), so the hold stops growing. Nothing held is dropped.
 HELD_LIMIT = 2
+# How often the publisher tries to take the disk reserve again once it was released.
+RESERVE_RETRY = 1.0
+# At stop, the share of the stop timeout spent trying to store held messages in the
+# outbox before they go to the last-resort file.
+HELD_STOP_SHARE = 0.5
 
 COUNTERS = (
     "submitted",  # events given to submit()
     "published",  # messages sent to Redis straight from the queue
-    "spooled",  # messages written to the outbox
+    "spooled",  # messages written to the outbox (or, at a stop, to the last-resort file)
     "spooled_on_submit",  # events an association thread wrote to the outbox (queue full)
     "replayed",  # messages sent to Redis from the outbox
     "unrouted",  # events nobody was subscribed to any more by publishing time
@@ -132,6 +149,11 @@ class _Submitted:
     created: float  # Unix time of submit(); lag is measured from it
     pending: PendingEvent
     journaled: bool = False  # in the journal until it is in Redis or the outbox
+
+
+class PublisherSaturated(RuntimeError):
+    """The publisher holds as many messages as it may in memory (the outbox cannot
+    store): it takes no event a response would promise."""
 
 
 class _Counters:
@@ -168,7 +190,14 @@ class Publisher:
         batch_linger: float = BATCH_LINGER,
         publisher_process: bool = True,
         journal: Journal | None = None,
+        reserve: DiskReserve | None = None,
+        held_file: Path | None = None,
+        on_saturated: Callable[[], None] | None = None,
     ) -> None:
+        """``reserve``: released when the outbox meets a full disk. ``held_file``: where a
+        stop that cannot store its held messages writes them (None: they are logged as
+        lost). ``on_saturated``: called, on whichever thread got there, when the held
+        messages reach their limit."""
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
         self._view = view
@@ -178,6 +207,11 @@ class Publisher:
         self._held: list[OutboxMessage] = []
         self._held_lock = threading.Lock()
         self._held_limit = HELD_LIMIT * queue_size
+        self._reserve = reserve
+        self._reserve_retry_at = 0.0
+        self._held_file = held_file
+        self._on_saturated = on_saturated
+        self._give_up_held_at = 0.0  # set by stop(): then held messages go to the file
         self._batch_size = batch_size
         self._linger = batch_linger
         self._metrics_interval = metrics_interval
@@ -219,9 +253,15 @@ class Publisher:
 
     @property
     def congested(self) -> bool:
-        """True while the outbox is at its limit or cannot store at all (events held in
-        memory): the edge refuses new associations."""
-        return self._outbox.full or bool(self._held)
+        """True while the outbox is at its limit, cannot store at all (events held in
+        memory), or the disk reserve is released: the edge refuses new associations."""
+        reserve_gone = self._reserve is not None and not self._reserve.in_place
+        return self._outbox.full or bool(self._held) or reserve_gone
+
+    @property
+    def saturated(self) -> bool:
+        """True while the held messages are at their limit: no Success is promised."""
+        return len(self._held) >= self._held_limit
 
     # -- association threads --------------------------------------------------------------
 
@@ -246,9 +286,14 @@ class Publisher:
         """Commit ``pending`` to the journal (waiting for the fsync), then :meth:`submit` it.
 
         Raises :class:`~dicombus.bus.journal.JournalError` when the journal cannot
-        take it; the event is then not submitted at all. Without a journal this is
+        take it, :class:`PublisherSaturated` when the publisher holds all it may;
+        the event is then not submitted at all. Without a journal this is
         :meth:`submit`.
         """
+        if self.saturated:
+            raise PublisherSaturated(
+                f"{len(self._held)} events are held in memory: the outbox cannot store"
+            )
         if self._journal is None:
             self.submit(pending)
             return
@@ -286,6 +331,7 @@ class Publisher:
         publisher thread finishes the flush itself, within about twice the broker
         timeout more.
         """
+        self._give_up_held_at = time.monotonic() + HELD_STOP_SHARE * timeout
         self._stopping.set()
         with contextlib.suppress(queue.Full):  # then the thread is busy and sees the flag
             self._queue.put_nowait(None)
@@ -368,11 +414,12 @@ class Publisher:
             # Flush: to Redis while the outbox is empty, else behind what waits there.
             batch = self._take(wait=None)
             if not batch:
-                self._give_up_held()
-                return False
+                return not self._settle_held()
             self._send(batch)
-        elif not self._outbox.rows and not self._held:
-            wait = self._report_at - now
+            return True
+        retake_in = self._retake_reserve(now)
+        if not self._outbox.rows and not self._held:
+            wait = self._report_at - now if retake_in is None else retake_in
             if self._journal is not None:
                 # Journal rows of published events, left by a stream that stopped.
                 due = self._journal.commit_due_deletes()
@@ -562,31 +609,54 @@ class Publisher:
     def _store(self, messages: list[OutboxMessage]) -> None:
         if not messages:
             return
+        saturated = False
         with self._held_lock:
             if self._held:  # behind what is held already, to keep the order
-                self._hold(messages)
-                return
-            try:
-                self._outbox.append(messages)
-            except OutboxError as exc:
-                LOGGER.error(
-                    "%s; events are held in memory and new associations refused until "
-                    "the outbox can store again",
-                    exc,
-                )
-                self._hold(messages)
-                return
-        self._counters.add("spooled", len(messages))
+                saturated = self._hold(messages)
+            else:
+                try:
+                    self._append(messages)
+                except OutboxError as exc:
+                    LOGGER.error(
+                        "%s; events are held in memory and new associations refused until "
+                        "the outbox can store again",
+                        exc,
+                    )
+                    saturated = self._hold(messages)
+                else:
+                    self._counters.add("spooled", len(messages))
+        if saturated:
+            self._saturated()
 
-    def _hold(self, messages: list[OutboxMessage]) -> None:
-        # Called with the held lock.
+    def _append(self, messages: list[OutboxMessage]) -> None:
+        """Append to the outbox; on failure release the disk reserve, if that frees
+        anything, and try once more. Raises OutboxError."""
+        try:
+            self._outbox.append(messages)
+        except OutboxError:
+            if self._reserve is None or not self._reserve.release():
+                raise
+            self._outbox.append(messages)
+
+    def _hold(self, messages: list[OutboxMessage]) -> bool:
+        """Hold ``messages`` in memory (called with the held lock); True if that made the
+        publisher saturated just now. After the thread has stopped nobody would retry
+        them: they go to the last-resort file."""
         if self._stopped.is_set():
-            self._lose(messages, "the outbox cannot store them and the publisher has stopped")
-            return
-        room = self._held_limit - len(self._held)
-        self._held.extend(messages[:room])
-        if len(messages) > room:
-            self._lose(messages[room:], f"more than {self._held_limit} messages held in memory")
+            self._write_held(messages)
+            return False
+        was = self.saturated
+        self._held.extend(messages)
+        return self.saturated and not was
+
+    def _saturated(self) -> None:
+        LOGGER.error(
+            "%d events are held in memory (the outbox cannot store): C-STOREs are answered "
+            "0xA700 and the running associations aborted until it stores again",
+            len(self._held),
+        )
+        if self._on_saturated is not None:
+            self._on_saturated()
 
     def _flush_held(self) -> bool:
         """Move the held messages into the outbox; True once none are held."""
@@ -595,7 +665,7 @@ class Publisher:
             if not held:
                 return True
             try:
-                self._outbox.append(held)
+                self._append(held)
             except OutboxError:
                 return False  # logged when they were held; tried again at the next attempt
             self._held = []
@@ -605,15 +675,62 @@ class Publisher:
             self._journal.forget({message.event_id for message in held})
         return True
 
-    def _give_up_held(self) -> None:
-        """At stop: the held messages go to the outbox if it takes them now; else those
-        not in the journal are lost, loudly (journaled ones are published after restart)."""
-        if not self._flush_held():
-            with self._held_lock:
-                held, self._held = self._held, []
-            self._lose(held, "the outbox cannot store them and the publisher is stopping")
+    def _retake_reserve(self, now: float) -> float | None:
+        """Take the released disk reserve again once nothing is held and the disk has room;
+        the seconds until the next try (None: it is in place)."""
+        reserve = self._reserve
+        if reserve is None or reserve.in_place:
+            return None
+        if self._held or now < self._reserve_retry_at:
+            return max(self._reserve_retry_at - now, 0.0) or RESERVE_RETRY
+        if reserve.take():
+            LOGGER.warning(
+                "disk space returned: the disk reserve %s is in place again; "
+                "accepting associations",
+                reserve.path,
+            )
+            return None
+        self._reserve_retry_at = now + RESERVE_RETRY
+        return RESERVE_RETRY
+
+    def _settle_held(self) -> bool:
+        """At stop: store the held messages in the outbox, trying until the stop's share
+        of its timeout is spent, else in the last-resort file. True once settled."""
+        if self._flush_held():
+            return True
+        if time.monotonic() < self._give_up_held_at:
+            time.sleep(RECONNECT_CAP)
+            return False
+        with self._held_lock:
+            held, self._held = self._held, []
+            self._write_held(held)
+        return True
+
+    def _write_held(self, messages: list[OutboxMessage]) -> None:
+        """The last resort: the file the next start moves into the outbox."""
+        if self._held_file is not None:
+            try:
+                write_held(self._held_file, messages)
+            except OSError as exc:
+                self._lose(
+                    messages, f"neither the outbox nor {self._held_file} can store them ({exc})"
+                )
+                return
+            self._counters.add("spooled", len(messages))
+            LOGGER.error(
+                "the outbox cannot store: %d held messages written to %s; the next start "
+                "moves them into the outbox",
+                len(messages),
+                self._held_file,
+            )
+            if self._journal is not None:
+                self._journal.forget({message.event_id for message in messages})
+            return
+        self._lose(messages, "the outbox cannot store them and the publisher is stopping")
 
     def _lose(self, messages: list[OutboxMessage], why: str) -> None:
+        # Only when no disk takes a byte (or no last-resort file was given); C-STORE
+        # Success events among them stay in the journal and are published after restart.
         lost = sorted({message.event_id for message in messages})
         self._counters.add("failed", len(lost))
         LOGGER.critical("EVENTS LOST: %s; events %s are not published", why, ", ".join(lost))

@@ -105,7 +105,10 @@ def supervise(signals: StopSignals, folder: DataFolder, node: EdgeNode, started:
     supervisor = RedisSupervisor(redis, _say) if redis is not None else None
     while (received := signals.wait(SUPERVISE_INTERVAL)) is None:
         if supervisor is not None and supervisor.check():
-            record(folder, node, started)
+            try:
+                record(folder, node, started)
+            except OSError as exc:  # a full disk: the record is stale, the edge goes on
+                _say(f"cannot update {folder.node_file} ({exc})")
     return received
 
 

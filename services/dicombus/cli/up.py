@@ -236,6 +236,7 @@ class Node:
         self.config = config
         self.redis: EmbeddedRedis | None = None
         self.redis_supervisor: RedisSupervisor | None = None
+        self._record_stale = False  # node.json could not be written (disk full)
         self.broker_url = ""
         self.workers: list[ChildProcess] = []
         self.pool = DEFAULT_POOL
@@ -316,8 +317,17 @@ class Node:
         changed = self.redis_supervisor is not None and self.redis_supervisor.check()
         if self.pool == "solo":  # a prefork worker replaces its own processes
             changed = self.restart_dead_workers() or changed
-        if changed:
-            self.record()
+        if changed or self._record_stale:
+            # On a full disk node.json cannot be written: say so and try again next
+            # round, rather than let the supervisor (and the node with it) die.
+            try:
+                self.record()
+            except OSError as exc:
+                if not self._record_stale:
+                    say(f"cannot update {self.folder.node_file} ({exc}); trying again")
+                self._record_stale = True
+            else:
+                self._record_stale = False
 
     def restart_dead_workers(self) -> bool:
         """Start again each worker that exited (at most once per RESTART_INTERVAL)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,8 +72,11 @@ def serve_c_store(
         reply = _ask_handler(assoc, request, context)
     # Reported before the response leaves: a Success is sent only once its outcome is
     # accounted for (the event bus journals the event). If it cannot be, the peer
-    # hears Out of Resources (PS3.4 B.2.3: a failure it may retry) instead.
+    # hears Out of Resources (PS3.4 B.2.3: a failure it may retry) instead, the
+    # observers hear that status (those after the refusing one heard nothing yet),
+    # and the file this request wrote goes, so that the disk agrees with the answer.
     if not _report(assoc, request, context, reply.status):
+        _withdraw_stored_file(request.outcome)
         reply = HandlerStatus(status.OUT_OF_RESOURCES, error_comment=OUTCOME_NOT_RECORDED)
         _report(assoc, request, context, reply.status)
     response = c_store_rsp(
@@ -92,6 +96,27 @@ def _report(
     return assoc.report_outcome(
         evt.EVT_C_STORE, code, request=request, context=context.as_tuple, details=request.outcome
     )
+
+
+def _withdraw_stored_file(outcome: dict[str, Any]) -> None:
+    """Remove the file the handler recorded as ``stored_path`` if this request wrote it
+    under a name that was free. One it found there already (``duplicate`` recorded: an
+    identical copy, or a different one replaced or kept beside) belongs to an earlier
+    store that was answered, and stays."""
+    path = outcome.get("stored_path")
+    if path is None or "duplicate" in outcome:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        LOGGER.error("cannot remove %s, whose store is answered as failed: %s", path, exc)
+        return
+    else:
+        LOGGER.warning("removed %s: its store is answered as failed (event not recorded)", path)
+    del outcome["stored_path"]
+    outcome.pop("stored_size", None)
 
 
 def _ask_handler(
