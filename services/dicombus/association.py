@@ -126,6 +126,10 @@ class Association:
         self._released = threading.Event()
         self._waiters: dict[int, queue.SimpleQueue[DimseMessage | None]] = {}
         self._waiters_lock = threading.Lock()
+        # Held for a whole message: PS3.7 6.3.1 / PS3.8 E.2 forbid interleaving
+        # the P-DATA-TFs of two messages, and the reader thread (answering a
+        # request) and user threads (sending theirs) share one connection.
+        self._send_lock = threading.Lock()
         self._cancelled: set[int] = set()
         # Requests received and not yet answered (by message ID), those waiting
         # for the one being served, and whether the reader thread is serving.
@@ -597,7 +601,9 @@ class Association:
             None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
         )
         try:
-            self.link.fire(Event.EVT11, AReleaseRQ())
+            # After the message being sent, if any: Sta7 allows no more P-DATA.
+            with self._send_lock:
+                self.link.fire(Event.EVT11, AReleaseRQ())
         except Exception as exc:
             LOGGER.error("cannot release in state %s: %s", self.link.state.name, exc)
             self.abort()
@@ -640,16 +646,18 @@ class Association:
 
     def send_message(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:
         """Encode, fragment (within the peer's maximum PDU length) and send one message."""
-        if self.link is None or self.link.is_closed or self.is_aborted:
-            raise ConnectionError("the association is not open")
         encoded = encode_command_set(command)
-        for segments in fragment_message(
-            context_id=context_id,
-            command=encoded,
-            dataset=dataset,
-            max_pdu_length=self.remote.maximum_length,
-        ):
-            self.link.send_pdata(segments)
+        with self._send_lock:
+            link = self.link
+            if link is None or link.is_closed or self.is_aborted:
+                raise ConnectionError("the association is not open")
+            for segments in fragment_message(
+                context_id=context_id,
+                command=encoded,
+                dataset=dataset,
+                max_pdu_length=self.remote.maximum_length,
+            ):
+                link.send_pdata(segments)
         if self._log and LOGGER.isEnabledFor(logging.DEBUG):
             LOGGER.debug("Sent %s (context %d)", command.command_field.name, context_id)
         if self.handlers.is_bound(evt.EVT_DIMSE_SENT):
@@ -691,6 +699,13 @@ class Association:
             self._waiters[message_id] = waiter
         try:
             self.send_message(context_id, command, dataset)
+        except ConnectionError as exc:
+            # The association ended (say, the peer aborted) before the whole
+            # request was sent: no response will come, as after a timeout.
+            self._forget_waiter(message_id)
+            LOGGER.error("the %s was not sent whole: %s", command.command_field.name, exc)
+            self.abort()
+            return iter((_NO_RESPONSE,))
         except BaseException:
             self._forget_waiter(message_id)
             raise
