@@ -18,11 +18,12 @@ from dicombus import AE
 from dicombus.protocol.items import (
     ImplementationClassUIDSubItem,
     MaximumLengthSubItem,
+    PresentationContextACItem,
     PresentationContextRQItem,
     UserInformationItem,
     UserSubItem,
 )
-from dicombus.protocol.pdus import AAssociateRQ, PDataTF, PresentationDataValue
+from dicombus.protocol.pdus import AAssociateAC, AAssociateRQ, PDataTF, PresentationDataValue
 from dicombus.server import AssociationServer
 from pydicom.uid import UID
 
@@ -190,6 +191,34 @@ class RawConnection:
         """Send an A-ASSOCIATE-RQ (default: ``associate_rq()``) and return the reply PDU."""
         self.sock.sendall(associate_rq() if rq is None else rq)
         return self.read_pdu()
+
+
+def accept_association(
+    conn: RawConnection,
+    *,
+    abstract_syntax: str = VERIFICATION_SOP_CLASS,
+    maximum_length: int = 16384,
+) -> None:
+    """Play the acceptor of an association: read the A-ASSOCIATE-RQ, accept context 1
+    in Implicit VR Little Endian (the requestor must propose ``abstract_syntax`` first)."""
+    rq = conn.read_pdu()
+    assert rq[0] == 0x01, f"expected an A-ASSOCIATE-RQ, got PDU type {rq[0]:#04x}"
+    ac = AAssociateAC(
+        called_ae_title="ANY-SCP",
+        calling_ae_title="SCU",
+        presentation_contexts=(
+            PresentationContextACItem(
+                context_id=1, result=0, transfer_syntax=IMPLICIT_VR_LITTLE_ENDIAN
+            ),
+        ),
+        user_information=UserInformationItem(
+            sub_items=(
+                MaximumLengthSubItem(maximum_length=maximum_length),
+                ImplementationClassUIDSubItem(uid="1.2.826.0.1.3680043.9.7433.2"),
+            )
+        ),
+    )
+    conn.send(ac.encode())
 
 
 # A scripted peer: what it does with the one connection it accepts (runtime/conftest.py).

@@ -21,7 +21,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,15 +31,15 @@ from dicombus.acse import Rejection, ServiceUser, describe_rejection
 from dicombus.negotiation import absorb_associate_ac, answer_associate_rq, build_associate_rq
 from dicombus.outcomes import OutcomeNotRecorded, OutcomeObserver, OutcomeReport
 from dicombus.presentation import PresentationContext
-from dicombus.protocol.commands import CommandField, CommandSet, encode_command_set
-from dicombus.protocol.errors import AbortSource, RemoteProtocolError
-from dicombus.protocol.fragments import (
-    DatasetSink,
-    DimseMessage,
-    MemoryDatasetSink,
-    MessageAssembler,
-    fragment_message,
+from dicombus.protocol.commands import CommandField, CommandSet
+from dicombus.protocol.connection import (
+    DimseConnection,
+    DimseEvent,
+    NeedData,
+    ResponseReceived,
 )
+from dicombus.protocol.errors import AbortSource, RemoteProtocolError
+from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
 from dicombus.protocol.fsm import Event, State, Transition
 from dicombus.protocol.pdus import (
     PDU,
@@ -69,12 +68,6 @@ LOGGER = logging.getLogger("dicombus.assoc")
 # Datasets of messages other than C-STORE (identifiers, N-service attribute
 # lists) are small; a peer that sends more is cut off, not buffered.
 MAX_NON_STORAGE_DATASET = 64 * 1024 * 1024
-
-# Requests that arrive while one is being served wait their turn, up to this
-# many. A peer within the default asynchronous operations window (PS3.7
-# D.3.3.3: one outstanding operation) never queues any; one that floods us
-# while a retrieve runs is aborted rather than buffered without end.
-MAX_QUEUED_REQUESTS = 16
 
 # A handler's check for C-CANCEL handles at most this many PDUs that are
 # already waiting, so a peer that streams data cannot stall the handler in it.
@@ -126,13 +119,13 @@ class Association:
         self._released = threading.Event()
         self._waiters: dict[int, queue.SimpleQueue[DimseMessage | None]] = {}
         self._waiters_lock = threading.Lock()
-        self._cancelled: set[int] = set()
-        # Requests received and not yet answered (by message ID), those waiting
-        # for the one being served, and whether the reader thread is serving.
-        self._open_requests: set[int] = set()
-        self._queued: deque[DimseMessage] = deque()
+        # Held for a whole message: PS3.7 6.3.1 / PS3.8 E.2 forbid interleaving
+        # the P-DATA-TFs of two messages, and the reader thread (answering a
+        # request) and user threads (sending theirs) share one connection.
+        self._send_lock = threading.Lock()
+        # Whether the reader thread is serving a request (the others wait in _dimse).
         self._serving = False
-        self._assembler = MessageAssembler(dataset_sink_factory=self._new_dataset_sink)
+        self._dimse = DimseConnection(dataset_sink_factory=self._new_dataset_sink)
         self._thread = threading.Thread(target=self._run, name=f"dicombus-{mode}", daemon=True)
         self._target: Callable[[], None] = self._run_acceptor
         self._socket: socket.socket | None = None
@@ -427,12 +420,9 @@ class Association:
         self._negotiated.set()
         self._released.set()
         self._wake_waiters()
-        # A dataset cut off by an abort leaves its spool file unless released here.
-        abandoned = self._assembler.abandon()
-        if isinstance(abandoned, SpoolingDatasetSink):
-            abandoned.close()
-        while self._queued:
-            ServiceRequest(self._queued.popleft()).release()
+        # A dataset cut off by an abort, or a request never served, leaves its
+        # spool file unless released here.
+        self._dimse.close()
         if self.server is not None:
             self.server.forget(self)
 
@@ -495,22 +485,15 @@ class Association:
         self._negotiated.set()
 
     def on_p_data(self, pdu: PDataTF) -> None:
-        # Every PDV is taken in before any message is acted on: serving one may
-        # read further PDUs into the buffer that the rest of this PDU's PDVs
-        # still point into (see _next_response).
-        complete: list[DimseMessage] = []
-        for pdv in pdu.pdvs:
-            try:
-                message = self._assembler.add_pdv(pdv)
-            except RemoteProtocolError as exc:
-                LOGGER.error("aborting: invalid DIMSE message from the peer: %s", exc)
-                assert self.link is not None
-                self.link.abort_invalid(exc)
-                return
-            if message is not None:
-                complete.append(message)
-        for message in complete:
-            self._on_message(message)
+        try:
+            self._dimse.receive_pdata(pdu)
+        except RemoteProtocolError as exc:
+            LOGGER.error("aborting: invalid DIMSE message from the peer: %s", exc)
+            assert self.link is not None
+            self.link.abort_invalid(exc)
+            return
+        while not isinstance(event := self._dimse.next_event(), NeedData):
+            self._on_message(event)
         self._serve_queued()
 
     def on_release_indication(self, state: State) -> None:
@@ -598,7 +581,9 @@ class Association:
             None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
         )
         try:
-            self.link.fire(Event.EVT11, AReleaseRQ())
+            # After the message being sent, if any: Sta7 allows no more P-DATA.
+            with self._send_lock:
+                self.link.fire(Event.EVT11, AReleaseRQ())
         except Exception as exc:
             LOGGER.error("cannot release in state %s: %s", self.link.state.name, exc)
             self.abort()
@@ -641,16 +626,14 @@ class Association:
 
     def send_message(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:
         """Encode, fragment (within the peer's maximum PDU length) and send one message."""
-        if self.link is None or self.link.is_closed or self.is_aborted:
-            raise ConnectionError("the association is not open")
-        encoded = encode_command_set(command)
-        for segments in fragment_message(
-            context_id=context_id,
-            command=encoded,
-            dataset=dataset,
-            max_pdu_length=self.remote.maximum_length,
-        ):
-            self.link.send_pdata(segments)
+        with self._send_lock:
+            link = self.link
+            if link is None or link.is_closed or self.is_aborted:
+                raise ConnectionError("the association is not open")
+            for segments in self._dimse.data_to_send(
+                context_id, command, dataset, max_pdu_length=self.remote.maximum_length
+            ):
+                link.send_pdata(segments)
         if self._log and LOGGER.isEnabledFor(logging.DEBUG):
             LOGGER.debug("Sent %s (context %d)", command.command_field.name, context_id)
         if self.handlers.is_bound(evt.EVT_DIMSE_SENT):
@@ -692,6 +675,13 @@ class Association:
             self._waiters[message_id] = waiter
         try:
             self.send_message(context_id, command, dataset)
+        except ConnectionError as exc:
+            # The association ended (say, the peer aborted) before the whole
+            # request was sent: no response will come, as after a timeout.
+            self._forget_waiter(message_id)
+            LOGGER.error("the %s was not sent whole: %s", command.command_field.name, exc)
+            self.abort()
+            return iter((_NO_RESPONSE,))
         except BaseException:
             self._forget_waiter(message_id)
             raise
@@ -755,43 +745,26 @@ class Association:
         self.abort()
         return _NO_RESPONSE
 
-    def _on_message(self, message: DimseMessage) -> None:
+    def _on_message(self, event: DimseEvent) -> None:
+        message = event.message
         if self.handlers.is_bound(evt.EVT_DIMSE_RECV):
             self._notify(evt.EVT_DIMSE_RECV, message=message)
         command = message.command
         field = command.command_field
         if self._log and LOGGER.isEnabledFor(logging.DEBUG):
             LOGGER.debug("Received %s (context %d)", field.name, message.context_id)
-        if field.is_response:
-            with self._waiters_lock:
-                waiter = self._waiters.get(command.MessageIDBeingRespondedTo or 0)
-            if waiter is None:
-                LOGGER.warning(
-                    "ignoring a %s for message %s, which we did not send or no longer wait for",
-                    field.name,
-                    command.MessageIDBeingRespondedTo,
-                )
-                return
-            waiter.put(message)
-            return
-        if field is CommandField.C_CANCEL_RQ:
-            # PS3.7 9.3.2.3: a C-CANCEL names a request still open; one that
-            # arrives after the final response is moot, and must not cancel a
-            # later request that reuses the message ID.
-            cancelled = command.MessageIDBeingRespondedTo or 0
-            if cancelled in self._open_requests:
-                self._cancelled.add(cancelled)
-            return
-        self._queue_request(message)
-
-    def _queue_request(self, message: DimseMessage) -> None:
-        if len(self._queued) >= MAX_QUEUED_REQUESTS:
-            ServiceRequest(message).release()
-            raise RemoteProtocolError(
-                f"more than {MAX_QUEUED_REQUESTS} requests sent while one was being served"
+        if not isinstance(event, ResponseReceived):
+            return  # a request waits in _dimse for _serve_queued; a C-CANCEL is noted there
+        with self._waiters_lock:
+            waiter = self._waiters.get(command.MessageIDBeingRespondedTo or 0)
+        if waiter is None:
+            LOGGER.warning(
+                "ignoring a %s for message %s, which we did not send or no longer wait for",
+                field.name,
+                command.MessageIDBeingRespondedTo,
             )
-        self._open_requests.add(message.command.MessageID or 0)
-        self._queued.append(message)
+            return
+        waiter.put(message)
 
     def _serve_queued(self) -> None:
         """Serve requests one at a time, in order of arrival, in the reader thread.
@@ -805,8 +778,11 @@ class Association:
             return
         self._serving = True
         try:
-            while self._queued and self.link is not None and not self.link.is_closed:
-                self._serve(self._queued.popleft())
+            while self.link is not None and not self.link.is_closed:
+                message = self._dimse.next_request()
+                if message is None:
+                    break
+                self._serve(message)
         finally:
             self._serving = False
 
@@ -817,7 +793,7 @@ class Association:
         first handles the PDUs that have already arrived (see poll_peer).
         """
         self.poll_peer()
-        return message_id in self._cancelled
+        return self._dimse.is_cancelled(message_id)
 
     def poll_peer(self) -> None:
         """In the reader thread: handle what the peer has already sent, without waiting.
@@ -859,8 +835,7 @@ class Association:
             LOGGER.warning("the %s got no response: %s", message.command.command_field.name, exc)
         finally:
             request.release()
-            self._open_requests.discard(request.message_id)
-            self._cancelled.discard(request.message_id)
+            self._dimse.request_answered(request.message_id)
 
     # -- SCU services (pynetdicom's names) -----------------------------------------------
 

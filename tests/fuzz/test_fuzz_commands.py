@@ -1,4 +1,4 @@
-"""Fuzz targets for the DIMSE command set decoder and the message assembler.
+"""Fuzz targets for the DIMSE command set decoder and the DIMSE connection (reassembly, routing).
 
 Invariant: whatever the peer sends, either it parses, or it raises
 RemoteProtocolError -- never anything else.
@@ -10,9 +10,10 @@ import struct
 
 from dicombus.protocol import commands as c
 from dicombus.protocol.commands import CommandSet, decode_command_set, encode_command_set
+from dicombus.protocol.connection import DimseConnection, NeedData
 from dicombus.protocol.errors import RemoteProtocolError
-from dicombus.protocol.fragments import DimseMessage, MessageAssembler
-from dicombus.protocol.pdus import PresentationDataValue
+from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
+from dicombus.protocol.pdus import PDataTF, PresentationDataValue
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,16 +91,24 @@ _pdvs = st.builds(
 
 @given(st.lists(_pdvs, max_size=12), st.integers(0, 100))
 @settings(max_examples=1500, deadline=None)
-def test_assembler_arbitrary_pdv_sequences(
+def test_dimse_connection_arbitrary_pdv_sequences(
     pdvs: list[PresentationDataValue], max_dataset_in_memory: int
 ) -> None:
-    assembler = MessageAssembler(max_dataset_in_memory=max_dataset_in_memory)
+    """The object production runs: each PDV arrives in a P-DATA-TF of its own."""
+
+    def sink(_command: CommandSet) -> DatasetSink:
+        return MemoryDatasetSink(max_size=max_dataset_in_memory)
+
+    connection = DimseConnection(dataset_sink_factory=sink)
     for pdv in pdvs:
         try:
-            message = assembler.add_pdv(pdv)
+            connection.receive_pdata(PDataTF(pdvs=(pdv,)))
         except RemoteProtocolError:
-            return  # the runtime aborts the association here
-        if message is not None:
+            break  # the runtime aborts the association here
+        while not isinstance(event := connection.next_event(), NeedData):
+            message = event.message
             assert isinstance(message, DimseMessage)
             assert message.context_id == pdv.context_id
             assert (message.dataset is not None) == message.command.has_dataset
+    connection.close()
+    assert connection.next_request() is None

@@ -17,21 +17,14 @@ from typing import TypeVar
 
 import pytest
 from dicombus import AE, evt
-from dicombus.protocol.items import (
-    ImplementationClassUIDSubItem,
-    MaximumLengthSubItem,
-    PresentationContextACItem,
-    UserInformationItem,
-)
-from dicombus.protocol.pdus import AAssociateAC
 from helpers import free_port
 from pydicom.dataset import Dataset
 from raw_peers import (
-    IMPLICIT_VR_LITTLE_ENDIAN,
     VERIFICATION_SOP_CLASS,
     WAIT,
     RawConnection,
     RawScript,
+    accept_association,
     verification_server,
     wait_idle,
     wait_until,
@@ -70,27 +63,6 @@ def timed(call: Callable[[], T]) -> tuple[T, float]:
 
 def logged(caplog: pytest.LogCaptureFixture, text: str, level: int = logging.ERROR) -> bool:
     return any(text in record.getMessage() and record.levelno >= level for record in caplog.records)
-
-
-def accept_association(conn: RawConnection) -> None:
-    """Play the acceptor of an association: read the A-ASSOCIATE-RQ, accept context 1."""
-    assert conn.read_pdu()[0] == 0x01
-    ac = AAssociateAC(
-        called_ae_title="ANY-SCP",
-        calling_ae_title="SCU",
-        presentation_contexts=(
-            PresentationContextACItem(
-                context_id=1, result=0, transfer_syntax=IMPLICIT_VR_LITTLE_ENDIAN
-            ),
-        ),
-        user_information=UserInformationItem(
-            sub_items=(
-                MaximumLengthSubItem(maximum_length=16384),
-                ImplementationClassUIDSubItem(uid="1.2.826.0.1.3680043.9.7433.2"),
-            )
-        ),
-    )
-    conn.send(ac.encode())
 
 
 def test_connection_refused_returns_at_once(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from dicombus import AE, build_role, evt
-from dicombus.association import MAX_QUEUED_REQUESTS, Association
+from dicombus.association import Association
 from dicombus.dataset_codec import encode_dataset
 from dicombus.protocol.commands import (
     CommandField,
@@ -26,6 +26,7 @@ from dicombus.protocol.commands import (
     c_find_rq,
     encode_command_set,
 )
+from dicombus.protocol.connection import MAX_QUEUED_REQUESTS
 from dicombus.protocol.pdus import PDataTF, PresentationDataValue
 from dicombus.server import AssociationServer
 from dicombus.services import query_retrieve as qr

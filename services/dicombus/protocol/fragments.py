@@ -158,6 +158,10 @@ class DatasetSink(Protocol):
         """A copy of the bytes written (read back from disk if they were spooled)."""
         ...
 
+    def close(self) -> None:
+        """Release what the sink holds outside the process's memory (a spool file)."""
+        ...
+
 
 class MemoryDatasetSink:
     """A data set held in memory, refused past ``max_size`` bytes."""
@@ -188,6 +192,10 @@ class MemoryDatasetSink:
     def view(self) -> memoryview:
         """The data set without a copy; write nothing more while it is held."""
         return memoryview(self._buffer)
+
+    def close(self) -> None:
+        """Nothing to release: the buffer goes with the last reference (an
+        EVT_DIMSE_RECV handler may still hold the message)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from dicombus.protocol.errors import AbortReason, AbortSource, RemoteProtocolError
-from dicombus.protocol.fsm import Effect, Event, State, StateMachine, Transition
+from dicombus.protocol.fsm import TRANSITIONS, Effect, Event, State, StateMachine, Transition
 from dicombus.protocol.pdus import (
     PDU,
     AAbort,
@@ -102,6 +102,8 @@ class UpperLayerLink:
         self._artim_deadline: float | None = None
         self._awaiting_deadline: float | None = None
         self._closed = threading.Event()
+        # Set when a send failed: the stream may end mid-PDU, so nothing more is sent.
+        self._send_failed = False
         self.observe_pdus = False
         self.observe_transitions = False
         self._effects: dict[Effect, Callable[[Sequence[Buffer] | None], None]] = {
@@ -171,7 +173,20 @@ class UpperLayerLink:
         return transition
 
     def send_pdata(self, segments: Sequence[Buffer]) -> None:
-        self.fire(Event.EVT9, segments=segments)
+        """Send one P-DATA-TF; ConnectionError once the association can carry none.
+
+        The peer may abort, or the connection fail, between two PDUs of one
+        message: the caller learns that the association ended, not that it
+        misused the state machine.
+        """
+        with self._lock:
+            state = self.state
+            if self._send_failed or (state, Event.EVT9) not in TRANSITIONS:
+                # PS3.8 Table 9-10: a P-DATA request is allowed in Sta6 and Sta8 only.
+                raise ConnectionError(
+                    f"the association can no longer send data ({state.name}: {state.description})"
+                )
+            self.fire(Event.EVT9, segments=segments)
 
     def await_response_until(self, deadline: float | None) -> None:
         """Bound the wait for the peer's A-ASSOCIATE or A-RELEASE response (the ACSE timeout)."""
@@ -342,6 +357,7 @@ class UpperLayerLink:
             self.channel.send_segments(segments, timeout=self.network_timeout)
         except (ConnectionClosed, DeadlineExpired, OSError) as exc:
             LOGGER.error("sending to the peer failed: %s", exc)
+            self._send_failed = True
             self.shutdown_transport()
 
     def _start_artim(self, _segments: Sequence[Buffer] | None) -> None:
