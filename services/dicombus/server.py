@@ -87,14 +87,29 @@ class AssociationServer:
         self, event: evt.EventType, handler: evt.Handler, args: Sequence[Any] | None = None
     ) -> None:
         """Bind on the server: reaches running associations and every later one."""
-        self.handlers.bind(event, handler, args)
-        for assoc in self.active_associations:
+        with self._lock:
+            self.handlers.bind(event, handler, args)
+            associations = list(self._associations)
+        for assoc in associations:
             assoc.bind(event, handler, args)
 
     def unbind(self, event: evt.EventType, handler: evt.Handler) -> None:
-        self.handlers.unbind(event, handler)
-        for assoc in self.active_associations:
+        with self._lock:
+            self.handlers.unbind(event, handler)
+            associations = list(self._associations)
+        for assoc in associations:
             assoc.unbind(event, handler)
+
+    def update_outcome_observers(
+        self, change: Callable[[list[OutcomeObserver]], list[OutcomeObserver]]
+    ) -> None:
+        """Replace the outcome observers of the server and of every association it has,
+        with ``change(current)`` (a new list: an association may be iterating its own)."""
+        with self._lock:
+            self.outcome_observers = change(self.outcome_observers)
+            associations = list(self._associations)
+        for assoc in associations:
+            assoc.outcome_observers = change(assoc.outcome_observers)
 
     def get_handlers(self, event: evt.EventType) -> Any:
         return self.handlers.get_handlers(event)
@@ -130,10 +145,13 @@ class AssociationServer:
 
     def _start_association(self, conn: socket.socket) -> None:
         self._make_room()
-        assoc = Association(self.ae, "acceptor", handlers=self.handlers.copy(), server=self)
-        assoc.supported_contexts = self.contexts
-        assoc.outcome_observers = list(self.outcome_observers)
+        # Copied and listed in one step: a bind or an observer change made meanwhile
+        # (the edge attaching its event capture as it starts) reaches this association
+        # either through the copy or through the list, never neither.
         with self._lock:
+            assoc = Association(self.ae, "acceptor", handlers=self.handlers.copy(), server=self)
+            assoc.supported_contexts = self.contexts
+            assoc.outcome_observers = list(self.outcome_observers)
             self._associations.append(assoc)
         assoc.start_as_acceptor(conn, self.ssl_context)
 

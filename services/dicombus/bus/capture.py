@@ -165,9 +165,7 @@ class EventCapture:
         if observing != bool(before - _NOTIFICATIONS):
             # New lists, never changed in place: an association may be
             # iterating its list on its own thread right now.
-            server.outcome_observers = self._observers(server.outcome_observers, observing)
-            for assoc in server.active_associations:
-                assoc.outcome_observers = self._observers(assoc.outcome_observers, observing)
+            server.update_outcome_observers(lambda current: self._observers(current, observing))
 
     def _observers(self, current: list[Any], observing: bool) -> list[Any]:
         others = [observer for observer in current if observer != self._observer]
