@@ -41,6 +41,7 @@ from dicombus.protocol.connection import (
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
 from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
 from dicombus.protocol.fsm import Event, State, Transition
+from dicombus.protocol.limits import DEFAULT_MAX_DATASET_IN_MEMORY
 from dicombus.protocol.pdus import (
     PDU,
     AAbort,
@@ -64,10 +65,6 @@ if TYPE_CHECKING:
     from dicombus.server import AssociationServer
 
 LOGGER = logging.getLogger("dicombus.assoc")
-
-# Datasets of messages other than C-STORE (identifiers, N-service attribute
-# lists) are small; a peer that sends more is cut off, not buffered.
-MAX_NON_STORAGE_DATASET = 64 * 1024 * 1024
 
 # A handler's check for C-CANCEL handles at most this many PDUs that are
 # already waiting, so a peer that streams data cannot stall the handler in it.
@@ -622,7 +619,11 @@ class Association:
                 spool_dir=self.ae.spool_directory or config.STORE_SPOOL_DIRECTORY,
                 max_size=self.ae.maximum_dataset_size,
             )
-        return MemoryDatasetSink(max_size=MAX_NON_STORAGE_DATASET)
+        return MemoryDatasetSink(
+            # Datasets of messages other than C-STORE (identifiers, N-service attribute
+            # lists) are small; a peer that sends more is cut off, not buffered.
+            max_size=DEFAULT_MAX_DATASET_IN_MEMORY
+        )
 
     def send_message(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:
         """Encode, fragment (within the peer's maximum PDU length) and send one message."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -402,8 +401,3 @@ class Event:
         if request is None:
             raise AttributeError("the event is not a DIMSE service request")
         return getattr(request, keyword, None)
-
-
-def as_bytes_io(data: bytes) -> BytesIO:
-    """pynetdicom exposes dataset parameters as BytesIO; some handlers call ``getvalue()``."""
-    return BytesIO(data)

@@ -74,11 +74,6 @@ class ServiceRequest:
         return self.command.MessageID or 0
 
     @property
-    def is_spooled(self) -> bool:
-        """Whether the dataset bytes are already in a file (see dataset_file())."""
-        return isinstance(self._sink, SpoolingDatasetSink) and not self._sink.in_memory
-
-    @property
     def has_dataset(self) -> bool:
         return self._sink is not None
 

@@ -42,14 +42,3 @@ _PAIR_SHIFTS = tuple(range(120, -1, -10))
 
 def encode_ulid(value: int) -> str:
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
-
-
-def ulid_millis(ulid: str) -> int:
-    """The creation time (Unix milliseconds) encoded in ``ulid``."""
-    value = 0
-    for char in ulid.upper():
-        index = _ALPHABET.find(char)
-        if index < 0:
-            raise ValueError(f"{ulid!r} is not a ULID")
-        value = (value << 5) | index
-    return value >> _RANDOM_BITS

@@ -196,9 +196,6 @@ class UpperLayerLink:
         """Wake the reader by shutting the socket down (used after we sent an A-ABORT)."""
         self.channel.shutdown()
 
-    def wait_closed(self, timeout: float | None) -> bool:
-        return self._closed.wait(timeout)
-
     # -- the reader loop (the association's own thread) --------------------------------
 
     def run(self) -> None:
