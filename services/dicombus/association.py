@@ -52,6 +52,7 @@ from dicombus.protocol.pdus import (
     AReleaseRQ,
     PDataTF,
 )
+from dicombus.protocol.status import is_pending
 from dicombus.runtime.link import UpperLayerLink
 from dicombus.runtime.spool import SpoolingDatasetSink
 from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
@@ -908,8 +909,7 @@ class Association:
 
 
 def _is_pending(command: CommandSet) -> bool:
-    # PS3.7 C.4.1: 0xFF00 / 0xFF01 mean more responses follow.
-    return command.Status in (0xFF00, 0xFF01)
+    return is_pending(command.Status)
 
 
 def _sent_dataset(dataset: Buffer | None) -> MemoryDatasetSink | None:

@@ -111,6 +111,12 @@ _GENERAL_FAILURES: Final = frozenset(
 )
 
 
+def is_pending(code: int | None) -> bool:
+    """Whether a response with this Status is followed by more (PS3.7 C.4.1: 0xFF00,
+    0xFF01); a missing Status is not pending."""
+    return code is not None and code in _PENDING_CODES
+
+
 def status_category(code: int) -> str:
     """Return the category of a Status code, or ``"Unknown"``.
 

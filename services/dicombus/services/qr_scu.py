@@ -234,7 +234,7 @@ def _encoded_identifier(dataset: Dataset, context: PresentationContext) -> bytes
 
 
 def _is_pending(command: CommandSet) -> bool:
-    return status.status_category(command.Status or 0) == status.STATUS_PENDING
+    return status.is_pending(command.Status)
 
 
 def _is_pending_or_batch_end(command: CommandSet) -> bool:
