@@ -42,7 +42,7 @@ from dicombus.protocol.commands import c_store_rq
 from dicombus.protocol.fragments import DimseMessage, MemoryDatasetSink
 from dicombus.server import AssociationServer
 from dicombus.service_request import ServiceRequest
-from dicombus.storage_files import Layout, write_instance
+from dicombus.storage_files import Layout, store_instance
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -105,12 +105,12 @@ Edge = tuple[AssociationServer, EventCapture, Switchable, "collections.deque[Any
 @contextmanager
 def edge(storage: Path) -> Iterator[Edge]:
     def store(event: Any) -> int:
-        path = write_instance(
+        path = store_instance(
             storage,
             file_meta=event.file_meta,
             dataset_bytes=event.encoded_dataset(include_meta=False),
             layout=Layout.FLAT,
-        )
+        ).path
         event.request.outcome.update(stored_path=str(path), stored_size=path.stat().st_size)
         return 0x0000
 

@@ -57,7 +57,7 @@ from dicombus.sop_class import (
     StorageCommitmentPushModel,
     Verification,
 )
-from dicombus.storage_files import Layout, write_instance
+from dicombus.storage_files import Layout, store_instance
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -165,12 +165,12 @@ class Edge:
         ]
 
     def store(self, event: Any) -> int:
-        path = write_instance(
+        path = store_instance(
             self.storage,
             file_meta=event.file_meta,
             dataset_bytes=event.encoded_dataset(include_meta=False),
             layout=Layout.SOP_CLASS,
-        )
+        ).path
         # What the event bus publishes as stored_path / stored_size.
         event.request.outcome.update(stored_path=str(path), stored_size=path.stat().st_size)
         return 0x0000

@@ -28,7 +28,7 @@ from dicombus.bus.capture import EventCapture
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.json_schema import load_schema
 from dicombus.server import AssociationServer
-from dicombus.storage_files import Layout, write_instance
+from dicombus.storage_files import Layout, store_instance
 from loopback import WAIT_TIMEOUT, quick_ae, serving, wait_until
 
 EDGE_ID = "edge-test"
@@ -65,12 +65,12 @@ def store_handler(root: Path) -> Callable[[Any], int]:
     """EVT_C_STORE: write the instance under ``root``, record where, answer Success."""
 
     def handle(event: Any) -> int:
-        path = write_instance(
+        path = store_instance(
             root,
             file_meta=event.file_meta,
             dataset_bytes=event.encoded_dataset(include_meta=False),
             layout=Layout.SOP_CLASS,
-        )
+        ).path
         event.request.outcome.update(stored_path=str(path), stored_size=path.stat().st_size)
         return 0x0000
 

@@ -267,26 +267,6 @@ def store_instance(
     raise DuplicateInstanceError(final)
 
 
-def write_instance(
-    root: Path,
-    *,
-    file_meta: FileMetaDataset,
-    dataset_bytes: bytes | memoryview | Path,
-    layout: Layout = DEFAULT_LAYOUT,
-    uids: InstanceUIDs | None = None,
-    duplicates: Duplicates = Duplicates.KEEP_FIRST,
-) -> Path:
-    """:func:`store_instance`, returning only the path of the stored file."""
-    return store_instance(
-        root,
-        file_meta=file_meta,
-        dataset_bytes=dataset_bytes,
-        layout=layout,
-        uids=uids,
-        duplicates=duplicates,
-    ).path
-
-
 class _Content:
     """A Part 10 file to be: its header, then the dataset bytes (in memory or a file)."""
 
@@ -372,7 +352,7 @@ def _write(content: _Content, incoming: Path, final: Path, *, replace: bool) -> 
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-    _fsync_folder(final.parent)
+    fsync_folder(final.parent)
     return True
 
 
@@ -395,10 +375,11 @@ def _make_folders(folder: Path) -> None:
         # mkdir's mode is masked by the umask; PHI folders stay 0700 whatever it is.
         os.chmod(created, FOLDER_MODE)
         # A new folder exists after a crash only once its parent's entry is on disk.
-        _fsync_folder(created.parent)
+        fsync_folder(created.parent)
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make the entries of ``folder`` (files created, renamed, removed) durable."""
     descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(descriptor)

@@ -31,7 +31,6 @@ from dicombus.storage_files import (
     check_uid,
     prepare_storage_root,
     store_instance,
-    write_instance,
 )
 from helpers import CT_IMAGE_STORAGE, part10_dataset_bytes, small_dataset, write_part10
 from pydicom import dcmread
@@ -98,14 +97,14 @@ def test_invalid_instance_uid_touches_nothing(
     root = tmp_path / "store"
     root.mkdir()
     with pytest.raises(InvalidUIDError):
-        write_instance(root, file_meta=_meta("../../etc/passwd"), dataset_bytes=encoded[1])
+        store_instance(root, file_meta=_meta("../../etc/passwd"), dataset_bytes=encoded[1])
     assert _everything_under(root) == []
 
 
 @pytest.mark.filterwarnings(INVALID_UI_WARNING)
 def test_invalid_sop_class_uid_is_refused_in_the_sop_class_layout(tmp_path: Path) -> None:
     with pytest.raises(InvalidUIDError, match="SOP Class"):
-        write_instance(
+        store_instance(
             tmp_path,
             file_meta=_meta(sop_class="1.2.x"),
             dataset_bytes=b"",
@@ -130,7 +129,7 @@ def test_the_study_layout_is_the_default_and_files_by_study_and_series(
     tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
 ) -> None:
     meta, dataset = encoded
-    path = write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids())
+    path = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids()).path
     assert path == tmp_path / STUDY / SERIES / f"{meta.MediaStorageSOPInstanceUID}.dcm"
 
 
@@ -152,20 +151,20 @@ def test_the_study_layout_refuses_missing_or_invalid_study_and_series_uids(
 ) -> None:
     meta, dataset = encoded
     with pytest.raises(InvalidUIDError, match=refused) as raised:
-        write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids(study, series))
+        store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids(study, series))
     assert raised.value.what == refused
     assert _everything_under(tmp_path) == []
 
 
 @pytest.mark.parametrize("as_type", [bytes, memoryview])
-def test_write_instance_stores_a_valid_part10_file_and_no_temp_file(
+def test_store_instance_writes_a_valid_part10_file_and_no_temp_file(
     tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], as_type: type
 ) -> None:
     meta, dataset = encoded
     root = tmp_path / "store"
-    path = write_instance(
+    path = store_instance(
         root, file_meta=meta, dataset_bytes=as_type(dataset), layout=Layout.SOP_CLASS
-    )
+    ).path
     assert path == root / CT_IMAGE_STORAGE / f"{meta.MediaStorageSOPInstanceUID}.dcm"
     assert _everything_under(root) == [
         Path(".incoming"),
@@ -178,7 +177,7 @@ def test_write_instance_stores_a_valid_part10_file_and_no_temp_file(
 
 def test_flat_layout(tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]) -> None:
     meta, dataset = encoded
-    path = write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
+    path = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT).path
     assert path == tmp_path / f"{meta.MediaStorageSOPInstanceUID}.dcm"
 
 
@@ -205,7 +204,7 @@ def first_and_other(
 ) -> tuple[FileMetaDataset, bytes, bytes, Path]:
     """An instance stored flat, and other bytes under the same SOP Instance UID."""
     meta, dataset = encoded
-    path = write_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT)
+    path = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT).path
     return meta, dataset, dataset[:-2] + b"\x7f\x7f", path
 
 
@@ -214,7 +213,7 @@ def test_different_bytes_keep_the_first_by_default(
 ) -> None:
     meta, dataset, other, path = first_and_other
     with pytest.raises(DuplicateInstanceError) as raised:
-        write_instance(tmp_path, file_meta=meta, dataset_bytes=other, layout=Layout.FLAT)
+        store_instance(tmp_path, file_meta=meta, dataset_bytes=other, layout=Layout.FLAT)
     assert raised.value.path == path
     assert part10_dataset_bytes(path) == dataset
     assert _files(tmp_path) == [Path(path.name)]
@@ -287,7 +286,7 @@ def test_stored_files_are_0600_and_folders_0700_whatever_the_umask(
 ) -> None:
     meta, dataset = encoded
     root = tmp_path / "data" / "storage"
-    path = write_instance(root, file_meta=meta, dataset_bytes=dataset, uids=_uids())
+    path = store_instance(root, file_meta=meta, dataset_bytes=dataset, uids=_uids()).path
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for folder in (tmp_path / "data", root, root / ".incoming", root / STUDY, path.parent):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
@@ -318,9 +317,9 @@ def test_dataset_from_a_spool_file_is_copied_byte_for_byte(
     meta, dataset = encoded
     spool = tmp_path / "spool.bin"
     spool.write_bytes(dataset)
-    path = write_instance(
+    path = store_instance(
         tmp_path / "store", file_meta=meta, dataset_bytes=spool, layout=Layout.FLAT
-    )
+    ).path
     assert part10_dataset_bytes(path) == dataset
     assert read_part10_header(path).sop_instance_uid == meta.MediaStorageSOPInstanceUID
 
@@ -361,9 +360,9 @@ def test_copy_falls_back_when_the_kernel_copy_refuses_midway(
 
     monkeypatch.setattr(storage_files, "_COPY_CHUNK", 100)
     monkeypatch.setattr(os, "copy_file_range", copy_once)
-    path = write_instance(
+    path = store_instance(
         tmp_path / "store", file_meta=meta, dataset_bytes=spool, layout=Layout.FLAT
-    )
+    ).path
     assert len(calls) == 2
     assert part10_dataset_bytes(path) == dataset
 
@@ -377,7 +376,7 @@ def test_a_failed_write_leaves_no_temp_file(
     monkeypatch.setattr(os, "fsync", disk_full)
     root = tmp_path / "store"
     with pytest.raises(OSError, match="No space left"):
-        write_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)
+        store_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)
     assert _files(root) == []
 
 
@@ -387,4 +386,4 @@ def test_a_root_that_is_a_file_raises_oserror(
     root = tmp_path / "not-a-folder"
     root.write_text("a file")
     with pytest.raises(OSError):
-        write_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)
+        store_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)

@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dicombus.bus.outbox import Outbox, OutboxMessage
+from dicombus.storage_files import fsync_folder
 
 LOGGER = logging.getLogger("dicombus.bus.held_file")
 
@@ -44,7 +45,7 @@ def write_held(path: Path, messages: Sequence[OutboxMessage]) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def replay_held(path: Path, outbox: Outbox) -> int:
@@ -74,17 +75,9 @@ def replay_held(path: Path, outbox: Outbox) -> int:
         )
     else:
         path.unlink()
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     LOGGER.warning(
         "%d events held at the last stop (the outbox could not store them) are in the outbox now",
         len(messages),
     )
     return len(messages)
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
