@@ -35,12 +35,11 @@ from dicombus.protocol.commands import CommandField, CommandSet
 from dicombus.protocol.connection import (
     DimseConnection,
     DimseEvent,
-    NeedData,
     ResponseReceived,
 )
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
 from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
-from dicombus.protocol.fsm import Event, State, Transition
+from dicombus.protocol.fsm import State, Transition
 from dicombus.protocol.limits import DEFAULT_MAX_DATASET_IN_MEMORY
 from dicombus.protocol.pdus import (
     PDU,
@@ -50,7 +49,6 @@ from dicombus.protocol.pdus import (
     AAssociateRQ,
     AReleaseRP,
     AReleaseRQ,
-    PDataTF,
 )
 from dicombus.protocol.status import is_pending
 from dicombus.runtime.link import UpperLayerLink
@@ -123,7 +121,12 @@ class Association:
         self._send_lock = threading.Lock()
         # Whether the reader thread is serving a request (the others wait in _dimse).
         self._serving = False
-        self._dimse = DimseConnection(dataset_sink_factory=self._new_dataset_sink)
+        self._dimse = DimseConnection(
+            is_requestor=mode == "requestor",
+            dataset_sink_factory=self._new_dataset_sink,
+            max_pdata_length=ae.maximum_pdu_size,
+            max_associate_length=ae.maximum_associate_pdu_size,
+        )
         self._thread = threading.Thread(target=self._run, name=f"dicombus-{mode}", daemon=True)
         self._target: Callable[[], None] = self._run_acceptor
         self._socket: socket.socket | None = None
@@ -322,13 +325,12 @@ class Association:
             return
         self._start_link(sock)
         assert self.link is not None
-        self.link.fire(Event.EVT1)
         self.link.await_response_until(
             None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
         )
         rq = build_associate_rq(self)
         self._notify(evt.EVT_ACSE_SENT, primitive=rq)
-        self.link.fire(Event.EVT2, rq)
+        self.link.request_association(rq)
         self.link.run()
 
     def _connect(self) -> socket.socket | None:
@@ -366,7 +368,7 @@ class Association:
                 return
         self._start_link(sock)
         assert self.link is not None
-        self.link.fire(Event.EVT5)
+        self.link.start()
         self.link.run()
 
     def _tls_handshake(self, sock: socket.socket) -> socket.socket | None:
@@ -399,10 +401,11 @@ class Association:
             max_pdata_length=advertised,
             max_associate_length=self.ae.maximum_associate_pdu_size,
         )
+        self._dimse.max_pdata_length = advertised
         self.link = UpperLayerLink(
             channel,
+            self._dimse,
             self,
-            is_requestor=self.is_requestor,
             artim_timeout=self.acse_timeout or 30.0,
             network_timeout=self.network_timeout,
             acse_timeout=self.acse_timeout,
@@ -438,7 +441,7 @@ class Association:
         if isinstance(reply, AAssociateRJ):
             self.is_rejected = True
             self.rejection = Rejection(reply.result, reply.source, reply.reason, "")
-            self.link.fire(Event.EVT8, reply)
+            self.link.reject(reply)
             if self._log:
                 self._log.info(
                     "Association Rejected (%s)",
@@ -447,8 +450,10 @@ class Association:
             self._notify(evt.EVT_REJECTED)
             self._negotiated.set()
             return
-        self.link.fire(Event.EVT7, reply)
+        # Established before the A-ASSOCIATE-AC leaves: once the peer has it, it may
+        # send requests, and a user thread holding this association may send too.
         self.is_established = True
+        self.link.accept(reply)
         if self._log:
             self._log.info("Association Accepted")
         self._notify(evt.EVT_ACCEPTED)
@@ -482,35 +487,28 @@ class Association:
         self._notify(evt.EVT_REJECTED)
         self._negotiated.set()
 
-    def on_p_data(self, pdu: PDataTF) -> None:
-        try:
-            self._dimse.receive_pdata(pdu)
-        except RemoteProtocolError as exc:
-            LOGGER.error("aborting: invalid DIMSE message from the peer: %s", exc)
-            assert self.link is not None
-            self.link.abort_invalid(exc)
-            return
-        while not isinstance(event := self._dimse.next_event(), NeedData):
+    def on_messages(self, events: Sequence[DimseEvent]) -> None:
+        for event in events:
             self._on_message(event)
         self._serve_queued()
 
-    def on_release_indication(self, state: State) -> None:
-        assert self.link is not None
+    def on_release_indication(self, *, answer_now: bool) -> None:
         self._notify(evt.EVT_ACSE_RECV, primitive=AReleaseRQ())
-        if state is State.STA10:
-            return  # PS3.8 AR-8 acceptor side: answer after our own release is confirmed
-        self._respond_to_release()
+        if answer_now:
+            # Not in a collision on the acceptor side (PS3.8 AR-8): that answer
+            # waits until our own release is confirmed.
+            self._respond_to_release()
 
     def _respond_to_release(self) -> None:
         assert self.link is not None
         self._notify(evt.EVT_ACSE_SENT, primitive=AReleaseRP())
-        self.link.fire(Event.EVT14, AReleaseRP())
+        self.link.respond_to_release()
         if self.link.state is State.STA13:
             self._mark_released()
 
-    def on_release_confirmation(self, state: State) -> None:
+    def on_release_confirmation(self, *, answer_now: bool) -> None:
         self._notify(evt.EVT_ACSE_RECV, primitive=AReleaseRP())
-        if state is State.STA12:
+        if answer_now:
             self._respond_to_release()  # PS3.8 AR-10 then AR-4: the acceptor's half of a collision
         self._mark_released()
 
@@ -581,7 +579,7 @@ class Association:
         try:
             # After the message being sent, if any: Sta7 allows no more P-DATA.
             with self._send_lock:
-                self.link.fire(Event.EVT11, AReleaseRQ())
+                self.link.release()
         except Exception as exc:
             LOGGER.error("cannot release in state %s: %s", self.link.state.name, exc)
             self.abort()
@@ -632,7 +630,7 @@ class Association:
             link = self.link
             if link is None or link.is_closed or self.is_aborted:
                 raise ConnectionError("the association is not open")
-            for segments in self._dimse.data_to_send(
+            for segments in self._dimse.fragment(
                 context_id, command, dataset, max_pdu_length=self.remote.maximum_length
             ):
                 link.send_pdata(segments)

@@ -1,8 +1,9 @@
 """Reading whole PDUs from a socket and writing them, with deadlines.
 
-Each PDU is read into a buffer reused for the life of the association: the
-6-byte header first, checked against our caps before anything is allocated,
-then the body with ``recv_into``. A PDU must arrive whole before its deadline,
+Each PDU is read into place by the protocol core's framer: the 6-byte
+header first, checked against our caps before anything is allocated, then
+the body with ``recv_into`` into a buffer reused for the life of the
+association. A PDU must arrive whole before its deadline,
 so a peer that drips one byte a second is cut off instead of holding a thread
 forever (a per-read timeout would never fire).
 """
@@ -16,8 +17,8 @@ import ssl
 import time
 from collections.abc import Sequence
 
-from dicombus.protocol.limits import PDU_HEADER_LENGTH, UNLIMITED_PDATA_CAP
-from dicombus.protocol.pdus import check_pdu_header
+from dicombus.protocol.framing import PduFramer
+from dicombus.protocol.limits import PDU_HEADER_LENGTH
 
 Buffer = bytes | bytearray | memoryview
 
@@ -64,11 +65,9 @@ class PduChannel:
         max_associate_length: int,
     ) -> None:
         self.sock = sock
-        self.max_pdata_length = max_pdata_length
-        self.max_associate_length = max_associate_length
-        self._header = bytearray(PDU_HEADER_LENGTH)
-        self._header_view = memoryview(self._header)
-        self._body = bytearray(max(4096, min(max_pdata_length or 65536, 1 << 20)))
+        self.framer = PduFramer(
+            max_pdata_length=max_pdata_length, max_associate_length=max_associate_length
+        )
         self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
         is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._quickack = _QUICKACK if is_tcp else None
@@ -82,30 +81,27 @@ class PduChannel:
 
         ``idle_deadline`` bounds the wait for the PDU to start (ARTIM or the
         network timeout); once its first byte is in, the whole PDU must arrive
-        within ``pdu_timeout`` seconds. The views are valid until the next call.
+        within ``pdu_timeout`` seconds. The framer reads the header, checks it
+        against our caps, then reads the body into place; the views are valid
+        until the next call.
         """
-        header = self._header_view
-        received = self._recv_some(header, idle_deadline, mid_pdu=False)
-        # The rest of this PDU now has its own deadline, however long the
-        # association was idle before it started.
-        deadline = None if pdu_timeout is None else time.monotonic() + pdu_timeout
-        self._recv_all(header, received, deadline)
-        pdu_type, length = check_pdu_header(
-            header,
-            max_pdata_length=self.max_pdata_length or UNLIMITED_PDATA_CAP,
-            max_associate_length=self.max_associate_length,
-        )
-        if length > len(self._body):
-            self._body = bytearray(length)
-        body = memoryview(self._body)[:length]
-        self._recv_all(body, 0, deadline)
-        self.bytes_received += PDU_HEADER_LENGTH + length
-
-        return pdu_type, body, header
-
-    def _recv_all(self, view: memoryview, received: int, deadline: float | None) -> None:
-        while received < len(view):
-            received += self._recv_some(view[received:], deadline, mid_pdu=True)
+        framer = self.framer
+        deadline = idle_deadline
+        started = framer.mid_pdu
+        if started:
+            deadline = None if pdu_timeout is None else time.monotonic() + pdu_timeout
+        while True:
+            count = self._recv_some(framer.receive_buffer(), deadline, mid_pdu=started)
+            if not started:
+                # The rest of this PDU now has its own deadline, however long
+                # the association was idle before it started.
+                started = True
+                deadline = None if pdu_timeout is None else time.monotonic() + pdu_timeout
+            pdu = framer.received(count)
+            if pdu is not None:
+                pdu_type, body = pdu
+                self.bytes_received += PDU_HEADER_LENGTH + len(body)
+                return pdu_type, body, framer.header
 
     def _recv_some(self, view: memoryview, deadline: float | None, *, mid_pdu: bool) -> int:
         if deadline is not None:
