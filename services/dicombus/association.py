@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import queue
 import socket
 import ssl
 import threading
@@ -35,7 +34,6 @@ from dicombus.protocol.commands import CommandField, CommandSet
 from dicombus.protocol.connection import (
     DimseConnection,
     DimseEvent,
-    ResponseReceived,
 )
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
 from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
@@ -50,12 +48,13 @@ from dicombus.protocol.pdus import (
     AReleaseRP,
     AReleaseRQ,
 )
-from dicombus.protocol.status import is_pending
+from dicombus.runtime.connect import open_connection, tls_handshake
+from dicombus.runtime.exchange import MessageExchange
 from dicombus.runtime.link import UpperLayerLink
 from dicombus.runtime.spool import SpoolingDatasetSink
 from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
 from dicombus.service_request import ServiceRequest
-from dicombus.services import n_scu
+from dicombus.services import dispatch, n_scu, qr_scu, storage, verification
 from dicombus.tls import peer_subject
 from dicombus.ulid import new_ulid
 
@@ -64,12 +63,6 @@ if TYPE_CHECKING:
     from dicombus.server import AssociationServer
 
 LOGGER = logging.getLogger("dicombus.assoc")
-
-# A handler's check for C-CANCEL handles at most this many PDUs that are
-# already waiting, so a peer that streams data cannot stall the handler in it.
-MAX_PDUS_PER_POLL = 64
-
-_NO_RESPONSE: DimseMessage | None = None
 
 
 class Association:
@@ -113,14 +106,6 @@ class Association:
         self.link: UpperLayerLink | None = None
         self._negotiated = threading.Event()
         self._released = threading.Event()
-        self._waiters: dict[int, queue.SimpleQueue[DimseMessage | None]] = {}
-        self._waiters_lock = threading.Lock()
-        # Held for a whole message: PS3.7 6.3.1 / PS3.8 E.2 forbid interleaving
-        # the P-DATA-TFs of two messages, and the reader thread (answering a
-        # request) and user threads (sending theirs) share one connection.
-        self._send_lock = threading.Lock()
-        # Whether the reader thread is serving a request (the others wait in _dimse).
-        self._serving = False
         self._dimse = DimseConnection(
             is_requestor=mode == "requestor",
             dataset_sink_factory=self._new_dataset_sink,
@@ -128,6 +113,7 @@ class Association:
             max_associate_length=ae.maximum_associate_pdu_size,
         )
         self._thread = threading.Thread(target=self._run, name=f"dicombus-{mode}", daemon=True)
+        self._exchange = MessageExchange(self, self._dimse, reader_thread=self._thread)
         self._target: Callable[[], None] = self._run_acceptor
         self._socket: socket.socket | None = None
         self._hung_up = False
@@ -323,75 +309,69 @@ class Association:
         sock = self._connect()
         if sock is None:
             return
-        self._start_link(sock)
-        assert self.link is not None
-        self.link.await_response_until(
+        link = self._start_link(sock)
+        link.await_response_until(
             None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
         )
         rq = build_associate_rq(self)
         self._notify(evt.EVT_ACSE_SENT, primitive=rq)
-        self.link.request_association(rq)
-        self.link.run()
+        link.request_association(rq)
+        link.run()
 
     def _connect(self) -> socket.socket | None:
         address, port = self.acceptor.address, self.acceptor.port
         try:
-            sock = socket.create_connection(
-                (address, port),
-                timeout=self.connection_timeout,
-                source_address=self._bind_address,
+            sock = open_connection(
+                address,
+                port,
+                connection_timeout=self.connection_timeout,
+                handshake_timeout=self.acse_timeout,
+                bind_address=self._bind_address,
+                tls=self._tls,
             )
-            configure_socket(sock)
-            if self._tls is not None:
-                context, hostname = self._tls
-                sock.settimeout(self.acse_timeout)
-                sock = context.wrap_socket(sock, server_hostname=hostname)
-                self.acceptor.tls_peer_subject = peer_subject(sock)
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:
             LOGGER.error(
                 "association request failed: unable to connect to %s:%s (%s)", address, port, exc
             )
             self._mark_aborted("(the connection could not be opened)")
             return None
+        if isinstance(sock, ssl.SSLSocket):
+            self.acceptor.tls_peer_subject = peer_subject(sock)
         self.requestor.address, self.requestor.port = sock.getsockname()[:2]
         return sock
 
     def _run_acceptor(self) -> None:
         sock = self._socket
-        assert sock is not None
+        if sock is None:
+            raise RuntimeError("start_as_acceptor() gives the acceptor its socket")
         configure_socket(sock)
         self.requestor.address, self.requestor.port = sock.getpeername()[:2]
         self.acceptor.address, self.acceptor.port = sock.getsockname()[:2]
         if self._tls is not None:
-            sock = self._tls_handshake(sock)
-            if sock is None:
+            wrapped = self._tls_handshake(sock, self._tls[0])
+            if wrapped is None:
                 return
-        self._start_link(sock)
-        assert self.link is not None
-        self.link.start()
-        self.link.run()
+            sock = wrapped
+        link = self._start_link(sock)
+        link.start()
+        link.run()
 
-    def _tls_handshake(self, sock: socket.socket) -> socket.socket | None:
-        assert self._tls is not None
-        context = self._tls[0]
-        wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        # Kept where hang_up_unnegotiated() finds it: a server short of room
-        # may close a connection that is still in its handshake.
-        self._socket = wrapped
+    def _tls_handshake(self, sock: socket.socket, context: ssl.SSLContext) -> socket.socket | None:
+        def hold(wrapped: ssl.SSLSocket) -> None:
+            # Kept where hang_up_unnegotiated() finds it: a server short of room
+            # may close a connection that is still in its handshake.
+            self._socket = wrapped
+
         try:
-            # One deadline for the whole handshake (CPython counts a socket
-            # timeout across do_handshake's reads), so a trickle is cut off.
-            wrapped.settimeout(self.acse_timeout)
-            wrapped.do_handshake()
-        except (OSError, ssl.SSLError) as exc:
+            wrapped = tls_handshake(sock, context, timeout=self.acse_timeout, hold=hold)
+        except OSError as exc:
             LOGGER.error("TLS handshake with %s failed: %s", self.requestor.address, exc)
-            wrapped.close()
             self.is_aborted = True
             return None
         self.requestor.tls_peer_subject = peer_subject(wrapped)
         return wrapped
 
-    def _start_link(self, sock: socket.socket) -> None:
+    def _start_link(self, sock: socket.socket) -> UpperLayerLink:
         # The Maximum Length we advertise caps every P-DATA-TF we read. The
         # acceptor's is only recorded during negotiation, after this point, and
         # 0 would mean "unlimited": a header claiming 4 GiB would be read.
@@ -402,7 +382,7 @@ class Association:
             max_associate_length=self.ae.maximum_associate_pdu_size,
         )
         self._dimse.max_pdata_length = advertised
-        self.link = UpperLayerLink(
+        link = UpperLayerLink(
             channel,
             self._dimse,
             self,
@@ -410,9 +390,11 @@ class Association:
             network_timeout=self.network_timeout,
             acse_timeout=self.acse_timeout,
         )
+        self.link = self._exchange.link = link
         self._observe()
         peer = self.remote
         self._notify(evt.EVT_CONN_OPEN, address=(peer.address, peer.port))
+        return link
 
     def _finish(self) -> None:
         if not self.is_established and not self.is_rejected:
@@ -420,7 +402,7 @@ class Association:
         self.is_established = False
         self._negotiated.set()
         self._released.set()
-        self._wake_waiters()
+        self._exchange.wake_waiters()
         # A dataset cut off by an abort, or a request never served, leaves its
         # spool file unless released here.
         self._dimse.close()
@@ -429,8 +411,14 @@ class Association:
 
     # -- LinkUser: what the link reports ---------------------------------------------
 
+    def _reporting_link(self) -> UpperLayerLink:
+        """The link, from a callback of it (so it exists)."""
+        if self.link is None:
+            raise RuntimeError("a link callback ran before the link was made")
+        return self.link
+
     def on_associate_indication(self, rq: AAssociateRQ) -> None:
-        assert self.link is not None
+        link = self._reporting_link()
         # Known before EVT_REQUESTED fires, so its handlers see who is asking.
         self.requestor.ae_title = rq.calling_ae_title
         self.acceptor.ae_title = self.called_ae_title = rq.called_ae_title
@@ -441,7 +429,7 @@ class Association:
         if isinstance(reply, AAssociateRJ):
             self.is_rejected = True
             self.rejection = Rejection(reply.result, reply.source, reply.reason, "")
-            self.link.reject(reply)
+            link.reject(reply)
             if self._log:
                 self._log.info(
                     "Association Rejected (%s)",
@@ -453,7 +441,7 @@ class Association:
         # Established before the A-ASSOCIATE-AC leaves: once the peer has it, it may
         # send requests, and a user thread holding this association may send too.
         self.is_established = True
-        self.link.accept(reply)
+        link.accept(reply)
         if self._log:
             self._log.info("Association Accepted")
         self._notify(evt.EVT_ACCEPTED)
@@ -463,13 +451,12 @@ class Association:
     def on_associate_accepted(self, ac: AAssociateAC) -> None:
         self._notify(evt.EVT_ACSE_RECV, primitive=ac)
         absorb_associate_ac(self, ac)
-        assert self.link is not None
         if not self.accepted_contexts:
             # Nothing can be sent on an association without contexts (as pynetdicom).
             LOGGER.error("the peer accepted none of our presentation contexts; aborting")
             self._notify(evt.EVT_ACCEPTED)
             self._mark_aborted("locally: no presentation context was accepted")
-            self.link.abort_local(source=AbortSource.SERVICE_PROVIDER)
+            self._reporting_link().abort_local(source=AbortSource.SERVICE_PROVIDER)
             return
         self.is_established = True
         if self._log:
@@ -488,9 +475,7 @@ class Association:
         self._negotiated.set()
 
     def on_messages(self, events: Sequence[DimseEvent]) -> None:
-        for event in events:
-            self._on_message(event)
-        self._serve_queued()
+        self._exchange.on_messages(events)
 
     def on_release_indication(self, *, answer_now: bool) -> None:
         self._notify(evt.EVT_ACSE_RECV, primitive=AReleaseRQ())
@@ -500,10 +485,10 @@ class Association:
             self._respond_to_release()
 
     def _respond_to_release(self) -> None:
-        assert self.link is not None
+        link = self._reporting_link()
         self._notify(evt.EVT_ACSE_SENT, primitive=AReleaseRP())
-        self.link.respond_to_release()
-        if self.link.state is State.STA13:
+        link.respond_to_release()
+        if link.state is State.STA13:
             self._mark_released()
 
     def on_release_confirmation(self, *, answer_now: bool) -> None:
@@ -535,7 +520,7 @@ class Association:
             self._log.warning("Association Aborted %s", how)
         self._notify(evt.EVT_ABORTED)
         self._negotiated.set()
-        self._wake_waiters()
+        self._exchange.wake_waiters()
 
     def on_closed(self) -> None:
         if not (self.is_released or self.is_rejected or self.is_aborted):
@@ -578,7 +563,7 @@ class Association:
         )
         try:
             # After the message being sent, if any: Sta7 allows no more P-DATA.
-            with self._send_lock:
+            with self._exchange.send_lock:
                 self.link.release()
         except Exception as exc:
             LOGGER.error("cannot release in state %s: %s", self.link.state.name, exc)
@@ -602,13 +587,7 @@ class Association:
             self.link.abort_local(source=AbortSource.SERVICE_USER)
         self.join(self.acse_timeout)
 
-    def _wake_waiters(self) -> None:
-        with self._waiters_lock:
-            waiters = list(self._waiters.values())
-        for waiter in waiters:
-            waiter.put(_NO_RESPONSE)
-
-    # -- DIMSE -------------------------------------------------------------------------
+    # -- DIMSE: the exchange sends, awaits and serves; these are the owner's parts ----------
 
     def _new_dataset_sink(self, command: CommandSet) -> DatasetSink:
         if command.command_field is CommandField.C_STORE_RQ:
@@ -624,25 +603,14 @@ class Association:
             max_size=DEFAULT_MAX_DATASET_IN_MEMORY
         )
 
+    @property
+    def peer_maximum_length(self) -> int:
+        """The peer's Maximum Length (PS3.8 D.1): what each P-DATA-TF we send fits in."""
+        return self.remote.maximum_length
+
     def send_message(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:
         """Encode, fragment (within the peer's maximum PDU length) and send one message."""
-        with self._send_lock:
-            link = self.link
-            if link is None or link.is_closed or self.is_aborted:
-                raise ConnectionError("the association is not open")
-            for segments in self._dimse.fragment(
-                context_id, command, dataset, max_pdu_length=self.remote.maximum_length
-            ):
-                link.send_pdata(segments)
-        if self._log and LOGGER.isEnabledFor(logging.DEBUG):
-            LOGGER.debug("Sent %s (context %d)", command.command_field.name, context_id)
-        if self.handlers.is_bound(evt.EVT_DIMSE_SENT):
-            self._notify(
-                evt.EVT_DIMSE_SENT,
-                message=DimseMessage(
-                    context_id=context_id, command=command, dataset=_sent_dataset(dataset)
-                ),
-            )
+        self._exchange.send_message(context_id, command, dataset)
 
     def send_request(
         self, context_id: int, command: CommandSet, dataset: Buffer | None
@@ -653,7 +621,7 @@ class Association:
         None, and stops, when no response came within the DIMSE timeout or
         the association ended; the association is then aborted.
         """
-        yield from self.start_request(context_id, command, dataset)
+        yield from self._exchange.start_request(context_id, command, dataset)
 
     def start_request(
         self,
@@ -663,158 +631,39 @@ class Association:
         *,
         more_follow: Callable[[CommandSet], bool] | None = None,
     ) -> Iterator[DimseMessage | None]:
-        """Send a request now; return an iterator over its responses, as send_request's.
-
-        Sending before the first response is asked for lets the caller send a
-        C-CANCEL for it straight away. ``more_follow(command)`` tells whether
-        another response follows a received one (default: a Pending status).
-        """
-        message_id = command.MessageID or 0
-        waiter: queue.SimpleQueue[DimseMessage | None] = queue.SimpleQueue()
-        with self._waiters_lock:
-            self._waiters[message_id] = waiter
-        try:
-            self.send_message(context_id, command, dataset)
-        except ConnectionError as exc:
-            # The association ended (say, the peer aborted) before the whole
-            # request was sent: no response will come, as after a timeout.
-            self._forget_waiter(message_id)
-            LOGGER.error("the %s was not sent whole: %s", command.command_field.name, exc)
-            self.abort()
-            return iter((_NO_RESPONSE,))
-        except BaseException:
-            self._forget_waiter(message_id)
-            raise
-        return self._responses(message_id, waiter, more_follow or _is_pending)
-
-    def _responses(
-        self,
-        message_id: int,
-        waiter: queue.SimpleQueue[DimseMessage | None],
-        more_follow: Callable[[CommandSet], bool],
-    ) -> Iterator[DimseMessage | None]:
-        try:
-            while True:
-                response = self._next_response(message_id, waiter)
-                yield response
-                if response is None or not more_follow(response.command):
-                    return
-        finally:
-            self._forget_waiter(message_id)
-
-    def _forget_waiter(self, message_id: int) -> None:
-        with self._waiters_lock:
-            self._waiters.pop(message_id, None)
-
-    def _next_response(
-        self, message_id: int, waiter: queue.SimpleQueue[DimseMessage | None]
-    ) -> DimseMessage | None:
-        """The next response to ``message_id``; None (after aborting) if none came in time.
-
-        Another thread waits for the reader thread to hand the response over.
-        The reader thread itself -- a handler that sends a request on its own
-        association, as a C-GET SCP sends its C-STORE sub-operations -- has
-        nobody to read for it, so it reads PDUs here, one at a time, until the
-        response is in: responses go to their waiters, a C-CANCEL is noted,
-        and requests are queued behind the one being served (_on_message).
-        Each read waits at most until the DIMSE timeout; no polling, no sleep.
-        """
-        deadline = None if self.dimse_timeout is None else time.monotonic() + self.dimse_timeout
-        if threading.current_thread() is not self._thread:
-            while True:
-                try:
-                    return waiter.get(timeout=self.dimse_timeout)
-                except queue.Empty:
-                    # The timeout is for the peer's silence. While the reader
-                    # thread runs one of our handlers (a C-STORE sub-operation
-                    # of our C-GET), the peer is waiting for us, not we for it.
-                    if not self._serving:
-                        break
-        else:
-            link = self.link
-            while link is not None:
-                try:
-                    return waiter.get_nowait()
-                except queue.Empty:
-                    pass
-                if link.is_closed:
-                    return _NO_RESPONSE
-                if not link.read_one(wait_until=deadline):
-                    break
-        LOGGER.error("no response to message %d within the DIMSE timeout; aborting", message_id)
-        self.abort()
-        return _NO_RESPONSE
-
-    def _on_message(self, event: DimseEvent) -> None:
-        message = event.message
-        if self.handlers.is_bound(evt.EVT_DIMSE_RECV):
-            self._notify(evt.EVT_DIMSE_RECV, message=message)
-        command = message.command
-        field = command.command_field
-        if self._log and LOGGER.isEnabledFor(logging.DEBUG):
-            LOGGER.debug("Received %s (context %d)", field.name, message.context_id)
-        if not isinstance(event, ResponseReceived):
-            return  # a request waits in _dimse for _serve_queued; a C-CANCEL is noted there
-        with self._waiters_lock:
-            waiter = self._waiters.get(command.MessageIDBeingRespondedTo or 0)
-        if waiter is None:
-            LOGGER.warning(
-                "ignoring a %s for message %s, which we did not send or no longer wait for",
-                field.name,
-                command.MessageIDBeingRespondedTo,
-            )
-            return
-        waiter.put(message)
-
-    def _serve_queued(self) -> None:
-        """Serve requests one at a time, in order of arrival, in the reader thread.
-
-        Requests are queued as they are read, and served once the PDU that
-        completed them is all taken in (so a C-CANCEL in the same PDU is
-        already known). One that arrives while a handler runs (read by
-        _next_response or poll_peer) waits for the current one to be answered.
-        """
-        if self._serving:
-            return
-        self._serving = True
-        try:
-            while self.link is not None and not self.link.is_closed:
-                message = self._dimse.next_request()
-                if message is None:
-                    break
-                self._serve(message)
-        finally:
-            self._serving = False
+        """Send a request now; return an iterator over its responses, as send_request's."""
+        return self._exchange.start_request(context_id, command, dataset, more_follow=more_follow)
 
     def is_cancelled(self, message_id: int) -> bool:
-        """Whether the peer sent a C-CANCEL for the request ``message_id`` being served.
-
-        Called by a handler (``event.is_cancelled``) in the reader thread, it
-        first handles the PDUs that have already arrived (see poll_peer).
-        """
-        self.poll_peer()
-        return self._dimse.is_cancelled(message_id)
+        """Whether the peer sent a C-CANCEL for the request ``message_id`` being served
+        (``event.is_cancelled``); the PDUs that already arrived are handled first."""
+        return self._exchange.is_cancelled(message_id)
 
     def poll_peer(self) -> None:
-        """In the reader thread: handle what the peer has already sent, without waiting.
+        """In the reader thread: handle what the peer has already sent, without waiting."""
+        self._exchange.poll_peer()
 
-        A handler in the middle of a long operation keeps the reader thread
-        from reading; between two of its steps, this takes in the PDUs waiting
-        on the socket (a C-CANCEL, an A-ABORT, an A-RELEASE-RQ) so the service
-        can act on them. From any other thread it does nothing: the reader
-        thread is reading.
-        """
-        link = self.link
-        if link is None or threading.current_thread() is not self._thread:
-            return
-        for _ in range(MAX_PDUS_PER_POLL):
-            if not link.input_ready():
-                return
-            link.read_one()
+    def message_sent(self, context_id: int, command: CommandSet, dataset: Buffer | None) -> None:
+        if self._log and LOGGER.isEnabledFor(logging.DEBUG):
+            LOGGER.debug("Sent %s (context %d)", command.command_field.name, context_id)
+        if self.handlers.is_bound(evt.EVT_DIMSE_SENT):
+            self._notify(
+                evt.EVT_DIMSE_SENT,
+                message=DimseMessage(
+                    context_id=context_id, command=command, dataset=_sent_dataset(dataset)
+                ),
+            )
 
-    def _serve(self, message: DimseMessage) -> None:
-        from dicombus.services import dispatch  # services import this module's types
+    def message_received(self, message: DimseMessage) -> None:
+        if self.handlers.is_bound(evt.EVT_DIMSE_RECV):
+            self._notify(evt.EVT_DIMSE_RECV, message=message)
+        if self._log and LOGGER.isEnabledFor(logging.DEBUG):
+            LOGGER.debug(
+                "Received %s (context %d)", message.command.command_field.name, message.context_id
+            )
 
+    def serve(self, message: DimseMessage) -> None:
+        """Serve one request of the peer (the reader thread); RemoteProtocolError aborts."""
         context = next(
             (c for c in self.accepted_contexts if c.context_id == message.context_id), None
         )
@@ -826,23 +675,13 @@ class Association:
                     f"{message.context_id}, which was not accepted"
                 )
             dispatch(self, request, context)
-        except RemoteProtocolError as exc:
-            LOGGER.error("aborting: %s", exc)
-            assert self.link is not None
-            self.link.abort_invalid(exc)
-        except ConnectionError as exc:
-            # Aborted (say, by a server shutdown) while the handler ran.
-            LOGGER.warning("the %s got no response: %s", message.command.command_field.name, exc)
         finally:
             request.release()
-            self._dimse.request_answered(request.message_id)
 
     # -- SCU services (pynetdicom's names) -----------------------------------------------
 
     def send_c_echo(self, msg_id: int = 1) -> Dataset:
-        from dicombus.services.verification import send_c_echo
-
-        return send_c_echo(self, msg_id)
+        return verification.send_c_echo(self, msg_id)
 
     def send_c_store(
         self,
@@ -852,9 +691,7 @@ class Association:
         originator_aet: str | None = None,
         originator_id: int | None = None,
     ) -> Dataset:
-        from dicombus.services.storage import send_c_store
-
-        return send_c_store(
+        return storage.send_c_store(
             self,
             dataset,
             msg_id=msg_id,
@@ -866,16 +703,12 @@ class Association:
     def send_c_find(
         self, dataset: Dataset, query_model: str, msg_id: int = 1, priority: int = 2
     ) -> Iterator[tuple[Dataset, Dataset | None]]:
-        from dicombus.services.qr_scu import send_c_find
-
-        return send_c_find(self, dataset, query_model, msg_id=msg_id, priority=priority)
+        return qr_scu.send_c_find(self, dataset, query_model, msg_id=msg_id, priority=priority)
 
     def send_c_get(
         self, dataset: Dataset, query_model: str, msg_id: int = 1, priority: int = 2
     ) -> Iterator[tuple[Dataset, Dataset | None]]:
-        from dicombus.services.qr_scu import send_c_get
-
-        return send_c_get(self, dataset, query_model, msg_id=msg_id, priority=priority)
+        return qr_scu.send_c_get(self, dataset, query_model, msg_id=msg_id, priority=priority)
 
     def send_c_move(
         self,
@@ -885,16 +718,14 @@ class Association:
         msg_id: int = 1,
         priority: int = 2,
     ) -> Iterator[tuple[Dataset, Dataset | None]]:
-        from dicombus.services.qr_scu import send_c_move
-
-        return send_c_move(self, dataset, move_aet, query_model, msg_id=msg_id, priority=priority)
+        return qr_scu.send_c_move(
+            self, dataset, move_aet, query_model, msg_id=msg_id, priority=priority
+        )
 
     def send_c_cancel(
         self, msg_id: int, context_id: int | None = None, query_model: str | None = None
     ) -> None:
-        from dicombus.services.qr_scu import send_c_cancel
-
-        send_c_cancel(self, msg_id, context_id=context_id, query_model=query_model)
+        qr_scu.send_c_cancel(self, msg_id, context_id=context_id, query_model=query_model)
 
     # pynetdicom's DIMSE-N calls take the same arguments as n_scu's functions,
     # so those serve as the methods themselves (``self`` is their ``assoc``).
@@ -904,10 +735,6 @@ class Association:
     send_n_action = n_scu.send_n_action
     send_n_create = n_scu.send_n_create
     send_n_delete = n_scu.send_n_delete
-
-
-def _is_pending(command: CommandSet) -> bool:
-    return is_pending(command.Status)
 
 
 def _sent_dataset(dataset: Buffer | None) -> MemoryDatasetSink | None:
