@@ -158,3 +158,133 @@ def test_imports_inside_functions_and_relative_imports_are_seen() -> None:
         True,
         True,
     ]
+
+
+# -- import cycles and deferred imports -------------------------------------------------
+
+
+def _module_level_statements(tree: ast.Module) -> Iterator[ast.stmt]:
+    """The statements run when the module is imported: not in functions or classes'
+    methods, and not under ``if TYPE_CHECKING:`` (which only the type checker runs)."""
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, ast.If):
+            test = node.test
+            if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+                pending.extend(node.orelse)
+                continue
+            pending.extend([*node.body, *node.orelse])
+        elif isinstance(node, ast.Try):
+            pending.extend([*node.body, *node.orelse, *node.finalbody])
+            for handler in node.handlers:
+                pending.extend(handler.body)
+        elif isinstance(node, ast.ClassDef):
+            pending.extend(
+                each
+                for each in node.body
+                if not isinstance(each, ast.FunctionDef | ast.AsyncFunctionDef)
+            )
+        else:
+            yield node
+
+
+def runtime_imports() -> dict[str, set[str]]:
+    """Each module's imports of our modules that run at import time.
+
+    The package ``dicombus`` itself is left out: its ``__init__`` re-exports the
+    API, and ``from dicombus import evt`` loads it only once, before any module.
+    """
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        module = ast.Module(body=list(_module_level_statements(tree)), type_ignores=[])
+        graph[name] = {
+            each.imported
+            for each in imports_in(ast.unparse(module), name, is_package=path.name == "__init__.py")
+            if each.imported in MODULES and each.imported != "dicombus"
+        }
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``: one path per strongly connected component
+    with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_among_runtime_imports() -> None:
+    assert cycles(runtime_imports()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+# Commands import what they run inside their functions: `dicombus --help` and each
+# command's start stay fast, and a command needing workers or the bus loads them alone.
+DEFERRED_IMPORTS_ALLOWED_IN = ("dicombus.cli",)
+
+
+def test_no_deferred_imports_of_our_modules_outside_the_commands() -> None:
+    deferred = []
+    for name, path in MODULES.items():
+        if any(_within(name, allowed) for allowed in DEFERRED_IMPORTS_ALLOWED_IN):
+            continue
+        tree = ast.parse(path.read_text())
+        at_import = {id(node) for node in _module_level_statements(tree)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in at_import:
+                if _is_type_checking_import(tree, node):
+                    continue
+                for found in imports_in(
+                    ast.unparse(node), name, is_package=path.name == "__init__.py"
+                ):
+                    if _within(found.imported, "dicombus") or _within(
+                        found.imported, "dicombus_workers"
+                    ):
+                        deferred.append(f"{name} (line {node.lineno}) imports {found.imported}")
+    assert not deferred, "\n".join(deferred)
+
+
+def _is_type_checking_import(tree: ast.Module, target: ast.stmt) -> bool:
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+            and any(child is target for child in ast.walk(node))
+        ):
+            return True
+    return False
