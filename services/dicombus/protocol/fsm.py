@@ -671,6 +671,12 @@ def _not_allowed(state: State, event: Event) -> LocalProtocolError | RemoteProto
     )
 
 
+# transition_for is a pure function of these five values, and a Transition is
+# frozen: each is computed once per process (at most 13 x 19 x 8 of them), so a
+# P-DATA-TF costs a dictionary lookup, not the conditions and the table walk.
+_TRANSITION_CACHE: dict[tuple[State, Event, bool, bool, bool], Transition] = {}
+
+
 class StateMachine:
     """One association's Upper Layer state; starts idle in Sta1.
 
@@ -708,13 +714,23 @@ class StateMachine:
         ``abort_from_service_user`` only for EVT16 (AA-3): the A-ABORT PDU's
         source field.
         """
-        transition = transition_for(
+        key = (
             self._state,
             event,
-            is_requestor=self._is_requestor,
-            associate_rq_acceptable=associate_rq_acceptable,
-            abort_from_service_user=abort_from_service_user,
+            self._is_requestor,
+            associate_rq_acceptable,
+            abort_from_service_user,
         )
+        transition = _TRANSITION_CACHE.get(key)
+        if transition is None:
+            transition = transition_for(
+                self._state,
+                event,
+                is_requestor=self._is_requestor,
+                associate_rq_acceptable=associate_rq_acceptable,
+                abort_from_service_user=abort_from_service_user,
+            )
+            _TRANSITION_CACHE[key] = transition
         self._state = transition.next_state
         return transition
 

@@ -47,6 +47,8 @@ class ExchangeOwner(Protocol):
     @property
     def dimse_timeout(self) -> float | None: ...
     @property
+    def is_aborted(self) -> bool: ...
+    @property
     def peer_maximum_length(self) -> int: ...
     def abort(self) -> None: ...
     def message_received(self, message: DimseMessage) -> None: ...
@@ -84,7 +86,9 @@ class MessageExchange:
         ConnectionError when the association cannot carry it (any more)."""
         with self.send_lock:
             link = self.link
-            if link is None or link.is_closed:
+            # Aborted by the owner (a server shutting down, say) and not yet hung
+            # up: nothing more goes out.
+            if link is None or link.is_closed or self._owner.is_aborted:
                 raise ConnectionError("the association is not open")
             for segments in self._connection.fragment(
                 context_id, command, dataset, max_pdu_length=self._owner.peer_maximum_length

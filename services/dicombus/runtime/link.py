@@ -22,13 +22,14 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from dicombus.protocol.connection import (
     Aborted,
     AssociateAccepted,
     AssociateRejected,
     AssociateRequested,
+    CancelReceived,
     ConnectionClosed,
     ConnectionEvent,
     DimseConnection,
@@ -38,6 +39,8 @@ from dicombus.protocol.connection import (
     ProtocolViolation,
     ReleaseConfirmed,
     ReleaseRequested,
+    RequestReceived,
+    ResponseReceived,
     Transitioned,
 )
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
@@ -95,6 +98,7 @@ class UpperLayerLink:
         self._closed = threading.Event()
         # Set when a send failed: the stream may end mid-PDU, so nothing more is sent.
         self._send_failed = False
+        self._reporters = self._reporter_table()
 
     @property
     def state(self) -> State:
@@ -299,41 +303,55 @@ class UpperLayerLink:
     # -- reporting -----------------------------------------------------------------
 
     def _report(self, events: Sequence[ConnectionEvent]) -> None:
-        user = self.user
+        # Consecutive DIMSE messages go to the user together: it serves the
+        # requests among them once all are routed (a C-CANCEL right behind a
+        # request in the same PDU is then already known).
         messages: list[DimseEvent] = []
         for event in events:
-            if isinstance(event, DimseEvent):
+            if isinstance(event, _DIMSE_EVENTS):
                 messages.append(event)
                 continue
             if messages:
-                user.on_messages(messages)
+                self.user.on_messages(messages)
                 messages = []
-            if isinstance(event, Transitioned):
-                user.on_transition(event.transition)
-            elif isinstance(event, PduReceived | PduSent):
-                user.on_pdu(event.pdu, _frozen(event.raw), sent=isinstance(event, PduSent))
-            elif isinstance(event, AssociateRequested):
-                user.on_associate_indication(event.rq)
-            elif isinstance(event, AssociateAccepted):
-                self._awaiting_deadline = None
-                user.on_associate_accepted(event.ac)
-            elif isinstance(event, AssociateRejected):
-                self._awaiting_deadline = None
-                user.on_associate_rejected(event.rj)
-            elif isinstance(event, ReleaseRequested):
-                user.on_release_indication(answer_now=event.answer_now)
-            elif isinstance(event, ReleaseConfirmed):
-                self._awaiting_deadline = None
-                user.on_release_confirmation(answer_now=event.answer_now)
-            elif isinstance(event, Aborted):
-                user.on_abort(event.abort, provider=event.provider)
-            elif isinstance(event, ProtocolViolation):
-                LOGGER.error("aborting: the peer broke the protocol: %s", event.error)
-            elif isinstance(event, ConnectionClosed) and not self._closed.is_set():
-                self._closed.set()
-                user.on_closed()
+            self._reporters[type(event)](event)
         if messages:
-            user.on_messages(messages)
+            self.user.on_messages(messages)
+
+    def _reporter_table(self) -> dict[type, Callable[[Any], None]]:
+        user = self.user
+        return {
+            Transitioned: lambda event: user.on_transition(event.transition),
+            PduReceived: lambda event: user.on_pdu(event.pdu, _frozen(event.raw), sent=False),
+            PduSent: lambda event: user.on_pdu(event.pdu, _frozen(event.raw), sent=True),
+            AssociateRequested: lambda event: user.on_associate_indication(event.rq),
+            AssociateAccepted: self._on_accepted,
+            AssociateRejected: self._on_rejected,
+            ReleaseRequested: lambda event: user.on_release_indication(answer_now=event.answer_now),
+            ReleaseConfirmed: self._on_release_confirmed,
+            Aborted: lambda event: user.on_abort(event.abort, provider=event.provider),
+            ProtocolViolation: lambda event: LOGGER.error(
+                "aborting: the peer broke the protocol: %s", event.error
+            ),
+            ConnectionClosed: self._on_closed,
+        }
+
+    def _on_accepted(self, event: AssociateAccepted) -> None:
+        self._awaiting_deadline = None
+        self.user.on_associate_accepted(event.ac)
+
+    def _on_rejected(self, event: AssociateRejected) -> None:
+        self._awaiting_deadline = None
+        self.user.on_associate_rejected(event.rj)
+
+    def _on_release_confirmed(self, event: ReleaseConfirmed) -> None:
+        self._awaiting_deadline = None
+        self.user.on_release_confirmation(answer_now=event.answer_now)
+
+    def _on_closed(self, _event: ConnectionClosed) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self.user.on_closed()
 
     # -- deadlines ---------------------------------------------------------------
 
@@ -349,6 +367,9 @@ class UpperLayerLink:
         if self.state in (State.STA2, State.STA5):
             return self.artim_timeout if self.state is State.STA2 else self.acse_timeout
         return self.network_timeout
+
+
+_DIMSE_EVENTS = (RequestReceived, ResponseReceived, CancelReceived)
 
 
 def _frozen(raw: bytes) -> Callable[[], bytes]:
