@@ -55,10 +55,13 @@ __all__ = [
     "AAssociateRQ",
     "AReleaseRP",
     "AReleaseRQ",
+    "AcseRejectReason",
     "PDataTF",
     "PresentationDataValue",
+    "PresentationRejectReason",
     "RejectResult",
     "RejectSource",
+    "UserRejectReason",
     "check_pdu_header",
     "decode_pdu",
     "encode_pdu",
@@ -96,6 +99,32 @@ class RejectSource(IntEnum):
     SERVICE_USER = 1
     SERVICE_PROVIDER_ACSE = 2
     SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class UserRejectReason(IntEnum):
+    """PS3.8 Table 9-21: Reason/Diag. when the source is the UL service-user (4-6, 8-10
+    are reserved)."""
+
+    NO_REASON_GIVEN = 1
+    APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
+    CALLING_AE_TITLE_NOT_RECOGNIZED = 3
+    CALLED_AE_TITLE_NOT_RECOGNIZED = 7
+
+
+class AcseRejectReason(IntEnum):
+    """PS3.8 Table 9-21: Reason/Diag. when the source is the UL service-provider (ACSE
+    related function)."""
+
+    NO_REASON_GIVEN = 1
+    PROTOCOL_VERSION_NOT_SUPPORTED = 2
+
+
+class PresentationRejectReason(IntEnum):
+    """PS3.8 Table 9-21: Reason/Diag. when the source is the UL service-provider
+    (presentation related function); 0 and 3-7 are reserved."""
+
+    TEMPORARY_CONGESTION = 1
+    LOCAL_LIMIT_EXCEEDED = 2
 
 
 # PS3.8 Table 9-21: the Reason/Diag. values for each source, reserved ones
