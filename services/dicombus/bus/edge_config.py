@@ -74,6 +74,7 @@ from dicombus.ae_title import checked_ae_title
 from dicombus.bus.disk_reserve import DEFAULT_RESERVE_BYTES
 from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import DEFAULT_MAXIMUM_PDU_SIZE, MINIMUM_PDU_LENGTH
 from dicombus.runtime.spool import DEFAULT_MAX_DATASET_SIZE
 from dicombus.storage_files import DEFAULT_LAYOUT, Duplicates, Layout
@@ -88,7 +89,7 @@ _EVENT_NAMES = frozenset(
 )
 
 
-class EdgeConfigError(ValueError):
+class EdgeConfigError(DicombusError, ValueError):
     """A configuration the edge cannot run with; the message names file, line and key."""
 
 
