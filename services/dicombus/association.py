@@ -471,8 +471,11 @@ class Association:
             self._notify(evt.EVT_REJECTED)
             self._negotiated.set()
             return
-        self.link.fire(Event.EVT7, reply)
+        # Established before the AC leaves: a thread that learns of the AC from the
+        # requestor (a test, a C-MOVE's caller) must find this side established too.
+        # A failed send aborts, which clears it.
         self.is_established = True
+        self.link.fire(Event.EVT7, reply)
         if self._log:
             self._log.info("Association Accepted")
         self._notify(evt.EVT_ACCEPTED)
