@@ -318,6 +318,23 @@ def test_start_server_with_its_own_title_and_contexts() -> None:
         assert refused.is_rejected
 
 
+# "" is not among them: start_server(ae_title="") means the AE's own title.
+@pytest.mark.parametrize("value", [title for title in INVALID_AE_TITLES if title])
+def test_start_server_checks_its_own_title(value: str) -> None:
+    """The title given to start_server is checked as the AE's is (it names the edge in
+    every published event); it used to be taken as given."""
+    scp = quick_ae("SCP", supported=[Verification])
+    with pytest.raises(ValueError, match="invalid AE title"):
+        scp.start_server(("127.0.0.1", 0), block=False, ae_title=value)
+    assert scp.active_associations == []
+
+
+def test_start_server_title_is_stripped() -> None:
+    scp = quick_ae("SCP", supported=[Verification])
+    with serving(scp, ae_title="  OTHER ") as server:
+        assert server.ae_title == "OTHER"
+
+
 def test_ae_shutdown_stops_servers_and_aborts_requested_associations() -> None:
     scp = quick_ae("SCP", supported=[Verification])
     scu = quick_ae("SCU", requested=[Verification])

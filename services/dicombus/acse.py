@@ -7,9 +7,10 @@ runs them and sends what they return.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import NamedTuple
 
+from dicombus.ae_title import same_ae_title
 from dicombus.protocol.items import (
     AsynchronousOperationsWindowSubItem,
     ImplementationClassUIDSubItem,
@@ -24,7 +25,14 @@ from dicombus.protocol.items import (
     UserInformationItem,
     UserSubItem,
 )
-from dicombus.protocol.pdus import AAssociateRQ
+from dicombus.protocol.pdus import (
+    AAssociateRQ,
+    AcseRejectReason,
+    PresentationRejectReason,
+    RejectResult,
+    RejectSource,
+    UserRejectReason,
+)
 
 # PS3.7 A.2.1: the one application context name of the DICOM standard.
 DICOM_APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
@@ -41,20 +49,40 @@ class Rejection(NamedTuple):
 
 # PS3.8 Table 9-21, reasons by source.
 REJECT_REASONS: dict[tuple[int, int], str] = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognized",
-    (1, 7): "called AE title not recognized",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
+    (RejectSource.SERVICE_USER, UserRejectReason.NO_REASON_GIVEN): "no reason given",
+    (RejectSource.SERVICE_USER, UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED): (
+        "application context name not supported"
+    ),
+    (RejectSource.SERVICE_USER, UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED): (
+        "calling AE title not recognized"
+    ),
+    (RejectSource.SERVICE_USER, UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED): (
+        "called AE title not recognized"
+    ),
+    (RejectSource.SERVICE_PROVIDER_ACSE, AcseRejectReason.NO_REASON_GIVEN): "no reason given",
+    (RejectSource.SERVICE_PROVIDER_ACSE, AcseRejectReason.PROTOCOL_VERSION_NOT_SUPPORTED): (
+        "protocol version not supported"
+    ),
+    (RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.TEMPORARY_CONGESTION): (
+        "temporary congestion"
+    ),
+    (RejectSource.SERVICE_PROVIDER_PRESENTATION, PresentationRejectReason.LOCAL_LIMIT_EXCEEDED): (
+        "local limit exceeded"
+    ),
 }
 
 
 def describe_rejection(result: int, source: int, reason: int) -> str:
-    kind = {1: "permanent", 2: "transient"}.get(result, f"result {result}")
-    who = {1: "service user", 2: "service provider (ACSE)", 3: "service provider (presentation)"}
+    kinds: dict[int, str] = {
+        RejectResult.PERMANENT: "permanent",
+        RejectResult.TRANSIENT: "transient",
+    }
+    kind = kinds.get(result, f"result {result}")
+    who: dict[int, str] = {
+        RejectSource.SERVICE_USER: "service user",
+        RejectSource.SERVICE_PROVIDER_ACSE: "service provider (ACSE)",
+        RejectSource.SERVICE_PROVIDER_PRESENTATION: "service provider (presentation)",
+    }
     return (
         f"{kind}, by the {who.get(source, f'source {source}')}: "
         f"{REJECT_REASONS.get((source, reason), f'reason {reason}')}"
@@ -95,6 +123,12 @@ class ServiceUser:
             )
         ]
 
+    def record(self, negotiated: ServiceUser) -> None:
+        """Take what negotiation decided about this side (its title, limits, identity and
+        negotiation items); where it is connected (address, port, TLS subject) stays."""
+        for name in _NEGOTIATED_FIELDS:
+            setattr(self, name, getattr(negotiated, name))
+
     def absorb(self, info: UserInformationItem) -> None:
         """Record what a received user-information item says about this side."""
         self.user_information = tuple(info.sub_items)
@@ -116,6 +150,14 @@ class ServiceUser:
             item.sop_class_uid: item for item in info.sop_class_common_extended
         }
         self.user_identity = info.user_identity_rq or info.user_identity_ac
+
+
+# What negotiation decides about a ServiceUser, as against where it is connected.
+_NEGOTIATED_FIELDS = tuple(
+    item.name
+    for item in fields(ServiceUser)
+    if item.name not in ("address", "port", "tls_peer_subject")
+)
 
 
 def build_user_information(
@@ -160,26 +202,40 @@ def check_association_request(
 ) -> Rejection | None:
     """The reasons, in PS3.8's order of checking, to refuse ``rq`` before negotiating."""
     if not rq.protocol_version & 1:
-        return Rejection(1, 2, 2, f"protocol version {rq.protocol_version} is not supported")
+        return Rejection(
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_PROVIDER_ACSE,
+            AcseRejectReason.PROTOCOL_VERSION_NOT_SUPPORTED,
+            f"protocol version {rq.protocol_version} is not supported",
+        )
     if rq.application_context_name != DICOM_APPLICATION_CONTEXT:
         return Rejection(
-            1, 1, 2, f"application context {rq.application_context_name} is not DICOM's"
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            UserRejectReason.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED,
+            f"application context {rq.application_context_name} is not DICOM's",
         )
-    if require_called_aet and rq.called_ae_title.strip() != ae_title.strip():
+    if require_called_aet and not same_ae_title(rq.called_ae_title, ae_title):
         return Rejection(
-            1, 1, 7, f"called AE title {rq.called_ae_title!r} is not ours ({ae_title!r})"
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            UserRejectReason.CALLED_AE_TITLE_NOT_RECOGNIZED,
+            f"called AE title {rq.called_ae_title!r} is not ours ({ae_title!r})",
         )
-    if require_calling_aet and rq.calling_ae_title.strip() not in {
-        title.strip() for title in require_calling_aet
-    }:
+    if require_calling_aet and not any(
+        same_ae_title(rq.calling_ae_title, title) for title in require_calling_aet
+    ):
         return Rejection(
-            1, 1, 3, f"calling AE title {rq.calling_ae_title!r} is not in the allow list"
+            RejectResult.PERMANENT,
+            RejectSource.SERVICE_USER,
+            UserRejectReason.CALLING_AE_TITLE_NOT_RECOGNIZED,
+            f"calling AE title {rq.calling_ae_title!r} is not in the allow list",
         )
     if active_associations > maximum_associations:
         return Rejection(
-            2,
-            3,
-            2,
+            RejectResult.TRANSIENT,
+            RejectSource.SERVICE_PROVIDER_PRESENTATION,
+            PresentationRejectReason.LOCAL_LIMIT_EXCEEDED,
             f"{active_associations - 1} associations are active, "
             f"the limit is {maximum_associations}",
         )

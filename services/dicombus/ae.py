@@ -7,11 +7,12 @@ import os
 import ssl
 import threading
 from collections.abc import Sequence
-from typing import Any, Literal, overload
+from typing import Literal, overload
 
 from pydicom.uid import UID
 
 from dicombus import evt
+from dicombus.ae_title import checked_ae_title
 from dicombus.association import Association
 from dicombus.identity import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from dicombus.presentation import (
@@ -21,7 +22,6 @@ from dicombus.presentation import (
 )
 from dicombus.protocol.items import UserSubItem
 from dicombus.protocol.limits import (
-    AE_TITLE_LENGTH,
     DEFAULT_MAX_ASSOCIATE_PDU_LENGTH,
     DEFAULT_MAXIMUM_PDU_SIZE,
     MAX_PRESENTATION_CONTEXTS,
@@ -84,7 +84,7 @@ class AE:
 
     @ae_title.setter
     def ae_title(self, value: str) -> None:
-        self._ae_title = _checked_ae_title(value)
+        self._ae_title = checked_ae_title(value)
 
     @property
     def maximum_pdu_size(self) -> int:
@@ -154,7 +154,7 @@ class AE:
 
     @require_calling_aet.setter
     def require_calling_aet(self, titles: Sequence[str]) -> None:
-        self._require_calling_aet = [_checked_ae_title(title) for title in titles]
+        self._require_calling_aet = [checked_ae_title(title) for title in titles]
 
     # -- presentation contexts -------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class AE:
         handlers.bind_all(evt_handlers)
         assoc = Association(self, "requestor", handlers=handlers)
         assoc.requestor.ae_title = self.ae_title
-        assoc.acceptor.ae_title = assoc.called_ae_title = _checked_ae_title(ae_title)
+        assoc.acceptor.ae_title = assoc.called_ae_title = checked_ae_title(ae_title)
         assoc.requestor.maximum_length = self.maximum_pdu_size if max_pdu is None else max_pdu
         assoc.requested_contexts = [
             PresentationContext(
@@ -344,27 +344,6 @@ class AE:
             f"{len(self._supported_contexts)} supported contexts, "
             f"{len(self.active_associations)} active associations"
         )
-
-
-def _checked_ae_title(value: Any) -> str:
-    """PS3.5 6.2 AE: 1-16 characters of the default repertoire (printable ASCII), no
-    backslash, not all spaces; the A-ASSOCIATE PDUs accept nothing else."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if not isinstance(value, str):
-        raise TypeError(f"an AE title is a str, not {type(value).__name__}")
-    title = value.strip(" ")  # PS3.5 6.2: only spaces are insignificant, not controls
-    if (
-        not title
-        or len(title) > AE_TITLE_LENGTH
-        or "\\" in title
-        or any(not " " <= c <= "~" for c in title)
-    ):
-        raise ValueError(
-            f"invalid AE title {value!r}: 1 to {AE_TITLE_LENGTH} printable ASCII characters, "
-            "no backslash"
-        )
-    return title
 
 
 def _without(

@@ -14,6 +14,7 @@ as pynetdicom does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import socket
@@ -27,7 +28,16 @@ from pydicom.dataset import Dataset
 
 from dicombus import config, evt
 from dicombus.acse import Rejection, ServiceUser, describe_rejection
-from dicombus.negotiation import absorb_associate_ac, answer_associate_rq, build_associate_rq
+from dicombus.ae_title import our_ae_title
+from dicombus.negotiation import (
+    AcceptorConfig,
+    Negotiated,
+    NegotiationResult,
+    RequestorConfig,
+    absorb_associate_ac,
+    build_associate_rq,
+    negotiate,
+)
 from dicombus.outcomes import OutcomeNotRecorded, OutcomeObserver, OutcomeReport
 from dicombus.presentation import PresentationContext
 from dicombus.protocol.commands import CommandField, CommandSet
@@ -313,7 +323,9 @@ class Association:
         link.await_response_until(
             None if self.acse_timeout is None else time.monotonic() + self.acse_timeout
         )
-        rq = build_associate_rq(self)
+        rq = build_associate_rq(self._requestor_config())
+        # What we propose, as the acceptor sees it (pynetdicom's requestor.user_identity ...).
+        self.requestor.absorb(rq.user_information)
         self._notify(evt.EVT_ACSE_SENT, primitive=rq)
         link.request_association(rq)
         link.run()
@@ -421,14 +433,26 @@ class Association:
         link = self._reporting_link()
         # Known before EVT_REQUESTED fires, so its handlers see who is asking.
         self.requestor.ae_title = rq.calling_ae_title
+        self.requestor.absorb(rq.user_information)
         self.acceptor.ae_title = self.called_ae_title = rq.called_ae_title
         self._notify(evt.EVT_ACSE_RECV, primitive=rq)
         self._notify(evt.EVT_REQUESTED)
-        reply = answer_associate_rq(self, rq)
+        result = negotiate(
+            AcceptorConfig.of(
+                self.ae,
+                ae_title=our_ae_title(self.ae, self.server),
+                supported_contexts=self.supported_contexts,
+            ),
+            rq,
+            admission=self.server.admission() if self.server is not None else None,
+            intervene=functools.partial(evt.trigger, self),
+        )
+        self._record(result)
+        reply = result.reply
         self._notify(evt.EVT_ACSE_SENT, primitive=reply)
         if isinstance(reply, AAssociateRJ):
             self.is_rejected = True
-            self.rejection = Rejection(reply.result, reply.source, reply.reason, "")
+            self.rejection = result.rejection
             link.reject(reply)
             if self._log:
                 self._log.info(
@@ -440,6 +464,7 @@ class Association:
             return
         # Established before the A-ASSOCIATE-AC leaves: once the peer has it, it may
         # send requests, and a user thread holding this association may send too.
+        # A failed send aborts, which clears it.
         self.is_established = True
         link.accept(reply)
         if self._log:
@@ -450,7 +475,7 @@ class Association:
 
     def on_associate_accepted(self, ac: AAssociateAC) -> None:
         self._notify(evt.EVT_ACSE_RECV, primitive=ac)
-        absorb_associate_ac(self, ac)
+        self._record(absorb_associate_ac(self._requestor_config(), ac))
         if not self.accepted_contexts:
             # Nothing can be sent on an association without contexts (as pynetdicom).
             LOGGER.error("the peer accepted none of our presentation contexts; aborting")
@@ -464,6 +489,28 @@ class Association:
         self._notify(evt.EVT_ACCEPTED)
         self._notify(evt.EVT_ESTABLISHED)
         self._negotiated.set()
+
+    def _requestor_config(self) -> RequestorConfig:
+        return RequestorConfig(
+            ae_title=self.requestor.ae_title,
+            called_ae_title=self.called_ae_title,
+            maximum_length=self.requestor.maximum_length,
+            implementation_class_uid=self.ae.implementation_class_uid,
+            implementation_version_name=self.ae.implementation_version_name,
+            requested_contexts=tuple(self.requested_contexts),
+            extended_negotiation=tuple(self.extended_negotiation),
+        )
+
+    def _record(self, negotiated: Negotiated) -> None:
+        """Take on what negotiation decided (see dicombus.negotiation)."""
+        if negotiated.requestor is not None:
+            self.requestor.record(negotiated.requestor)
+        self.acceptor.record(negotiated.acceptor)
+        self.accepted_contexts = list(negotiated.accepted_contexts)
+        self.rejected_contexts = list(negotiated.rejected_contexts)
+        if isinstance(negotiated, NegotiationResult):
+            for outcome in negotiated.outcomes:
+                self.report_outcome(outcome.event, None, details=outcome.details)
 
     def on_associate_rejected(self, rj: AAssociateRJ) -> None:
         self._notify(evt.EVT_ACSE_RECV, primitive=rj)

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicombus.protocol.errors import DicombusError
+
 DEFAULT_DATA = Path("dicombus-data")
 LOCK_FILE = "node.lock"
 NODE_FILE = "node.json"
@@ -49,7 +51,7 @@ PRIVATE_UMASK = 0o077
 SECRET_BYTES = 32
 
 
-class DataFolderError(RuntimeError):
+class DataFolderError(DicombusError, RuntimeError):
     """The data folder cannot be used (in use by another node, unreadable record)."""
 
 

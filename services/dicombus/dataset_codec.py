@@ -22,6 +22,7 @@ from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import UID
 
 from dicombus import identity
+from dicombus.protocol.errors import DicombusError
 
 _PREAMBLE_LENGTH = 128
 _PART10_MAGIC = b"DICM"
@@ -36,7 +37,7 @@ _LONG_VRS = frozenset(
 )
 
 
-class DatasetCodecError(ValueError):
+class DatasetCodecError(DicombusError, ValueError):
     """A dataset or file could not be encoded or decoded."""
 
 

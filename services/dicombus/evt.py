@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
 
 from dicombus.dataset_codec import create_file_meta, decode_dataset, part10_header
+from dicombus.protocol.errors import DicombusError
 
 if TYPE_CHECKING:
     from dicombus.association import Association
@@ -189,7 +190,7 @@ class HandlerRegistry:
         return flat
 
 
-class NoHandlerBound(LookupError):
+class NoHandlerBound(DicombusError, LookupError):
     """An intervention event fired with no handler bound; the caller applies its default."""
 
 

@@ -40,6 +40,7 @@ from pydicom.uid import (
 )
 
 from dicombus.dataset_codec import decode_dataset, read_part10_header
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.storage")
 
@@ -123,7 +124,7 @@ def same_data_set(first: EncodedDataSet, second: EncodedDataSet) -> bool:
         return False
 
 
-class _Undecided(Exception):
+class _Undecided(DicombusError):
     """An element whose bytes pydicom did not keep: the contents cannot be compared."""
 
 

@@ -26,6 +26,8 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
+from dicombus.protocol.errors import DicombusError
+
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 STUDY_INSTANCE_UID = 0x0020000D
@@ -40,7 +42,7 @@ MAX_INFLATED_HEADER = 16 * 1024 * 1024
 _READ_CHUNK = 1 << 16
 
 
-class UnreadableDatasetError(ValueError):
+class UnreadableDatasetError(DicombusError, ValueError):
     """The data set bytes could not be parsed as far as the UIDs."""
 
 

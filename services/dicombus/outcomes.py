@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dicombus.protocol.errors import DicombusError
+
 if TYPE_CHECKING:
     from dicombus.association import Association
     from dicombus.evt import InterventionEvent
@@ -45,5 +47,5 @@ class OutcomeReport:
 OutcomeObserver = Callable[[OutcomeReport], None]
 
 
-class OutcomeNotRecorded(RuntimeError):
+class OutcomeNotRecorded(DicombusError, RuntimeError):
     """An observer could not record an outcome that it must account for (its store failed)."""

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from dicombus import evt
 from dicombus.acse import Rejection
+from dicombus.ae_title import checked_ae_title
 from dicombus.association import Association
+from dicombus.negotiation import Admission
 from dicombus.outcomes import OutcomeObserver
 from dicombus.presentation import PresentationContext
+from dicombus.protocol.pdus import PresentationRejectReason, RejectResult, RejectSource
 
 if TYPE_CHECKING:
     from dicombus.ae import AE
@@ -48,7 +51,8 @@ class AssociationServer:
         evt_handlers: Sequence[evt.HandlerBinding] | None = None,
     ) -> None:
         self.ae = ae
-        self.ae_title = ae_title
+        # Checked here too: start_server(ae_title=...) bypasses the AE's own check.
+        self.ae_title = checked_ae_title(ae_title)
         self.contexts = list(contexts)
         self.ssl_context = ssl_context
         self.handlers = evt.HandlerRegistry()
@@ -119,9 +123,21 @@ class AssociationServer:
         reason = self.admission_check() if self.admission_check is not None else None
         if reason is None:
             return None
-        # PS3.8 9.3.4: rejected-transient (2), by the UL service-provider's
-        # presentation function (3), temporary-congestion (1): try again later.
-        return Rejection(2, 3, 1, reason)
+        # PS3.8 9.3.4: rejected-transient, by the UL service-provider's
+        # presentation function, temporary-congestion: try again later.
+        return Rejection(
+            RejectResult.TRANSIENT,
+            RejectSource.SERVICE_PROVIDER_PRESENTATION,
+            PresentationRejectReason.TEMPORARY_CONGESTION,
+            reason,
+        )
+
+    def admission(self) -> Admission:
+        """The load a new association request meets: the associations already
+        established (connections still negotiating, an idle flood among them, are
+        bounded by PENDING_HEADROOM instead) and the admission check's refusal."""
+        established = sum(assoc.is_established for assoc in self.active_associations)
+        return Admission(active_associations=established + 1, refusal=self.refusal())
 
     def start(self) -> None:
         self._thread = threading.Thread(

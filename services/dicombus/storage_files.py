@@ -55,6 +55,7 @@ from pydicom.dataset import FileMetaDataset
 from dicombus.dataset_codec import DatasetCodecError, encode_part10_header
 from dicombus.instance_content import EncodedDataSet, same_data_set
 from dicombus.instance_uids import InstanceUIDs
+from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import MAX_UID_LENGTH
 
 LOGGER = logging.getLogger("dicombus.storage")
@@ -110,7 +111,7 @@ class Duplicate(StrEnum):
     DIFFERENT = "different"
 
 
-class InvalidUIDError(ValueError):
+class InvalidUIDError(DicombusError, ValueError):
     """A UID that PS3.5 9.1 does not allow, so no file name is made from it."""
 
     def __init__(self, message: str, what: str) -> None:
@@ -118,7 +119,7 @@ class InvalidUIDError(ValueError):
         self.what = what
 
 
-class DuplicateInstanceError(Exception):
+class DuplicateInstanceError(DicombusError):
     """The SOP Instance UID is stored with different content, and the first was kept."""
 
     def __init__(self, path: Path) -> None:
@@ -126,7 +127,7 @@ class DuplicateInstanceError(Exception):
         self.path = path
 
 
-class StorageRootError(OSError):
+class StorageRootError(DicombusError, OSError):
     """The storage root cannot be used: not creatable, or not writable."""
 
 

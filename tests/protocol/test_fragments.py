@@ -89,7 +89,8 @@ def test_c_echo_rq_one_pdu() -> None:
     pdus = list(fragment_message(context_id=1, command=ECHO, dataset=None, max_pdu_length=16382))
     assert len(pdus) == 1
     assert b"".join(pdus[0]) == C_ECHO_RQ_PDU
-    assert [len(segment) for segment in pdus[0]] == [6, 6, 68]
+    # The PDU header and the PDV header in one segment (pdus.pdata_segments), then the data.
+    assert [len(segment) for segment in pdus[0]] == [12, 68]
 
 
 def test_command_and_dataset_share_a_pdu_without_copying() -> None:
@@ -98,8 +99,8 @@ def test_command_and_dataset_share_a_pdu_without_copying() -> None:
         context_id=3, command=STORE, dataset=dataset, max_pdu_length=16382
     )
     assert b"".join(segments) == C_STORE_RQ_PDU
-    assert [len(segment) for segment in segments] == [6, 6, 104, 6, 4]
-    data_view = segments[4]
+    assert [len(segment) for segment in segments] == [12, 104, 6, 4]
+    data_view = segments[3]
     assert isinstance(data_view, memoryview)
     assert data_view.obj is dataset
 
@@ -140,7 +141,7 @@ def test_unlimited_pdu_length_is_capped() -> None:
     lengths = [struct.unpack_from(">I", segments[0], 2)[0] for segments in pdus]
     assert max(lengths) == MAX_PDU_LENGTH_WHEN_UNLIMITED
     assert len(pdus) == 4
-    data_segments = [segment for pdu in pdus for segment in pdu[2::2]]
+    data_segments = [segment for pdu in pdus for segment in pdu[1::2]]
     views = [s for s in data_segments if isinstance(s, memoryview) and s.obj is dataset]
     assert sum(len(view) for view in views) == len(dataset)
 

@@ -4,6 +4,8 @@ cap; and the association that removes the spool file of a dataset cut off halfwa
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,38 @@ def spool_dir(tmp_path: Path) -> Path:
 
 def spooled_files(spool_dir: Path) -> list[Path]:
     return sorted(spool_dir.iterdir())
+
+
+# Run under ``python -O`` too: the sink's invariants are checks, not asserts.
+_CLOSED_SINK = """
+from dicombus.runtime.spool import SpoolingDatasetSink
+sink = SpoolingDatasetSink(threshold=0, spool_dir={spool_dir!r})
+sink.write(memoryview(b"abc"))
+sink.close()
+for use in (lambda: sink.write(memoryview(b"d")), sink.path, sink.getvalue):
+    try:
+        use()
+    except ValueError as exc:
+        assert str(exc) == "the data set sink is closed", exc
+    else:
+        raise SystemExit("a closed sink was used without an error")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["-O"]], ids=["plain", "optimized"])
+def test_a_closed_sink_refuses_use_with_a_clear_error(spool_dir: Path, flags: list[str]) -> None:
+    """Writing to or reading a closed sink raised AssertionError, and under ``python -O``
+    an AttributeError on None; it is a ValueError that says what is wrong."""
+    done = subprocess.run(
+        [sys.executable, *flags, "-c", _CLOSED_SINK.format(spool_dir=str(spool_dir))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+    assert spooled_files(spool_dir) == []
 
 
 def test_below_and_at_the_threshold_stays_in_memory(spool_dir: Path) -> None:

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dicombus import evt
+from dicombus.ae_title import our_ae_title
 from dicombus.bus.dicom_json import DEFAULT_THRESHOLD
 from dicombus.bus.envelope import PendingEvent, source_uri
 from dicombus.bus.event_data import EVENT_SPECS, NOTIFICATION_TYPES, DataOptions, EventSpec
@@ -207,7 +208,7 @@ class EventCapture:
             self._sink(pending)
 
     def _source(self, assoc: Any) -> str:
-        title = assoc.server.ae_title if assoc.server is not None else assoc.ae.ae_title
+        title = our_ae_title(assoc.ae, assoc.server)
         source = self._sources.get(title)
         if source is None:
             source = self._sources[title] = source_uri(self.edge_id, title)

@@ -27,6 +27,8 @@ from typing import Any
 
 import redis
 
+from dicombus.protocol.errors import DicombusError
+
 KEY_PREFIX = "dicombus:dead:"
 TASKS_KEY = "dicombus:dead-letter-tasks"
 FORMAT = 1
@@ -41,7 +43,7 @@ return removed
 """
 
 
-class DeadLetterError(ValueError):
+class DeadLetterError(DicombusError, ValueError):
     """An entry of a dead-letter list is not a dead letter this version can read."""
 
 

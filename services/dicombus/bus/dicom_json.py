@@ -47,6 +47,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from dicombus.dataset_codec import DatasetCodecError, read_part10_header
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus")
 
@@ -241,7 +242,7 @@ def _is_plain_explicit_little(syntax: bytes) -> bool:
     return plain
 
 
-class _NotPlain(Exception):
+class _NotPlain(DicombusError):
     """The file holds something the fast reader leaves to pydicom."""
 
 

@@ -70,10 +70,11 @@ from typing import Any, NoReturn
 from pydicom import uid as pydicom_uid
 
 from dicombus import evt, sop_class
-from dicombus.ae import _checked_ae_title
+from dicombus.ae_title import checked_ae_title
 from dicombus.bus.disk_reserve import DEFAULT_RESERVE_BYTES
 from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
+from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import DEFAULT_MAXIMUM_PDU_SIZE, MINIMUM_PDU_LENGTH
 from dicombus.runtime.spool import DEFAULT_MAX_DATASET_SIZE
 from dicombus.storage_files import DEFAULT_LAYOUT, Duplicates, Layout
@@ -88,7 +89,7 @@ _EVENT_NAMES = frozenset(
 )
 
 
-class EdgeConfigError(ValueError):
+class EdgeConfigError(DicombusError, ValueError):
     """A configuration the edge cannot run with; the message names file, line and key."""
 
 
@@ -220,7 +221,7 @@ def _existing_file(value: Any, base: Path) -> Path:
 
 def _ae_title(value: Any, base: Path) -> str:
     try:
-        return _checked_ae_title(_text(value, base))
+        return checked_ae_title(_text(value, base))
     except (TypeError, ValueError) as exc:
         raise ValueError(str(exc)) from None
 

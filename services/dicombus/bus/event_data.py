@@ -56,6 +56,7 @@ from dicombus.dataset_codec import decode_dataset
 from dicombus.outcomes import OutcomeReport
 from dicombus.protocol.errors import LocalProtocolError
 from dicombus.protocol.items import UserIdentityRQSubItem
+from dicombus.protocol.limits import PDU_HEADER_LENGTH
 from dicombus.protocol.pdus import (
     PDU_NAMES,
     AAbort,
@@ -78,10 +79,6 @@ UNSTORED_DATASET_LIMIT = 64 * 1024
 
 # PS3.7 D.3.3.7.1: user identity types whose primary field is a user name.
 _USERNAME_TYPES = frozenset({1, 2})
-# PS3.8 9.3.1: the PDU header (type, reserved, 4-byte length); PS3.8 9.3.5.1:
-# the PDV item header (4-byte length, context ID, message control header).
-_PDU_HEADER_LENGTH = 6
-_PDV_HEADER_LENGTH = 6
 
 # Built later, maybe in another process: picklable (see the module doc).
 Body = Callable[[], dict[str, Any]]
@@ -489,7 +486,7 @@ def _capture_pdu(event: Any, options: DataOptions) -> Body:
     # A P-DATA-TF's PDVs point into buffers the association reuses (or into the
     # memory-mapped file being sent): copy what is published now.
     pdvs = [(pdv.context_id, pdv.is_command, pdv.is_last, len(pdv.data)) for pdv in pdu.pdvs]
-    length = _PDU_HEADER_LENGTH + sum(_PDV_HEADER_LENGTH + item[3] for item in pdvs)
+    length = PDU_HEADER_LENGTH + pdu.body_length
     raw = pdu.encode() if options.raw else None
     return functools.partial(_pdata_json, length, pdvs, raw)
 
@@ -541,7 +538,7 @@ def redact_pdu(raw: bytes) -> bytes:
     if not raw or raw[0] not in (AAssociateRQ.pdu_type, AAssociateAC.pdu_type):
         return raw
     try:
-        pdu = decode_pdu(raw[0], memoryview(raw)[_PDU_HEADER_LENGTH:])
+        pdu = decode_pdu(raw[0], memoryview(raw)[PDU_HEADER_LENGTH:])
     except Exception:
         pdu = None
     if not isinstance(pdu, AAssociateRQ | AAssociateAC):

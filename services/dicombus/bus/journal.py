@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicombus.bus.envelope import PendingEvent
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.journal")
 
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS journal (
 """
 
 
-class JournalError(RuntimeError):
+class JournalError(DicombusError, RuntimeError):
     """The journal could not store an event (disk full, I/O error, unpicklable event)."""
 
 

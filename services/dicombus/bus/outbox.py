@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dicombus.protocol.errors import DicombusError
+
 LOGGER = logging.getLogger("dicombus.bus.outbox")
 
 SCHEMA_VERSION = 1
@@ -73,7 +75,7 @@ CREATE INDEX IF NOT EXISTS outbox_by_order ON outbox (ord, seq);
 """
 
 
-class OutboxError(RuntimeError):
+class OutboxError(DicombusError, RuntimeError):
     """The outbox could not store or read messages (disk full, I/O error, bad file)."""
 
 

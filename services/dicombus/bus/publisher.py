@@ -102,6 +102,7 @@ from dicombus.bus.sender import (
 )
 from dicombus.bus.subscriptions import SubscriptionView
 from dicombus.data_folder import redact
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.publisher")
 
@@ -151,7 +152,7 @@ class _Submitted:
     journaled: bool = False  # in the journal until it is in Redis or the outbox
 
 
-class PublisherSaturated(RuntimeError):
+class PublisherSaturated(DicombusError, RuntimeError):
     """The publisher holds as many messages as it may in memory (the outbox cannot
     store): it takes no event a response would promise."""
 

@@ -53,6 +53,7 @@ from dicombus.bus.sender import (
     TaskMessageBuilder,
     describe,
 )
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.publisher_child")
 
@@ -108,11 +109,11 @@ class _Child:
     ready: bool = False
 
 
-class _ChildUnavailable(RuntimeError):
+class _ChildUnavailable(DicombusError, RuntimeError):
     """The child cannot take this request; the caller does the work itself."""
 
 
-class _Unpicklable(RuntimeError):
+class _Unpicklable(DicombusError, RuntimeError):
     """The child could not unpickle the request (a function only the edge can import)."""
 
 

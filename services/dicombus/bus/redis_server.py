@@ -50,6 +50,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from dicombus.lifeline import die_with_parent
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.redis")
 
@@ -83,7 +84,7 @@ def broker_client(url: str, *, timeout: float = 2.0) -> redis.Redis:
     )
 
 
-class EmbeddedRedisError(RuntimeError):
+class EmbeddedRedisError(DicombusError, RuntimeError):
     """redis-server could not be found, started or reached."""
 
 

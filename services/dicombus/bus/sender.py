@@ -30,6 +30,7 @@ from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.outbox import OutboxMessage
 from dicombus.bus.redis_server import broker_client
 from dicombus.bus.subscriptions import Subscription
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.sender")
 
@@ -45,7 +46,7 @@ def task_id_for(event_id: str, task: str) -> str:
     return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task}"))
 
 
-class BrokerError(RuntimeError):
+class BrokerError(DicombusError, RuntimeError):
     """Redis did not take the messages (some of them may have reached it)."""
 
 

@@ -39,6 +39,7 @@ import redis
 
 from dicombus.bus.redis_server import broker_client
 from dicombus.data_folder import redact
+from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.subscriptions")
 
@@ -57,7 +58,7 @@ RECONNECT_CAP = 2.0
 REDIS_TIMEOUT = 2.0
 
 
-class SubscriptionError(ValueError):
+class SubscriptionError(DicombusError, ValueError):
     """A subscription (from Redis, a config or a cache file) is malformed."""
 
 

@@ -1,10 +1,20 @@
-"""Errors raised by the protocol core.
+"""Errors raised by the protocol core, and the root of every dicombus error.
 
-DicombusError
- └── ProtocolError
-      ├── RemoteProtocolError   the peer sent bytes that break PS3.8 / PS3.7;
-      │                         carries the A-ABORT source and reason to send
-      └── LocalProtocolError    our own caller misused the core (a bug here)
+DicombusError                   every exception class dicombus defines (tests/test_errors.py)
+ ├── ProtocolError
+ │    ├── RemoteProtocolError   the peer sent bytes that break PS3.8 / PS3.7;
+ │    │                         carries the A-ABORT source and reason to send
+ │    └── LocalProtocolError    our own caller misused the core (a bug here)
+ │         └── PresentationContextError (also ValueError)
+ └── the other layers' errors, e.g. runtime.transport.ConnectionClosed,
+     outcomes.OutcomeNotRecorded, bus.outbox.OutboxError, storage_files.StorageRootError
+
+An error that callers (ours, or pynetdicom users') catch as a standard exception
+keeps that class as a second base: ConnectionClosed is still a ConnectionError
+(an OSError), DeadlineExpired a TimeoutError, StorageRootError an OSError, and
+the errors of bad values (EdgeConfigError, InvalidUIDError ...) ValueErrors.
+The layer above the protocol imports DicombusError from here: the protocol core
+imports nothing of dicombus, so the root lives at the bottom.
 """
 
 from __future__ import annotations

@@ -17,11 +17,10 @@ file, say), so the core never touches files.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from io import BytesIO
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from pydicom.dataset import Dataset
 
@@ -39,23 +38,19 @@ from dicombus.protocol.limits import (
     MAX_PDU_LENGTH_WHEN_UNLIMITED,
     MINIMUM_PDU_LENGTH,
 )
+from dicombus.protocol.pdus import (
+    PDV_HEADER_LENGTH,
+    PdvParts,
+    PresentationDataValue,
+    message_control_header,
+    pdata_segments,
+)
 
-if TYPE_CHECKING:
-    from dicombus.protocol.pdus import PresentationDataValue
-
-# PS3.8 9.3.1: PDU type (1), reserved (1), PDU length (4), big endian.
-_PDU_HEADER: Final = struct.Struct(">BBI")
-_P_DATA_TF: Final = 0x04
-# PS3.8 9.3.5.1: PDV item length (4), presentation context ID (1), message
-# control header (1). The item length counts the last two and the data.
-_PDV_HEADER: Final = struct.Struct(">IBB")
-PDV_HEADER_LENGTH: Final = _PDV_HEADER.size
-
-# PS3.8 E.2: message control header, bit 0 = command, bit 1 = last fragment.
-_DATASET_FRAGMENT: Final = 0x00
-_COMMAND_FRAGMENT: Final = 0x01
-_LAST_DATASET_FRAGMENT: Final = 0x02
-_LAST_COMMAND_FRAGMENT: Final = 0x03
+# PS3.8 E.2: the message control header of each kind of fragment.
+_DATASET_FRAGMENT: Final = message_control_header(is_command=False, is_last=False)
+_COMMAND_FRAGMENT: Final = message_control_header(is_command=True, is_last=False)
+_LAST_DATASET_FRAGMENT: Final = message_control_header(is_command=False, is_last=True)
+_LAST_COMMAND_FRAGMENT: Final = message_control_header(is_command=True, is_last=True)
 
 
 # ---------------------------------------------------------------- sending
@@ -112,7 +107,7 @@ def _pack_pdus(
     context_id: int, limit: int, pieces: list[tuple[memoryview, int, int]]
 ) -> Iterator[list[bytes | memoryview]]:
     # Greedy: each PDU takes PDVs until not one more byte fits under limit.
-    segments: list[bytes | memoryview] = [b""]  # [0] becomes the PDU header
+    pdvs: list[PdvParts] = []
     used = 0
     for view, control, last_control in pieces:
         offset, total = 0, len(view)
@@ -120,20 +115,19 @@ def _pack_pdus(
             room = limit - used - PDV_HEADER_LENGTH
             if room < min(total - offset, 1):
                 # Not even one byte (or, for an empty piece, the header) fits.
-                segments[0] = _PDU_HEADER.pack(_P_DATA_TF, 0, used)
-                yield segments
-                segments, used = [b""], 0
+                yield pdata_segments(pdvs)
+                pdvs, used = [], 0
                 continue
             size = min(room, total - offset)
             is_last = offset + size == total
-            header = _PDV_HEADER.pack(size + 2, context_id, last_control if is_last else control)
-            segments += (header, view[offset : offset + size])
+            pdvs.append(
+                (context_id, last_control if is_last else control, view[offset : offset + size])
+            )
             used += PDV_HEADER_LENGTH + size
             offset += size
             if is_last:
                 break
-    segments[0] = _PDU_HEADER.pack(_P_DATA_TF, 0, used)
-    yield segments
+    yield pdata_segments(pdvs)
 
 
 # ---------------------------------------------------------------- receiving

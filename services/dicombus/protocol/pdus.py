@@ -14,7 +14,7 @@ are.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Self, TypeAlias, TypeVar
@@ -49,19 +49,26 @@ from dicombus.protocol.limits import (
 
 __all__ = [
     "PDU",
+    "PDV_HEADER_LENGTH",
     "AAbort",
     "AAssociateAC",
     "AAssociateRJ",
     "AAssociateRQ",
     "AReleaseRP",
     "AReleaseRQ",
+    "AcseRejectReason",
     "PDataTF",
+    "PdvParts",
     "PresentationDataValue",
+    "PresentationRejectReason",
     "RejectResult",
     "RejectSource",
+    "UserRejectReason",
     "check_pdu_header",
     "decode_pdu",
     "encode_pdu",
+    "message_control_header",
+    "pdata_segments",
 ]
 
 # PS3.8 9.3.1: PDU type (1), reserved (1), PDU length (4), big endian.
@@ -70,8 +77,10 @@ _PDU_HEADER = struct.Struct(">BBI")
 # calling AE title (16), reserved (32); the variable items follow.
 _ASSOCIATE_FIXED = struct.Struct(">HH16s16s32s")
 # PS3.8 9.3.5.1: PDV item length (4), presentation context ID (1), message
-# control header (1); the PDV data follows.
+# control header (1); the PDV data follows. The item length counts the last
+# two fields and the data.
 _PDV_HEADER = struct.Struct(">IBB")
+PDV_HEADER_LENGTH = _PDV_HEADER.size
 # The PDU header and the first PDV header, packed together for one send.
 _PDATA_FIRST_HEADERS = struct.Struct(">BBIIBB")
 # PS3.8 9.3.4, 9.3.6, 9.3.7, 9.3.8: the 4-byte body of the fixed-size PDUs.
@@ -96,6 +105,32 @@ class RejectSource(IntEnum):
     SERVICE_USER = 1
     SERVICE_PROVIDER_ACSE = 2
     SERVICE_PROVIDER_PRESENTATION = 3
+
+
+class UserRejectReason(IntEnum):
+    """PS3.8 Table 9-21: Reason/Diag. when the source is the UL service-user (4-6, 8-10
+    are reserved)."""
+
+    NO_REASON_GIVEN = 1
+    APPLICATION_CONTEXT_NAME_NOT_SUPPORTED = 2
+    CALLING_AE_TITLE_NOT_RECOGNIZED = 3
+    CALLED_AE_TITLE_NOT_RECOGNIZED = 7
+
+
+class AcseRejectReason(IntEnum):
+    """PS3.8 Table 9-21: Reason/Diag. when the source is the UL service-provider (ACSE
+    related function)."""
+
+    NO_REASON_GIVEN = 1
+    PROTOCOL_VERSION_NOT_SUPPORTED = 2
+
+
+class PresentationRejectReason(IntEnum):
+    """PS3.8 Table 9-21: Reason/Diag. when the source is the UL service-provider
+    (presentation related function); 0 and 3-7 are reserved."""
+
+    TEMPORARY_CONGESTION = 1
+    LOCAL_LIMIT_EXCEEDED = 2
 
 
 # PS3.8 Table 9-21: the Reason/Diag. values for each source, reserved ones
@@ -379,8 +414,12 @@ class PresentationDataValue:
 
     @property
     def message_control_header(self) -> int:
-        """PS3.8 E.2: bit 0 command, bit 1 last fragment; bits 2-7 are 0."""
-        return (_COMMAND_BIT if self.is_command else 0) | (_LAST_BIT if self.is_last else 0)
+        return message_control_header(is_command=self.is_command, is_last=self.is_last)
+
+
+def message_control_header(*, is_command: bool, is_last: bool) -> int:
+    """PS3.8 E.2: bit 0 command, bit 1 last fragment; bits 2-7 are 0."""
+    return (_COMMAND_BIT if is_command else 0) | (_LAST_BIT if is_last else 0)
 
 
 def _nbytes(data: bytes | memoryview) -> int:
@@ -406,24 +445,10 @@ class PDataTF:
         return sum(_PDV_HEADER.size + _nbytes(pdv.data) for pdv in self.pdvs)
 
     def encode_segments(self) -> list[bytes | memoryview]:
-        """The PDU as buffers for ``socket.sendmsg``: headers as small bytes,
-        the data as the caller's own buffers, nothing copied."""
-        segments: list[bytes | memoryview] = []
-        for pdv in self.pdvs:
-            segments.append(
-                _PDV_HEADER.pack(2 + _nbytes(pdv.data), pdv.context_id, pdv.message_control_header)
-            )
-            segments.append(pdv.data)
-        first = self.pdvs[0]
-        segments[0] = _PDATA_FIRST_HEADERS.pack(
-            self.pdu_type,
-            0,
-            self.body_length,
-            2 + _nbytes(first.data),
-            first.context_id,
-            first.message_control_header,
+        """The PDU as buffers for ``socket.sendmsg`` (see :func:`pdata_segments`)."""
+        return pdata_segments(
+            [(pdv.context_id, pdv.message_control_header, pdv.data) for pdv in self.pdvs]
         )
-        return segments
 
     def encode(self) -> bytes:
         return b"".join(self.encode_segments())
@@ -458,6 +483,32 @@ class PDataTF:
         if not pdvs:
             raise wire_error("P-DATA-TF without a presentation data value")
         return cls(pdvs=tuple(pdvs))
+
+
+# One PDV as it is framed: presentation context ID, message control header, data.
+PdvParts: TypeAlias = tuple[int, int, bytes | memoryview]
+
+
+def pdata_segments(pdvs: Sequence[PdvParts]) -> list[bytes | memoryview]:
+    """PS3.8 9.3.5: a P-DATA-TF of ``pdvs`` as buffers for ``socket.sendmsg``.
+
+    The one place P-DATA is framed (:meth:`PDataTF.encode_segments` and
+    :func:`dicombus.protocol.fragments.fragment_message` call it): the PDU
+    header and the first PDV header packed as one small bytes, each later PDV
+    header as another, and every PDV's data as the caller's own buffer, never
+    copied. The caller keeps the PDU within the peer's Maximum Length and
+    ``pdvs`` non-empty.
+    """
+    body_length = sum(_PDV_HEADER.size + _nbytes(data) for _, _, data in pdvs)
+    segments: list[bytes | memoryview] = []
+    for context_id, control, data in pdvs:
+        segments.append(_PDV_HEADER.pack(2 + _nbytes(data), context_id, control))
+        segments.append(data)
+    context_id, control, data = pdvs[0]
+    segments[0] = _PDATA_FIRST_HEADERS.pack(
+        PDataTF.pdu_type, 0, body_length, 2 + _nbytes(data), context_id, control
+    )
+    return segments
 
 
 # ---------------------------------------------------------------------------

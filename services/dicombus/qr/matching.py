@@ -31,6 +31,8 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from dicombus.protocol.errors import DicombusError
+
 # PS3.4 C.2.2.2.4: the VRs whose values may hold wildcards.
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 # PS3.4 C.2.2.2.5: the VRs range matching applies to (DT has no key in our index).
@@ -44,7 +46,7 @@ _DATE = re.compile(r"\d{8}")
 _TIME = re.compile(r"(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?")
 
 
-class KeyValueError(ValueError):
+class KeyValueError(DicombusError, ValueError):
     """A key value that its VR does not allow in a query (answered 0xA900 by the SCP)."""
 
 

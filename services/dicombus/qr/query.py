@@ -30,6 +30,7 @@ from pydicom.tag import Tag
 
 from dicombus import sop_class
 from dicombus.protocol import status
+from dicombus.protocol.errors import DicombusError
 from dicombus.qr.index import (
     ATTRIBUTES,
     LEVEL_ORDER,
@@ -92,7 +93,7 @@ MODEL_BY_SOP_CLASS: dict[str, Model] = {
 }
 
 
-class QueryError(Exception):
+class QueryError(DicombusError):
     """An identifier the SCP cannot answer; ``status`` is the failure to send."""
 
     def __init__(self, comment: str, code: int = status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS) -> None:

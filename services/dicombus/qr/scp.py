@@ -40,6 +40,7 @@ from dicombus import evt
 from dicombus.ae import AE
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, PresentationContext, build_context
 from dicombus.protocol import status
+from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import AE_TITLE_LENGTH, MAX_PRESENTATION_CONTEXTS
 from dicombus.qr.index import Index, StoredInstance
 from dicombus.qr.query import MODEL_BY_SOP_CLASS, QueryError, find, model_for, retrieve
@@ -54,7 +55,7 @@ _MAX_ERROR_COMMENT = 64
 FindYield = tuple[int | Dataset, Dataset | None]
 
 
-class ConfigError(ValueError):
+class ConfigError(DicombusError, ValueError):
     """A qrscp configuration file that cannot be used; the message names the place."""
 
 

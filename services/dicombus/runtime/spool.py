@@ -68,8 +68,17 @@ class SpoolingDatasetSink:
             if self._size > self._threshold:
                 self._spill()
             return
-        assert self._file is not None  # invariant: either memory or file is set
-        self._file.write(data)
+        self._spooled()[0].write(data)
+
+    def _spooled(self) -> tuple[BinaryIO, Path]:
+        """The spool file and its path, when the bytes are not in memory.
+
+        They are in memory or in the file; a closed sink has neither, and using it
+        is the caller's mistake (a check, not an assert: it holds under ``python -O``).
+        """
+        if self._file is None or self._path is None:
+            raise ValueError("the data set sink is closed")
+        return self._file, self._path
 
     def _spill(self) -> None:
         handle, name = tempfile.mkstemp(prefix="dicombus-", suffix=".dcm", dir=self._spool_dir)
@@ -82,7 +91,7 @@ class SpoolingDatasetSink:
     def getvalue(self) -> bytes:
         """All dataset bytes (read back from disk when spooled)."""
         if self._memory is not None:
-            return self._joined()
+            return _joined(self._memory)
         return self.prefixed(b"")
 
     def prefixed(self, prefix: bytes) -> bytes:
@@ -94,32 +103,25 @@ class SpoolingDatasetSink:
         """
         if self._memory is not None:
             return b"".join((prefix, *self._memory))
-        assert self._file is not None
+        spool = self._spooled()[0]
         # Through the open handle, not the path: a handler may have moved the file away.
-        self._file.flush()
+        spool.flush()
         if self._size == 0:
             return prefix
-        with mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             return b"".join((prefix, mapped))
-
-    def _joined(self) -> bytes:
-        """The in-memory fragments as one bytes object, joined once and kept so."""
-        assert self._memory is not None
-        if len(self._memory) != 1:
-            self._memory = [b"".join(self._memory)]
-        return self._memory[0]
 
     def view(self) -> memoryview | None:
         """The in-memory bytes as one view, or None when spooled to disk."""
-        return memoryview(self._joined()) if self._memory is not None else None
+        return memoryview(_joined(self._memory)) if self._memory is not None else None
 
     def path(self) -> Path:
         """A file with the dataset bytes; an in-memory dataset is written out first."""
         if self._memory is not None:
             self._spill()
-        assert self._file is not None and self._path is not None
-        self._file.flush()
-        return self._path
+        spool, path = self._spooled()
+        spool.flush()
+        return path
 
     def close(self) -> None:
         """Free the memory and remove the spool file unless a handler moved it away."""
@@ -130,3 +132,10 @@ class SpoolingDatasetSink:
         if self._path is not None:
             self._path.unlink(missing_ok=True)
             self._path = None
+
+
+def _joined(memory: list[bytes]) -> bytes:
+    """In-memory fragments as one bytes object, joined once and kept so (in place)."""
+    if len(memory) != 1:
+        memory[:] = [b"".join(memory)]
+    return memory[0]

@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Sequence
 
+from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.framing import PduFramer
 from dicombus.protocol.limits import PDU_HEADER_LENGTH
 
@@ -35,11 +36,11 @@ _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16
 
 
-class ConnectionClosed(ConnectionError):
+class ConnectionClosed(DicombusError, ConnectionError):
     """The peer closed the connection (EOF), or it was reset."""
 
 
-class DeadlineExpired(TimeoutError):
+class DeadlineExpired(DicombusError, TimeoutError):
     """The peer did not deliver (a whole PDU) before the deadline."""
 
     def __init__(self, message: str, *, mid_pdu: bool) -> None:

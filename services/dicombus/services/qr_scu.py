@@ -137,10 +137,10 @@ def _find_results(
     assoc: Association, responses: Iterator[DimseMessage | None], syntax: str
 ) -> QueryResponses:
     for number, response in enumerate(responses, start=1):
-        if not _is_response(assoc, response, CommandField.C_FIND_RSP):
+        # None: no response in time, or the association ended.
+        if response is None or not _is_response(assoc, response, CommandField.C_FIND_RSP):
             yield Dataset(), None
             return
-        assert response is not None
         result = response.command.to_dataset(_FIND_STATUS_KEYWORDS)
         code = result.Status
         category = status.status_category(code)
@@ -162,10 +162,9 @@ def _retrieve_results(
 ) -> QueryResponses:
     name = "Get" if field is CommandField.C_GET_RSP else "Move"
     for number, response in enumerate(responses, start=1):
-        if not _is_response(assoc, response, field):
+        if response is None or not _is_response(assoc, response, field):
             yield Dataset(), None
             return
-        assert response is not None
         result = response.command.to_dataset(_RETRIEVE_STATUS_KEYWORDS)
         code = result.Status
         category = status.status_category(code)
@@ -195,10 +194,8 @@ def _log_retrieve_response(
     )
 
 
-def _is_response(assoc: Association, response: DimseMessage | None, expected: CommandField) -> bool:
-    """False for no response (timeout or the association ended) or a wrong one (then aborts)."""
-    if response is None:
-        return False
+def _is_response(assoc: Association, response: DimseMessage, expected: CommandField) -> bool:
+    """False for a response of another kind than ``expected`` (and the association aborts)."""
     field = response.command.command_field
     if field is expected:
         return True

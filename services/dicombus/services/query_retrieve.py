@@ -45,6 +45,7 @@ from dicombus.presentation import (
 )
 from dicombus.protocol import status
 from dicombus.protocol.commands import CommandField, c_find_rsp, c_get_rsp, c_move_rsp
+from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import MAX_PRESENTATION_CONTEXTS
 from dicombus.service_request import ServiceRequest
 from dicombus.services.handler_status import HandlerStatus, interpret_status
@@ -117,7 +118,7 @@ class _Response:
     counts: Counts | None = None
 
 
-class _EndRetrieval(Exception):
+class _EndRetrieval(DicombusError):
     """A sub-operation cannot even be attempted; the retrieval ends with ``status``."""
 
     def __init__(self, status: int) -> None:
