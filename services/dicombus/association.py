@@ -14,7 +14,6 @@ as pynetdicom does.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import queue
 import socket
@@ -59,11 +58,11 @@ from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
 from dicombus.service_request import ServiceRequest
 from dicombus.services import n_scu
 from dicombus.tls import peer_subject
-from dicombus.ulid import new_ulid
 
 if TYPE_CHECKING:
     from dicombus.ae import AE
     from dicombus.server import AssociationServer
+    from dicombus.services.interface import AssociationOpener
 
 LOGGER = logging.getLogger("dicombus.assoc")
 
@@ -132,21 +131,11 @@ class Association:
         self._log = LOGGER if config.LOG_HANDLER_LEVEL == "standard" else None
         # Observers of intervention outcomes (the event bus); copied from the server.
         self.outcome_observers: list[OutcomeObserver] = []
-        self._id: str | None = None
-        self._event_sequence = itertools.count(1)
-
-    # -- identity ----------------------------------------------------------------
 
     @property
-    def id(self) -> str:
-        """A ULID naming this association in published events (made on first use)."""
-        if self._id is None:
-            self._id = new_ulid()
-        return self._id
-
-    def next_event_sequence(self) -> int:
-        """1, 2, 3 ... per association: the order consumers restore events in."""
-        return next(self._event_sequence)
+    def association_opener(self) -> AssociationOpener:
+        """How services open associations of their own (C-MOVE's): the AE's opener."""
+        return self.ae.association_opener
 
     def report_outcome(
         self,
