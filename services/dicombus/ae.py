@@ -89,7 +89,7 @@ class AE:
 
     @ae_title.setter
     def ae_title(self, value: str) -> None:
-        self._ae_title = _checked_ae_title(value)
+        self._ae_title = checked_ae_title(value)
 
     @property
     def maximum_pdu_size(self) -> int:
@@ -159,7 +159,7 @@ class AE:
 
     @require_calling_aet.setter
     def require_calling_aet(self, titles: Sequence[str]) -> None:
-        self._require_calling_aet = [_checked_ae_title(title) for title in titles]
+        self._require_calling_aet = [checked_ae_title(title) for title in titles]
 
     # -- presentation contexts -------------------------------------------------------------
 
@@ -262,7 +262,7 @@ class AE:
         handlers.bind_all(evt_handlers)
         assoc = Association(self, "requestor", handlers=handlers)
         assoc.requestor.ae_title = self.ae_title
-        assoc.acceptor.ae_title = assoc.called_ae_title = _checked_ae_title(ae_title)
+        assoc.acceptor.ae_title = assoc.called_ae_title = checked_ae_title(ae_title)
         assoc.requestor.maximum_length = self.maximum_pdu_size if max_pdu is None else max_pdu
         assoc.requested_contexts = [
             PresentationContext(
@@ -356,7 +356,7 @@ class AE:
         )
 
 
-def _checked_ae_title(value: Any) -> str:
+def checked_ae_title(value: Any) -> str:
     """PS3.5 6.2 AE: 1-16 characters of the default repertoire (printable ASCII), no
     backslash, not all spaces; the A-ASSOCIATE PDUs accept nothing else."""
     if isinstance(value, bytes):

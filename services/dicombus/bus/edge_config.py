@@ -70,7 +70,7 @@ from typing import Any, NoReturn
 from pydicom import uid as pydicom_uid
 
 from dicombus import evt, sop_class
-from dicombus.ae import _checked_ae_title
+from dicombus.ae import checked_ae_title
 from dicombus.bus.disk_reserve import DEFAULT_RESERVE_BYTES
 from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
@@ -220,7 +220,7 @@ def _existing_file(value: Any, base: Path) -> Path:
 
 def _ae_title(value: Any, base: Path) -> str:
     try:
-        return _checked_ae_title(_text(value, base))
+        return checked_ae_title(_text(value, base))
     except (TypeError, ValueError) as exc:
         raise ValueError(str(exc)) from None
 
