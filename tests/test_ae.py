@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from dicombus import (
 from dicombus.association import Association
 from dicombus.sop_class import CTImageStorage, MRImageStorage, Verification
 from helpers import free_port
-from loopback import associate, associated, quick_ae, serving, wait_until
+from loopback import WAIT_TIMEOUT, associate, associated, quick_ae, serving, wait_until
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -349,6 +350,41 @@ def test_ae_shutdown_stops_servers_and_aborts_requested_associations() -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     server.shutdown()  # again: harmless
+
+
+def test_a_blocking_server_returns_quietly_when_the_ae_shuts_it_down() -> None:
+    """start_server(block=True) ends without an error once another thread shuts the
+    AE down (the server used to remove itself from the AE's list, and the AE then
+    removed it again: ValueError)."""
+    scp = quick_ae("SCP", supported=[Verification])
+    port = free_port()
+    outcome: list[BaseException | None] = []
+
+    def serve() -> None:
+        try:
+            scp.start_server(("127.0.0.1", port), block=True)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    wait_until(lambda: _taken(port))
+    scp.shutdown()
+    thread.join(WAIT_TIMEOUT)
+    assert outcome == [None]
+    assert scp.active_associations == []
+
+
+def _taken(port: int) -> bool:
+    """Whether something listens on ``port`` (checked without connecting to it)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 # -- associate() options --------------------------------------------------------------------

@@ -5,8 +5,10 @@ Each module's imports are read with ``ast`` -- at module level and inside functi
 
 - ``dicombus.protocol`` (sans-I/O core): the standard library, pydicom and itself;
 - ``dicombus.runtime``: neither ``dicombus.services``, ``dicombus.bus`` nor ``dicombus.cli``;
-- ``dicombus.services``: neither ``dicombus.bus`` nor ``dicombus.cli``;
-- ``dicombus.bus``: never ``dicombus.cli``;
+- ``dicombus.services``: neither ``dicombus.bus`` nor ``dicombus.cli``, nor the association,
+  the AE or the server (it sees an association through ``dicombus.services.interface``);
+- ``dicombus.bus``: never ``dicombus.cli``, nor ``dicombus.association`` (it reads
+  associations through ``dicombus.bus.association_view``);
 - ``dicombus``: never ``dicombus_workers``, except the commands that start workers.
 
 Only direct imports are checked: a module is responsible for what it names.
@@ -107,6 +109,12 @@ CONTRACTS: dict[str, Callable[[Import], bool]] = {
         "dicombus.services", "dicombus.bus", "dicombus.cli"
     ),
     "the bus never imports cli": _forbids("dicombus.bus", "dicombus.cli"),
+    # Issue 9: the services see an association through services.interface, the bus
+    # through bus.association_view; neither names the runtime's Association (or the AE).
+    "services see neither the association, the AE nor the server": _forbids(
+        "dicombus.services", "dicombus.association", "dicombus.ae", "dicombus.server"
+    ),
+    "the bus never imports the association": _forbids("dicombus.bus", "dicombus.association"),
     "dicombus never imports dicombus_workers (but the commands starting workers)": _forbids(
         "dicombus", "dicombus_workers", unless=("dicombus.cli.up", "dicombus.cli.worker")
     ),

@@ -29,6 +29,7 @@ from dicombus.protocol.limits import (
 )
 from dicombus.runtime.spool import DEFAULT_MAX_DATASET_SIZE
 from dicombus.server import AssociationServer
+from dicombus.services.interface import AssociationOpener
 
 LOGGER = logging.getLogger("dicombus.ae")
 
@@ -75,6 +76,10 @@ class AE:
         self._servers: list[AssociationServer] = []
         self._requestors: list[Association] = []
         self._lock = threading.Lock()
+        # How the services of this AE's associations open associations of their own
+        # (C-MOVE's to its move destination): this AE, unless the application gives
+        # another, say one that records or pools them.
+        self.association_opener: AssociationOpener = self
 
     # -- validated settings ----------------------------------------------------------------
 
@@ -318,6 +323,7 @@ class AE:
             contexts=supported,
             ssl_context=ssl_context,
             evt_handlers=evt_handlers,
+            on_shutdown=self._forget_server,
         )
         self._servers.append(server)
         if block:
@@ -325,10 +331,14 @@ class AE:
                 server.serve_forever()
             finally:
                 server.shutdown()
-                self._servers.remove(server)
             return None
         server.start()
         return server
+
+    def _forget_server(self, server: AssociationServer) -> None:
+        """Called by a server of this AE as it shuts down, however that was asked."""
+        if server in self._servers:
+            self._servers.remove(server)
 
     def shutdown(self) -> None:
         """Stop every server of this AE and abort the associations it requested."""

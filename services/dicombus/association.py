@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import socket
 import ssl
@@ -66,11 +65,11 @@ from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
 from dicombus.service_request import ServiceRequest
 from dicombus.services import dispatch, n_scu, qr_scu, storage, verification
 from dicombus.tls import peer_subject
-from dicombus.ulid import new_ulid
 
 if TYPE_CHECKING:
     from dicombus.ae import AE
     from dicombus.server import AssociationServer
+    from dicombus.services.interface import AssociationOpener
 
 LOGGER = logging.getLogger("dicombus.assoc")
 
@@ -131,21 +130,11 @@ class Association:
         self._log = LOGGER if config.LOG_HANDLER_LEVEL == "standard" else None
         # Observers of intervention outcomes (the event bus); copied from the server.
         self.outcome_observers: list[OutcomeObserver] = []
-        self._id: str | None = None
-        self._event_sequence = itertools.count(1)
-
-    # -- identity ----------------------------------------------------------------
 
     @property
-    def id(self) -> str:
-        """A ULID naming this association in published events (made on first use)."""
-        if self._id is None:
-            self._id = new_ulid()
-        return self._id
-
-    def next_event_sequence(self) -> int:
-        """1, 2, 3 ... per association: the order consumers restore events in."""
-        return next(self._event_sequence)
+    def association_opener(self) -> AssociationOpener:
+        """How services open associations of their own (C-MOVE's): the AE's opener."""
+        return self.ae.association_opener
 
     def report_outcome(
         self,

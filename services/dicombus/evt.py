@@ -17,16 +17,13 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
 
 from dicombus.dataset_codec import create_file_meta, decode_dataset, part10_header
 from dicombus.protocol.errors import DicombusError
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
 
 LOGGER = logging.getLogger("dicombus.events")
 
@@ -190,11 +187,19 @@ class HandlerRegistry:
         return flat
 
 
+class EventSource(Protocol):
+    """What :func:`trigger` needs of the association an event happened on."""
+
+    @property
+    def handlers(self) -> HandlerRegistry:
+        """The handlers bound to it."""
+
+
 class NoHandlerBound(DicombusError, LookupError):
     """An intervention event fired with no handler bound; the caller applies its default."""
 
 
-def trigger(assoc: Association, event: EventType, attrs: dict[str, Any] | None = None) -> Any:
+def trigger(assoc: EventSource, event: EventType, attrs: dict[str, Any] | None = None) -> Any:
     """Call the handlers bound to ``event`` on ``assoc``.
 
     Notification handlers that raise are logged and never break the
@@ -244,9 +249,12 @@ class Event:
     """
 
     def __init__(
-        self, assoc: Association, event: EventType, attrs: dict[str, Any] | None = None
+        self, assoc: EventSource, event: EventType, attrs: dict[str, Any] | None = None
     ) -> None:
-        self.assoc = assoc
+        # The Association, with all of pynetdicom's API for the handler to use;
+        # typed Any because the services trigger events through a narrower view
+        # of it (dicombus.services.interface), which hands it on unchanged.
+        self.assoc: Any = assoc
         self._event = event
         self.timestamp = datetime.now()
         self._decoded: dict[str, Dataset] = {}

@@ -49,8 +49,11 @@ class AssociationServer:
         contexts: Sequence[PresentationContext],
         ssl_context: ssl.SSLContext | None = None,
         evt_handlers: Sequence[evt.HandlerBinding] | None = None,
+        on_shutdown: Callable[[AssociationServer], None] | None = None,
     ) -> None:
         self.ae = ae
+        # Told once the server has stopped: the AE that lists its servers forgets it.
+        self._on_shutdown = on_shutdown
         # Checked here too: start_server(ae_title=...) bypasses the AE's own check.
         self.ae_title = checked_ae_title(ae_title)
         self.contexts = list(contexts)
@@ -206,8 +209,8 @@ class AssociationServer:
             assoc.abort()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
-        if self in self.ae._servers:
-            self.ae._servers.remove(self)
+        if self._on_shutdown is not None:
+            self._on_shutdown(self)
 
     def server_close(self) -> None:
         self.shutdown()

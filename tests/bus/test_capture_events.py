@@ -9,6 +9,7 @@ secret, and sequence numbers run 1..N on each association.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import threading
 from pathlib import Path
@@ -27,7 +28,7 @@ from dicombus.bus.event_data import NOTIFICATION_TYPES, UNSTORED_DATASET_LIMIT
 from dicombus.protocol.items import UserIdentityRQSubItem
 from dicombus.sop_class import CTImageStorage, Verification
 from helpers import ct_dataset, small_dataset
-from loopback import WAIT_TIMEOUT, associate, associated
+from loopback import WAIT_TIMEOUT, associate, associated, wait_until
 
 PIXEL_DATA = "7FE00010"
 CONTEXTS = (Verification, CTImageStorage)
@@ -234,6 +235,35 @@ def test_sequence_numbers_run_from_1_in_order_on_each_association(tmp_path: Path
     # open, accepted, echo: recv + outcome, 3 stores: recv + outcome, released, close
     assert all(numbers == list(range(1, 13)) for numbers in by_subject.values()), by_subject
     assert len({pending.id for pending in collected.pending}) == len(collected.pending)
+
+
+def test_the_capture_forgets_an_association_once_it_has_ended(tmp_path: Path) -> None:
+    """The id and sequence the capture keeps per association go with the association:
+    an edge serving for months does not collect them, and a new association starts at 1."""
+    wanted = {"EVT_ACCEPTED", "EVT_C_ECHO", "EVT_RELEASED"}
+    with captured_edge(tmp_path, wants=wanted.__contains__, supported=CONTEXTS) as (
+        server,
+        capture,
+        collected,
+    ):
+        for _ in range(2):
+            with associated(requestor(CONTEXTS), server) as assoc:
+                assoc.send_c_echo()
+            wait_idle(server)
+            del assoc
+
+        def forgotten() -> bool:
+            gc.collect()
+            return len(capture.association_ids) == 0
+
+        wait_until(forgotten)
+    first, second = ([p for p in collected.pending if p.subject == s] for s in _subjects(collected))
+    assert [p.sequence for p in first] == [p.sequence for p in second] == [1, 2, 3]
+
+
+def _subjects(collected: Any) -> list[str]:
+    """The subjects in the order their first event came."""
+    return list(dict.fromkeys(pending.subject for pending in collected.pending))
 
 
 def _first(envelopes: list[dict[str, Any]], event_type: str) -> dict[str, Any]:

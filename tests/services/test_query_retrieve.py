@@ -19,6 +19,7 @@ import pytest
 from dicombus import AE, build_role, evt
 from dicombus.association import Association
 from dicombus.dataset_codec import encode_dataset
+from dicombus.presentation import PresentationContext
 from dicombus.protocol.commands import (
     CommandField,
     c_cancel_rq,
@@ -803,6 +804,61 @@ def test_move_kwargs_from_the_handler_reach_associate(stack: ExitStack) -> None:
     assert statuses(moved) == [PENDING, SUCCESS]
     assert statuses(refused) == [MOVE_DESTINATION_UNKNOWN]
     assert len(received.received) == 1
+
+
+class RecordingOpener:
+    """An AssociationOpener of its own AE: opens with that AE's associate, and
+    records what it was asked to open."""
+
+    def __init__(self, ae: AE) -> None:
+        self.ae = ae
+        self.calls: list[tuple[str, int, dict[str, Any]]] = []
+        self.opened: list[Association] = []
+
+    @property
+    def requested_contexts(self) -> list[PresentationContext]:
+        return self.ae.requested_contexts
+
+    def associate(
+        self, address: str, port: int, contexts: list[PresentationContext], **options: Any
+    ) -> Association:
+        self.calls.append((address, port, options))
+        assoc = self.ae.associate(address, port, contexts, **options)
+        self.opened.append(assoc)
+        return assoc
+
+
+class CallingTitles(StoreRecorder):
+    """Records the Calling AE Title of the association each instance came on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calling: list[str] = []
+
+    def __call__(self, event: Any) -> int:
+        self.calling.append(event.assoc.requestor.ae_title)
+        return super().__call__(event)
+
+
+def test_move_opens_its_sub_association_through_the_injected_opener(stack: ExitStack) -> None:
+    """The sub-association goes through the AE's association_opener, not its own
+    associate: the destination sees the opener's AE title, and the opener saw the call."""
+    received = CallingTitles()
+    destination = start_destination(stack, received)
+    port = destination.server_address[1]
+    archive = Archive(archive_instances(2), ("127.0.0.1", port))
+    server = start_scp(stack, [(evt.EVT_C_MOVE, archive.on_move)])
+    opener = RecordingOpener(quick_ae("MOVER"))
+    server.ae.association_opener = opener
+    assoc = open_scu(stack, server)
+
+    responses = list(assoc.send_c_move(patient_query(), "DEST", PATIENT_MOVE))
+
+    assert statuses(responses) == [PENDING, PENDING, SUCCESS]
+    assert opener.calls == [("127.0.0.1", port, {"ae_title": "DEST"})]
+    assert received.calling == ["MOVER", "MOVER"]
+    (sub_association,) = opener.opened
+    assert sub_association.is_released, "released before the final response"
 
 
 def test_move_count_over_65535(stack: ExitStack) -> None:

@@ -8,10 +8,13 @@ builds a :class:`dicombus.evt.Event` for it, and nothing here runs.
 
 For a wanted event, the handler runs on the association's thread and does
 the cheap part only (see :mod:`dicombus.bus.event_data`): an id, the
-association's next sequence number, the time, and a snapshot of what will
-not survive the thread going on. The :class:`PendingEvent` goes to ``sink``
-(the publisher's ``submit``), which must not block; ``data`` is built when the
-publisher calls :meth:`PendingEvent.to_envelope`.
+association's id and next sequence number (kept here, see
+:mod:`dicombus.bus.association_ids`), the time, and a snapshot of what will
+not survive the thread going on; it reads the association through
+:class:`dicombus.bus.association_view.AssociationView` only. The
+:class:`PendingEvent` goes to ``sink`` (the publisher's ``submit``), which must
+not block; ``data`` is built when the publisher calls
+:meth:`PendingEvent.to_envelope`.
 
 An outcome a response depends on -- a C-STORE answered Success or Warning,
 i.e. an instance the node now holds -- goes to ``durable_sink`` instead (the
@@ -38,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from dicombus import evt
 from dicombus.ae_title import our_ae_title
+from dicombus.bus.association_ids import AssociationIds
+from dicombus.bus.association_view import AssociationView
 from dicombus.bus.dicom_json import DEFAULT_THRESHOLD
 from dicombus.bus.envelope import PendingEvent, source_uri
 from dicombus.bus.event_data import EVENT_SPECS, NOTIFICATION_TYPES, DataOptions, EventSpec
@@ -87,6 +92,7 @@ class EventCapture:
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._built: Counter[str] = Counter()
+        self.association_ids = AssociationIds()
         # Bound once: binding and unbinding compare handlers by identity.
         self._handler = self._on_notification
         self._observer = self._on_outcome
@@ -187,12 +193,13 @@ class EventCapture:
         if options is None:
             return  # unsubscribed a moment ago, or an outcome of a type nobody wants
         spec: EventSpec = EVENT_SPECS[name]
-        assoc = source.assoc
+        assoc: AssociationView = source.assoc
+        subject, sequence = self.association_ids.next_event(assoc)
         pending = PendingEvent(
             event_type=name,
             id=new_ulid(),
-            subject=assoc.id,
-            sequence=assoc.next_event_sequence(),
+            subject=subject,
+            sequence=sequence,
             time=datetime.now(UTC),
             source=self._source(assoc),
             build_data=spec.snapshot(source, options),
@@ -207,7 +214,7 @@ class EventCapture:
         else:
             self._sink(pending)
 
-    def _source(self, assoc: Any) -> str:
+    def _source(self, assoc: AssociationView) -> str:
         title = our_ae_title(assoc.ae, assoc.server)
         source = self._sources.get(title)
         if source is None:

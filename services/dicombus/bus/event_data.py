@@ -45,6 +45,7 @@ from pydicom.dataset import Dataset
 
 from dicombus import evt
 from dicombus.acse import describe_rejection
+from dicombus.bus.association_view import AssociationView
 from dicombus.bus.dicom_json import (
     DEFAULT_THRESHOLD,
     file_bulk_data_uri,
@@ -126,7 +127,7 @@ class EventSpec:
 
     def snapshot(self, source: Any, options: DataOptions) -> Body:
         """On the association thread: everything ``data`` needs, as a callable for later."""
-        assoc = source.assoc
+        assoc: AssociationView = source.assoc
         contexts = None
         if self.with_contexts:
             # Once per association, and a few small dicts pickle more cheaply
@@ -229,7 +230,7 @@ PRESENTATION_CONTEXT_FIELDS: tuple[Field, ...] = (
 )
 
 
-def association_context(assoc: Any) -> dict[str, Any]:
+def association_context(assoc: AssociationView) -> dict[str, Any]:
     """The association block, read now (on the association thread: titles change)."""
     peer = assoc.remote
     return {
@@ -291,7 +292,7 @@ NEGOTIATION_FIELDS = (
 
 
 def _capture_negotiated(event: Any, options: DataOptions) -> Body:
-    assoc = event.assoc
+    assoc: AssociationView = event.assoc
     local, peer = assoc.local, assoc.remote
     return functools.partial(
         dict,
@@ -311,7 +312,8 @@ REJECTION_FIELDS = (
 
 
 def _capture_rejection(event: Any, options: DataOptions) -> Body:
-    rejection = event.assoc.rejection
+    assoc: AssociationView = event.assoc
+    rejection = assoc.rejection
     if rejection is None:
         return functools.partial(dict, result=None, source=None, reason=None, description=None)
     return functools.partial(_rejection_json, rejection.result, rejection.source, rejection.reason)

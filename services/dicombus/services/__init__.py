@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from dicombus.presentation import PresentationContext
 from dicombus.protocol import status
 from dicombus.protocol.commands import NO_DATASET, CommandField, CommandSet, check_request
 from dicombus.service_request import ServiceRequest
+from dicombus.services.interface import ServiceAssociation
 from dicombus.services.n_services import (
     serve_n_action,
     serve_n_create,
@@ -22,12 +22,9 @@ from dicombus.services.query_retrieve import serve_c_find, serve_c_get, serve_c_
 from dicombus.services.storage import serve_c_store
 from dicombus.services.verification import serve_c_echo
 
-if TYPE_CHECKING:
-    from dicombus.association import Association
-
 LOGGER = logging.getLogger("dicombus.services")
 
-Service = Callable[["Association", ServiceRequest, PresentationContext], None]
+Service = Callable[[ServiceAssociation, ServiceRequest, PresentationContext], None]
 
 SERVICES: dict[CommandField, Service] = {
     CommandField.C_ECHO_RQ: serve_c_echo,
@@ -44,7 +41,9 @@ SERVICES: dict[CommandField, Service] = {
 }
 
 
-def dispatch(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def dispatch(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     """Serve one request; a malformed one raises RemoteProtocolError (the caller aborts)."""
     check_request(request.command)
     serve = SERVICES.get(request.command.command_field)
@@ -55,7 +54,7 @@ def dispatch(assoc: Association, request: ServiceRequest, context: PresentationC
 
 
 def _refuse_unsupported(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> None:
     """PS3.7 C.5.5: answer a request this AE does not serve with 'unrecognized operation'."""
     command = request.command

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -39,10 +38,9 @@ from dicombus.protocol.commands import (
     n_set_rq,
 )
 from dicombus.protocol.fragments import DimseMessage, MemoryDatasetSink
+from dicombus.services.interface import ServiceAssociation
 from dicombus.services.scu import require_established
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
+from dicombus.services.standard_log import standard_logging
 
 LOGGER = logging.getLogger("dicombus.services")
 
@@ -76,7 +74,7 @@ _STATUS_KEYWORDS = {
 
 
 def send_n_event_report(
-    assoc: Association,
+    assoc: ServiceAssociation,
     dataset: Dataset | None,
     event_type: int,
     class_uid: str,
@@ -94,7 +92,7 @@ def send_n_event_report(
 
 
 def send_n_get(
-    assoc: Association,
+    assoc: ServiceAssociation,
     identifier_list: Sequence[int | str] | None,
     class_uid: str,
     instance_uid: str,
@@ -110,7 +108,7 @@ def send_n_get(
 
 
 def send_n_set(
-    assoc: Association,
+    assoc: ServiceAssociation,
     dataset: Dataset,
     class_uid: str,
     instance_uid: str,
@@ -126,7 +124,7 @@ def send_n_set(
 
 
 def send_n_action(
-    assoc: Association,
+    assoc: ServiceAssociation,
     dataset: Dataset | None,
     action_type: int,
     class_uid: str,
@@ -144,7 +142,7 @@ def send_n_action(
 
 
 def send_n_create(
-    assoc: Association,
+    assoc: ServiceAssociation,
     dataset: Dataset | None,
     class_uid: str,
     instance_uid: str | None = None,
@@ -160,7 +158,7 @@ def send_n_create(
 
 
 def send_n_delete(
-    assoc: Association,
+    assoc: ServiceAssociation,
     class_uid: str,
     instance_uid: str,
     msg_id: int = 1,
@@ -173,7 +171,7 @@ def send_n_delete(
 
 
 def _context(
-    assoc: Association, abstract_syntax: str, operation: str, *, as_scu: bool = True
+    assoc: ServiceAssociation, abstract_syntax: str, operation: str, *, as_scu: bool = True
 ) -> PresentationContext:
     """The accepted context to send on; raises as pynetdicom does when there is none."""
     require_established(assoc, operation)
@@ -201,13 +199,13 @@ def _encoded(dataset: Dataset | None, context: PresentationContext, what: str) -
 
 
 def _exchange(
-    assoc: Association,
+    assoc: ServiceAssociation,
     context: PresentationContext,
     command: CommandSet,
     payload: bytes | None,
     verb: str,
 ) -> tuple[Dataset, Dataset | None]:
-    if assoc._log:
+    if standard_logging():
         LOGGER.info("Sending %s Request: MsgID %d", verb, command.MessageID)
     expected = CommandField(command.command_field | 0x8000)
     # One response: the generator is dropped after it, which ends its wait.

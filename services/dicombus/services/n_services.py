@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -42,9 +42,7 @@ from dicombus.protocol.commands import (
 from dicombus.protocol.errors import LocalProtocolError
 from dicombus.service_request import ServiceRequest
 from dicombus.services.handler_status import STATUS_INVALID_RETURN, interpret_status
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
+from dicombus.services.interface import ServiceAssociation
 
 LOGGER = logging.getLogger("dicombus.services")
 
@@ -109,39 +107,43 @@ N_DELETE = NService(
 
 
 def serve_n_event_report(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> None:
     serve_n_request(assoc, request, context, N_EVENT_REPORT)
 
 
-def serve_n_get(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def serve_n_get(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     serve_n_request(assoc, request, context, N_GET)
 
 
-def serve_n_set(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def serve_n_set(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     serve_n_request(assoc, request, context, N_SET)
 
 
 def serve_n_action(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> None:
     serve_n_request(assoc, request, context, N_ACTION)
 
 
 def serve_n_create(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> None:
     serve_n_request(assoc, request, context, N_CREATE)
 
 
 def serve_n_delete(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> None:
     serve_n_request(assoc, request, context, N_DELETE)
 
 
 def serve_n_request(
-    assoc: Association,
+    assoc: ServiceAssociation,
     request: ServiceRequest,
     context: PresentationContext,
     service: NService,
@@ -182,7 +184,7 @@ def _response_for(request: ServiceRequest, service: NService) -> CommandSet:
 
 
 def _ask_handler(
-    assoc: Association,
+    assoc: ServiceAssociation,
     request: ServiceRequest,
     context: PresentationContext,
     service: NService,

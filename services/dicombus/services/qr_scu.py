@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
@@ -32,10 +31,9 @@ from dicombus.protocol.commands import (
     c_move_rq,
 )
 from dicombus.protocol.fragments import DimseMessage
+from dicombus.services.interface import ServiceAssociation
 from dicombus.services.scu import require_context, require_established
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
+from dicombus.services.standard_log import standard_logging
 
 LOGGER = logging.getLogger("dicombus.services")
 
@@ -58,12 +56,12 @@ STATUS_RESPONSE_LIMIT_REACHED = 0xB001
 
 
 def send_c_find(
-    assoc: Association, dataset: Dataset, query_model: str, *, msg_id: int, priority: int
+    assoc: ServiceAssociation, dataset: Dataset, query_model: str, *, msg_id: int, priority: int
 ) -> QueryResponses:
     """Send a C-FIND-RQ; yields (status, identifier) per response, identifier only when Pending."""
     context = require_context(assoc, query_model, "C-FIND")
     payload = _encoded_identifier(dataset, context)
-    if assoc._log:
+    if standard_logging():
         LOGGER.info("Sending Find Request: MsgID %d", msg_id)
     more_follow = _is_pending
     if query_model == REPOSITORY_QUERY:
@@ -78,12 +76,12 @@ def send_c_find(
 
 
 def send_c_get(
-    assoc: Association, dataset: Dataset, query_model: str, *, msg_id: int, priority: int
+    assoc: ServiceAssociation, dataset: Dataset, query_model: str, *, msg_id: int, priority: int
 ) -> QueryResponses:
     """Send a C-GET-RQ; the instances arrive as C-STORE requests on this association."""
     context = require_context(assoc, query_model, "C-GET")
     payload = _encoded_identifier(dataset, context)
-    if assoc._log:
+    if standard_logging():
         LOGGER.info("Sending Get Request: MsgID %d", msg_id)
     responses = assoc.start_request(
         context.context_id or 0, c_get_rq(msg_id, query_model, priority), payload
@@ -92,7 +90,7 @@ def send_c_get(
 
 
 def send_c_move(
-    assoc: Association,
+    assoc: ServiceAssociation,
     dataset: Dataset,
     move_aet: str,
     query_model: str,
@@ -103,7 +101,7 @@ def send_c_move(
     """Send a C-MOVE-RQ asking the peer to store the matches at the AE ``move_aet``."""
     context = require_context(assoc, query_model, "C-MOVE")
     payload = _encoded_identifier(dataset, context)
-    if assoc._log:
+    if standard_logging():
         LOGGER.info("Sending Move Request: MsgID %d", msg_id)
     command = c_move_rq(msg_id, query_model, move_aet, priority)
     responses = assoc.start_request(context.context_id or 0, command, payload)
@@ -111,7 +109,7 @@ def send_c_move(
 
 
 def send_c_cancel(
-    assoc: Association, msg_id: int, *, context_id: int | None, query_model: str | None
+    assoc: ServiceAssociation, msg_id: int, *, context_id: int | None, query_model: str | None
 ) -> None:
     """Send a C-CANCEL-RQ for the C-FIND/GET/MOVE request ``msg_id``.
 
@@ -125,7 +123,7 @@ def send_c_cancel(
             "'send_c_cancel' requires either the 'query_model' used for the service request "
             "or the corresponding 'context_id'"
         )
-    if assoc._log:
+    if standard_logging():
         LOGGER.info("Sending C-CANCEL request")
     assoc.send_message(context_id or 0, c_cancel_rq(msg_id), None)
 
@@ -134,7 +132,7 @@ def send_c_cancel(
 
 
 def _find_results(
-    assoc: Association, responses: Iterator[DimseMessage | None], syntax: str
+    assoc: ServiceAssociation, responses: Iterator[DimseMessage | None], syntax: str
 ) -> QueryResponses:
     for number, response in enumerate(responses, start=1):
         # None: no response in time, or the association ended.
@@ -145,17 +143,17 @@ def _find_results(
         code = result.Status
         category = status.status_category(code)
         if category != status.STATUS_PENDING:
-            if assoc._log:
+            if standard_logging():
                 LOGGER.info("Find SCP Result: 0x%04X (%s)", code, category)
             yield result, None
             continue  # a Repository Query batch end; otherwise the iterator is done
-        if assoc._log:
+        if standard_logging():
             LOGGER.info("Find SCP Response: %d - 0x%04X (Pending)", number, code)
         yield result, _decoded_identifier(response, syntax)
 
 
 def _retrieve_results(
-    assoc: Association,
+    assoc: ServiceAssociation,
     responses: Iterator[DimseMessage | None],
     syntax: str,
     field: CommandField,
@@ -168,7 +166,7 @@ def _retrieve_results(
         result = response.command.to_dataset(_RETRIEVE_STATUS_KEYWORDS)
         code = result.Status
         category = status.status_category(code)
-        if assoc._log:
+        if standard_logging():
             _log_retrieve_response(name, number, code, category, response.command)
         identifier = None
         # PS3.4 C.4.2.1.4 / C.4.3.1.4: a Cancel, Warning or Failure response
@@ -194,7 +192,7 @@ def _log_retrieve_response(
     )
 
 
-def _is_response(assoc: Association, response: DimseMessage, expected: CommandField) -> bool:
+def _is_response(assoc: ServiceAssociation, response: DimseMessage, expected: CommandField) -> bool:
     """False for a response of another kind than ``expected`` (and the association aborts)."""
     field = response.command.command_field
     if field is expected:

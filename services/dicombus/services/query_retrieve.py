@@ -30,7 +30,7 @@ import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
@@ -49,9 +49,9 @@ from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import MAX_PRESENTATION_CONTEXTS
 from dicombus.service_request import ServiceRequest
 from dicombus.services.handler_status import HandlerStatus, interpret_status
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
+from dicombus.services.interface import RequestorAssociation, ServiceAssociation
+from dicombus.services.standard_log import standard_logging
+from dicombus.services.storage import send_c_store
 
 LOGGER = logging.getLogger("dicombus.services")
 
@@ -134,7 +134,7 @@ class _Responder:
 
     def __init__(
         self,
-        assoc: Association,
+        assoc: ServiceAssociation,
         request: ServiceRequest,
         context: PresentationContext,
         field: CommandField,
@@ -192,7 +192,7 @@ class _Responder:
                 error_comment=comment,
             )
         self.sent += 1
-        if self.assoc._log:
+        if standard_logging():
             LOGGER.info(
                 "%s SCP Response %d: 0x%04X (%s)",
                 self.name,
@@ -210,7 +210,7 @@ class _Responder:
 
 
 def _start_handler(
-    assoc: Association,
+    assoc: ServiceAssociation,
     event: evt.InterventionEvent,
     request: ServiceRequest,
     context: PresentationContext,
@@ -279,7 +279,7 @@ def _status_pair(item: Any, event: evt.InterventionEvent) -> tuple[HandlerStatus
 # -- serving one request -------------------------------------------------------------
 
 Run = Callable[
-    ["Association", ServiceRequest, PresentationContext, _Responder, Iterator[Any]], None
+    [ServiceAssociation, ServiceRequest, PresentationContext, _Responder, Iterator[Any]], None
 ]
 
 
@@ -292,7 +292,10 @@ class _Service:
 
 
 def _serve(
-    assoc: Association, request: ServiceRequest, context: PresentationContext, service: _Service
+    assoc: ServiceAssociation,
+    request: ServiceRequest,
+    context: PresentationContext,
+    service: _Service,
 ) -> None:
     """Call the handler, let ``service.run`` answer from its yields, report the outcome."""
     responder = _Responder(assoc, request, context, service.response)
@@ -318,12 +321,14 @@ def _serve(
 # -- C-FIND ---------------------------------------------------------------------------
 
 
-def serve_c_find(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def serve_c_find(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     _serve(assoc, request, context, _FIND)
 
 
 def _find(
-    assoc: Association,
+    assoc: ServiceAssociation,
     request: ServiceRequest,
     context: PresentationContext,
     responder: _Responder,
@@ -429,7 +434,7 @@ class _Retrieval:
 
     def __init__(
         self,
-        assoc: Association,
+        assoc: ServiceAssociation,
         responder: _Responder,
         event: evt.InterventionEvent,
         codes: _RetrieveCodes,
@@ -494,7 +499,7 @@ class _Retrieval:
             return _Response(reply, self._failed_list(dataset), counts)
 
     def _cancelled(self, reply: HandlerStatus, dataset: Any) -> _Response:
-        if self.assoc._log:
+        if standard_logging():
             LOGGER.info("Received C-CANCEL-%s RQ from peer", self.responder.name.upper())
         ops = self.ops
         return _Response(reply, self._failed_list(dataset), ops.pending_counts())
@@ -556,7 +561,7 @@ class _Retrieval:
             LOGGER.warning("C-STORE sub-operation failed: no response")
             return status.STATUS_FAILURE
         category = status.status_category(int(code))
-        if self.assoc._log:
+        if standard_logging():
             LOGGER.info(
                 "%s SCP: Received Store SCP response 0x%04X (%s)",
                 self.responder.name,
@@ -567,7 +572,7 @@ class _Retrieval:
 
 
 def _sub_operation_count(
-    assoc: Association,
+    assoc: ServiceAssociation,
     responder: _Responder,
     results: Iterator[Any],
     event: evt.InterventionEvent,
@@ -617,12 +622,14 @@ def _sub_operation_count(
 # -- C-GET ----------------------------------------------------------------------------
 
 
-def serve_c_get(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def serve_c_get(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     _serve(assoc, request, context, _GET)
 
 
 def _get(
-    assoc: Association,
+    assoc: ServiceAssociation,
     request: ServiceRequest,
     context: PresentationContext,
     responder: _Responder,
@@ -636,9 +643,9 @@ def _get(
     def store(dataset: Dataset, message_id: int) -> Dataset:
         if without_bulk:
             dataset = _without_bulk_data(dataset)
-        # Sent on this association from its reader thread: the response is
-        # read by Association._next_response.
-        return assoc.send_c_store(dataset, msg_id=message_id)
+        # Sent on this association from its reader thread, which then reads
+        # the response itself (see Association._next_response).
+        return send_c_store(assoc, dataset, msg_id=message_id)
 
     final = _Retrieval(assoc, responder, evt.EVT_C_GET, _GET_CODES, total, store).run(results)
     if final is not None:
@@ -693,12 +700,14 @@ def _is_bulk_data(tag: BaseTag) -> bool:
 # -- C-MOVE ---------------------------------------------------------------------------
 
 
-def serve_c_move(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def serve_c_move(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     _serve(assoc, request, context, _MOVE)
 
 
 def _move(
-    assoc: Association,
+    assoc: ServiceAssociation,
     request: ServiceRequest,
     context: PresentationContext,
     responder: _Responder,
@@ -758,38 +767,39 @@ class _MoveDestination:
 
     def __init__(
         self,
-        assoc: Association,
+        assoc: ServiceAssociation,
         request: ServiceRequest,
         address: str,
         port: int,
         options: dict[str, Any],
     ) -> None:
-        self.ae = assoc.ae
+        self.opener = assoc.association_opener
         self.address = address
         self.port = port
         self.options = {"ae_title": request.MoveDestination, **options}
         # PS3.7 9.3.1.1: the Move Originator is the AE that invoked the C-MOVE.
         self.originator_aet = assoc.requestor.ae_title
         self.originator_id = request.message_id
-        self.store_assoc: Association | None = None
+        self.store_assoc: RequestorAssociation | None = None
 
     def __call__(self, dataset: Dataset, message_id: int) -> Dataset:
         if self.store_assoc is None:
             self.store_assoc = self._open(dataset)
-        return self.store_assoc.send_c_store(
+        return send_c_store(
+            self.store_assoc,
             dataset,
             msg_id=message_id,
             originator_aet=self.originator_aet,
             originator_id=self.originator_id,
         )
 
-    def _open(self, first: Dataset) -> Association:
+    def _open(self, first: Dataset) -> RequestorAssociation:
         options = dict(self.options)
         contexts = options.pop("contexts", None) or _move_contexts(
-            self.ae.requested_contexts, first
+            self.opener.requested_contexts, first
         )
         try:
-            store_assoc = self.ae.associate(self.address, self.port, contexts, **options)
+            store_assoc = self.opener.associate(self.address, self.port, contexts, **options)
         except Exception:
             LOGGER.exception(
                 "The handler bound to 'evt.EVT_C_MOVE' yielded an invalid destination AE "

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydicom.dataset import Dataset
 
 from dicombus.presentation import PresentationContext
 from dicombus.protocol.fragments import DimseMessage
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
+from dicombus.services.interface import ServiceAssociation
 
 # pynetdicom returns these response elements in the status Dataset.
 STATUS_KEYWORDS = (
@@ -27,7 +23,7 @@ STATUS_KEYWORDS = (
 )
 
 
-def require_established(assoc: Association, operation: str) -> None:
+def require_established(assoc: ServiceAssociation, operation: str) -> None:
     if not assoc.is_established:
         raise RuntimeError(
             f"the association with a peer must be established before sending a {operation} request"
@@ -35,7 +31,7 @@ def require_established(assoc: Association, operation: str) -> None:
 
 
 def require_context(
-    assoc: Association, abstract_syntax: str, operation: str
+    assoc: ServiceAssociation, abstract_syntax: str, operation: str
 ) -> PresentationContext:
     """The first accepted context for ``abstract_syntax`` in which we may act as SCU."""
     require_established(assoc, operation)

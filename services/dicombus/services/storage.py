@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -33,11 +33,10 @@ from dicombus.protocol import status
 from dicombus.protocol.commands import c_store_rq, c_store_rsp
 from dicombus.service_request import ServiceRequest
 from dicombus.services.handler_status import HandlerStatus, interpret_status
+from dicombus.services.interface import ServiceAssociation
 from dicombus.services.scu import require_established, status_dataset
+from dicombus.services.standard_log import standard_logging
 from dicombus.sop_class import STORAGE_SOP_CLASSES
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
 
 LOGGER = logging.getLogger("dicombus.services")
 
@@ -46,10 +45,12 @@ _STORAGE = frozenset(STORAGE_SOP_CLASSES)
 STATUS_HANDLER_FAILED = 0xC211
 # Error Comment (0000,0902) is at most 64 characters.
 OUTCOME_NOT_RECORDED = "the node cannot record the event of this store"
+# PS3.7 9.1.1.1: Priority (0000,0700) 0002H is LOW; pynetdicom sends it by default.
+LOW_PRIORITY = 2
 
 
 def serve_c_store(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> None:
     command = request.command
     if not (config.UNRESTRICTED_STORAGE_SERVICE or context.abstract_syntax in _STORAGE):
@@ -91,7 +92,7 @@ def serve_c_store(
 
 
 def _report(
-    assoc: Association, request: ServiceRequest, context: PresentationContext, code: int
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext, code: int
 ) -> bool:
     return assoc.report_outcome(
         evt.EVT_C_STORE, code, request=request, context=context.as_tuple, details=request.outcome
@@ -120,7 +121,7 @@ def _withdraw_stored_file(outcome: dict[str, Any]) -> None:
 
 
 def _ask_handler(
-    assoc: Association, request: ServiceRequest, context: PresentationContext
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
 ) -> HandlerStatus:
     try:
         result = evt.trigger(
@@ -141,13 +142,13 @@ def _ask_handler(
 
 
 def send_c_store(
-    assoc: Association,
+    assoc: ServiceAssociation,
     dataset: Dataset | str | Path,
     *,
     msg_id: int,
-    priority: int,
-    originator_aet: str | None,
-    originator_id: int | None,
+    priority: int = LOW_PRIORITY,
+    originator_aet: str | None = None,
+    originator_id: int | None = None,
 ) -> Dataset:
     """Send one instance; return the response's status Dataset (empty if none came)."""
     require_established(assoc, "C-STORE")
@@ -160,7 +161,7 @@ def send_c_store(
             move_originator_ae_title=originator_aet,
             move_originator_message_id=originator_id,
         )
-        if assoc._log:
+        if standard_logging():
             LOGGER.info("Sending Store Request: MsgID %d (%s)", msg_id, sop_instance)
         for response in assoc.send_request(context.context_id or 0, command, payload):
             return status_dataset(response)
@@ -169,7 +170,7 @@ def send_c_store(
 
 @contextmanager
 def _encoded_instance(
-    assoc: Association, source: Dataset | str | Path
+    assoc: ServiceAssociation, source: Dataset | str | Path
 ) -> Iterator[tuple[PresentationContext, str, str, Any]]:
     if isinstance(source, Dataset):
         sop_class, sop_instance = str(source.SOPClassUID), str(source.SOPInstanceUID)
@@ -215,7 +216,7 @@ def _mapped_dataset(path: Path, header: Part10Header) -> Iterator[memoryview | b
 
 
 def select_store_context(
-    assoc: Association, sop_class: str, transfer_syntax: str | None
+    assoc: ServiceAssociation, sop_class: str, transfer_syntax: str | None
 ) -> PresentationContext:
     """An accepted SCU context for ``sop_class``: the same transfer syntax if we have it,
     else one we can convert an uncompressed dataset to."""

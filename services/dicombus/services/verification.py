@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
@@ -13,17 +12,18 @@ from dicombus.protocol import status
 from dicombus.protocol.commands import c_echo_rq, c_echo_rsp
 from dicombus.service_request import ServiceRequest
 from dicombus.services.handler_status import interpret_status
+from dicombus.services.interface import ServiceAssociation
 from dicombus.services.scu import require_context, status_dataset
-
-if TYPE_CHECKING:
-    from dicombus.association import Association
+from dicombus.services.standard_log import standard_logging
 
 LOGGER = logging.getLogger("dicombus.services")
 
 VERIFICATION_SOP_CLASS = "1.2.840.10008.1.1"
 
 
-def serve_c_echo(assoc: Association, request: ServiceRequest, context: PresentationContext) -> None:
+def serve_c_echo(
+    assoc: ServiceAssociation, request: ServiceRequest, context: PresentationContext
+) -> None:
     try:
         result = evt.trigger(
             assoc, evt.EVT_C_ECHO, {"request": request, "context": context.as_tuple}
@@ -52,10 +52,10 @@ def serve_c_echo(assoc: Association, request: ServiceRequest, context: Presentat
     )
 
 
-def send_c_echo(assoc: Association, message_id: int) -> Dataset:
+def send_c_echo(assoc: ServiceAssociation, message_id: int) -> Dataset:
     """Send a C-ECHO-RQ; return the response's status Dataset (empty if none came)."""
     context = require_context(assoc, VERIFICATION_SOP_CLASS, "C-ECHO")
-    if assoc._log:
+    if standard_logging():
         LOGGER.info("Sending Echo Request: MsgID %d", message_id)
     for response in assoc.send_request(context.context_id or 0, c_echo_rq(message_id), None):
         return status_dataset(response)
