@@ -672,3 +672,40 @@ def test_an_unknown_reject_is_refused_not_indicated() -> None:
     violation, aborted, closed = requestor.events()
     assert isinstance(violation, ProtocolViolation)
     assert (aborted, closed) == (Aborted(abort=None, provider=True), ConnectionClosed())
+
+
+# ---------------------------------------------------------------------------
+# A closed connection
+
+
+def test_a_closed_connection_refuses_p_data() -> None:
+    _, acceptor = associated_pair()
+    acceptor.abort()
+    with pytest.raises(LocalProtocolError):
+        send_message(acceptor, c.c_echo_rq(1), None)
+    assert acceptor.data_to_send() == [USER_ABORT.encode()]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="request_association() and start() do not check transport_closed (send_pdata "
+    "does): on a connection whose transport closed in Sta1 they queue an A-ASSOCIATE-RQ "
+    "or re-arm ARTIM",
+)
+@pytest.mark.parametrize("intent", ["request_association", "start"])
+def test_a_closed_connection_refuses_to_start_again(intent: str) -> None:
+    requestor, acceptor = new_pair()
+    acceptor.start()
+    requestor.request_association(associate_rq())
+    deliver(requestor, acceptor)
+    acceptor.reject(REJECTION)
+    deliver(acceptor, requestor)  # AE-4: the requestor closes, back in Sta1
+    acceptor.timer_expired()  # AA-2: the acceptor closes, back in Sta1
+    closed = requestor if intent == "request_association" else acceptor
+    assert closed.transport_closed and closed.state is State.STA1
+    with pytest.raises(LocalProtocolError):
+        if intent == "start":
+            closed.start()
+        else:
+            closed.request_association(associate_rq())
+    assert closed.data_to_send() == [] and not closed.artim_running
