@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import struct
 
+from connection_pair import associated_pair
 from dicombus.protocol import commands as c
 from dicombus.protocol.commands import CommandSet, decode_command_set, encode_command_set
-from dicombus.protocol.connection import DimseConnection, NeedData
+from dicombus.protocol.connection import (
+    CancelReceived,
+    ProtocolViolation,
+    RequestReceived,
+    ResponseReceived,
+)
 from dicombus.protocol.errors import RemoteProtocolError
 from dicombus.protocol.fragments import DatasetSink, DimseMessage, MemoryDatasetSink
 from dicombus.protocol.pdus import PDataTF, PresentationDataValue
@@ -94,18 +100,22 @@ _pdvs = st.builds(
 def test_dimse_connection_arbitrary_pdv_sequences(
     pdvs: list[PresentationDataValue], max_dataset_in_memory: int
 ) -> None:
-    """The object production runs: each PDV arrives in a P-DATA-TF of its own."""
+    """The object production runs, on an association: each PDV arrives as the bytes
+    of a P-DATA-TF of its own. A message breaking PS3.7 is a ProtocolViolation,
+    after which the connection is closed and reads nothing more."""
 
     def sink(_command: CommandSet) -> DatasetSink:
         return MemoryDatasetSink(max_size=max_dataset_in_memory)
 
-    connection = DimseConnection(dataset_sink_factory=sink)
+    _, connection = associated_pair(sink, max_pdu=0)
     for pdv in pdvs:
-        try:
-            connection.receive_pdata(PDataTF(pdvs=(pdv,)))
-        except RemoteProtocolError:
-            break  # the runtime aborts the association here
-        while not isinstance(event := connection.next_event(), NeedData):
+        connection.receive_data(PDataTF(pdvs=(pdv,)).encode())
+        for event in connection.events():
+            if isinstance(event, ProtocolViolation):
+                assert connection.transport_closed
+                continue
+            if not isinstance(event, RequestReceived | ResponseReceived | CancelReceived):
+                continue  # the abort and close that follow a violation
             message = event.message
             assert isinstance(message, DimseMessage)
             assert message.context_id == pdv.context_id

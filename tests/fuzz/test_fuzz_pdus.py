@@ -1,8 +1,13 @@
-"""Fuzz the PDU codec: whatever the bytes, it parses or raises RemoteProtocolError.
+"""Fuzz the PDU codec and the connection that reads PDUs off the wire.
 
-The invariant of every test here: decoding arbitrary bytes either returns a
-value or raises RemoteProtocolError, never any other exception. A value that
-does decode re-encodes to bytes that decode to the same value.
+The codec's invariant: decoding arbitrary bytes either returns a value or
+raises RemoteProtocolError, never any other exception. A value that does
+decode re-encodes to bytes that decode to the same value.
+
+The connection's: whatever bytes a peer sends, ``DimseConnection.receive_data``
+raises nothing. It answers them with events, or with a ProtocolViolation and
+a provider A-ABORT that closes the transport; it sends whole PDUs only, and
+nothing once the transport is closed.
 """
 
 from __future__ import annotations
@@ -11,9 +16,17 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from connection_pair import associated_pair, memory_sink, split_pdus
 from dicombus.protocol import items
-from dicombus.protocol.errors import RemoteProtocolError
-from dicombus.protocol.pdu_parser import PduParser
+from dicombus.protocol.connection import (
+    Aborted,
+    ConnectionClosed,
+    DimseConnection,
+    ProtocolViolation,
+)
+from dicombus.protocol.errors import AbortSource, RemoteProtocolError
+from dicombus.protocol.framing import PduFramer
+from dicombus.protocol.fsm import State
 from dicombus.protocol.pdus import (
     PDU,
     AAbort,
@@ -115,13 +128,19 @@ SEEDS: list[PDU] = [
 
 
 def parse_stream(data: bytes, chunk: int) -> list[PDU]:
-    """Run bytes through the parser; return the PDUs or raise RemoteProtocolError."""
-    parser = PduParser(max_pdata_length=4096, max_associate_length=4096)
+    """Run bytes through the framer and decoder, ``chunk`` bytes per read; return the
+    PDUs or raise RemoteProtocolError."""
+    framer = PduFramer(max_pdata_length=4096, max_associate_length=4096)
     received: list[PDU] = []
     for start in range(0, len(data), chunk):
-        parser.receive_data(data[start : start + chunk])
-        while (pdu := parser.next_pdu()) is not None:
-            received.append(pdu)
+        view = memoryview(data)[start : start + chunk]
+        while view:
+            target = framer.receive_buffer()
+            count = min(len(target), len(view))
+            target[:count] = view[:count]
+            view = view[count:]
+            if (pdu := framer.received(count)) is not None:
+                received.append(decode_pdu(*pdu))
     return received
 
 
@@ -209,3 +228,84 @@ def test_mutated_valid_pdus(
     truncated = bytes(data[: max(cut, 6)])
     for pdu in holds_invariant(lambda: parse_stream(truncated, chunk)) or []:
         assert_stable(pdu)
+
+
+# ---------------------------------------------------------------------------
+# The same bytes through a whole connection
+
+
+def _listening() -> DimseConnection:
+    """An acceptor in Sta2: a peer connected and owes its A-ASSOCIATE-RQ."""
+    acceptor = DimseConnection(
+        is_requestor=False,
+        dataset_sink_factory=memory_sink,
+        max_pdata_length=4096,
+        max_associate_length=4096,
+    )
+    acceptor.start()
+    return acceptor
+
+
+def _established(role: str) -> DimseConnection:
+    """One side of an association in Sta6."""
+    requestor, acceptor = associated_pair(max_pdu=4096)
+    return requestor if role == "requestor" else acceptor
+
+
+def assert_answered(connection: DimseConnection, data: bytes, chunk: int) -> None:
+    """Feed ``data`` in ``chunk``-byte reads; it raises nothing and is answered."""
+    state = connection.state
+    sent = b""
+    for start in range(0, len(data), chunk):
+        was_closed = connection.transport_closed
+        connection.receive_data(data[start : start + chunk])
+        out = b"".join(bytes(buffer) for buffer in connection.data_to_send())
+        assert not (was_closed and out), "bytes sent after the transport closed"
+        sent += out
+    events = connection.events()
+    pdus = split_pdus(sent)  # whole PDUs only
+    assert isinstance(connection.state, State)
+    if any(isinstance(event, ProtocolViolation) for event in events):
+        # EVT19: a provider A-ABORT, unless there was no association (Sta13) to abort.
+        assert connection.transport_closed and events[-1] == ConnectionClosed()
+        if state is not State.STA13:
+            assert isinstance(pdus[-1], AAbort)
+            assert pdus[-1].source == AbortSource.SERVICE_PROVIDER
+        if state is not State.STA2:
+            assert any(isinstance(event, Aborted) and event.provider for event in events)
+    # Once closed, nothing more goes out, whatever else arrives.
+    if connection.transport_closed:
+        connection.receive_data(data or b"\x07")
+        assert connection.data_to_send() == [] and connection.events() == []
+    connection.close()
+
+
+@FUZZ
+@given(st.binary(max_size=600), st.integers(1, 64))
+def test_arbitrary_bytes_to_a_listening_acceptor(data: bytes, chunk: int) -> None:
+    assert_answered(_listening(), data, chunk)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["requestor", "acceptor"]), st.binary(max_size=600), st.integers(1, 64))
+def test_arbitrary_bytes_on_an_association(role: str, data: bytes, chunk: int) -> None:
+    assert_answered(_established(role), data, chunk)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["listening", "requestor", "acceptor"]),
+    st.lists(st.sampled_from(SEEDS), min_size=1, max_size=4),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+    st.integers(1, 512),
+)
+def test_mutated_pdu_streams_through_a_connection(
+    where: str, seeds: list[PDU], mutations: list[tuple[int, int]], chunk: int
+) -> None:
+    """Valid PDUs, in any order and lightly mutated: they reach the state machine,
+    whose every (state, PDU) answer must hold the same invariant."""
+    data = bytearray(b"".join(seed.encode() for seed in seeds))
+    for position, value in mutations:
+        data[position % len(data)] = value
+    connection = _listening() if where == "listening" else _established(where)
+    assert_answered(connection, bytes(data), chunk)

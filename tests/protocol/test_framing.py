@@ -1,16 +1,20 @@
-"""PduParser: a byte stream in, whole PDUs out (PS3.8 9.3.1).
+"""PduFramer: a byte stream in, whole PDUs out (PS3.8 9.3.1).
 
-Every vector goes in whole, one byte at a time and at random split points;
-headers are judged as soon as their 6 bytes are in.
+Every vector goes in whole, one byte at a time and at random split points,
+each chunk copied into ``receive_buffer()`` as ``recv_into`` would write it;
+headers are judged as soon as their 6 bytes are in. The framer only frames:
+the bodies it returns are decoded here by ``decode_pdu``.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
+import struct
 
 import pytest
 from dicombus.protocol.errors import AbortReason, LocalProtocolError, RemoteProtocolError
+from dicombus.protocol.framing import PduFramer
 from dicombus.protocol.items import (
     ImplementationClassUIDSubItem,
     MaximumLengthSubItem,
@@ -18,8 +22,7 @@ from dicombus.protocol.items import (
     UnknownSubItem,
     UserInformationItem,
 )
-from dicombus.protocol.limits import DEFAULT_MAX_ASSOCIATE_PDU_LENGTH
-from dicombus.protocol.pdu_parser import PduParser
+from dicombus.protocol.limits import DEFAULT_MAX_ASSOCIATE_PDU_LENGTH, UNLIMITED_PDATA_CAP
 from dicombus.protocol.pdus import (
     PDU,
     AAbort,
@@ -29,6 +32,7 @@ from dicombus.protocol.pdus import (
     AReleaseRQ,
     PDataTF,
     PresentationDataValue,
+    decode_pdu,
 )
 from helpers import unhex
 from hypothesis import given
@@ -87,14 +91,28 @@ WIRE = b"".join(encoded for encoded, _ in STREAM)
 EXPECTED = [pdu for _, pdu in STREAM]
 
 
+def receive(framer: PduFramer, chunk: bytes | bytearray | memoryview) -> list[PDU]:
+    """Write ``chunk`` into the framer as a socket's recv_into would: never past the
+    buffer it offers (the rest of the header or body), so a read never takes bytes
+    of the next PDU. Each body is decoded before the next PDU reuses its buffer."""
+    received: list[PDU] = []
+    view = memoryview(chunk).cast("B")
+    while view:
+        target = framer.receive_buffer()
+        count = min(len(target), len(view))
+        target[:count] = view[:count]
+        view = view[count:]
+        if (pdu := framer.received(count)) is not None:
+            received.append(decode_pdu(*pdu))
+    return received
+
+
 def feed(chunks: list[bytes], max_pdata_length: int = 16384) -> list[PDU]:
-    parser = PduParser(max_pdata_length=max_pdata_length)
+    framer = PduFramer(max_pdata_length=max_pdata_length)
     received: list[PDU] = []
     for chunk in chunks:
-        parser.receive_data(chunk)
-        while (pdu := parser.next_pdu()) is not None:
-            received.append(pdu)
-    assert not parser.has_partial_pdu
+        received += receive(framer, chunk)
+    assert not framer.mid_pdu
     return received
 
 
@@ -135,16 +153,37 @@ def test_accepts_bytearray_and_memoryview() -> None:
 
 
 def test_need_data_until_complete() -> None:
-    parser = PduParser(max_pdata_length=0)
-    assert parser.next_pdu() is None
-    assert not parser.has_partial_pdu
-    parser.receive_data(A_RELEASE_RQ[:6])
-    assert parser.next_pdu() is None
-    assert parser.has_partial_pdu
-    parser.receive_data(A_RELEASE_RQ[6:])
-    assert parser.next_pdu() == AReleaseRQ()
-    assert parser.next_pdu() is None
-    assert not parser.has_partial_pdu
+    framer = PduFramer(max_pdata_length=0)
+    assert not framer.mid_pdu
+    assert len(framer.receive_buffer()) == 6  # a header first, however long the PDU
+    assert receive(framer, A_RELEASE_RQ[:6]) == []
+    assert framer.mid_pdu
+    assert len(framer.receive_buffer()) == 4  # then exactly its body
+    assert receive(framer, A_RELEASE_RQ[6:]) == [AReleaseRQ()]
+    assert not framer.mid_pdu
+    assert bytes(framer.header) == A_RELEASE_RQ[:6]
+
+
+def test_a_body_stays_valid_when_a_larger_pdu_follows() -> None:
+    """A caller may still view the last body: a larger PDU gets a new buffer, not a
+    resized one (resizing a bytearray with a view exported would raise)."""
+    framer = PduFramer(max_pdata_length=0)
+    target = framer.receive_buffer()
+    target[:6] = P_DATA_TF[:6]
+    framer.received(6)
+    framer.receive_buffer()[:12] = P_DATA_TF[6:]
+    received = framer.received(12)
+    assert received is not None
+    pdu_type, body = received
+    large = PDataTF(
+        pdvs=(
+            PresentationDataValue(
+                context_id=1, is_command=False, is_last=True, data=bytes(1 << 21)
+            ),
+        )
+    )
+    assert receive(framer, large.encode()) == [large]
+    assert (pdu_type, bytes(body)) == (PDataTF.pdu_type, P_DATA_TF[6:])
 
 
 # ---------------------------------------------------------------------------
@@ -166,60 +205,63 @@ UNRECOGNIZED = AbortReason.UNRECOGNIZED_PDU
     ],
 )  # fmt: skip
 def test_bad_header_raises_at_once(header: bytes, reason: AbortReason) -> None:
-    parser = PduParser(max_pdata_length=16384)
-    parser.receive_data(header[:5])
-    assert parser.next_pdu() is None
-    parser.receive_data(header[5:])
+    framer = PduFramer(max_pdata_length=16384)
+    assert receive(framer, header[:5]) == []
     with pytest.raises(RemoteProtocolError) as info:
-        parser.next_pdu()
+        receive(framer, header[5:])
     assert info.value.abort_reason == reason
 
 
 def test_after_an_error_the_stream_is_dead() -> None:
-    parser = PduParser(max_pdata_length=16384)
-    parser.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    framer = PduFramer(max_pdata_length=16384)
     with pytest.raises(RemoteProtocolError):
-        parser.next_pdu()
+        receive(framer, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     with pytest.raises(LocalProtocolError):
-        parser.next_pdu()
+        framer.receive_buffer()
 
 
 def test_max_pdata_length_applies_to_the_next_header() -> None:
     """The cap changes once the association is negotiated (PS3.8 D.1)."""
-    parser = PduParser(max_pdata_length=0)
-    parser.receive_data(P_DATA_TF)
-    assert isinstance(parser.next_pdu(), PDataTF)
-    parser.max_pdata_length = 11  # one byte under this PDU's length
-    assert parser.max_pdata_length == 11
-    parser.receive_data(P_DATA_TF)
+    framer = PduFramer(max_pdata_length=0)
+    (pdu,) = receive(framer, P_DATA_TF)
+    assert isinstance(pdu, PDataTF)
+    framer.max_pdata_length = 11  # one byte under this PDU's length
+    assert framer.max_pdata_length == 11
     with pytest.raises(RemoteProtocolError):
-        parser.next_pdu()
+        receive(framer, P_DATA_TF)
+
+
+def test_unlimited_pdata_is_still_capped() -> None:
+    """Advertising no limit (0, PS3.8 D.1) still refuses a header past UNLIMITED_PDATA_CAP."""
+    with pytest.raises(RemoteProtocolError) as info:
+        receive(PduFramer(max_pdata_length=0), struct.pack(">BBI", 4, 0, UNLIMITED_PDATA_CAP + 1))
+    assert info.value.abort_reason == INVALID
 
 
 def test_max_associate_length() -> None:
     encoded = ASSOCIATE_RQ.encode()
-    parser = PduParser(max_pdata_length=0, max_associate_length=len(encoded) - 7)
-    parser.receive_data(encoded[:6])
+    framer = PduFramer(max_pdata_length=0, max_associate_length=len(encoded) - 7)
     with pytest.raises(RemoteProtocolError):
-        parser.next_pdu()
-    assert PduParser(max_pdata_length=0).max_associate_length == DEFAULT_MAX_ASSOCIATE_PDU_LENGTH
+        receive(framer, encoded[:6])
+    assert PduFramer(max_pdata_length=0).max_associate_length == DEFAULT_MAX_ASSOCIATE_PDU_LENGTH
 
 
 @pytest.mark.parametrize("value", [-1, 1 << 32, True, 1.5])
 def test_bad_max_pdata_length_is_our_bug(value: object) -> None:
     with pytest.raises(LocalProtocolError):
-        PduParser(max_pdata_length=value)  # type: ignore[arg-type]
-    parser = PduParser(max_pdata_length=0)
+        PduFramer(max_pdata_length=value)  # type: ignore[arg-type]
+    framer = PduFramer(max_pdata_length=0)
     with pytest.raises(LocalProtocolError):
-        parser.max_pdata_length = value  # type: ignore[assignment]
+        framer.max_pdata_length = value  # type: ignore[assignment]
 
 
 def test_malformed_body_is_a_remote_error() -> None:
+    """The framer frames it (its header is fine); decoding its body refuses it."""
     bad_pdv = unhex("04 00 00 00 00 06  00 00 00 01 01 00   # PDV item length 1")
-    parser = PduParser(max_pdata_length=0)
-    parser.receive_data(bad_pdv)
+    framer = PduFramer(max_pdata_length=0)
     with pytest.raises(RemoteProtocolError):
-        parser.next_pdu()
+        receive(framer, bad_pdv)
+    assert not framer.mid_pdu
 
 
 def test_large_pdata_in_socket_sized_chunks() -> None:
@@ -228,9 +270,9 @@ def test_large_pdata_in_socket_sized_chunks() -> None:
         pdvs=(PresentationDataValue(context_id=7, is_command=False, is_last=True, data=data),)
     )
     encoded = pdu.encode()
-    parser = PduParser(max_pdata_length=len(encoded) - 6)
+    framer = PduFramer(max_pdata_length=len(encoded) - 6)
+    received: list[PDU] = []
     for start in range(0, len(encoded), 65536):
-        assert parser.next_pdu() is None
-        parser.receive_data(encoded[start : start + 65536])
-    received = parser.next_pdu()
-    assert received == pdu
+        assert received == []
+        received += receive(framer, encoded[start : start + 65536])
+    assert received == [pdu]
