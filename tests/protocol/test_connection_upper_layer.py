@@ -686,12 +686,6 @@ def test_a_closed_connection_refuses_p_data() -> None:
     assert acceptor.data_to_send() == [USER_ABORT.encode()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="request_association() and start() do not check transport_closed (send_pdata "
-    "does): on a connection whose transport closed in Sta1 they queue an A-ASSOCIATE-RQ "
-    "or re-arm ARTIM",
-)
 @pytest.mark.parametrize("intent", ["request_association", "start"])
 def test_a_closed_connection_refuses_to_start_again(intent: str) -> None:
     requestor, acceptor = new_pair()

@@ -384,7 +384,8 @@ class DimseConnection:
             return
         self._stream_failed = True
         self._events.append(ProtocolViolation(error=exc))
-        if self._fsm.state not in (State.STA1, State.STA13):
+        # Every state but Sta1 has EVT19 (AA-8, or AA-7 in Sta13): an A-ABORT goes out.
+        if self._fsm.state is not State.STA1:
             reason = (
                 exc.abort_reason
                 if exc.abort_source == AbortSource.SERVICE_PROVIDER
@@ -397,12 +398,20 @@ class DimseConnection:
 
     def start(self) -> None:
         """Acceptor: a connection was accepted (EVT5); ARTIM runs until the A-ASSOCIATE-RQ."""
+        self._refuse_if_closed("start")
         self._fire(Event.EVT5)
 
     def request_association(self, rq: AAssociateRQ) -> None:
         """Requestor, connected: send the A-ASSOCIATE-RQ (EVT1, then EVT2)."""
+        self._refuse_if_closed("request an association")
         self._fire(Event.EVT1)
         self._fire(Event.EVT2, rq)
+
+    def _refuse_if_closed(self, what: str) -> None:
+        # A connection serves one association: back in Sta1 after its transport
+        # closed, the table would allow a new one on a transport that is gone.
+        if self._transport_closed:
+            raise LocalProtocolError(f"the connection is closed: cannot {what}")
 
     def accept(self, ac: AAssociateAC) -> None:
         """Acceptor: answer the request with an A-ASSOCIATE-AC (EVT7)."""
@@ -429,8 +438,7 @@ class DimseConnection:
 
     def send_pdata(self, segments: Sequence[Buffer]) -> None:
         """Send one P-DATA-TF (EVT9); LocalProtocolError unless can_send_data."""
-        if self._transport_closed:
-            raise LocalProtocolError("the connection is closed: no P-DATA can be sent")
+        self._refuse_if_closed("send P-DATA")
         self._fire(Event.EVT9, segments=segments)
 
     def release(self) -> None:
@@ -620,9 +628,17 @@ class DimseConnection:
         _close_sink(self._assembler.abandon())
         while self._queued:
             _close_sink(self._queued.popleft().dataset)
+        # The messages whose sinks were just released are not handed out any more;
+        # what the runtime still needs to hear (Aborted, ConnectionClosed) stays.
+        self._events = deque(
+            event for event in self._events if not isinstance(event, DIMSE_EVENT_TYPES)
+        )
         self._open_requests.clear()
         self._cancelled.clear()
 
+
+# The DimseEvent union's members, for isinstance.
+DIMSE_EVENT_TYPES: Final = (RequestReceived, ResponseReceived, CancelReceived)
 
 # Events that a received PDU causes: the PDU is what their indication reports.
 _RECEIVED_EVENTS: Final = frozenset(_EVENT_BY_PDU_TYPE.values())

@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dicombus.protocol.connection import (
+    DIMSE_EVENT_TYPES,
     Aborted,
     AssociateAccepted,
     AssociateRejected,
     AssociateRequested,
-    CancelReceived,
     ConnectionClosed,
     ConnectionEvent,
     DimseConnection,
@@ -39,8 +39,6 @@ from dicombus.protocol.connection import (
     ProtocolViolation,
     ReleaseConfirmed,
     ReleaseRequested,
-    RequestReceived,
-    ResponseReceived,
     Transitioned,
 )
 from dicombus.protocol.errors import AbortSource, RemoteProtocolError
@@ -308,7 +306,7 @@ class UpperLayerLink:
         # request in the same PDU is then already known).
         messages: list[DimseEvent] = []
         for event in events:
-            if isinstance(event, _DIMSE_EVENTS):
+            if isinstance(event, DIMSE_EVENT_TYPES):
                 messages.append(event)
                 continue
             if messages:
@@ -367,9 +365,6 @@ class UpperLayerLink:
         if self.state in (State.STA2, State.STA5):
             return self.artim_timeout if self.state is State.STA2 else self.acse_timeout
         return self.network_timeout
-
-
-_DIMSE_EVENTS = (RequestReceived, ResponseReceived, CancelReceived)
 
 
 def _frozen(raw: bytes) -> Callable[[], bytes]:
