@@ -355,21 +355,21 @@ class _ThreadProfiler:
     def install(self, lib: ModuleType) -> None:
         if lib.__name__ != "dicombus":
             raise SystemExit("--profile profiles the dicombus SCP only")
-        association_class = lib.association.Association
-        original: Callable[[Any], None] = association_class._run
+        session_class = lib.session.AssociationSession
+        original: Callable[[Any], None] = session_class.run
         profiles, lock, factory = self._profiles, self._lock, self._factory
 
-        def profiled_run(assoc: Any) -> None:
+        def profiled_run(session: Any) -> None:
             profile = factory()
             profile.enable()
             try:
-                original(assoc)
+                original(session)
             finally:
                 profile.disable()
                 with lock:
                     profiles.append(profile)
 
-        association_class._run = profiled_run
+        session_class.run = profiled_run
 
     def dump(self, path: Path) -> None:
         import pstats
