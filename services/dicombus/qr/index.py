@@ -32,11 +32,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from dicombus.qr.matching import fold_person_name, normalize_date, normalize_time
 
@@ -154,7 +154,13 @@ ATTRIBUTES = _attributes(
 
 # What a file read needs: every indexed attribute, and the character set that
 # decodes the text ones.
-_READ_TAGS = [Tag("SpecificCharacterSet"), *(Tag(keyword) for keyword in ATTRIBUTES)]
+_READ_TAGS: list[BaseTag | int] = [
+    Tag("SpecificCharacterSet"),
+    *(Tag(keyword) for keyword in ATTRIBUTES),
+]
+# Parsing stops past the last of them: nothing later (pixel data least of all)
+# is read, which halves the cost of indexing a freshly stored instance.
+_LAST_READ_TAG = int(max(_READ_TAGS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,10 +516,15 @@ def _walk(root: Path) -> Iterator[tuple[str, tuple[int, int]]]:
                 yield path, (stat.st_mtime_ns, stat.st_size)
 
 
+def _past_read_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return int(tag) > _LAST_READ_TAG
+
+
 def _read_instance(path: Path) -> Dataset | None:
     """The indexed attributes of a Part 10 instance file, or None if it is not one."""
     try:
-        dataset = dcmread(path, stop_before_pixels=True, specific_tags=_READ_TAGS)
+        with path.open("rb") as file:
+            dataset = read_partial(file, stop_when=_past_read_tags, specific_tags=_READ_TAGS)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         LOGGER.debug("not indexed: %s (%s)", path, exc)
         return None
