@@ -40,6 +40,7 @@ from storage_commitment import (
     CommitmentResults,
     new_transaction,
 )
+from up_support import UpProcess
 
 RunTool = Callable[..., subprocess.CompletedProcess[str]]
 WAIT = 10.0
@@ -291,3 +292,40 @@ def test_a_removed_instance_leaves_no_empty_entity(tmp_path: Path, level: str) -
         path.unlink()
     with running(config) as node:
         assert pynetdicom_find(pynetdicom, node.address[1], level) == set()
+
+
+def test_dicombus_up_serves_what_it_stored_and_moves_it(
+    tmp_path: Path, storescp: Callable[..., DcmtkProcess], run_tool: RunTool
+) -> None:
+    """``dicombus up --config``: DCMTK's storescu stores, findscu finds, movescu moves to
+    the destination of the config's [query_retrieve.destinations]."""
+    store = storescp()
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[edge]\nae_title = "{EDGE}"\n\n'
+        "[query_retrieve.destinations]\n"
+        f'STORESCP = {{ host = "127.0.0.1", port = {store.port} }}\n'
+    )
+    sources = build_archive(tmp_path / "source")
+    node = UpProcess(tmp_path / "node", "--config", str(config), "--workers", "1")
+    try:
+        node.wait_ready()
+        stored = run_tool(
+            "storescu", "-aec", EDGE, "127.0.0.1", str(node.port),
+            str(sources[ENTRIES[0].sop_uid]),
+        )  # fmt: skip
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        found = find(run_tool, node.port, tmp_path / "found", "-S", "QueryRetrieveLevel=STUDY",
+                     "StudyInstanceUID")  # fmt: skip
+        assert [study.StudyInstanceUID for study in found] == [ENTRIES[0].study_uid]
+        moved = run_tool(
+            "movescu", "-S", "-aec", EDGE, "-aem", "STORESCP",
+            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={ENTRIES[0].study_uid}",
+            "127.0.0.1", str(node.port),
+        )  # fmt: skip
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        assert_same_instances(
+            by_uid(store.output_dir), {ENTRIES[0].sop_uid: sources[ENTRIES[0].sop_uid]}
+        )
+    finally:
+        assert node.stop() == 0, node.text
