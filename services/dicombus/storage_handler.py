@@ -55,12 +55,12 @@ def handle_store(
     except UnreadableDatasetError as exc:
         LOGGER.error("refused an instance from %s: %s", peer, exc)
         # PS3.4 B.2.3: Error, Cannot understand (as DCMTK's storescp answers).
-        return _failure(status.CANNOT_UNDERSTAND, "cannot read the data set")
+        return failure_reply(status.CANNOT_UNDERSTAND, "cannot read the data set")
     mismatch = _mismatch(file_meta, uids)
     if mismatch is not None:
         code, comment, detail = mismatch
         LOGGER.error("refused an instance from %s: %s", peer, detail)
-        return _failure(code, comment)
+        return failure_reply(code, comment)
     try:
         stored = store_instance(
             root,
@@ -80,10 +80,12 @@ def handle_store(
         # learn that these bytes were not stored (a Success or Warning would
         # let it delete its copy of an instance we do not hold). A peer's retry
         # of what we hold is answered Success (Duplicate.IDENTICAL).
-        return _failure(status.DUPLICATE_SOP_INSTANCE, "SOP Instance UID stored with other content")
+        return failure_reply(
+            status.DUPLICATE_SOP_INSTANCE, "SOP Instance UID stored with other content"
+        )
     except OSError as exc:
         LOGGER.error("cannot store an instance under %s: %s", root, exc)
-        return _failure(status.OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}")
+        return failure_reply(status.OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}")
     LOGGER.info("stored %s", stored.path)
     # Published with the C-STORE outcome: where the event's bulk data lives.
     outcome["stored_path"] = str(stored.path.absolute())
@@ -118,10 +120,10 @@ def _mismatch(file_meta: FileMetaDataset, uids: InstanceUIDs) -> tuple[int, str,
 def _invalid_uid(exc: InvalidUIDError) -> Dataset:
     if "SOP Instance" in exc.what:
         # PS3.7 C.5: the SOP Instance UID violates the UID construction rules.
-        return _failure(status.INVALID_OBJECT_INSTANCE, "invalid UID")
+        return failure_reply(status.INVALID_OBJECT_INSTANCE, "invalid UID")
     # A Study or Series Instance UID (Type 1 in every composite IOD) that is
     # missing or malformed: the data set does not conform (PS3.4 B.2.3).
-    return _failure(status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"invalid {exc.what}")
+    return failure_reply(status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"invalid {exc.what}")
 
 
 def _received_dataset(event: evt.Event) -> bytes | Path:
@@ -140,7 +142,7 @@ def _received_dataset(event: evt.Event) -> bytes | Path:
     return event.dataset_path if spooled else event.encoded_dataset(include_meta=False)
 
 
-def _failure(code: int, comment: str) -> Dataset:
+def failure_reply(code: int, comment: str) -> Dataset:
     reply = Dataset()
     reply.Status = code
     reply.ErrorComment = comment[:_MAX_ERROR_COMMENT]

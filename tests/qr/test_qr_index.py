@@ -118,3 +118,27 @@ def test_an_index_of_another_schema_version_is_rebuilt(folder: Path, tmp_path: P
         old.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with Index(database) as index:
         assert index.scan(folder).indexed == len(ENTRIES)
+
+
+def test_add_file_drops_the_entities_a_re_filed_instance_leaves_empty(tmp_path: Path) -> None:
+    """The same instance stored again under another patient, study and series (the file
+    replaced): the old ones go, and nothing else is touched."""
+    first = small_dataset()
+    first.PatientID = "OLD"
+    other = small_dataset()
+    other.PatientID = "OTHER"
+    path = write_part10(first, tmp_path / "a.dcm")
+    with Index(":memory:") as index:
+        assert index.add_file(write_part10(other, tmp_path / "b.dcm"))
+        assert index.add_file(path)
+        assert counts(index) == (2, 2, 2, 2)
+        moved = small_dataset()
+        moved.SOPInstanceUID = first.SOPInstanceUID
+        moved.PatientID = "NEW"
+        assert index.add_file(write_part10(moved, path))
+        assert counts(index) == (2, 2, 2, 2)
+        patients = index.select("SELECT patient_id FROM patients ORDER BY patient_id", [])
+        assert [row["patient_id"] for row in patients] == ["NEW", "OTHER"]
+        found = index.locate([first.SOPInstanceUID, "1.2.3.4"])
+        assert list(found) == [first.SOPInstanceUID]
+        assert found[first.SOPInstanceUID].path == path.resolve()

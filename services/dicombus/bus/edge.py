@@ -12,7 +12,12 @@ The parts, in the order :meth:`EdgeNode.start` builds them:
    killed run left in the journal;
 3. the AE and its server, storing each instance durably before it answers
    (:func:`dicombus.storage_handler.handle_store`, which records ``stored_path``
-   and ``stored_size`` in the outcome);
+   and ``stored_size`` in the outcome); with ``[query_retrieve]`` on (the
+   default), each stored instance is also indexed before the answer
+   (:class:`~dicombus.qr.archive.IndexedStorage`, brought up to date with the
+   storage folder at start), and the same AE serves C-FIND, C-GET, C-MOVE
+   (:class:`~dicombus.qr.scp.QueryRetrieveSCP`) and Storage Commitment
+   (:class:`~dicombus.qr.commitment.StorageCommitmentSCP`) from that index;
 4. the :class:`~dicombus.bus.capture.EventCapture`, bound on the server for
    exactly the event types somebody subscribes to, rebound whenever the
    subscriptions change. A C-STORE answered Success has its event in the
@@ -58,8 +63,12 @@ from dicombus.bus.redis_server import (
 )
 from dicombus.bus.subscriptions import SubscriptionView
 from dicombus.data_folder import DataFolder
+from dicombus.qr.archive import IndexedStorage
+from dicombus.qr.commitment import StorageCommitmentSCP
+from dicombus.qr.index import Level
+from dicombus.qr.scp import QueryRetrieveSCP, support_query_retrieve
 from dicombus.server import AssociationServer
-from dicombus.sop_class import Verification
+from dicombus.sop_class import StorageCommitmentPushModel, Verification
 from dicombus.storage_files import prepare_storage_root
 from dicombus.storage_handler import handle_store
 
@@ -89,6 +98,8 @@ class EdgeNode:
         self.outbox: Outbox | None = None
         self.reserve: DiskReserve | None = None
         self.broker_url: str | None = None
+        self.archive: IndexedStorage | None = None
+        self.commitment: StorageCommitmentSCP | None = None
         self._capture_lock = threading.Lock()
         self._refusing = False
 
@@ -105,12 +116,31 @@ class EdgeNode:
         # and whatever a killed node left half-written is swept away.
         self.ae.spool_directory = prepare_storage_root(config.storage, "[storage] root")
         try:
+            if config.query_retrieve:
+                self._open_archive()
             if config.bus_enabled:
                 self._start_bus()
             self._start_server()
         except BaseException:
             self.stop()
             raise
+
+    def _open_archive(self) -> None:
+        """The index of the storage folder, brought up to date before anything is served:
+        a file stored while the index lost its row (a crash between the two) is indexed,
+        a row whose file is gone is dropped."""
+        config = self.config
+        self.archive = archive = IndexedStorage(
+            config.storage, config.index, layout=config.layout, duplicates=config.duplicates
+        )
+        report = archive.open()
+        LOGGER.info(
+            "index %s: %d instances (%d newly indexed, %d gone)",
+            config.index,
+            archive.index.count(Level.IMAGE),
+            report.indexed,
+            report.removed,
+        )
 
     def _start_bus(self) -> None:
         config = self.config
@@ -177,9 +207,24 @@ class EdgeNode:
 
     def _start_server(self) -> None:
         config = self.config
-        handlers: list[evt.HandlerBinding] = [
-            (evt.EVT_C_STORE, handle_store, [config.storage, config.layout, config.duplicates])
-        ]
+        handlers: list[evt.HandlerBinding]
+        if self.archive is None:
+            handlers = [
+                (evt.EVT_C_STORE, handle_store, [config.storage, config.layout, config.duplicates])
+            ]
+        else:
+            index = self.archive.index
+            query_retrieve = QueryRetrieveSCP(
+                index, ae_title=config.ae_title, destinations=config.move_destinations
+            )
+            self.commitment = StorageCommitmentSCP(
+                index, ae_title=config.ae_title, destinations=config.move_destinations
+            )
+            handlers = [
+                (evt.EVT_C_STORE, self.archive.handle_store),
+                *query_retrieve.handlers(),
+                *self.commitment.handlers(),
+            ]
         server = self.ae.start_server(
             (config.bind, config.port),
             block=False,
@@ -241,6 +286,10 @@ class EdgeNode:
         final: dict[str, float] = {}
         if self.server is not None:
             self.server.shutdown()
+        if self.commitment is not None:
+            self.commitment.close()  # the reports being sent go out first
+        if self.archive is not None:
+            self.archive.close()
         with self._capture_lock:
             if self.capture is not None:
                 self.capture.detach()
@@ -255,6 +304,7 @@ class EdgeNode:
             self.embedded_redis.stop()
         self.server = self.publisher = self.capture = self.view = self.embedded_redis = None
         self.journal = self.outbox = self.reserve = None
+        self.archive = self.commitment = None
         return final
 
     def __enter__(self) -> EdgeNode:
@@ -313,6 +363,11 @@ def build_ae(config: EdgeConfig) -> AE:
     for sop_class in config.accepted_sop_classes:
         ae.add_supported_context(sop_class, syntaxes)
     ae.add_supported_context(Verification, syntaxes)
+    if config.query_retrieve:
+        # Find, Get and Move of the three models; each storage class in the role
+        # a requestor proposes (a C-GET requestor takes the SCP role).
+        support_query_retrieve(ae)
+        ae.add_supported_context(StorageCommitmentPushModel, syntaxes)
     return ae
 
 

@@ -51,6 +51,13 @@ A complete file, every key optional (the values shown are the defaults)::
     events = ["EVT_C_STORE"]
     raw = false
 
+    [query_retrieve]               # C-FIND, C-GET, C-MOVE, Storage Commitment from the index
+    enabled = true
+    index = "<data_dir>/index.sqlite3"
+
+    [query_retrieve.destinations]  # C-MOVE destinations (and commitment requestors), by AE title
+    STORESCP = { host = "127.0.0.1", port = 11113 }
+
 Relative paths are relative to the folder of the configuration file.
 Verification is always accepted. An unknown section or key is an error with
 a "did you mean" hint, and every error names the file, the line and the key.
@@ -76,6 +83,7 @@ from dicombus.bus.subscriptions import Subscription
 from dicombus.presentation import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import DEFAULT_MAXIMUM_PDU_SIZE, MINIMUM_PDU_LENGTH
+from dicombus.qr.scp import Destination, DestinationError, parse_destination
 from dicombus.runtime.spool import DEFAULT_MAX_DATASET_SIZE
 from dicombus.storage_files import DEFAULT_LAYOUT, Duplicates, Layout
 
@@ -134,6 +142,9 @@ class EdgeConfig:
     publisher_process: bool = True
     bulk_threshold: int = 1024
     subscriptions: tuple[Subscription, ...] = field(default_factory=tuple)
+    query_retrieve: bool = True
+    index_path: Path | None = None
+    move_destinations: Mapping[str, Destination] = field(default_factory=dict)
 
     @property
     def storage(self) -> Path:
@@ -144,6 +155,10 @@ class EdgeConfig:
         if self.outbox_path is not None:
             return self.outbox_path
         return self.data_dir / "outbox.sqlite3"
+
+    @property
+    def index(self) -> Path:
+        return self.index_path if self.index_path is not None else self.data_dir / "index.sqlite3"
 
     @property
     def accepted_sop_classes(self) -> list[str]:
@@ -341,6 +356,11 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
         "bulk_threshold": (_integer(0), "bulk_threshold"),
         "subscriptions": (lambda value, _base: value, "subscriptions"),
     },
+    "query_retrieve": {
+        "enabled": (_boolean, "query_retrieve"),
+        "index": (_path, "index_path"),
+        "destinations": (lambda value, _base: value, "move_destinations"),
+    },
 }
 SUBSCRIPTION_SCHEMA: dict[str, Check] = {
     "task": _nonempty,
@@ -390,6 +410,8 @@ class _Parser:
             target.update(self._section(section, table))
         if "subscriptions" in values:
             values["subscriptions"] = self._subscriptions(values["subscriptions"])
+        if "move_destinations" in values:
+            values["move_destinations"] = self._destinations(values["move_destinations"])
         if tls:
             values["tls"] = self._tls(tls)
         if "data_dir" not in values:
@@ -435,6 +457,28 @@ class _Parser:
                 )
             )
         return tuple(subs)
+
+    def _destinations(self, value: Any) -> dict[str, Destination]:
+        table = ("query_retrieve", "destinations")
+        if not isinstance(value, dict):
+            self._fail("expected a table of AE titles", table[:1], "destinations")
+        destinations = {}
+        for title, entry in value.items():
+            try:
+                destinations[title.strip(" ")] = parse_destination(title, entry)
+            except DestinationError as exc:
+                # The entry inline (TITLE = {...}) or as a table of its own.
+                line = (
+                    (_line_of(self.text, (*table, title), exc.key, None) if exc.key else None)
+                    or _line_of(self.text, table, title, None)
+                    or _line_of(self.text, table[:1], "destinations", None)
+                )
+                where = f":{line}" if line is not None else ""
+                key = ".".join(part for part in (title, exc.key) if part)
+                raise EdgeConfigError(
+                    f"{self.name}{where}: [{'.'.join(table)}] {key}: {exc.problem}"
+                ) from None
+        return destinations
 
     def _tls(self, values: dict[str, Any]) -> TlsConfig:
         for required in ("cert", "key"):

@@ -11,11 +11,8 @@ Success response, so the next query finds it.
 from __future__ import annotations
 
 import argparse
-import logging
 import sqlite3
 from pathlib import Path
-
-from pydicom.dataset import Dataset
 
 from dicombus import evt
 from dicombus.cli.common import (
@@ -27,8 +24,8 @@ from dicombus.cli.common import (
     error,
 )
 from dicombus.cli.storescp import add_layout_option, storage_ae
-from dicombus.protocol import status
-from dicombus.qr.index import Index, Level
+from dicombus.qr.archive import IndexedStorage
+from dicombus.qr.index import Level
 from dicombus.qr.scp import (
     ConfigError,
     Destination,
@@ -36,11 +33,9 @@ from dicombus.qr.scp import (
     load_destinations,
     support_query_retrieve,
 )
-from dicombus.storage_files import Layout, StorageRootError, prepare_storage_root
-from dicombus.storage_handler import handle_store
+from dicombus.storage_files import StorageRootError, prepare_storage_root
 
 COMMAND = "qrscp"
-LOGGER = logging.getLogger("dicombus.cli")
 # Inside the storage folder, hidden so that indexing skips it (and its -wal / -shm files).
 DEFAULT_INDEX_NAME = ".dicombus-index.sqlite"
 
@@ -97,14 +92,15 @@ def run(args: argparse.Namespace) -> int:
         error(COMMAND, str(exc))
         return ExitCode.LOCAL_ERROR
     try:
-        index = Index(args.index or root / DEFAULT_INDEX_NAME)
+        storage = IndexedStorage(root, args.index or root / DEFAULT_INDEX_NAME, layout=args.layout)
     except (OSError, sqlite3.Error) as exc:
         error(COMMAND, f"cannot open the index of the storage folder: {exc}")
         return ExitCode.LOCAL_ERROR
+    index = storage.index
     with index:
-        report = index.scan(root)
+        report = storage.open()
         scp = QueryRetrieveSCP(index, ae_title=args.aet, destinations=destinations)
-        handlers = [(evt.EVT_C_STORE, store_and_index, [root, args.layout, index]), *scp.handlers()]
+        handlers = [(evt.EVT_C_STORE, storage.handle_store), *scp.handlers()]
         ae = storage_ae(args)
         # Spooled datasets in the root's .incoming folder, swept at the next start.
         ae.spool_directory = incoming
@@ -126,18 +122,3 @@ def run(args: argparse.Namespace) -> int:
             server.shutdown()
     print(f"dicombus {COMMAND}: {received} received, stopped", flush=True)
     return ExitCode.OK
-
-
-def store_and_index(event: evt.Event, root: Path, layout: Layout, index: Index) -> int | Dataset:
-    """EVT_C_STORE: store as ``dicombus storescp`` does, then index the new file."""
-    result = handle_store(event, root, layout)
-    if result != status.SUCCESS:
-        return result
-    path = Path(event.request.outcome["stored_path"])  # type: ignore[attr-defined]
-    try:
-        if not index.add_file(path):
-            LOGGER.warning("stored %s, which is not an instance of the Q/R hierarchy", path)
-    except (OSError, sqlite3.Error) as exc:
-        # The instance is safe on disk; the next start's scan indexes it.
-        LOGGER.error("stored %s but could not index it: %s", path, exc)
-    return result

@@ -32,11 +32,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
-from pydicom.tag import Tag
+from pydicom.tag import BaseTag, Tag
 
 from dicombus.qr.matching import fold_person_name, normalize_date, normalize_time
 
@@ -48,10 +48,30 @@ SCHEMA_VERSION = 1
 # A file holding a DICOMDIR, not an instance (PS3.10 7.1; PS3.4 Annex F).
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
+# SOP Instance UIDs looked up per SELECT: under SQLite's oldest limit on bound
+# parameters (999).
+_LOOKUP_BATCH = 500
+
 # Rows are written in transactions of this many files during a scan: large
 # enough that a folder of 100 000 files is not 100 000 fsyncs, small enough
 # that an interrupted scan keeps most of its work.
 _SCAN_BATCH = 500
+
+
+# The UIDs that file an instance: its own, its series', its study's.
+_HIERARCHY = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+
+# (series id, study id, patient id) rows: where the instance in the file (first
+# parameter) or the instance itself (second) is filed, and the parents of its
+# series (third) and study (fourth). See Index._filed_under.
+_FILED_UNDER_SQL = (
+    "SELECT se.id, st.id, st.parent_id FROM instances im "
+    "JOIN series se ON se.id = im.parent_id JOIN studies st ON st.id = se.parent_id "
+    "WHERE im.path = ?1 OR im.sop_instance_uid = ?2 "
+    "UNION ALL SELECT NULL, st.id, st.parent_id FROM series se "
+    "JOIN studies st ON st.id = se.parent_id WHERE se.series_instance_uid = ?3 "
+    "UNION ALL SELECT NULL, NULL, parent_id FROM studies WHERE study_instance_uid = ?4"
+)
 
 
 class Level(StrEnum):
@@ -134,7 +154,13 @@ ATTRIBUTES = _attributes(
 
 # What a file read needs: every indexed attribute, and the character set that
 # decodes the text ones.
-_READ_TAGS = [Tag("SpecificCharacterSet"), *(Tag(keyword) for keyword in ATTRIBUTES)]
+_READ_TAGS: list[BaseTag | int] = [
+    Tag("SpecificCharacterSet"),
+    *(Tag(keyword) for keyword in ATTRIBUTES),
+]
+# Parsing stops past the last of them: nothing later (pixel data least of all)
+# is read, which halves the cost of indexing a freshly stored instance.
+_LAST_READ_TAG = int(max(_READ_TAGS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +199,10 @@ class Index:
         with self._lock:
             self._connection.execute("PRAGMA foreign_keys = ON")
             self._connection.execute("PRAGMA journal_mode = WAL")
+            # WAL with NORMAL: a commit is a write to the WAL, no fsync; the last
+            # commits before a power cut may be lost, and the next scan finds their
+            # files again (the files are the truth; this is their cache).
+            self._connection.execute("PRAGMA synchronous = NORMAL")
             self._create_schema()
 
     def close(self) -> None:
@@ -214,6 +244,27 @@ class Index:
         """Run one SELECT (with bound ``params``) and return all its rows."""
         with self._lock:
             return self._connection.execute(sql, tuple(params)).fetchall()
+
+    def locate(self, sop_instance_uids: Iterable[str]) -> dict[str, StoredInstance]:
+        """The indexed instances among ``sop_instance_uids``, by SOP Instance UID."""
+        uids = list(dict.fromkeys(sop_instance_uids))
+        found: dict[str, StoredInstance] = {}
+        for start in range(0, len(uids), _LOOKUP_BATCH):
+            chunk = uids[start : start + _LOOKUP_BATCH]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self.select(
+                "SELECT path, sop_class_uid, sop_instance_uid, transfer_syntax FROM instances "
+                f"WHERE sop_instance_uid IN ({marks})",
+                chunk,
+            )
+            for row in rows:
+                found[row["sop_instance_uid"]] = StoredInstance(
+                    path=Path(row["path"]),
+                    sop_class_uid=row["sop_class_uid"],
+                    sop_instance_uid=row["sop_instance_uid"],
+                    transfer_syntax=row["transfer_syntax"],
+                )
+        return found
 
     def count(self, level: Level) -> int:
         with self._lock:
@@ -269,14 +320,38 @@ class Index:
         return report
 
     def add_file(self, path: Path) -> bool:
-        """Index one file (just written by the storage SCP); False if it is no instance."""
+        """Index one file (just written by the storage SCP); False if it is no instance.
+
+        One transaction; of the levels above, only the rows this file's
+        instance may have left empty are checked, so the cost does not grow
+        with the index.
+        """
         path = path.resolve()
         stat = path.stat()
         dataset = _read_instance(path)
         with self._lock, self._transaction():
+            vacated = self._filed_under(path, dataset)
             stored = self._store(path, (stat.st_mtime_ns, stat.st_size), dataset)
-            self._prune()
+            self._prune(vacated)
         return stored
+
+    def _filed_under(self, path: Path, dataset: Dataset | None) -> dict[Level, set[int]]:
+        """The series, studies and patients that storing ``dataset`` from ``path`` may
+        empty: where the file's old instance and this instance are filed now, and the
+        current parents of the series and study it names (an entity re-filed under
+        another parent leaves its old one)."""
+        uids = [None if dataset is None else value_text(dataset.get(k)) for k in _HIERARCHY]
+        rows = self._connection.execute(_FILED_UNDER_SQL, (str(path), *uids)).fetchall()
+        vacated: dict[Level, set[int]] = {
+            Level.SERIES: set(),
+            Level.STUDY: set(),
+            Level.PATIENT: set(),
+        }
+        for row in rows:
+            for level, row_id in zip((Level.SERIES, Level.STUDY, Level.PATIENT), row, strict=True):
+                if row_id is not None:
+                    vacated[level].add(row_id)
+        return vacated
 
     def _forget_file(self, path: str) -> int:
         """Drop a vanished file; 1 if it held an indexed instance."""
@@ -334,15 +409,23 @@ class Index:
         (row_id,) = self._connection.execute(sql, tuple(values.values())).fetchone()
         return int(row_id)
 
-    def _prune(self) -> None:
-        """Remove series, studies and patients left without children."""
+    def _prune(self, only: dict[Level, set[int]] | None = None) -> None:
+        """Remove series, studies and patients left without children (of ``only``'s
+        rows, when given: ids by level)."""
         for level in reversed(LEVEL_ORDER[:-1]):
             table = LEVELS[level].table
             child = next(t.table for t in LEVELS.values() if t.parent is level)
-            self._connection.execute(
+            sql = (
                 f"DELETE FROM {table} WHERE NOT EXISTS "
                 f"(SELECT 1 FROM {child} WHERE {child}.parent_id = {table}.id)"
             )
+            ids: tuple[int, ...] = ()
+            if only is not None:
+                ids = tuple(only[level])
+                if not ids:
+                    continue
+                sql += f" AND id IN ({', '.join('?' for _ in ids)})"
+            self._connection.execute(sql, ids)
 
 
 def schema_statements() -> list[str]:
@@ -433,10 +516,15 @@ def _walk(root: Path) -> Iterator[tuple[str, tuple[int, int]]]:
                 yield path, (stat.st_mtime_ns, stat.st_size)
 
 
+def _past_read_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return int(tag) > _LAST_READ_TAG
+
+
 def _read_instance(path: Path) -> Dataset | None:
     """The indexed attributes of a Part 10 instance file, or None if it is not one."""
     try:
-        dataset = dcmread(path, stop_before_pixels=True, specific_tags=_READ_TAGS)
+        with path.open("rb") as file:
+            dataset = read_partial(file, stop_when=_past_read_tags, specific_tags=_READ_TAGS)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         LOGGER.debug("not indexed: %s (%s)", path, exc)
         return None

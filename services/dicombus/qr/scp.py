@@ -91,12 +91,28 @@ def load_destinations(path: Path) -> dict[str, Destination]:
 
 
 def _destination(path: Path, text: str, title: str, entry: Any) -> Destination:
-    def fail(key: str, problem: str) -> ConfigError:
+    try:
+        return parse_destination(title, entry)
+    except DestinationError as exc:
         line = _line_of(text, title)
         where = f"{path}, line {line}" if line else str(path)
-        return ConfigError(f"{where}: {key}: {problem}")
+        key = ".".join(part for part in ("destinations", title, exc.key) if part)
+        raise ConfigError(f"{where}: {key}: {exc.problem}") from None
 
-    key = f"destinations.{title}"
+
+class DestinationError(ValueError):
+    """A move destination entry that cannot be used: ``key`` (within the entry; "" for
+    the AE title itself) and what is wrong with it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+def parse_destination(title: str, entry: Any) -> Destination:
+    """The destination ``title = {host = "...", port = N}`` of a TOML table; raises
+    DestinationError naming the bad key."""
     stripped = title.strip(" ")
     if (
         not stripped
@@ -104,18 +120,20 @@ def _destination(path: Path, text: str, title: str, entry: Any) -> Destination:
         or "\\" in stripped
         or any(not " " <= c <= "~" for c in stripped)
     ):
-        raise fail(key, f"{title!r} is not an AE title (1-{AE_TITLE_LENGTH} printable ASCII)")
+        raise DestinationError(
+            "", f"{title!r} is not an AE title (1-{AE_TITLE_LENGTH} printable ASCII)"
+        )
     if not isinstance(entry, dict):
-        raise fail(key, 'expected {host = "...", port = N}')
+        raise DestinationError("", 'expected {host = "...", port = N}')
     extra = sorted(set(entry) - {"host", "port"})
     if extra:
-        raise fail(f"{key}.{extra[0]}", "unknown key (expected host and port)")
+        raise DestinationError(extra[0], "unknown key (expected host and port)")
     host = entry.get("host")
     if not isinstance(host, str) or not host:
-        raise fail(f"{key}.host", f"expected a host name or address, got {host!r}")
+        raise DestinationError("host", f"expected a host name or address, got {host!r}")
     port = entry.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise fail(f"{key}.port", f"expected a TCP port 1-65535, got {port!r}")
+        raise DestinationError("port", f"expected a TCP port 1-65535, got {port!r}")
     return Destination(host, port)
 
 
@@ -228,7 +246,11 @@ def support_query_retrieve(ae: AE) -> None:
     SCP role there (PS3.4 C.4.3.1), a plain storage SCU the SCU role.
     """
     for context in ae.supported_contexts:
-        ae.add_supported_context(context.abstract_syntax, scu_role=True, scp_role=True)
+        # Its own syntaxes: with none, the default three would be added to a
+        # context the AE was told to accept in fewer.
+        ae.add_supported_context(
+            context.abstract_syntax, context.transfer_syntax, scu_role=True, scp_role=True
+        )
     for uid in MODEL_BY_SOP_CLASS:
         ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
 
