@@ -162,8 +162,16 @@ def _print_route(envelope: dict[str, Any], route: dict[str, Any], args: argparse
     association = data.get("association", {}) if isinstance(data, dict) else {}
     calling = association.get("calling_ae_title") or "-"
     if args.json:
-        print(json.dumps({"event_id": envelope.get("id"), "time": envelope.get("time"),
-                          "calling_ae_title": calling, **route}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "event_id": envelope.get("id"),
+                    "time": envelope.get("time"),
+                    "calling_ae_title": calling,
+                    **route,
+                }
+            )
+        )
         return
     print(
         f"{envelope.get('time')}  {calling:<16}  {route['sop_instance_uid']}  "

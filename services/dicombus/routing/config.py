@@ -149,8 +149,10 @@ class _Parser:
         for index, table in enumerate(self.tables(section, "destinations")):
             destination = self.destination(table, (*here, "destinations", index))
             if destination.name in destinations:
-                self.fail(f"a second destination named {destination.name!r}",
-                          (*here, "destinations", index, "name"))  # fmt: skip
+                self.fail(
+                    f"a second destination named {destination.name!r}",
+                    (*here, "destinations", index, "name"),
+                )
             destinations[destination.name] = destination
         found: list[Rule] = []
         for index, table in enumerate(self.tables(section, "rules")):
@@ -206,11 +208,13 @@ class _Parser:
 
     def dimse(self, table: dict[str, Any], path: KeyPath, common: dict[str, Any]) -> Destination:
         values = dict(common)
-        values["ae_title"] = self.check(_ae_title, self.required(table, "ae_title", path),
-                                        (*path, "ae_title"))  # fmt: skip
+        values["ae_title"] = self.check(
+            _ae_title, self.required(table, "ae_title", path), (*path, "ae_title")
+        )
         values["host"] = self.check(_nonempty, self.required(table, "host", path), (*path, "host"))
-        values["port"] = self.check(_integer(1, 65535), self.required(table, "port", path),
-                                    (*path, "port"))  # fmt: skip
+        values["port"] = self.check(
+            _integer(1, 65535), self.required(table, "port", path), (*path, "port")
+        )
         checks: dict[str, Callable[[Any, Path], Any]] = {
             "calling_ae_title": _ae_title,
             "tls": _boolean,
@@ -240,8 +244,11 @@ class _Parser:
             values["auth"] = StowAuth(auth)
         except ValueError:
             self.fail(f"expected 'none', 'basic' or 'bearer', got {auth!r}", (*path, "auth"))
-        needs = {StowAuth.NONE: (), StowAuth.BASIC: ("username", "password_env"),
-                 StowAuth.BEARER: ("token_env",)}[values["auth"]]  # fmt: skip
+        needs = {
+            StowAuth.NONE: (),
+            StowAuth.BASIC: ("username", "password_env"),
+            StowAuth.BEARER: ("token_env",),
+        }[values["auth"]]
         for key in ("username", "password_env", "token_env"):
             if key in table and key not in needs:
                 self.fail(f"not used with auth = {auth!r}", (*path, key))
