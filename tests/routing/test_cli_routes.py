@@ -81,7 +81,7 @@ def test_check_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
     result = dicombus("check", "--config", str(path))
     assert result.returncode == 2
     assert (
-        f"{path}:23: [routing.rules[0].match.Modality] regex: bad regular expression"
+        f"{path}:24: [routing.rules[0].match.Modality] regex: bad regular expression"
         in result.stderr
     )
     assert result.stdout == ""
