@@ -362,6 +362,9 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
         "destinations": (lambda value, _base: value, "move_destinations"),
     },
 }
+# [routing] shares the file: rules and destinations for the routing workers (docs/routing.md).
+ROUTING_SECTION = "routing"
+_SECTIONS = {**SCHEMA, ROUTING_SECTION: {}}
 SUBSCRIPTION_SCHEMA: dict[str, Check] = {
     "task": _nonempty,
     "queue": _nonempty,
@@ -404,8 +407,10 @@ class _Parser:
                 # A key outside every section: name it with its own line.
                 suggestion = _closest(section, SCHEMA)
                 self._fail(f"expected a section, such as [{suggestion}]", (), section)
+            if section == ROUTING_SECTION:
+                continue  # the routing workers' part, checked by dicombus.routing.config
             if section not in SCHEMA:
-                self._fail("unknown section" + _hint(section, SCHEMA), (section,), None)
+                self._fail("unknown section" + _hint(section, _SECTIONS), (section,), None)
             target = tls if section == "tls" else values
             target.update(self._section(section, table))
         if "subscriptions" in values:

@@ -16,13 +16,28 @@ from dicombus.cli import (
     get,
     move,
     qrscp,
+    routes,
     store,
     storescp,
     up,
     worker,
 )
 
-COMMANDS = (echo, store, storescp, up, find, get, move, qrscp, edge, worker, events, dead_letters)
+COMMANDS = (
+    echo,
+    store,
+    storescp,
+    up,
+    find,
+    get,
+    move,
+    qrscp,
+    edge,
+    worker,
+    events,
+    dead_letters,
+    routes,
+)
 
 # The shell's convention for a process ended by SIGINT: 128 + 2.
 EXIT_INTERRUPTED = 130

@@ -1,0 +1,83 @@
+"""Where routed instances go: a DICOM C-STORE SCP or a DICOMweb STOW-RS service.
+
+Each destination has its own Celery queue, named from the destination, and its own
+concurrency cap, so a slow or dead destination never delays the others.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from dicombus.routing.transforms import Transform
+
+QUEUE_PREFIX = "dicombus.route."
+# A destination's name becomes part of its queue's name and of log lines: keep it plain.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class StowAuth(StrEnum):
+    NONE = "none"
+    BASIC = "basic"  # RFC 7617: user, and the password from an environment variable
+    BEARER = "bearer"  # RFC 6750: the token from an environment variable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DimseDestination:
+    """A C-STORE SCP (PS3.4 B), reached with our SCU."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    calling_ae_title: str = "DICOMBUS"
+    tls: bool = False
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Proposed first, in this order; empty: the instance's own transfer syntax.
+    transfer_syntaxes: tuple[str, ...] = ()
+    concurrency: int = 1
+    transform: Transform = field(default_factory=Transform)
+
+    kind = "dimse"
+
+    @property
+    def queue(self) -> str:
+        return QUEUE_PREFIX + self.name
+
+    @property
+    def address(self) -> str:
+        scheme = "dicom-tls" if self.tls else "dicom"
+        return f"{scheme}://{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StowDestination:
+    """A DICOMweb origin server's STOW-RS endpoint (PS3.18 10.5)."""
+
+    name: str
+    url: str
+    auth: StowAuth = StowAuth.NONE
+    username: str | None = None
+    password_env: str | None = None  # basic: the environment variable holding the password
+    token_env: str | None = None  # bearer: the environment variable holding the token
+    tls_verify: bool = True
+    tls_ca: Path | None = None
+    concurrency: int = 1
+    transform: Transform = field(default_factory=Transform)
+
+    kind = "stow-rs"
+
+    @property
+    def queue(self) -> str:
+        return QUEUE_PREFIX + self.name
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+
+Destination = DimseDestination | StowDestination

@@ -1,0 +1,223 @@
+"""A [routing] section with a mistake fails at load, naming the file, the line and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from dicombus.bus.edge_config import EdgeConfigError, parse_edge_config
+from dicombus.routing import RoutingConfigError, load_routing_config, parse_routing_config
+from dicombus.routing.destinations import DimseDestination, StowAuth, StowDestination
+
+GOOD = """\
+[edge]
+id = "edge-1"
+
+[[routing.destinations]]
+name = "pacs"
+type = "dimse"
+ae_title = "PACS"
+host = "10.0.0.5"
+port = 104
+transfer_syntaxes = ["JPEG2000Lossless", "ExplicitVRLittleEndian"]
+concurrency = 4
+
+[[routing.destinations]]
+name = "ai"
+type = "stow-rs"
+url = "https://ai.example/dicom-web/studies"
+auth = "bearer"
+token_env = "AI_TOKEN"
+concurrency = 2
+
+[[routing.destinations]]
+name = "research"
+type = "stow-rs"
+url = "http://archive.example/dicomweb/studies"
+auth = "basic"
+username = "router"
+password_env = "ARCHIVE_PASSWORD"
+[routing.destinations.transform]
+deidentify = true
+uid_secret_env = "DEID_SECRET"
+remove = ["StationName", "(0009,1010)"]
+set = { PatientID = "STUDY-7", ClinicalTrialProtocolID = "P7" }
+
+[[routing.rules]]
+name = "ct-to-pacs"
+per = "study"
+destinations = ["pacs", "ai"]
+[routing.rules.match]
+Modality = "CT"
+calling_ae = { wildcard = "CT*" }
+
+[[routing.rules]]
+name = "research"
+destinations = ["research"]
+[routing.rules.match]
+StudyDate = { date_range = "20240101-" }
+"""
+ENVIRON = {"AI_TOKEN": "t", "ARCHIVE_PASSWORD": "p", "DEID_SECRET": "k"}
+
+
+def load(text: str, environ: dict[str, str] | None = None) -> object:
+    return parse_routing_config(
+        text, name="node.toml", environ=ENVIRON if environ is None else environ
+    )
+
+
+def test_a_good_file_gives_destinations_rules_and_queues() -> None:
+    config = parse_routing_config(GOOD, name="node.toml", environ=ENVIRON)
+    pacs, ai, research = config.destinations.values()
+    assert isinstance(pacs, DimseDestination) and pacs.concurrency == 4
+    assert pacs.transfer_syntaxes == ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.1")
+    assert isinstance(ai, StowDestination) and ai.auth is StowAuth.BEARER
+    assert isinstance(research, StowDestination) and research.transform.uid_secret == b"k"
+    assert [d.queue for d in config.destinations.values()] == [
+        "dicombus.route.pacs",
+        "dicombus.route.ai",
+        "dicombus.route.research",
+    ]
+    assert [r.name for r in config.rules] == ["ct-to-pacs", "research"]
+    # The edge reads the same file and leaves [routing] to the router.
+    assert parse_edge_config(GOOD).edge_id == "edge-1"
+
+
+def test_a_misspelt_routing_section_is_the_edge_s_unknown_section() -> None:
+    with pytest.raises(
+        EdgeConfigError,
+        match=r"node.toml:1: \[routng\]: unknown section 'routng' \(did you mean 'routing'\?\)",
+    ):
+        parse_edge_config("[routng]\n", name="node.toml")
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # unknown keys, with a hint
+        (
+            _replace('host = "10.0.0.5"', 'hots = "10.0.0.5"'),
+            r"node.toml:8: \[routing.destinations\[0\]\] hots: "
+            r"unknown key 'hots' \(did you mean 'host'\?\)",
+        ),
+        (
+            _replace('per = "study"', 'pre = "study"'),
+            r"node.toml:36: \[routing.rules\[0\]\] pre: unknown key 'pre' \(did you mean 'per'\?\)",
+        ),
+        (
+            _replace('Modality = "CT"', 'Modalty = "CT"'),
+            r"node.toml:39: \[routing.rules\[0\].match\] Modalty: 'Modalty' is neither a DICOM "
+            r"keyword nor a tag \(gggg,eeee\) \(did you mean 'Modality'\?\)",
+        ),
+        (
+            _replace("deidentify = true", "deidentify = true\nanonymise = 1"),
+            r"node.toml:30: \[routing.destinations\[2\].transform\] anonymise: unknown key",
+        ),
+        (
+            _replace('calling_ae = { wildcard = "CT*" }', 'calling_ae = { glob = "CT*" }'),
+            r"node.toml:40: \[routing.rules\[0\].match.calling_ae\] glob: unknown operator 'glob'",
+        ),
+        # wrong types
+        (
+            _replace("port = 104", 'port = "104"'),
+            r"node.toml:9: \[routing.destinations\[0\]\] port: expected an integer, got '104'",
+        ),
+        (
+            _replace("concurrency = 2", "concurrency = 0"),
+            r"node.toml:19: \[routing.destinations\[1\]\] concurrency: "
+            r"expected an integer >= 1, got 0",
+        ),
+        (
+            _replace('per = "study"', 'per = "patient"'),
+            r"node.toml:36: \[routing.rules\[0\]\] per: expected 'instance', 'series' or 'study'",
+        ),
+        (
+            _replace(
+                'set = { PatientID = "STUDY-7",', 'set = { Rows = "big", PatientID = "STUDY-7",'
+            ),
+            r"node.toml:32: \[routing.destinations\[2\].transform.set\] Rows: "
+            r"expected a number for VR US",
+        ),
+        (
+            _replace('type = "dimse"', 'type = "dimse-tls"'),
+            r"node.toml:6: \[routing.destinations\[0\]\] type: expected 'dimse' or 'stow-rs'",
+        ),
+        # bad regular expression
+        (
+            _replace('Modality = "CT"', 'Modality = { regex = "C(T" }'),
+            r"node.toml:39: \[routing.rules\[0\].match.Modality\] regex: "
+            r"bad regular expression 'C\(T'",
+        ),
+        # a rule naming a destination that does not exist
+        (
+            _replace('destinations = ["research"]', 'destinations = ["reserch"]'),
+            r"node.toml:44: \[routing.rules\[1\]\] destinations: no destination named 'reserch'",
+        ),
+        # bad ranges
+        (
+            _replace(
+                'StudyDate = { date_range = "20240101-" }',
+                'StudyDate = { date_range = "20241231-20240101" }',
+            ),
+            r"node.toml:46: \[routing.rules\[1\].match.StudyDate\] date_range: the range "
+            r"'20241231-20240101' is empty",
+        ),
+        (
+            _replace(
+                'StudyDate = { date_range = "20240101-" }',
+                'StudyDate = { date_range = "20240230-" }',
+            ),
+            r"node.toml:46: .* date_range: '20240230' is not a calendar date",
+        ),
+        (
+            _replace(
+                'StudyDate = { date_range = "20240101-" }', "SliceThickness = { min = 5, max = 1 }"
+            ),
+            r"node.toml:46: \[routing.rules\[1\].match.SliceThickness\] max: min 5 is above max 1",
+        ),
+        # the rest
+        (
+            _replace('Modality = "CT"', 'event = "EVT_C_STROE"'),
+            r"node.toml:39: .* "
+            r"event: 'EVT_C_STROE' is not an event type \(did you mean 'EVT_C_STORE'\?\)",
+        ),
+        (
+            _replace('name = "ai"', 'name = "pacs"'),
+            r"node.toml:14: \[routing.destinations\[1\]\] name: a second destination named 'pacs'",
+        ),
+        (
+            _replace("port = 104", "port = 104\ntls_ca = 'ca.pem'"),
+            r"node.toml:10: \[routing.destinations\[0\]\] tls_ca: no such file",
+        ),
+        (
+            _replace('uid_secret_env = "DEID_SECRET"', ""),
+            r"node.toml:29: \[routing.destinations\[2\].transform\] deidentify: "
+            r"deidentify needs one of",
+        ),
+    ],
+)
+def test_each_mistake_names_file_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(RoutingConfigError, match=message):
+        load(text)
+
+
+def test_a_secret_named_by_an_unset_variable_fails_at_load() -> None:
+    environ = {"AI_TOKEN": "t", "ARCHIVE_PASSWORD": "p"}
+    with pytest.raises(
+        RoutingConfigError,
+        match=r"node.toml:30: .* uid_secret_env: the environment variable 'DEID_SECRET' is not set",
+    ):
+        load(GOOD, environ)
+
+
+def test_load_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(_replace("port = 104", "port = 70000"))
+    with pytest.raises(RoutingConfigError) as caught:
+        load_routing_config(path, environ=ENVIRON)
+    assert str(caught.value).startswith(f"{path}:9: [routing.destinations[0]] port: ")
