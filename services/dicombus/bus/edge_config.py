@@ -92,7 +92,7 @@ ALL_SYNTAXES = "all"
 DEFAULT_DATA_DIR = Path("dicombus-data")
 DEFAULT_QUEUE = "events"
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_EVENT_NAMES = frozenset(
+EVENT_NAMES = frozenset(
     [e.name for e in evt.NOTIFICATION_EVENTS] + [e.name for e in evt.INTERVENTION_EVENTS]
 )
 
@@ -182,20 +182,20 @@ def _text(value: Any, _base: Path) -> str:
     return value
 
 
-def _nonempty(value: Any, base: Path) -> str:
+def nonempty_value(value: Any, base: Path) -> str:
     text = _text(value, base)
     if not text.strip():
         raise ValueError("expected a non-empty string")
     return text
 
 
-def _boolean(value: Any, _base: Path) -> bool:
+def boolean_value(value: Any, _base: Path) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
     return value
 
 
-def _integer(minimum: int, maximum: int | None = None) -> Check:
+def integer_value(minimum: int, maximum: int | None = None) -> Check:
     def check(value: Any, _base: Path) -> int:
         # bool is an int in Python; "true" is not a count.
         if isinstance(value, bool) or not isinstance(value, int):
@@ -210,7 +210,7 @@ def _integer(minimum: int, maximum: int | None = None) -> Check:
 
 
 def _pdu_size(value: Any, base: Path) -> int:
-    size: int = _integer(0)(value, base)
+    size: int = integer_value(0)(value, base)
     if 0 < size < MINIMUM_PDU_LENGTH:
         raise ValueError(f"expected 0 (no limit) or at least {MINIMUM_PDU_LENGTH}, got {size}")
     return size
@@ -223,18 +223,18 @@ def _seconds(value: Any, _base: Path) -> float:
 
 
 def _path(value: Any, base: Path) -> Path:
-    path = Path(_nonempty(value, base)).expanduser()
+    path = Path(nonempty_value(value, base)).expanduser()
     return path if path.is_absolute() else base / path
 
 
-def _existing_file(value: Any, base: Path) -> Path:
+def existing_file_value(value: Any, base: Path) -> Path:
     path = _path(value, base)
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     return path
 
 
-def _ae_title(value: Any, base: Path) -> str:
+def ae_title_value(value: Any, base: Path) -> str:
     try:
         return checked_ae_title(_text(value, base))
     except (TypeError, ValueError) as exc:
@@ -261,9 +261,9 @@ def _one_of(choices: type[StrEnum]) -> Check:
     return check
 
 
-def _sop_classes(value: Any, base: Path) -> tuple[str, ...]:
+def sop_classes_value(value: Any, base: Path) -> tuple[str, ...]:
     uids: list[str] = []
-    for name in _list_of(_nonempty)(value, base):
+    for name in _list_of(nonempty_value)(value, base):
         if name == ALL_STORAGE:
             uids.extend(str(c.abstract_syntax) for c in AllStoragePresentationContexts)
         elif _UID.fullmatch(name):
@@ -278,9 +278,9 @@ def _sop_classes(value: Any, base: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(uids))
 
 
-def _transfer_syntaxes(value: Any, base: Path) -> tuple[str, ...]:
+def transfer_syntaxes_value(value: Any, base: Path) -> tuple[str, ...]:
     uids: list[str] = []
-    for name in _list_of(_nonempty)(value, base):
+    for name in _list_of(nonempty_value)(value, base):
         if name == ALL_SYNTAXES:
             uids.extend(str(syntax) for syntax in ALL_TRANSFER_SYNTAXES)
             continue
@@ -292,12 +292,12 @@ def _transfer_syntaxes(value: Any, base: Path) -> tuple[str, ...]:
 
 
 def _event_names(value: Any, base: Path) -> frozenset[str]:
-    names = _list_of(_nonempty)(value, base)
+    names = _list_of(nonempty_value)(value, base)
     if not names:
         raise ValueError("expected at least one event type")
     for name in names:
-        if name not in _EVENT_NAMES:
-            close = difflib.get_close_matches(name, sorted(_EVENT_NAMES), n=1)
+        if name not in EVENT_NAMES:
+            close = difflib.get_close_matches(name, sorted(EVENT_NAMES), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"{name!r} is not an event type{hint}")
     return frozenset(names)
@@ -313,10 +313,10 @@ def _broker_url(value: Any, base: Path) -> str:
 # section -> key -> (check, EdgeConfig field); the one list of what a file may say.
 SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
     "edge": {
-        "id": (_nonempty, "edge_id"),
-        "ae_title": (_ae_title, "ae_title"),
-        "bind": (_nonempty, "bind"),
-        "port": (_integer(0, 65535), "port"),
+        "id": (nonempty_value, "edge_id"),
+        "ae_title": (ae_title_value, "ae_title"),
+        "bind": (nonempty_value, "bind"),
+        "port": (integer_value(0, 65535), "port"),
         "data_dir": (_path, "data_dir"),
     },
     "storage": {
@@ -325,39 +325,39 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
         "duplicates": (_one_of(Duplicates), "duplicates"),
     },
     "accept": {
-        "sop_classes": (_sop_classes, "sop_classes"),
-        "transfer_syntaxes": (_transfer_syntaxes, "transfer_syntaxes"),
-        "calling_ae_titles": (_list_of(_ae_title), "calling_ae_titles"),
-        "require_called_aet": (_boolean, "require_called_aet"),
+        "sop_classes": (sop_classes_value, "sop_classes"),
+        "transfer_syntaxes": (transfer_syntaxes_value, "transfer_syntaxes"),
+        "calling_ae_titles": (_list_of(ae_title_value), "calling_ae_titles"),
+        "require_called_aet": (boolean_value, "require_called_aet"),
     },
     "limits": {
-        "max_associations": (_integer(1), "max_associations"),
+        "max_associations": (integer_value(1), "max_associations"),
         "max_pdu_size": (_pdu_size, "max_pdu_size"),
         "acse_timeout": (_seconds, "acse_timeout"),
         "dimse_timeout": (_seconds, "dimse_timeout"),
         "network_timeout": (_seconds, "network_timeout"),
-        "max_dataset_size": (_integer(1), "max_dataset_size"),
+        "max_dataset_size": (integer_value(1), "max_dataset_size"),
     },
     "tls": {
-        "cert": (_existing_file, "cert"),
-        "key": (_existing_file, "key"),
-        "ca": (_existing_file, "ca"),
-        "require_client_cert": (_boolean, "require_client_cert"),
+        "cert": (existing_file_value, "cert"),
+        "key": (existing_file_value, "key"),
+        "ca": (existing_file_value, "ca"),
+        "require_client_cert": (boolean_value, "require_client_cert"),
     },
     "bus": {
-        "enabled": (_boolean, "bus_enabled"),
+        "enabled": (boolean_value, "bus_enabled"),
         "broker_url": (_broker_url, "broker_url"),
         "outbox": (_path, "outbox_path"),
-        "outbox_max_bytes": (_integer(1 << 20), "outbox_max_bytes"),
-        "reserve_bytes": (_integer(0), "reserve_bytes"),
-        "queue_size": (_integer(1), "queue_size"),
-        "batch_size": (_integer(1), "batch_size"),
-        "publisher_process": (_boolean, "publisher_process"),
-        "bulk_threshold": (_integer(0), "bulk_threshold"),
+        "outbox_max_bytes": (integer_value(1 << 20), "outbox_max_bytes"),
+        "reserve_bytes": (integer_value(0), "reserve_bytes"),
+        "queue_size": (integer_value(1), "queue_size"),
+        "batch_size": (integer_value(1), "batch_size"),
+        "publisher_process": (boolean_value, "publisher_process"),
+        "bulk_threshold": (integer_value(0), "bulk_threshold"),
         "subscriptions": (lambda value, _base: value, "subscriptions"),
     },
     "query_retrieve": {
-        "enabled": (_boolean, "query_retrieve"),
+        "enabled": (boolean_value, "query_retrieve"),
         "index": (_path, "index_path"),
         "destinations": (lambda value, _base: value, "move_destinations"),
     },
@@ -366,10 +366,10 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
 ROUTING_SECTION = "routing"
 _SECTIONS = {**SCHEMA, ROUTING_SECTION: {}}
 SUBSCRIPTION_SCHEMA: dict[str, Check] = {
-    "task": _nonempty,
-    "queue": _nonempty,
+    "task": nonempty_value,
+    "queue": nonempty_value,
     "events": _event_names,
-    "raw": _boolean,
+    "raw": boolean_value,
 }
 
 
@@ -410,7 +410,7 @@ class _Parser:
             if section == ROUTING_SECTION:
                 continue  # the routing workers' part, checked by dicombus.routing.config
             if section not in SCHEMA:
-                self._fail("unknown section" + _hint(section, _SECTIONS), (section,), None)
+                self._fail("unknown section" + did_you_mean(section, _SECTIONS), (section,), None)
             target = tls if section == "tls" else values
             target.update(self._section(section, table))
         if "subscriptions" in values:
@@ -428,7 +428,7 @@ class _Parser:
         out: dict[str, Any] = {}
         for key, value in table.items():
             if key not in known:
-                self._fail(f"unknown key{_hint(key, known)}", (section,), key)
+                self._fail(f"unknown key{did_you_mean(key, known)}", (section,), key)
             check, attribute = known[key]
             try:
                 out[attribute] = check(value, self.base)
@@ -445,7 +445,9 @@ class _Parser:
             checked: dict[str, Any] = {}
             for key, item in table.items():
                 if key not in SUBSCRIPTION_SCHEMA:
-                    self._fail(f"unknown key{_hint(key, SUBSCRIPTION_SCHEMA)}", where, key, index)
+                    self._fail(
+                        f"unknown key{did_you_mean(key, SUBSCRIPTION_SCHEMA)}", where, key, index
+                    )
                 try:
                     checked[key] = SUBSCRIPTION_SCHEMA[key](item, self.base)
                 except ValueError as exc:
@@ -512,7 +514,7 @@ def _closest(name: str, known: Mapping[str, Any]) -> str:
     return close[0] if close else next(iter(known))
 
 
-def _hint(name: str, known: Mapping[str, Any]) -> str:
+def did_you_mean(name: str, known: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" {name!r} (did you mean {close[0]!r}?)" if close else f" {name!r}"
 

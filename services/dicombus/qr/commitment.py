@@ -37,6 +37,7 @@ from dicombus import evt
 from dicombus.presentation import build_context, build_role
 from dicombus.protocol import status
 from dicombus.protocol.commands import CommandField
+from dicombus.protocol.errors import DicombusError
 from dicombus.qr.index import Index
 from dicombus.qr.scp import Destination
 from dicombus.sop_class import StorageCommitmentPushModel, StorageCommitmentPushModelInstance
@@ -59,7 +60,7 @@ CLASS_INSTANCE_CONFLICT = status.CLASS_INSTANCE_CONFLICT
 _MESSAGE_IDS = 0xFFFF
 
 
-class CommitmentRequestError(ValueError):
+class CommitmentRequestError(DicombusError, ValueError):
     """An N-ACTION that is no usable commitment request, with the status to answer."""
 
     def __init__(self, code: int, comment: str) -> None:

@@ -100,7 +100,7 @@ def _destination(path: Path, text: str, title: str, entry: Any) -> Destination:
         raise ConfigError(f"{where}: {key}: {exc.problem}") from None
 
 
-class DestinationError(ValueError):
+class DestinationError(DicombusError, ValueError):
     """A move destination entry that cannot be used: ``key`` (within the entry; "" for
     the AE title itself) and what is wrong with it."""
 

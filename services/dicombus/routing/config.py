@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from dicombus.bus.edge_config import (
-    _EVENT_NAMES,
+    EVENT_NAMES,
     EdgeConfigError,
-    _ae_title,
-    _boolean,
-    _existing_file,
-    _hint,
-    _integer,
-    _nonempty,
-    _sop_classes,
-    _transfer_syntaxes,
+    ae_title_value,
+    boolean_value,
+    did_you_mean,
+    existing_file_value,
+    integer_value,
+    nonempty_value,
+    sop_classes_value,
+    transfer_syntaxes_value,
 )
 from dicombus.routing import rules
 from dicombus.routing.destinations import (
@@ -144,7 +144,9 @@ class _Parser:
             self.fail("expected a table [routing]", here)
         for key in section:
             if key not in ("destinations", "rules"):
-                self.fail(f"unknown key{_hint(key, {'destinations': 0, 'rules': 0})}", (*here, key))
+                self.fail(
+                    f"unknown key{did_you_mean(key, {'destinations': 0, 'rules': 0})}", (*here, key)
+                )
         destinations: dict[str, Destination] = {}
         for index, table in enumerate(self.tables(section, "destinations")):
             destination = self.destination(table, (*here, "destinations", index))
@@ -177,7 +179,7 @@ class _Parser:
     def known_keys(self, table: Mapping[str, Any], known: Sequence[str], path: KeyPath) -> None:
         for key in table:
             if key not in known:
-                self.fail(f"unknown key{_hint(key, dict.fromkeys(known))}", (*path, key))
+                self.fail(f"unknown key{did_you_mean(key, dict.fromkeys(known))}", (*path, key))
 
     def required(self, table: Mapping[str, Any], key: str, path: KeyPath) -> Any:
         if key not in table:
@@ -187,14 +189,14 @@ class _Parser:
     # -- destinations --
 
     def destination(self, table: dict[str, Any], path: KeyPath) -> Destination:
-        kind = self.check(_nonempty, self.required(table, "type", path), (*path, "type"))
-        name = self.check(_nonempty, self.required(table, "name", path), (*path, "name"))
+        kind = self.check(nonempty_value, self.required(table, "type", path), (*path, "type"))
+        name = self.check(nonempty_value, self.required(table, "name", path), (*path, "name"))
         if not NAME.fullmatch(name):
             self.fail("expected letters, digits, '_', '.' or '-' (up to 64)", (*path, "name"))
         common: dict[str, Any] = {"name": name}
         if "concurrency" in table:
             common["concurrency"] = self.check(
-                _integer(1), table["concurrency"], (*path, "concurrency")
+                integer_value(1), table["concurrency"], (*path, "concurrency")
             )
         if "transform" in table:
             common["transform"] = self.transform(table["transform"], (*path, "transform"))
@@ -209,19 +211,21 @@ class _Parser:
     def dimse(self, table: dict[str, Any], path: KeyPath, common: dict[str, Any]) -> Destination:
         values = dict(common)
         values["ae_title"] = self.check(
-            _ae_title, self.required(table, "ae_title", path), (*path, "ae_title")
+            ae_title_value, self.required(table, "ae_title", path), (*path, "ae_title")
         )
-        values["host"] = self.check(_nonempty, self.required(table, "host", path), (*path, "host"))
+        values["host"] = self.check(
+            nonempty_value, self.required(table, "host", path), (*path, "host")
+        )
         values["port"] = self.check(
-            _integer(1, 65535), self.required(table, "port", path), (*path, "port")
+            integer_value(1, 65535), self.required(table, "port", path), (*path, "port")
         )
         checks: dict[str, Callable[[Any, Path], Any]] = {
-            "calling_ae_title": _ae_title,
-            "tls": _boolean,
-            "tls_ca": _existing_file,
-            "tls_cert": _existing_file,
-            "tls_key": _existing_file,
-            "transfer_syntaxes": _transfer_syntaxes,
+            "calling_ae_title": ae_title_value,
+            "tls": boolean_value,
+            "tls_ca": existing_file_value,
+            "tls_cert": existing_file_value,
+            "tls_key": existing_file_value,
+            "transfer_syntaxes": transfer_syntaxes_value,
         }
         for key, check in checks.items():
             if key in table:
@@ -235,11 +239,11 @@ class _Parser:
 
     def stow(self, table: dict[str, Any], path: KeyPath, common: dict[str, Any]) -> Destination:
         values = dict(common)
-        url = self.check(_nonempty, self.required(table, "url", path), (*path, "url"))
+        url = self.check(nonempty_value, self.required(table, "url", path), (*path, "url"))
         if not url.startswith(("http://", "https://")):
             self.fail(f"expected an http:// or https:// URL, got {url!r}", (*path, "url"))
         values["url"] = url
-        auth = self.check(_nonempty, table.get("auth", "none"), (*path, "auth"))
+        auth = self.check(nonempty_value, table.get("auth", "none"), (*path, "auth"))
         try:
             values["auth"] = StowAuth(auth)
         except ValueError:
@@ -253,13 +257,15 @@ class _Parser:
             if key in table and key not in needs:
                 self.fail(f"not used with auth = {auth!r}", (*path, key))
         for key in needs:
-            values[key] = self.check(_nonempty, self.required(table, key, path), (*path, key))
+            values[key] = self.check(nonempty_value, self.required(table, key, path), (*path, key))
             if key.endswith("_env"):
                 self.environment(values[key], (*path, key))
         if "tls_verify" in table:
-            values["tls_verify"] = self.check(_boolean, table["tls_verify"], (*path, "tls_verify"))
+            values["tls_verify"] = self.check(
+                boolean_value, table["tls_verify"], (*path, "tls_verify")
+            )
         if "tls_ca" in table:
-            values["tls_ca"] = self.check(_existing_file, table["tls_ca"], (*path, "tls_ca"))
+            values["tls_ca"] = self.check(existing_file_value, table["tls_ca"], (*path, "tls_ca"))
         return StowDestination(**values)
 
     def environment(self, variable: str, path: KeyPath) -> str:
@@ -273,18 +279,20 @@ class _Parser:
             self.fail("expected a table", path)
         self.known_keys(table, TRANSFORM_KEYS, path)
         values: dict[str, Any] = {}
-        if self.check(_boolean, table.get("deidentify", False), (*path, "deidentify")):
+        if self.check(boolean_value, table.get("deidentify", False), (*path, "deidentify")):
             has_env, has_secret = "uid_secret_env" in table, "uid_secret" in table
             if has_env == has_secret:
                 self.fail(
                     "deidentify needs one of uid_secret_env or uid_secret", (*path, "deidentify")
                 )
             if has_env:
-                variable = self.check(_nonempty, table["uid_secret_env"], (*path, "uid_secret_env"))
+                variable = self.check(
+                    nonempty_value, table["uid_secret_env"], (*path, "uid_secret_env")
+                )
                 secret = self.environment(variable, (*path, "uid_secret_env"))
                 values["uid_secret_source"] = f"${variable}"
             else:
-                secret = self.check(_nonempty, table["uid_secret"], (*path, "uid_secret"))
+                secret = self.check(nonempty_value, table["uid_secret"], (*path, "uid_secret"))
                 values["uid_secret_source"] = "uid_secret"
             values["uid_secret"] = secret.encode("utf-8")
         elif "uid_secret_env" in table or "uid_secret" in table:
@@ -330,7 +338,7 @@ class _Parser:
 
     def rule(self, table: dict[str, Any], path: KeyPath, known: Mapping[str, Any]) -> Rule:
         self.known_keys(table, RULE_KEYS, path)
-        name = self.check(_nonempty, self.required(table, "name", path), (*path, "name"))
+        name = self.check(nonempty_value, self.required(table, "name", path), (*path, "name"))
         targets = self.required(table, "destinations", path)
         if not isinstance(targets, list) or not targets:
             self.fail("expected a non-empty list of destination names", (*path, "destinations"))
@@ -348,7 +356,7 @@ class _Parser:
         values: dict[str, Any] = {"name": name, "destinations": tuple(targets), "per": per}
         if "description" in table:
             values["description"] = self.check(
-                _nonempty, table["description"], (*path, "description")
+                nonempty_value, table["description"], (*path, "description")
             )
         if "match" in table:
             values["condition"], values["summary"] = self.condition(
@@ -405,12 +413,14 @@ class _Parser:
         if key == "event":
             names = value if isinstance(value, list) else [value]
             for name in names:
-                if name not in _EVENT_NAMES:
-                    close = difflib.get_close_matches(str(name), sorted(_EVENT_NAMES), n=1)
+                if name not in EVENT_NAMES:
+                    close = difflib.get_close_matches(str(name), sorted(EVENT_NAMES), n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     self.fail(f"{name!r} is not an event type{hint}", path)
         if key == "sop_class":
-            uids = self.check(_sop_classes, value if isinstance(value, list) else [value], path)
+            uids = self.check(
+                sop_classes_value, value if isinstance(value, list) else [value], path
+            )
             return list(uids)
         return value
 

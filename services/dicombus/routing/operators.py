@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from dicombus.protocol.errors import DicombusError
+
 # None: the attribute is absent; (): present with no value.
 Values = Sequence[str] | None
 ValueTest = Callable[[Values], bool]
@@ -26,7 +28,7 @@ OPERATORS = ("equals", "wildcard", "regex", "min", "max", "date_range", "present
 _BOUND = re.compile(r"[0-9]{2,}(\.[0-9]{1,6})?")
 
 
-class OperatorError(ValueError):
+class OperatorError(DicombusError, ValueError):
     """A bad operator or argument; ``key`` names the operator (None: the table as a whole)."""
 
     def __init__(self, key: str | None, message: str) -> None:
