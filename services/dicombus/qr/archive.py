@@ -21,6 +21,7 @@ from dicombus import evt
 from dicombus.protocol import status
 from dicombus.qr.index import Index, ScanReport
 from dicombus.storage_files import Duplicates, Layout
+from dicombus.services.storage import withdraw_stored_file
 from dicombus.storage_handler import failure_reply, handle_store
 
 LOGGER = logging.getLogger("dicombus.qr")
@@ -54,9 +55,9 @@ class IndexedStorage:
         """EVT_C_STORE: store durably, then index, then answer.
 
         An instance stored but not indexed is answered 0xA700: Success would
-        promise that a query finds it. The file stays; the peer's retry is an
-        identical duplicate, answered Success once it is indexed (and the next
-        start indexes it anyway).
+        promise that a query finds it. The file this request wrote goes too, so
+        the disk agrees with the answer (a copy stored before stays); the peer
+        may send it again.
         """
         result = handle_store(event, self.root, self.layout, self.duplicates)
         if result != status.SUCCESS:
@@ -67,5 +68,6 @@ class IndexedStorage:
                 LOGGER.warning("stored %s, which is not an instance of the Q/R hierarchy", path)
         except (OSError, sqlite3.Error) as exc:
             LOGGER.error("stored %s but could not index it: %s", path, exc)
+            withdraw_stored_file(event.request.outcome)  # type: ignore[attr-defined]
             return failure_reply(status.OUT_OF_RESOURCES, "stored but not indexed; send again")
         return result
