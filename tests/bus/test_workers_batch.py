@@ -15,6 +15,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from batch_tasks import BATCH_SIZE, CALLS, DONE, POISON
@@ -27,6 +28,8 @@ from worker_support import (
     store,
     wait_for,
 )
+
+QUEUE = "dicombus.audit_count"  # the combined built-in batch task's queue
 
 
 @pytest.fixture
@@ -82,47 +85,59 @@ def test_a_batch_redelivered_after_its_worker_died_is_audited_and_counted_once(
     client = client_for(redis_url)
     folder = tmp_path / "worker"
     audit_db = folder / "audit.sqlite3"
-    settings = {"DICOMBUS_AUDIT_EVENTS": "EVT_C_STORE"}
     count = 5  # stored in the batch that the kill interrupts
-    with (
-        running_worker(
-            redis_url, folder, builtin=True, include=(), pool="solo", env=settings
-        ) as worker,
-        running_edge(redis_url, tmp_path / "edge") as node,
-    ):
-        wait_for(lambda: node.view.wants("EVT_C_STORE"), "the edge to see the subscription")
-        # A first event makes the worker create the audit store (in WAL mode).
-        first = store(node.address[1], 1)
-        wait_for(
-            lambda: _audit_rows(audit_db) == first and client.hlen("unacked") == 0,
-            "the first event to be audited and acknowledged",
-        )
-        # The test holds the store's write lock, so the worker's next batch waits
-        # for it (its busy timeout is 30 s) with every message in hand.
-        blocker = sqlite3.connect(audit_db, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
+    worker_options: dict[str, Any] = {
+        "builtin": True,
+        "include": (),
+        "pool": "solo",
+        "env": {"DICOMBUS_AUDIT_EVENTS": "EVT_C_STORE"},
+    }
+    with running_edge(redis_url, tmp_path / "edge") as node:
+        with running_worker(redis_url, folder, **worker_options) as worker:
+            wait_for(lambda: node.view.wants("EVT_C_STORE"), "the edge to see the subscription")
+            # A first event makes the worker create the audit store (in WAL mode).
+            first = store(node.address[1], 1)
+            wait_for(
+                lambda: _audit_rows(audit_db) == first and client.hlen("unacked") == 0,
+                "the first event to be audited and acknowledged",
+            )
+            worker.stop()
+        # Queued while no worker runs, so the next worker takes them all at once.
         uids = first + store(node.address[1], count)
-        # Messages with the worker, unacknowledged: a batch is in hand.
-        wait_for(lambda: client.hlen("unacked"), "the worker to take a batch")
+        wait_for(lambda: client.llen(QUEUE) == count, "the events in Redis")
+
+    # The test holds the store's write lock, so the worker's batch waits for it
+    # (its busy timeout is 30 s) with every message in hand.
+    blocker = sqlite3.connect(audit_db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    with running_worker(redis_url, folder, **worker_options) as worker:
+        wait_for(
+            lambda: client.llen(QUEUE) == 0 and client.hlen("unacked") == count,
+            "the worker to take the batch",
+        )
         # Writes paused: the counters' script will wait, after the audit commit.
         client.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
         try:
             blocker.execute("ROLLBACK")
             blocker.close()
-            wait_for(lambda: len(_audit_rows(audit_db)) > 1, "the batch's audit commit")
+            wait_for(lambda: sorted(_audit_rows(audit_db)) == sorted(uids), "the audit commit")
             worker.kill()  # mid-batch: audited, not counted, not acknowledged
         finally:
             client.execute_command("CLIENT", "UNPAUSE")
-    audited_before = set(_audit_rows(audit_db)) - set(first)
-    in_hand = client.hlen("unacked")
-    assert 0 < len(audited_before) <= in_hand
+    assert client.hlen("unacked") == count
     assert client.hgetall("dicombus:counts:type") == {"EVT_C_STORE": "1"}
 
     # Another worker hands the batch out again once its visibility timeout passed.
-    with running_worker(redis_url, folder, builtin=True, include=(), pool="solo", env=settings):
-        wait_for(lambda: client.hlen("unacked") == 0, "the redelivered batch to be acknowledged")
-    assert sorted(_audit_rows(audit_db)) == sorted(uids)  # each row once
     total = str(count + 1)
+
+    def settled() -> bool:
+        counted = int(client.hget("dicombus:counts:type", "EVT_C_STORE") or 0)
+        idle = client.llen(QUEUE) == 0 and client.hlen("unacked") == 0
+        return idle and counted >= count + 1
+
+    with running_worker(redis_url, folder, **worker_options):
+        wait_for(settled, "every event counted and every message acknowledged")
+    assert sorted(_audit_rows(audit_db)) == sorted(uids)  # each row once
     assert client.hgetall("dicombus:counts:type") == {"EVT_C_STORE": total}
     assert client.hgetall("dicombus:counts:ae") == {"SCU": total}
     assert client.hgetall("dicombus:counts:ae:SCU") == {"EVT_C_STORE": total}
