@@ -11,8 +11,12 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +102,24 @@ def conn_close(association: str) -> EventRecord:
 class Rsyslog:
     """A real rsyslogd on 127.0.0.1: ``tls`` (CA, cert, key paths) or UDP when None."""
 
-    def __init__(self, folder: Path, port: int, tls: tuple[Path, Path, Path] | None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port: int,
+        tls: tuple[Path, Path, Path] | None,
+        *,
+        verify_clients: bool = False,
+    ) -> None:
         self.binary = require_tool("rsyslogd")
-        self.folder, self.port, self.tls = folder, port, tls
-        self.received = folder / "received.jsonl"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.folder, self.port = folder, port
+        # x509/certvalid: a client must show a certificate signed by the CA (mutual TLS).
+        self.auth_mode = "x509/certvalid" if verify_clients else "anon"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "work").mkdir(exist_ok=True)
+        # Its own copies of the certificates, inside the folder it may read.
+        self.tls = None if tls is None else tuple(_copy(path, folder) for path in tls)
+        self.received = folder / "received.jsonl"
+        self.process: subprocess.Popen[bytes] | None = None
         self.config = folder / "rsyslog.conf"
         self.config.write_text(self._config())
         self.user: dict[str, Any] = {}
@@ -126,7 +141,7 @@ class Rsyslog:
         if self.tls is not None:
             listener = (
                 'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" '
-                'StreamDriver.AuthMode="anon")\n'
+                f'StreamDriver.AuthMode="{self.auth_mode}")\n'
                 f'input(type="imtcp" address="127.0.0.1" port="{self.port}")\n'
             )
         else:
@@ -169,3 +184,20 @@ class Rsyslog:
             return []
         lines = self.received.read_text(encoding="utf-8").splitlines()
         return [json.loads(f'"{line}"') for line in lines if line]
+
+
+def _copy(path: Path, folder: Path) -> Path:
+    target = folder / path.name
+    shutil.copyfile(path, target)
+    return target
+
+
+@contextmanager
+def rsyslog_folder() -> Iterator[Path]:
+    """A folder ``nobody`` can reach (pytest's tmp_path is root's, mode 0700, when root)."""
+    folder = Path(tempfile.mkdtemp(prefix="dicombus-rsyslog-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
