@@ -39,6 +39,7 @@ from dicombus_workers.atna import syslog
 
 CONFIG_ENV = "DICOMBUS_CONFIG"
 SPOOL_NAME = "atna-spool.sqlite3"
+SECTION = ("audit", "syslog")
 DEFAULT_MAX_BACKOFF = 60.0
 
 
@@ -90,31 +91,31 @@ def parse_syslog_config(text: str, *, name: str, base: Path) -> SyslogConfig | N
         where.fail("expected a table [audit]", ("audit",))
     for key in audit:
         if key != "syslog":
-            where.fail(f"unknown key{did_you_mean(key, {'syslog': 0})}", ("audit", key))
+            where.fail(f"unknown key{did_you_mean(key, {'syslog': 0})}", ("audit",), key)
     section = audit.get("syslog")
     if section is None:
         return None
     if not isinstance(section, dict):
-        where.fail("expected a table [audit.syslog]", ("audit", "syslog"))
+        where.fail("expected a table [audit.syslog]", SECTION)
     values: dict[str, Any] = {}
     for key, value in section.items():
         if key not in _KEYS:
-            where.fail(f"unknown key{did_you_mean(key, _KEYS)}", ("audit", "syslog", key))
+            where.fail(f"unknown key{did_you_mean(key, _KEYS)}", SECTION, key)
         try:
             values[key] = _KEYS[key](value, base)
         except ValueError as exc:
-            where.fail(str(exc), ("audit", "syslog", key))
+            where.fail(str(exc), SECTION, key)
     if "host" not in values:
-        where.fail("missing key 'host' (the audit record repository)", ("audit", "syslog"))
+        where.fail("missing key 'host' (the audit record repository)", SECTION)
     transport = values.pop("transport", Transport.TLS)
     if transport is Transport.UDP:
         for tls_only in ("ca", "cert", "key", "server_name"):
             if tls_only in values:
-                where.fail('only with transport = "tls"', ("audit", "syslog", tls_only))
+                where.fail('only with transport = "tls"', SECTION, tls_only)
     if ("key" in values) != ("cert" in values):
         missing = "key" if "cert" in values else "cert"
         message = f"mutual TLS needs both cert and key; {missing!r} is missing"
-        where.fail(message, ("audit", "syslog"))
+        where.fail(message, SECTION)
     values.setdefault("port", syslog.TLS_PORT if transport is Transport.TLS else syslog.UDP_PORT)
     values.setdefault("spool", _data_dir(document, base) / SPOOL_NAME)
     values.setdefault("hostname", socket.gethostname() or "localhost")
@@ -177,9 +178,8 @@ class _Where:
         self.lines = key_lines(text)
         self.name = name
 
-    def fail(self, message: str, path: tuple[str, ...]) -> NoReturn:
-        line = line_of(self.lines, path)
+    def fail(self, message: str, table: tuple[str, ...], key: str | None = None) -> NoReturn:
+        line = line_of(self.lines, table if key is None else (*table, key))
         where = f":{line}" if line is not None else ""
-        table = ".".join(path[:2]) if len(path) > 1 else path[0]
-        key = f" {path[2]}:" if len(path) > 2 else ""
-        raise AuditConfigError(f"{self.name}{where}: [{table}]{key} {message}")
+        named = f" {key}:" if key is not None else ""
+        raise AuditConfigError(f"{self.name}{where}: [{'.'.join(table)}]{named} {message}")
