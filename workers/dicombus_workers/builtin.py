@@ -48,6 +48,7 @@ from dicombus import evt
 from redis.exceptions import RedisError
 
 from dicombus_workers.app import task_max_retries
+from dicombus_workers.atna import task as _atna_task  # noqa: F401  ([audit.syslog]: ATNA task)
 from dicombus_workers.idempotency import DEFAULT_TTL, marker_key, redis_client
 from dicombus_workers.on_event import EVENT_NAMES, event_name, on_event
 from dicombus_workers.records import EventRecord
