@@ -20,8 +20,8 @@ from pydicom.dataset import Dataset
 from dicombus import evt
 from dicombus.protocol import status
 from dicombus.qr.index import Index, ScanReport
-from dicombus.storage_files import Duplicates, Layout
 from dicombus.services.storage import withdraw_stored_file
+from dicombus.storage_files import Duplicates, Layout
 from dicombus.storage_handler import failure_reply, handle_store
 
 LOGGER = logging.getLogger("dicombus.qr")
