@@ -171,13 +171,16 @@ def stored_file_json(path: Path, *, threshold: int = DEFAULT_THRESHOLD) -> dict[
     never read. Anything else returns None, and the caller goes the general way
     (:func:`read_header` + :func:`to_dicom_json`), which gives the same model.
     """
+    # A bare descriptor and pread(): no buffered file object, no seeks.
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with open(path, "rb") as stream:
-            window = _Window(stream)
-            start = _dataset_start(window)
-            elements, _ = _read_elements(window, start, window.size, threshold, 0)
+        window = _Window(descriptor)
+        start = _dataset_start(window)
+        elements, _ = _read_elements(window, start, window.size, threshold, 0)
     except _NotPlain:
         return None
+    finally:
+        os.close(descriptor)
     return _elements_json(elements, f"{_file_uri(path)}?tag=", "", _DEFAULT_ENCODING)
 
 
@@ -235,12 +238,12 @@ class _Window:
     """The bytes of a file around an offset: a typical header is one read; a bulk
     value is skipped by reading on after it."""
 
-    __slots__ = ("base", "buffer", "size", "stream")
+    __slots__ = ("base", "buffer", "descriptor", "size")
 
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.size: int = os.fstat(stream.fileno()).st_size
-        self.buffer: bytes = stream.read(_READ_SIZE)
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.size = os.fstat(descriptor).st_size
+        self.buffer = os.pread(descriptor, _READ_SIZE, 0)
         self.base = 0  # the file offset of buffer[0]
 
     def at(self, offset: int, length: int) -> int:
@@ -251,8 +254,7 @@ class _Window:
             return index
         if offset + length > self.size:
             raise _NotPlain("truncated")
-        self.stream.seek(offset)
-        self.buffer = self.stream.read(max(length, _READ_SIZE))
+        self.buffer = os.pread(self.descriptor, max(length, _READ_SIZE), offset)
         self.base = offset
         if len(self.buffer) < length:
             raise _NotPlain("truncated")
@@ -333,8 +335,12 @@ def _read_elements(
                 raise _NotPlain(f"({group:04X},{element:04X}) {vr} over the threshold")
             value = None
         else:
-            index = window.at(start, length)
-            value = window.buffer[index : index + length]
+            buffer = window.buffer
+            index = start - window.base
+            if index + length > len(buffer):  # the usual case inline: no call to at()
+                index = window.at(start, length)
+                buffer = window.buffer
+            value = buffer[index : index + length]
         if element != 0:  # PS3.18 F.2.2: no group lengths
             elements.append((key, vr, value))
         offset = start + length

@@ -1,8 +1,9 @@
 """The publisher's heavy work: Celery task messages built and sent to Redis.
 
 Building an event's ``data`` (reading the stored file's header into DICOM JSON),
-its Celery message (``as_task_v2``, JSON) and sending it (kombu, redis-py) costs
-about 120 us of CPU per C-STORE event. Where it runs is a :class:`Sender`:
+its Celery messages (a template of ``as_task_v2``'s, orjson) and sending them
+(one LPUSH per queue and batch) is most of a published event's CPU (see
+docs/performance.md). Where it runs is a :class:`Sender`:
 
 - :class:`LocalSender` does it in the calling thread (the publisher thread with
   ``publisher_process = false``; the publisher child process otherwise);
