@@ -9,9 +9,11 @@ of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
 
 1. **Publish**: events/s from one edge into Redis, as Celery task messages.
    Real events are first captured from real associations (lifecycle, C-ECHO
-   and C-STORE: 17 per association), then handed to a fresh publisher at once;
-   the figure is events / time until the last one is in Redis. A second
-   figure runs the same traffic live through an edge node.
+   and C-STORE: 17 per association), then handed to a fresh publisher at once,
+   once its child process does the work; the figure is events / time until the
+   last one is in Redis, with the CPU per event of the publisher child, Redis
+   and the edge process (scheduler accounts, /proc/<pid>/task/*/schedstat),
+   and the CPU of each stage run alone in this process.
 2. **Latency**: one association sends C-ECHOs paced at 1,000/s; workers
    (one with a prefork pool of 2; two solo-pool workers, ``dicombus up``'s
    default) run ``bench.latency``, which records how long after
@@ -23,8 +25,8 @@ of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
    (Part 10 files sent as they are on disk) into an edge whose lifecycle and
    C-STORE events are published, into the same edge with the bus off, and
    into one that publishes from its own process (``publisher_process =
-   false``); the median of runs in rotating order, and the edge process's CPU
-   per instance.
+   false``); the median of runs in rotating order, the edge process's CPU
+   per instance, and the publisher child's and Redis's (publishing on).
 5. **Interference**: small C-STOREs into an edge with the bus off, alone and
    beside a process that spins 15% of the time (at normal priority and at
    SCHED_IDLE): on a 2-CPU machine, what any CPU spent elsewhere costs row 4.
