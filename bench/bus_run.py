@@ -9,9 +9,11 @@ of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
 
 1. **Publish**: events/s from one edge into Redis, as Celery task messages.
    Real events are first captured from real associations (lifecycle, C-ECHO
-   and C-STORE: 17 per association), then handed to a fresh publisher at once;
-   the figure is events / time until the last one is in Redis. A second
-   figure runs the same traffic live through an edge node.
+   and C-STORE: 17 per association), then handed to a fresh publisher at once,
+   once its child process does the work; the figure is events / time until the
+   last one is in Redis, with the CPU per event of the publisher child, Redis
+   and the edge process (scheduler accounts, /proc/<pid>/task/*/schedstat),
+   and the CPU of each stage run alone in this process.
 2. **Latency**: one association sends C-ECHOs paced at 1,000/s; workers
    (one with a prefork pool of 2; two solo-pool workers, ``dicombus up``'s
    default) run ``bench.latency``, which records how long after
@@ -23,8 +25,8 @@ of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
    (Part 10 files sent as they are on disk) into an edge whose lifecycle and
    C-STORE events are published, into the same edge with the bus off, and
    into one that publishes from its own process (``publisher_process =
-   false``); the median of runs in rotating order, and the edge process's CPU
-   per instance.
+   false``); the median of runs in rotating order, the edge process's CPU
+   per instance, and the publisher child's and Redis's (publishing on).
 5. **Interference**: small C-STOREs into an edge with the bus off, alone and
    beside a process that spins 15% of the time (at normal priority and at
    SCHED_IDLE): on a 2-CPU machine, what any CPU spent elsewhere costs row 4.
@@ -356,29 +358,67 @@ def _capture(
     return captured
 
 
-def _stages(events: list[PendingEvent], sub: Subscription, url: str) -> dict[str, float]:
-    """Seconds per event of each publishing stage, run one after the other."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) that process ``pid`` has run so far, all its threads:
+    the scheduler's nanosecond account (/proc/<pid>/task/<tid>/schedstat), not the
+    10 ms ticks of /proc/<pid>/stat."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return total / 1e9
+
+
+def _stages(
+    events: list[PendingEvent], sub: Subscription, url: str, redis_pid: int
+) -> dict[str, float]:
+    """CPU seconds per event of each publishing stage, run one after the other in this
+    process (and Redis's, for the messages it takes)."""
     builder = TaskMessageBuilder(origin="bench")
     broker = Broker(url, timeout=10)
-    started = time.perf_counter()
+    started = time.process_time()
     envelopes = [pending.to_envelope() for pending in events]
-    built = time.perf_counter()
+    built = time.process_time()
     messages = [builder.build(e, sub, order=i, created=0.0) for i, e in enumerate(envelopes)]
-    wrapped = time.perf_counter()
+    wrapped = time.process_time()
+    redis_before = cpu_seconds(redis_pid)
     for start in range(0, len(messages), 500):
         broker.publish(messages[start : start + 500])
-    sent = time.perf_counter()
+    sent = time.process_time()
+    redis_cpu = cpu_seconds(redis_pid) - redis_before
     broker.close()
     count = len(events)
     return {
         "envelope_us": 1e6 * (built - started) / count,
         "celery_message_us": 1e6 * (wrapped - built) / count,
         "redis_us": 1e6 * (sent - wrapped) / count,
+        "redis_server_us": 1e6 * redis_cpu / count,
     }
 
 
-def bench_publish(url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget) -> dict[str, Any]:
-    """Events/s from one edge's publisher into Redis, for two mixes of real events (row 1)."""
+def _warm_up_child(publisher: Publisher, events: list[PendingEvent]) -> int:
+    """Submit events one by one until the publisher child does the work (it starts in
+    about a second, the publisher thread working meanwhile); how many were submitted."""
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    submitted = 0
+    while publisher.sender_pid is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the publisher child did not start")
+        publisher.submit(events[submitted % len(events)])
+        submitted += 1
+        time.sleep(0.05)
+    _wait(lambda: publisher.metrics()["published"] >= submitted, "the warm-up")
+    return submitted
+
+
+def bench_publish(
+    url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget, redis_pid: int
+) -> dict[str, Any]:
+    """Events/s from one edge's publisher into Redis, for two mixes of real events (row 1),
+    once its child process does the work; the CPU per event of this process (the
+    publisher thread and submit), the publisher child and Redis."""
     client = redis.Redis.from_url(url)
     jobs = {
         "lifecycle + C-ECHO": (
@@ -400,23 +440,33 @@ def bench_publish(url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget
             url, view, Outbox(tmp / f"outbox-{index}.sqlite3"), queue_size=len(events) + 1
         )
         publisher.start()
+        warm = _warm_up_child(publisher, events)
+        child = publisher.sender_pid
+        assert child is not None
+        cpu_before = (time.process_time(), cpu_seconds(child), cpu_seconds(redis_pid))
         started = time.perf_counter()
         for pending in events:
             publisher.submit(pending)
-        total = len(events)
+        total = warm + len(events)
         _wait(lambda: publisher.metrics()["published"] >= total, "the publisher")  # noqa: B023
         elapsed = time.perf_counter() - started
+        cpu_after = (time.process_time(), cpu_seconds(child), cpu_seconds(redis_pid))
+        edge_cpu, child_cpu, redis_cpu = (
+            1e6 * (after - before) / len(events)
+            for before, after in zip(cpu_before, cpu_after, strict=True)
+        )
         metrics = publisher.metrics()
         publisher.stop()
         view.stop()
-        in_redis = client.llen(SINK)
+        in_redis = client.llen(SINK) - warm
         client.delete(SINK)
         results[name] = {
             "events": len(events),
             "in_redis": in_redis,
             "spooled": metrics["spooled"],
             "events_per_s": len(events) / elapsed,
-            **_stages(events, sub, url),
+            "cpu_us": {"edge": edge_cpu, "child": child_cpu, "redis": redis_cpu},
+            **_stages(events, sub, url, redis_pid),
         }
         client.delete(SINK)
     client.close()
@@ -586,6 +636,7 @@ def _echo_envelope() -> dict[str, Any]:
 
 # Row 4: C-STOREs of a warm-up association before each timed one.
 WARM_UP = 50
+WARM_UP_MORE = 5  # per association, until the publisher child does the work
 # Row 4's edges: the bus off; on, with the publisher child process (the
 # default); on, with the publisher's work in its thread in the edge process.
 STORE_MODES: dict[str, dict[str, Any]] = {
@@ -599,19 +650,46 @@ def _published(node: EdgeNode) -> float:
     return node.metrics().get("published", 0.0)
 
 
+def _child_pid(
+    node: EdgeNode, port: int, scus: ProcessPoolExecutor, rows: int
+) -> tuple[int | None, int]:
+    """The publisher child's pid once it does the work (None when the edge publishes
+    in-process or not at all), and the instances of the warm-up associations it took."""
+    publisher = node.publisher
+    if publisher is None or not node.config.publisher_process:
+        return None, 0
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    associations = 0
+    while publisher.sender_pid is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the publisher child did not start")
+        scus.submit(scu_store_one_association, port, WARM_UP_MORE, rows).result(RUN_TIMEOUT)
+        associations += 1
+    return publisher.sender_pid, associations
+
+
 def bench_store(
-    url: str, tmp: Path, scus: ProcessPoolExecutor, budget: Budget, rows: int, count: int
+    url: str,
+    tmp: Path,
+    scus: ProcessPoolExecutor,
+    budget: Budget,
+    rows: int,
+    count: int,
+    redis_pid: int,
 ) -> dict[str, Any]:
     """C-STORE instances/s with publishing off and on, median of runs in rotating order
     (row 4).
 
     Also the edge process's CPU time per instance (its association threads, and its
     publisher thread until Redis has every event): the time the publisher takes
-    from the interpreter that serves DICOM. The publisher child's CPU is not in it.
+    from the interpreter that serves DICOM. The publisher child's and Redis's CPU per
+    instance are measured apart (the publishing CPU in the row's default shape).
     """
     client = redis.Redis.from_url(url)
     rates: dict[str, list[float]] = {mode: [] for mode in STORE_MODES}
     cpu: dict[str, list[float]] = {mode: [] for mode in STORE_MODES}
+    child_cpu: list[float] = []
+    redis_cpu: list[float] = []
     sub = Subscription(SINK, SINK, STORE_MIX)
     modes = list(STORE_MODES)
     for repeat in range(budget.store_repeats):
@@ -626,17 +704,23 @@ def bench_store(
                 # second of CPU) before the timed association begins.
                 port = node.address[1]
                 scus.submit(scu_store_one_association, port, WARM_UP, rows).result(RUN_TIMEOUT)
+                child, more = _child_pid(node, port, scus, rows)
                 # 6 lifecycle events per association and one per instance, all in Redis.
                 publishing = mode != "off"
-                warmed = (6 + WARM_UP) * publishing
-                expected = (warmed + 6 + count) * publishing
+                warmed = (6 + WARM_UP + (6 + WARM_UP_MORE) * more) * publishing
                 _wait(lambda: _published(node) >= warmed, "publishing")  # noqa: B023
+                expected = warmed + (6 + count) * publishing
                 cpu_before = time.process_time()
+                others_before = [cpu_seconds(pid) for pid in (child, redis_pid) if pid]
                 seconds = scus.submit(scu_store_one_association, port, count, rows).result(
                     RUN_TIMEOUT
                 )
                 _wait(lambda: _published(node) >= expected, "publishing")  # noqa: B023
                 cpu[mode].append((time.process_time() - cpu_before) / count)
+                if child:
+                    child_after, redis_after = cpu_seconds(child), cpu_seconds(redis_pid)
+                    child_cpu.append((child_after - others_before[0]) / count)
+                    redis_cpu.append((redis_after - others_before[1]) / count)
             rates[mode].append(count / seconds)
             client.delete(SINK)
     client.close()
@@ -646,6 +730,8 @@ def bench_store(
         "ratio": rate["on"] / rate["off"],
         "ratio_in_process": rate["on, in-process"] / rate["off"],
         "cpu_us": {mode: 1e6 * statistics.median(values) for mode, values in cpu.items()},
+        "child_cpu_us": 1e6 * statistics.median(child_cpu),
+        "redis_cpu_us": 1e6 * statistics.median(redis_cpu),
     }
 
 
@@ -765,8 +851,18 @@ def _report_publish(rows: dict[str, Any]) -> None:
         )
         print(
             f"   {'':<22} {row['events']} events, {row['in_redis']} in Redis, spooled "
-            f"{row['spooled']:g}; per event: data + envelope {row['envelope_us']:.0f} us, "
-            f"Celery message {row['celery_message_us']:.0f} us, Redis {row['redis_us']:.0f} us"
+            f"{row['spooled']:g}"
+        )
+        cpu = row["cpu_us"]
+        print(
+            f"   {'':<22} CPU per event: publisher child {cpu['child']:.0f} us, Redis "
+            f"{cpu['redis']:.0f} us, edge process {cpu['edge']:.0f} us; all "
+            f"{sum(cpu.values()):.0f} us"
+        )
+        print(
+            f"   {'':<22} stages in one process, CPU per event: data + envelope "
+            f"{row['envelope_us']:.0f} us, Celery message {row['celery_message_us']:.0f} us, "
+            f"publish {row['redis_us']:.0f} us + Redis {row['redis_server_us']:.0f} us"
         )
 
 
@@ -803,6 +899,10 @@ def _report_store(rows: dict[str, Any]) -> None:
         print(
             f"   {'':<22} edge process CPU per instance: off {cpu['off']:.0f} us, on "
             f"{cpu['on']:.0f} us, in-process {cpu['on, in-process']:.0f} us"
+        )
+        print(
+            f"   {'':<22} publisher child CPU per instance {row['child_cpu_us']:.0f} us, "
+            f"Redis {row['redis_cpu_us']:.0f} us (lifecycle + C-STORE events, on)"
         )
 
 
@@ -864,7 +964,7 @@ def main() -> None:
         try:
             if "publish" in args.only:
                 print("publish ...", flush=True)
-                results["publish"] = bench_publish(url, tmp, scus, budget)
+                results["publish"] = bench_publish(url, tmp, scus, budget, server.pid or 0)
             if "latency" in args.only:
                 print("latency ...", flush=True)
                 results["latency"] = {
@@ -881,10 +981,10 @@ def main() -> None:
                 print("C-STORE on/off ...", flush=True)
                 results["store"] = {
                     "small (16x16, ~1 KB)": bench_store(
-                        url, tmp, scus, budget, 16, budget.store_instances
+                        url, tmp, scus, budget, 16, budget.store_instances, server.pid or 0
                     ),
                     "CT (512x512, 512 KB)": bench_store(
-                        url, tmp, scus, budget, 512, budget.store_instances // 3
+                        url, tmp, scus, budget, 512, budget.store_instances // 3, server.pid or 0
                     ),
                 }
             if "interference" in args.only:

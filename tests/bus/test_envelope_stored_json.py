@@ -1,8 +1,8 @@
 """The stored-file reader of C-STORE events (stored_file_json): the model pydicom's way gives.
 
 The publisher builds one model per stored instance, so the common case is
-parsed straight from the file's bytes; every other case must return None
-(the caller then goes pydicom's way), never a different model.
+parsed straight from the file's bytes, sequences included; every other case
+must return None (the caller then goes pydicom's way), never a different model.
 """
 
 from __future__ import annotations
@@ -71,8 +71,67 @@ def _nothing(ds: Dataset) -> None:
     pass
 
 
+def _code(value: str, meaning: str) -> Dataset:
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = value, "DCM", meaning
+    return code
+
+
+def _sequence(ds: Dataset) -> None:
+    item = Dataset()
+    item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    item.ReferencedSOPInstanceUID = "1.2.3"
+    ds.ReferencedImageSequence = [item]
+
+
+def _text_report(ds: Dataset) -> None:
+    """A Basic Text SR's content tree (PS3.3 A.35.1): nested sequences, text, PN and codes
+    in items, an empty sequence and an empty item."""
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ds.ConceptNameCodeSequence = [_code("121070", "Findings")]
+    text = Dataset()
+    text.RelationshipType, text.ValueType = "CONTAINS", "TEXT"
+    text.ConceptNameCodeSequence = [_code("121071", "Finding")]
+    text.TextValue = "Keine Auffälligkeiten.\r\nNo findings."
+    observer = Dataset()
+    observer.RelationshipType, observer.ValueType = "HAS OBS CONTEXT", "PNAME"
+    observer.ConceptNameCodeSequence = [_code("121008", "Person Observer Name")]
+    observer.PersonName = "Müller^Jürgen"
+    ds.ContentSequence = [text, observer]
+    ds.ContentTemplateSequence = []
+    ds.OtherPatientIDsSequence = [Dataset()]
+
+
+def _undefined_lengths(ds: Dataset) -> None:
+    """PS3.5 7.5.2: a sequence and items of undefined length, with their delimiters."""
+    _text_report(ds)
+    ds["ContentSequence"].is_undefined_length = True
+    for item in ds.ContentSequence:
+        item.is_undefined_length_sequence_item = True
+        item["ConceptNameCodeSequence"].is_undefined_length = True
+
+
+def _bulk_in_an_item(ds: Dataset) -> None:
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3"
+    item.add_new(0x00091010, "OB", b"\x01" * 3000)  # private, long: bulk, with its path
+    ds.ReferencedImageSequence = [Dataset(), item]
+
+
 @pytest.mark.parametrize(
-    "change", [_nothing, _many_vrs, _utf8_names, _latin1_long_text, _group_length]
+    "change",
+    [
+        _nothing,
+        _many_vrs,
+        _utf8_names,
+        _latin1_long_text,
+        _group_length,
+        _sequence,
+        _text_report,
+        _undefined_lengths,
+        _bulk_in_an_item,
+    ],
 )
 @pytest.mark.parametrize("threshold", [64, 1024])
 def test_the_fast_reader_gives_pydicoms_model(
@@ -97,10 +156,34 @@ def test_a_ct_image_is_read_without_its_pixel_data(tmp_path: Path) -> None:
     assert fast is not None and fast == pydicom_model(path, 1024)
 
 
-def _sequence(ds: Dataset) -> None:
+def test_a_bulk_value_in_an_item_points_at_its_tag_path(tmp_path: Path) -> None:
+    ds = small_dataset()
+    _bulk_in_an_item(ds)
+    path = write_part10(ds, tmp_path / "instance.dcm")
+    fast = stored_file_json(path, threshold=1024)
+    assert fast is not None
+    [empty, item] = fast["00081140"]["Value"]
+    assert empty == {}
+    assert item["00091010"] == {
+        "vr": "OB",
+        "BulkDataURI": f"{path.resolve().as_uri()}?tag=00081140/1/00091010",
+    }
+
+
+def _charset_in_an_item(ds: Dataset) -> None:
     item = Dataset()
-    item.ReferencedSOPInstanceUID = "1.2.3"
-    ds.ReferencedImageSequence = [item]
+    item.SpecificCharacterSet = "ISO_IR 100"  # PS3.5 6.1.2.5: an item's own
+    item.PatientName = "Doe^John"
+    ds.OtherPatientIDsSequence = [item]
+
+
+def _nested_too_deep(ds: Dataset) -> None:
+    item = Dataset()
+    for _ in range(40):
+        outer = Dataset()
+        outer.ContentSequence = [item]
+        item = outer
+    ds.ContentSequence = [item]
 
 
 def _two_names(ds: Dataset) -> None:
@@ -116,7 +199,9 @@ def _long_name(ds: Dataset) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:The value length")  # _long_name, on purpose
-@pytest.mark.parametrize("change", [_sequence, _two_names, _iso2022, _long_name])
+@pytest.mark.parametrize(
+    "change", [_two_names, _iso2022, _long_name, _charset_in_an_item, _nested_too_deep]
+)
 def test_what_the_fast_reader_leaves_to_pydicom(
     tmp_path: Path, change: Callable[[Dataset], None]
 ) -> None:

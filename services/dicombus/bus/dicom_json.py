@@ -165,66 +165,55 @@ def read_header(path: Path, *, defer_size: int) -> Dataset:
 def stored_file_json(path: Path, *, threshold: int = DEFAULT_THRESHOLD) -> dict[str, Any] | None:
     """The JSON model of a stored instance, parsed straight from the file; None: not here.
 
-    The common case -- a Part 10 file in an Explicit VR Little Endian transfer
-    syntax (native or encapsulated), no sequences, plain character sets, PN
-    values of one alphabetic group -- costs one open, a read or two and one
-    pass over the header bytes: bulk values are skipped by seeking past them,
-    never read. Anything else returns None, and the caller goes the general
-    way (:func:`read_header` + :func:`to_dicom_json`), which gives the same model.
+    The common case -- a Part 10 file in Explicit VR Little Endian (native pixel
+    data), sequences of defined or undefined length included, plain character
+    sets, PN values of one alphabetic group -- costs one open, a read or two and
+    one pass over the header bytes: bulk values are skipped by seeking past them,
+    never read. Anything else returns None, and the caller goes the general way
+    (:func:`read_header` + :func:`to_dicom_json`), which gives the same model.
     """
-    elements: list[tuple[str, str, bytes | None]] = []
-    encoding: str | None = _DEFAULT_ENCODING
-    syntax: bytes | None = None
+    # A bare descriptor and pread(): no buffered file object, no seeks.
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with path.open("rb") as stream:
-            for key, vr, value in _explicit_elements(stream, threshold):
-                if key.startswith(_META_GROUP):
-                    if key == _TRANSFER_SYNTAX_KEY:
-                        syntax = value
-                    continue
-                if syntax is not None:  # the first element after the file meta
-                    if not _is_plain_explicit_little(syntax):
-                        return None
-                    syntax = None
-                elif not elements:
-                    return None  # no transfer syntax in the file meta
-                if key == _SPECIFIC_CHARACTER_SET_KEY:
-                    encoding = _plain_encoding(value or b"")
-                elements.append((key, vr, value))
+        window = _Window(descriptor)
+        start = _dataset_start(window)
+        elements, _ = _read_elements(window, start, window.size, threshold, 0)
     except _NotPlain:
         return None
-    if encoding is None or syntax is not None:
-        return None
-    uri = f"{_file_uri(path)}?tag="
-    model: dict[str, Any] = {}
-    for key, vr, value in elements:
-        if value is None:
-            model[key] = {"vr": vr, "BulkDataURI": uri + key}
-            continue
-        if vr == "PN":
-            element = _person_name_json(value, encoding)
-        else:
-            element = _value_json(vr, value, encoding)
-        if element is None:
-            return None
-        model[key] = element
-    # PS3.18 F.2.2: ascending tag order; a file out of order is put in order.
-    return model if list(model) == sorted(model) else dict(sorted(model.items()))
+    finally:
+        os.close(descriptor)
+    return _elements_json(elements, f"{_file_uri(path)}?tag=", "", _DEFAULT_ENCODING)
 
+
+# A dataset as read: (tag key, VR, value) in file order; the value is the bytes,
+# None for bulk data, or for a sequence its items, each a dataset as read.
+_Elements = list[tuple[str, str, Any]]
 
 _SPECIFIC_CHARACTER_SET_KEY = "00080005"
-_META_GROUP = "0002"
-_TRANSFER_SYNTAX_KEY = "00020010"
+_META_GROUP = 0x0002
+_TRANSFER_SYNTAX = 0x0010  # (0002,0010), in the file meta group
 # PS3.5 7.1.2: explicit VRs with a 4-byte length (after 2 reserved bytes).
 _LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
                               b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
 # PS3.5 7.1.2: tag, VR, 2-byte length (in a long-length VR: reserved, then a 4-byte length).
 _SHORT_HEADER = struct.Struct("<HH2sH")
 _LONG_LENGTH = struct.Struct("<I")
-_VR_NAMES = {name.encode(): name for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "PN")}
+# PS3.5 7.5: an item, item delimitation or sequence delimitation tag, then a 4-byte length.
+_ITEM_HEADER = struct.Struct("<HHI")
+_ITEM_GROUP = 0xFFFE
+_ITEM, _ITEM_DELIMITATION, _SEQUENCE_DELIMITATION = 0xE000, 0xE00D, 0xE0DD
+_VR_NAMES = {
+    name.encode(): name for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "PN", "SQ")
+}
 _READ_SIZE = 16 * 1024
 _PREAMBLE_LENGTH = 128  # PS3.10 7.1: then "DICM"
+# Deeper nesting than this is left to pydicom (and keeps a crafted file from
+# exhausting the interpreter's recursion limit here).
+_MAX_DEPTH = 32
 _PLAIN_SYNTAXES: dict[bytes, bool] = {}
+# "GGGGEEEE" of each tag seen: formatting it costs more than the rest of an element.
+_TAG_KEYS: dict[int, str] = {}
+_TAG_KEYS_LIMIT = 4096  # private tags are unbounded; the standard's common ones fit
 
 
 def _is_plain_explicit_little(syntax: bytes) -> bool:
@@ -246,70 +235,195 @@ class _NotPlain(DicombusError):
     """The file holds something the fast reader leaves to pydicom."""
 
 
-def _explicit_elements(stream: Any, threshold: int) -> Iterator[tuple[str, str, bytes | None]]:
-    """(tag key, VR, value or None for bulk data) of each top-level element of a Part 10
-    file, group 0002 included, all read as Explicit VR Little Endian.
+class _Window:
+    """The bytes of a file around an offset: a typical header is one read; a bulk
+    value is skipped by reading on after it."""
 
-    Raises _NotPlain without the Part 10 preamble, at a sequence, an undefined
-    length, an item tag, a VR that may not be bulk data yet is over
-    ``threshold``, or a truncated file.
-    """
-    buffer = stream.read(_READ_SIZE)
-    if buffer[_PREAMBLE_LENGTH : _PREAMBLE_LENGTH + 4] != b"DICM":
+    __slots__ = ("base", "buffer", "descriptor", "size")
+
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.size = os.fstat(descriptor).st_size
+        self.buffer = os.pread(descriptor, _READ_SIZE, 0)
+        self.base = 0  # the file offset of buffer[0]
+
+    def at(self, offset: int, length: int) -> int:
+        """Make the file's bytes [offset, offset + length) available in ``buffer``: their
+        index there. Raises _NotPlain past the end of the file."""
+        index = offset - self.base
+        if index >= 0 and index + length <= len(self.buffer):
+            return index
+        if offset + length > self.size:
+            raise _NotPlain("truncated")
+        self.buffer = os.pread(self.descriptor, max(length, _READ_SIZE), offset)
+        self.base = offset
+        if len(self.buffer) < length:
+            raise _NotPlain("truncated")
+        return 0
+
+
+def _element_header(window: _Window, offset: int) -> tuple[int, int, bytes, int, int]:
+    """(group, element, VR bytes, value length, value offset) of the element at
+    ``offset``, read as Explicit VR Little Endian (PS3.5 7.1.2)."""
+    buffer = window.buffer
+    index = offset - window.base
+    if index < 0 or index + 12 > len(buffer):  # the usual case inline: no call to at()
+        index = window.at(offset, 8)
+        buffer = window.buffer
+    group, element, vr, length = _SHORT_HEADER.unpack_from(buffer, index)
+    if vr not in _LONG_LENGTH_VRS:
+        return group, element, vr, length, offset + 8
+    index = window.at(offset, 12)
+    (length,) = _LONG_LENGTH.unpack_from(window.buffer, index + 8)
+    return group, element, vr, length, offset + 12
+
+
+def _dataset_start(window: _Window) -> int:
+    """The offset of the dataset after the File Meta Information (PS3.10 7.1), whose
+    transfer syntax must be plain Explicit VR Little Endian."""
+    index = window.at(0, _PREAMBLE_LENGTH + 4)
+    if window.buffer[index + _PREAMBLE_LENGTH : index + _PREAMBLE_LENGTH + 4] != b"DICM":
         raise _NotPlain("not a Part 10 file")
-    base, position = 0, _PREAMBLE_LENGTH + 4  # the buffer starts at file offset `base`
+    offset, syntax = _PREAMBLE_LENGTH + 4, b""
     while True:
-        if len(buffer) - position < 8:
-            if position == len(buffer) and len(buffer) < _READ_SIZE:
-                return  # the end of the file
-            stream.seek(base + position)
-            base, position = base + position, 0
-            buffer = stream.read(_READ_SIZE)
-            if not buffer:
-                return
-            if len(buffer) < 8:
-                raise _NotPlain("truncated")
-        group, element, vr_bytes, length = _SHORT_HEADER.unpack_from(buffer, position)
-        if vr_bytes in _LONG_LENGTH_VRS:
-            if len(buffer) - position < 12:
-                stream.seek(base + position)
-                base, position = base + position, 0
-                buffer = stream.read(_READ_SIZE)
-                if len(buffer) < 12:
-                    raise _NotPlain("truncated")
-                continue
-            (length,) = _LONG_LENGTH.unpack_from(buffer, position + 8)
-            start = position + 12
-        else:
-            start = position + 8
-        if group == 0xFFFE or vr_bytes == b"SQ" or length == _UNDEFINED_LENGTH:
-            raise _NotPlain("sequence or undefined length")
+        group, element, _, length, start = _element_header(window, offset)
+        if group != _META_GROUP:
+            break
+        if element == _TRANSFER_SYNTAX:
+            index = window.at(start, length)
+            syntax = window.buffer[index : index + length]
+        offset = start + length
+    if not syntax or not _is_plain_explicit_little(syntax):
+        raise _NotPlain("not Explicit VR Little Endian")
+    return offset
+
+
+def _read_elements(
+    window: _Window, offset: int, end: int | None, threshold: int, depth: int
+) -> tuple[_Elements, int]:
+    """The elements from ``offset`` to ``end`` (None: to an item delimitation item), and
+    the offset after them.
+
+    Raises _NotPlain at an encapsulated (undefined length) value, a VR that may not
+    be bulk data yet is over ``threshold``, an element that runs past its item or
+    the file, or nesting deeper than _MAX_DEPTH.
+    """
+    elements: _Elements = []
+    while end is None or offset < end:
+        group, element, vr_bytes, length, start = _element_header(window, offset)
+        if group == _ITEM_GROUP:
+            if end is None and element == _ITEM_DELIMITATION:  # PS3.5 7.5.2
+                return elements, start
+            raise _NotPlain("an item tag among elements")
         vr = _VR_NAMES.get(vr_bytes) or vr_bytes.decode("ascii", "replace")
-        end = start + length
+        tag = group << 16 | element
+        key = _TAG_KEYS.get(tag)
+        if key is None:
+            key = f"{tag:08X}"
+            if len(_TAG_KEYS) < _TAG_KEYS_LIMIT:
+                _TAG_KEYS[tag] = key
+        value: Any
+        if vr == "SQ":
+            if depth == _MAX_DEPTH:
+                raise _NotPlain("sequences nested too deep")
+            value, offset = _read_items(window, start, length, threshold, depth + 1)
+            elements.append((key, vr, value))
+            continue
+        if length == _UNDEFINED_LENGTH:
+            raise _NotPlain("undefined length (encapsulated pixel data)")
         if length > threshold:
             if vr not in BULK_DATA_VRS:
                 raise _NotPlain(f"({group:04X},{element:04X}) {vr} over the threshold")
-            value: bytes | None = None
-        elif end <= len(buffer):
-            value = buffer[start:end]
+            value = None
         else:
-            stream.seek(base + start)
-            value = stream.read(length)
-            if len(value) != length:
-                raise _NotPlain("truncated")
+            buffer = window.buffer
+            index = start - window.base
+            if index + length > len(buffer):  # the usual case inline: no call to at()
+                index = window.at(start, length)
+                buffer = window.buffer
+            value = buffer[index : index + length]
         if element != 0:  # PS3.18 F.2.2: no group lengths
-            yield f"{group:04X}{element:04X}", vr, value
-        if end <= len(buffer):
-            position = end
-        else:  # past the buffer (bulk data skipped, or a long value read above)
-            stream.seek(base + end)
-            base, position = base + end, 0
-            buffer = stream.read(_READ_SIZE)
+            elements.append((key, vr, value))
+        offset = start + length
+    if offset != end:
+        raise _NotPlain("an element runs past its item or the file")
+    return elements, offset
 
 
-@functools.lru_cache(maxsize=256)
+def _read_items(
+    window: _Window, offset: int, length: int, threshold: int, depth: int
+) -> tuple[list[_Elements], int]:
+    """The items of a sequence whose value starts at ``offset`` (PS3.5 7.5), each of
+    defined or undefined length, and the offset after the sequence."""
+    end = None if length == _UNDEFINED_LENGTH else offset + length
+    items: list[_Elements] = []
+    while end is None or offset < end:
+        index = window.at(offset, 8)
+        group, element, item_length = _ITEM_HEADER.unpack_from(window.buffer, index)
+        offset += 8
+        if group != _ITEM_GROUP:
+            raise _NotPlain("not an item in a sequence")
+        if element == _SEQUENCE_DELIMITATION and end is None:
+            return items, offset
+        if element != _ITEM:
+            raise _NotPlain("not an item in a sequence")
+        item_end = None if item_length == _UNDEFINED_LENGTH else offset + item_length
+        elements, offset = _read_elements(window, offset, item_end, threshold, depth)
+        items.append(elements)
+    if offset != end:
+        raise _NotPlain("an item runs past its sequence")
+    return items, offset
+
+
+def _elements_json(
+    elements: _Elements, uri: str, prefix: str, encoding: str | None
+) -> dict[str, Any] | None:
+    """The JSON model of a dataset as read; None: pydicom decides.
+
+    ``prefix`` is the tag path of the item (empty at the top level), ``encoding``
+    the codec of the enclosing dataset's Specific Character Set.
+    """
+    for key, _, value in elements:
+        if key == _SPECIFIC_CHARACTER_SET_KEY:
+            if prefix:
+                return None  # PS3.5 6.1.2.5: an item's own character set; pydicom's
+            encoding = _plain_encoding(value or b"")
+            if encoding is None:
+                return None
+            break
+    model: dict[str, Any] = {}
+    for key, vr, value in elements:
+        element: dict[str, Any] | None
+        if vr == "SQ":
+            items = []
+            for index, item in enumerate(value):
+                item_json = _elements_json(item, uri, f"{prefix}{key}/{index}/", encoding)
+                if item_json is None:
+                    return None
+                items.append(item_json)
+            # PS3.18 F.2.5: an empty sequence has no Value.
+            element = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+        elif value is None:
+            element = {"vr": vr, "BulkDataURI": uri + prefix + key}
+        elif vr == "PN":
+            element = _person_name_json(value, encoding)
+        else:
+            element = _value_json(vr, value, encoding)
+        if element is None:
+            return None
+        model[key] = element
+    # PS3.18 F.2.2: ascending tag order; a file out of order is put in order.
+    return model if list(model) == sorted(model) else dict(sorted(model.items()))
+
+
+@functools.lru_cache(maxsize=1024)
 def _real_directory(directory: str) -> str:
-    return os.path.realpath(directory)
+    """``os.path.realpath(directory)`` of an absolute, normalized path, from its parent's
+    (cached): a new study's or series' folder costs one lstat, not one per component."""
+    parent, name = os.path.split(directory)
+    if not name or os.path.islink(directory):
+        return os.path.realpath(directory)
+    return os.path.join(_real_directory(parent), name)
 
 
 def _file_uri(path: Path) -> str:
@@ -449,6 +563,20 @@ def _value_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] |
     """The JSON of a Little Endian value of a common VR (see :func:`_fast_json`)."""
     if not value:
         return {"vr": vr} if vr in _FAST_VRS else None
+    parse = _TEXT_VALUES.get(vr)
+    if parse is not None:  # text first: most elements of a header are
+        if encoding is None:
+            return None
+        try:
+            text = value.decode(encoding)
+            if vr in _ONE_TEXT_VRS or "\\" not in text:
+                single = parse(text)
+                return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
+            values = [parse(item) for item in text.split("\\")]
+        except ValueError:  # UnicodeDecodeError included
+            return None
+        # PS3.18 F.2.5: an empty value among several is null.
+        return {"vr": vr, "Value": [None if item == "" else item for item in values]}
     numbers = _NUMBER_STRUCTS.get(vr)
     if numbers is not None:
         if len(value) % numbers.size:
@@ -456,19 +584,7 @@ def _value_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] |
         return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
     if vr in _BINARY_VRS and vr != "UN":
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
-    parse = _TEXT_VALUES.get(vr)
-    if parse is None or encoding is None:
-        return None
-    try:
-        text = value.decode(encoding)
-        items = [text] if vr in _ONE_TEXT_VRS else text.split("\\")
-        values = [parse(item) for item in items]
-    except ValueError:  # UnicodeDecodeError included
-        return None
-    if values == [""]:
-        return {"vr": vr}
-    # PS3.18 F.2.5: an empty value among several is null.
-    return {"vr": vr, "Value": [None if item == "" else item for item in values]}
+    return None
 
 
 def _text_encoding(dataset: Dataset, inherited: str | None) -> str | None:

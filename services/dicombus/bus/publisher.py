@@ -27,9 +27,10 @@ batch to its sender: by default a child process
 from the association threads; with ``publisher_process=False``, or while no
 child is ready, the publisher thread itself (:mod:`dicombus.bus.sender`). The sender builds
 each envelope once and, per subscribed task, a Celery protocol-2 task message
-with Celery's own ``app.amqp.as_task_v2`` (JSON, args ``[envelope]``, kwargs
-``{}``), and publishes the batch through one reused kombu Producer as one Redis
-pipeline. Retries in kombu and redis-py are off: the outbox owns durability.
+from a template that Celery's own ``app.amqp.as_task_v2`` made (JSON, args
+``[envelope]``, kwargs ``{}``), and publishes the batch over one kept Redis
+connection as one pipeline of one LPUSH per queue. Retries in redis-py are off:
+the outbox owns durability.
 On any broker error the batch goes to the outbox and the thread switches to
 replay mode: it keeps moving whatever is queued into the outbox (so association
 threads do not find the queue full), pings Redis with bounded back-off and,

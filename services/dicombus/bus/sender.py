@@ -1,8 +1,9 @@
 """The publisher's heavy work: Celery task messages built and sent to Redis.
 
 Building an event's ``data`` (reading the stored file's header into DICOM JSON),
-its Celery message (``as_task_v2``, JSON) and sending it (kombu, redis-py) costs
-about 120 us of CPU per C-STORE event. Where it runs is a :class:`Sender`:
+its Celery messages (a template of ``as_task_v2``'s, orjson) and sending them
+(one LPUSH per queue and batch) is most of a published event's CPU (see
+docs/performance.md). Where it runs is a :class:`Sender`:
 
 - :class:`LocalSender` does it in the calling thread (the publisher thread with
   ``publisher_process = false``; the publisher child process otherwise);
@@ -12,22 +13,20 @@ about 120 us of CPU per C-STORE event. Where it runs is a :class:`Sender`:
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from celery import Celery
-from kombu.connection import Connection as KombuConnection
-from kombu.messaging import Producer
-from kombu.transport import redis as kombu_redis
+from redis.connection import ConnectionInterface
 
 from dicombus.bus.envelope import PendingEvent
+from dicombus.bus.json_text import dumps
 from dicombus.bus.outbox import OutboxMessage
+from dicombus.bus.redis_message import redis_payload
 from dicombus.bus.redis_server import broker_client
 from dicombus.bus.subscriptions import Subscription
 from dicombus.protocol.errors import DicombusError
@@ -37,8 +36,6 @@ LOGGER = logging.getLogger("dicombus.bus.sender")
 # Task ids are uuid5(namespace, "<event id>/<task name>"): stable across replays
 # and restarts, different for each subscribed task of one event.
 TASK_ID_NAMESPACE = uuid.UUID("6f1c3c8e-5a57-4f0e-9d55-2d1f1b7d0b1e")
-CONTENT_TYPE = "application/json"
-CONTENT_ENCODING = "utf-8"
 
 
 def task_id_for(event_id: str, task: str) -> str:
@@ -81,48 +78,88 @@ class SendResult:
 
 
 class TaskMessageBuilder:
-    """Celery protocol-2 task messages, built by Celery's own ``as_task_v2``.
+    """Celery protocol-2 task messages, from a template that Celery's own ``as_task_v2``
+    made.
 
-    The Celery app here only builds messages (it never connects anywhere); it is
-    configured for JSON, as the workers are.
+    The Celery app here only builds the template (it never connects anywhere); it
+    is configured for JSON, as the workers are. Per message, four headers of the
+    template change (``task``, ``id``, ``root_id``, ``argsrepr``) and the body is
+    ``[[envelope], {}, embed]``, the envelope serialized once per event whatever
+    the number of its subscribed tasks (tests/bus/test_task_message.py checks that
+    the result is what ``as_task_v2`` gives for each message).
     """
 
     def __init__(self, origin: str) -> None:
-        self._app = Celery("dicombus-edge", set_as_current=False)
-        self._app.conf.update(task_serializer="json", accept_content=["json"])
-        # Built now, once: otherwise on first use, possibly on an association thread.
-        self._amqp = self._app.amqp
+        app = Celery("dicombus-edge", set_as_current=False)
+        app.conf.update(task_serializer="json", accept_content=["json"])
+        template = app.amqp.as_task_v2(
+            _TEMPLATE_TASK_ID,
+            _TEMPLATE_TASK,
+            args=(),
+            kwargs={},
+            argsrepr="",
+            kwargsrepr="{}",
+            origin=origin,
+        )
+        self._headers: dict[str, Any] = dict(template.headers)
+        _, kwargs, embed = template.body
+        # What follows the envelope in the body: "],{},{"callbacks":null,...}]".
+        self._body_end = "]," + dumps(kwargs).decode() + "," + dumps(embed).decode() + "]"
         self.origin = origin
 
     def build(
         self, envelope: dict[str, Any], sub: Subscription, *, order: int, created: float
     ) -> OutboxMessage:
+        """The message of ``envelope`` to the task of ``sub``."""
+        [message] = self.build_all(envelope, (sub,), order=order, created=created)
+        return message
+
+    def build_all(
+        self,
+        envelope: dict[str, Any],
+        subs: Sequence[Subscription],
+        *,
+        order: int,
+        created: float,
+    ) -> list[OutboxMessage]:
+        """The messages of ``envelope`` to each task of ``subs``, in that order.
+
+        A value that is not JSON raises TypeError here: an error on the edge, not a
+        surprise in a worker.
+        """
         event_id = str(envelope["id"])
-        task_id = task_id_for(event_id, sub.task)
-        message = self._amqp.as_task_v2(
-            task_id,
-            sub.task,
-            args=(envelope,),
-            kwargs={},
-            # What logs and monitors show for the arguments; the default would
-            # repr the whole envelope.
-            argsrepr=f"<{envelope['type']} {event_id}>",
-            kwargsrepr="{}",
-            origin=self.origin,
-        )
-        return OutboxMessage(
-            event_id=event_id,
-            task=sub.task,
-            queue=sub.queue,
-            task_id=task_id,
-            # Plain JSON (not kombu's encoder, which tags datetimes in its own
-            # format): a value that is not JSON is an error here, not a surprise
-            # in a worker.
-            body=json.dumps(message.body, separators=(",", ":")),
-            headers=message.headers,
-            order=order,
-            created=created,
-        )
+        body = "[[" + dumps(envelope).decode() + self._body_end
+        # What logs and monitors show for the arguments; the default would repr
+        # the whole envelope.
+        argsrepr = f"<{envelope['type']} {event_id}>"
+        messages = []
+        for sub in subs:
+            task_id = task_id_for(event_id, sub.task)
+            headers = {
+                **self._headers,
+                "task": sub.task,
+                "id": task_id,
+                "root_id": task_id,
+                "argsrepr": argsrepr,
+            }
+            messages.append(
+                OutboxMessage(
+                    event_id=event_id,
+                    task=sub.task,
+                    queue=sub.queue,
+                    task_id=task_id,
+                    body=body,
+                    headers=headers,
+                    order=order,
+                    created=created,
+                )
+            )
+        return messages
+
+
+# The template's placeholders: every message replaces them.
+_TEMPLATE_TASK_ID = "00000000-0000-0000-0000-000000000000"
+_TEMPLATE_TASK = "dicombus.template"
 
 
 def build_messages(
@@ -134,11 +171,9 @@ def build_messages(
     for item in items:
         pending = item.pending
         try:
-            envelope = pending.to_envelope()
-            built = [
-                builder.build(envelope, sub, order=item.order, created=item.created)
-                for sub in item.subscribers
-            ]
+            built = builder.build_all(
+                pending.to_envelope(), item.subscribers, order=item.order, created=item.created
+            )
         except Exception:
             failures.append(Failure(pending.id, pending.event_type, traceback.format_exc()))
             continue
@@ -146,72 +181,38 @@ def build_messages(
     return messages, failures
 
 
-class _PublishChannel(kombu_redis.Channel):
-    """kombu's Redis channel, with one Redis client kept for publishing.
-
-    kombu makes a new redis-py client (and copies its table of ~200 response
-    callbacks) for every publish batch: about 50 us of CPU, paid per batch,
-    which at a steady C-STORE pace means per event. The client shares the
-    channel's connection pool either way; only one thread publishes.
-    """
-
-    _publish_client: Any = None
-
-    @contextlib.contextmanager
-    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
-        if client:
-            yield client
-            return
-        if self._publish_client is None:
-            self._publish_client = self._create_client()  # type: ignore[no-untyped-call]
-        yield self._publish_client
-
-
-class _PublishTransport(kombu_redis.Transport):
-    Channel = _PublishChannel
-
-
-# kombu's aliases for its plain Redis transport; others (sentinel://) keep their own.
-_PLAIN_REDIS_SCHEMES = ("redis", "rediss")
-
-
 class Broker:
-    """One kombu connection with one reused Producer, rebuilt after any failure.
+    """One connection to Redis, kept until a failure, which drops it.
 
-    Publishes a batch of messages as one Redis pipeline (kombu's
-    ``Producer.batch``), to the anonymous exchange with the queue name as the
-    routing key: the message lands in the Redis list of that queue whether or not
-    a worker has declared it yet. Retries in kombu and redis-py are off: the
-    publisher's outbox owns durability.
+    A batch goes out as one pipeline of one ``LPUSH`` per queue, each with that
+    queue's messages in order, oldest first: a worker's ``BRPOP`` takes them in
+    that order (:mod:`dicombus.bus.redis_message`). The commands are written to a
+    redis-py connection of our own, not through a client: a client's command
+    checks its pooled connection for stray data first (a non-blocking read, and
+    two socket mode changes), which doubled the CPU a one-event batch costs here.
+    No retries in redis-py: the publisher's outbox owns durability.
     """
 
     def __init__(self, url: str, *, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._connection: KombuConnection | None = None
-        self._producer: Producer | None = None
+        self._connection: ConnectionInterface | None = None
 
     def publish(self, messages: Sequence[OutboxMessage]) -> None:
         """Send ``messages``; on any error the connection is dropped and the error raised
         (some of the messages may have reached Redis)."""
         if not messages:
             return
+        by_queue: dict[str, list[bytes]] = {}
+        for message in messages:
+            by_queue.setdefault(message.queue, []).append(redis_payload(message))
+        commands = [("LPUSH", queue, *payloads) for queue, payloads in by_queue.items()]
         try:
-            producer = self._producer or self._connect()
-            with producer.batch(max_size=len(messages)):
-                for message in messages:
-                    producer.publish(
-                        message.body,
-                        exchange="",
-                        routing_key=message.queue,
-                        headers=message.headers,
-                        content_type=CONTENT_TYPE,
-                        content_encoding=CONTENT_ENCODING,
-                        delivery_mode=2,
-                        retry=False,
-                        correlation_id=message.task_id,
-                        reply_to="",
-                    )
+            connection = self._connection or self._connect()
+            packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
+            connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
+            for _ in commands:
+                connection.read_response()  # the list's length; an error reply raises
         except BaseException:
             self.close()
             raise
@@ -227,29 +228,20 @@ class Broker:
             client.close()
 
     def close(self) -> None:
-        connection, self._connection, self._producer = self._connection, None, None
+        connection, self._connection = self._connection, None
         if connection is not None:
             try:
-                connection.release()
+                connection.disconnect()  # type: ignore[no-untyped-call]
             except Exception as exc:  # a dead connection may fail to close; it is gone anyway
                 LOGGER.debug("closing the broker connection: %s", exc)
 
-    def _connect(self) -> Producer:
-        options = {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            # kombu's own connection retries: none, the publisher has its policy.
-            "max_retries": 0,
-        }
-        scheme = self.url.partition("://")[0].lower()
-        self._connection = KombuConnection(
-            self.url,
-            connect_timeout=self.timeout,
-            transport_options=options,
-            transport=_PublishTransport if scheme in _PLAIN_REDIS_SCHEMES else None,
-        )
-        self._producer = Producer(self._connection.default_channel, auto_declare=False)
-        return self._producer
+    def _connect(self) -> ConnectionInterface:
+        """A connection as the URL says (TLS, password, database), timeouts and all."""
+        client = broker_client(self.url, timeout=self.timeout)
+        connection = client.connection_pool.make_connection()
+        connection.connect()  # type: ignore[no-untyped-call]
+        self._connection = connection
+        return connection
 
 
 class Sender(Protocol):
