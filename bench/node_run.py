@@ -422,7 +422,8 @@ class Measurement:
     base_seconds: float = 0.0  # what was subtracted: process start-up and association set-up
     drain_seconds: float | None = None  # from the end of the sends until all audited
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, the whole window
-    audited: dict[str, int] | None = None
+    audited: dict[str, int] | None = None  # by type, at the end of the drain
+    sent: int = 0  # C-STOREs sent to this SCP since it started, warm-up included
     error: str = ""
 
     @property
@@ -483,7 +484,7 @@ def storescu(tool: str, scp: Scp, groups: Sequence[Sequence[Path]]) -> float:
 
 
 class Sender:
-    """Sends to one SCP, and waits until it has audited everything sent so far."""
+    """Sends to one SCP, and waits until it has audited everything sent to it so far."""
 
     def __init__(self, tool: str, scp: Scp) -> None:
         self.tool = tool
@@ -505,17 +506,15 @@ class Sender:
         )
 
 
-def measure(
-    tool: str, scp: Scp, files: list[Path], warm: list[Path], associations: int
-) -> Measurement:
+def measure(sender: Sender, files: list[Path], warm: list[Path], associations: int) -> Measurement:
     """Warm up, time the sends of ``files`` over ``associations`` associations (minus the
     time of a run of one file per association), then the drain; CPU over both.
 
     Every file is sent once (a node answers an instance it already has without writing it
     again), so ``warm`` holds WARM_UP_FILES + max(ONE_FILE_RUNS, ``associations``) files.
     """
+    scp = sender.scp
     result = Measurement(scp=scp.label, associations=associations)
-    sender = Sender(tool, scp)
     try:
         # The warm-up first: a fresh node's publisher child starts with the first events.
         sender.send([warm[:WARM_UP_FILES]])
@@ -542,6 +541,7 @@ def measure(
         result.base_seconds = base
         result.cpu_seconds = process_cpu.spent(before, after)
         result.audited = scp.audited()
+        result.sent = sender.instances
         if result.audited is not None:
             result.drain_seconds = drained - sent
     except (*FAILURES, TimeoutError) as exc:
@@ -622,6 +622,10 @@ def _figure(value: float | None) -> str:
     return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
 
 
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
     print(f"\n[{index}] {row.title(spec)}")
     print(f"  {'SCP':<34}{'inst/s':>9}{'drain s':>9}{'CPU ms/inst':>13}   CPU ms/inst by process")
@@ -638,8 +642,8 @@ def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
         print(f"{line}{_figure(m.rate):>9}{drain:>9}{m.cpu_ms:>13.2f}   {parts}")
     ours, *baselines = row.measurements
     shown = [
-        f"/{other.scp}: {_figure(_ratio(_rate(ours), _rate(other)))}x inst/s, "
-        f"{_figure(_ratio(_cpu(ours), _cpu(other)))}x CPU per instance"
+        f"/{other.scp}: inst/s {_times(_ratio(_rate(ours), _rate(other)))}, "
+        f"CPU per instance {_times(_ratio(_cpu(ours), _cpu(other)))}"
         for other in baselines
     ]
     print(f"  ratio {ours.scp} " + "; ".join(shown))
@@ -714,8 +718,10 @@ def _measure_all(
                 name: Measurement(scp=label, associations=associations, error=scp)
                 for name in datasets
             }
+        # One sender per SCP: the drain waits for everything sent to it, in every data set.
+        sender = Sender(ctx.tools["storescu"], scp)
         return {
-            name: measure(ctx.tools["storescu"], scp, ctx.files[name], ctx.warm[name], associations)
+            name: measure(sender, ctx.files[name], ctx.warm[name], associations)
             for name in datasets
         }
 
