@@ -2,8 +2,8 @@
 
     python bench/node_run.py [--quick] [--json out.json] [--ct N] [--small N] [--associations N]
 
-DCMTK's ``storescu`` (TCP_NODELAY=1) feeds, over one association and then over
-``--associations`` concurrent ones:
+DCMTK's ``storescu`` (TCP_NODELAY=1) feeds over one association, bench/node_client.py
+(a dicombus SCU) over ``--associations`` concurrent ones:
 
 - ``dicombus up``, started as a user starts it (``--port 0 --data DIR``): its
   embedded Redis, edge, publisher child and two workers running the built-in
@@ -16,7 +16,8 @@ DCMTK's ``storescu`` (TCP_NODELAY=1) feeds, over one association and then over
 
 For each: instances/s over the sends, the drain after the last send, and the
 CPU per C-STORE of each process (from /proc, bench/process_cpu.py) from the
-first send to the end of the drain. See bench/README.md.
+first send to the end of the drain. bench/node_scps.py starts and stops the
+SCPs. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ from node_scps import (
 from peers import IMPLS
 from run import DEFAULT_DATA_DIR, DEFAULT_SCP_DIR, FAILURES, _last_line, _load_average
 
-SEND_TIMEOUT = 600.0  # one storescu process
+CLIENT = Path(__file__).resolve().parent / "node_client.py"
+SEND_TIMEOUT = 600.0  # one storescu or node_client.py process
 DRAIN_TIMEOUT = 600.0
 ONE_FILE_RUNS = 3
 WARM_UP_FILES = 5
@@ -85,8 +87,9 @@ class Measurement:
     scp: str
     associations: int
     instances: int = 0  # sent in the timed run
-    seconds: float = 0.0  # its storescu wall time minus that of one file per association
-    base_seconds: float = 0.0  # what was subtracted: process start-up and association set-up
+    counted: int = 0  # the instances the rate counts (see measure)
+    seconds: float = 0.0  # the time the rate counts (see measure)
+    base_seconds: float = 0.0  # what was taken from the timed run's wall time
     drain_seconds: float | None = None  # from the end of the sends until all audited
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, the whole window
     audited: dict[str, int] | None = None  # by type, at the end of the drain
@@ -95,11 +98,8 @@ class Measurement:
 
     @property
     def rate(self) -> float | None:
-        """As bench/run.py: (N - 1) / (time of N - time of 1), per association; None when
-        the timed run was too short to take the one-file run from it."""
-        if self.seconds <= 0:
-            return None
-        return (self.instances - self.associations) / self.seconds
+        """Instances/s; None when the timed run was not longer than the one-file run."""
+        return self.counted / self.seconds if self.seconds > 0 else None
 
     @property
     def cpu_ms(self) -> float:
@@ -113,56 +113,71 @@ class Measurement:
         return found
 
 
-def storescu(tool: str, scp: Scp, groups: Sequence[Sequence[Path]]) -> float:
-    """One storescu process per group, all at once, each sending its files over one
-    association; the wall time until the last has ended."""
-    env = peers.dcmtk_env(IMPLS["dcmtk+nodelay"])
-    command = [tool, "-aec", scp.called_ae, "127.0.0.1", str(scp.port)]
-    started = time.perf_counter()
-    running = [
-        subprocess.Popen(
-            [*command, *map(str, files)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            preexec_fn=die_with_parent(),
-        )
-        for files in groups
-    ]
-    failures = []
+def _finish(process: subprocess.Popen[str], what: str) -> str:
+    """Wait (bounded) for ``process``; its output, or RuntimeError saying why it failed."""
     try:
-        for process in running:
-            output, _ = process.communicate(timeout=SEND_TIMEOUT)
-            failed = process.returncode != 0 or any(
-                line.startswith(("E:", "F:")) for line in output.splitlines()
-            )
-            if failed:
-                failures.append(f"storescu exited {process.returncode}: {_last_line(output)}")
+        output, _ = process.communicate(timeout=SEND_TIMEOUT)
     finally:
-        for process in running:
-            if process.poll() is None:
-                process.kill()
-                process.wait(10)
-    if failures:
-        raise RuntimeError(failures[0])
-    return time.perf_counter() - started
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    failed = process.returncode != 0 or any(
+        line.startswith(("E:", "F:")) for line in output.splitlines()
+    )
+    if failed:
+        raise RuntimeError(f"{what} exited {process.returncode}: {_last_line(output)}")
+    return output
+
+
+def _run(command: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=die_with_parent(),
+    )
 
 
 class Sender:
     """Sends to one SCP, and waits until it has audited everything sent to it so far."""
 
-    def __init__(self, tool: str, scp: Scp) -> None:
+    def __init__(self, tool: str, scp: Scp, work: Path) -> None:
         self.tool = tool
         self.scp = scp
+        self.work = work
         self.instances = 0
         self.associations = 0
 
-    def send(self, groups: Sequence[Sequence[Path]]) -> float:
-        self.instances += sum(len(files) for files in groups)
-        self.associations += len(groups)
-        return storescu(self.tool, self.scp, groups)
+    def send(self, files: Sequence[Path]) -> float:
+        """``storescu`` (TCP_NODELAY=1) sends ``files`` over one association; its wall time."""
+        self._count(files)
+        command = [self.tool, "-aec", self.scp.called_ae, "127.0.0.1", str(self.scp.port)]
+        started = time.perf_counter()
+        _finish(
+            _run([*command, *map(str, files)], peers.dcmtk_env(IMPLS["dcmtk+nodelay"])), "storescu"
+        )
+        return time.perf_counter() - started
+
+    def send_concurrently(self, groups: Sequence[Sequence[Path]]) -> float:
+        """bench/node_client.py sends each group over an association of its own, all at
+        once; the time from the start of the sends to the last response."""
+        lists = []
+        for files in groups:
+            self._count(files)
+            lists.append(self.work / f"association-{len(lists)}-{time.monotonic_ns()}.txt")
+            lists[-1].write_text("\n".join(map(str, files)))
+        command = [sys.executable, str(CLIENT), "--port", str(self.scp.port)]
+        command += ["--called-ae", self.scp.called_ae, *map(str, lists)]
+        output = _finish(_run(command), "node_client.py")
+        seconds: float = json.loads(output.strip().splitlines()[-1])["seconds"]
+        return seconds
+
+    def _count(self, files: Sequence[Path]) -> None:
+        self.instances += len(files)
+        self.associations += 1
 
     def drain(self) -> None:
         wait_until(
@@ -174,9 +189,13 @@ class Sender:
 
 
 def measure(sender: Sender, files: list[Path], warm: list[Path], associations: int) -> Measurement:
-    """Warm up, time the sends of ``files`` over ``associations`` associations (minus the
-    time of a run of one file per association), then the drain; CPU over both.
+    """Warm up, time the sends of ``files`` over ``associations`` associations, then the
+    drain; CPU over both.
 
+    One association: ``storescu``; the rate is (N - 1) / (its wall time - that of a
+    one-file run), as bench/run.py does: process start-up and association set-up left
+    out. More: bench/node_client.py, timed inside from the start of the sends (the
+    associations already established) to the last response; the rate is N / that time.
     Every file is sent once (a node answers an instance it already has without writing it
     again), so ``warm`` holds WARM_UP_FILES + max(ONE_FILE_RUNS, ``associations``) files.
     """
@@ -184,26 +203,32 @@ def measure(sender: Sender, files: list[Path], warm: list[Path], associations: i
     result = Measurement(scp=scp.label, associations=associations)
     try:
         # The warm-up first: a fresh node's publisher child starts with the first events.
-        sender.send([warm[:WARM_UP_FILES]])
+        sender.send(warm[:WARM_UP_FILES])
         sender.drain()
         singles = warm[WARM_UP_FILES:]
         if associations == 1:
             bases = []
             for path in singles[:ONE_FILE_RUNS]:
-                bases.append(sender.send([[path]]))
+                bases.append(sender.send([path]))
                 sender.drain()
             base = statistics.median(bases)
         else:
-            base = sender.send([[path] for path in singles[:associations]])
+            # And a warm-up of as many associations at once: their threads, the pool.
+            sender.send_concurrently([[path] for path in singles[:associations]])
             sender.drain()
-        groups = [files[index::associations] for index in range(associations)]
+            base = 0.0
         before = scp.cpu()
-        elapsed = sender.send(groups)
+        if associations == 1:
+            elapsed = sender.send(files)
+        else:
+            groups = [files[index::associations] for index in range(associations)]
+            elapsed = sender.send_concurrently(groups)
         sent = time.perf_counter()
         sender.drain()
         drained = time.perf_counter()
         after = scp.cpu()
         result.instances = len(files)
+        result.counted = len(files) - 1 if associations == 1 else len(files)
         result.seconds = elapsed - base
         result.base_seconds = base
         result.cpu_seconds = process_cpu.spent(before, after)
@@ -227,11 +252,13 @@ class Row:
     measurements: tuple[Measurement, ...]  # ours first, then the baselines
 
     def title(self, spec: data.DataSetSpec) -> str:
-        where = "one association" if self.associations == 1 else f"{self.associations} associations"
-        return (
-            f"C-STORE over {where}, storescu (TCP_NODELAY=1) -> SCP: "
-            f"{spec.title}, {self.measurements[0].instances} files"
+        where = (
+            "one association, storescu (TCP_NODELAY=1)"
+            if self.associations == 1
+            else f"{self.associations} associations at once, node_client.py (dicombus SCU)"
         )
+        files = self.measurements[0].instances
+        return f"C-STORE over {where} -> SCP: {spec.title}, {files} files"
 
 
 def _ok(value: float | None, passed: Callable[[float], bool]) -> str:
@@ -316,10 +343,13 @@ def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
     print(f"  ratio {ours.scp} " + "; ".join(shown))
     for found in targets(row):
         print(f"  target {found['target']}: {_figure(found['value'])} -> {found['verdict']}")
-    bases = ", ".join(
-        f"{m.scp} {1000 * m.base_seconds:.0f} ms" for m in row.measurements if not m.error
-    )
-    print(f"  (subtracted, a run of one file per association: {bases})")
+    if row.associations == 1:
+        bases = ", ".join(
+            f"{m.scp} {1000 * m.base_seconds:.0f} ms" for m in row.measurements if not m.error
+        )
+        print(f"  (storescu's wall time minus that of a one-file run: {bases})")
+    else:
+        print("  (timed in the client from the start of the sends, associations established)")
     print(f"  (load average {_load_average()})")
 
 
@@ -386,7 +416,7 @@ def _measure_all(
                 for name in datasets
             }
         # One sender per SCP: the drain waits for everything sent to it, in every data set.
-        sender = Sender(ctx.tools["storescu"], scp)
+        sender = Sender(ctx.tools["storescu"], scp, ctx.work)
         return {
             name: measure(sender, ctx.files[name], ctx.warm[name], associations)
             for name in datasets

@@ -61,7 +61,7 @@ def test_node_run_quick_prints_every_row_and_stops_everything(tmp_path: Path) ->
     for title in (
         "[1] C-STORE over one association",
         "[2] C-STORE over one association",
-        "[3] C-STORE over 3 associations",
+        "[3] C-STORE over 3 associations at once",
         "Targets (issue 10):",
     ):
         assert title in result.stdout, output[-4000:]
