@@ -94,6 +94,7 @@ class Measurement:
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # per process, the whole window
     audited: dict[str, int] | None = None  # by type, at the end of the drain
     sent: int = 0  # C-STOREs sent to this SCP since it started, warm-up included
+    client_cpu_seconds: float | None = None  # node_client.py's, over the timed sends
     error: str = ""
 
     @property
@@ -150,6 +151,7 @@ class Sender:
         self.work = work
         self.instances = 0
         self.associations = 0
+        self.client_cpu_seconds: float | None = None  # node_client.py's, its last run
 
     def send(self, files: Sequence[Path]) -> float:
         """``storescu`` (TCP_NODELAY=1) sends ``files`` over one association; its wall time."""
@@ -164,16 +166,16 @@ class Sender:
     def send_concurrently(self, groups: Sequence[Sequence[Path]]) -> float:
         """bench/node_client.py sends each group over an association of its own, all at
         once; the time from the start of the sends to the last response."""
-        lists = []
+        lists: list[Path] = []
         for files in groups:
             self._count(files)
             lists.append(self.work / f"association-{len(lists)}-{time.monotonic_ns()}.txt")
             lists[-1].write_text("\n".join(map(str, files)))
         command = [sys.executable, str(CLIENT), "--port", str(self.scp.port)]
         command += ["--called-ae", self.scp.called_ae, *map(str, lists)]
-        output = _finish(_run(command), "node_client.py")
-        seconds: float = json.loads(output.strip().splitlines()[-1])["seconds"]
-        return seconds
+        report = json.loads(_finish(_run(command), "node_client.py").strip().splitlines()[-1])
+        self.client_cpu_seconds = float(report["cpu_seconds"])
+        return float(report["seconds"])
 
     def _count(self, files: Sequence[Path]) -> None:
         self.instances += len(files)
@@ -223,6 +225,7 @@ def measure(sender: Sender, files: list[Path], warm: list[Path], associations: i
         else:
             groups = [files[index::associations] for index in range(associations)]
             elapsed = sender.send_concurrently(groups)
+            result.client_cpu_seconds = sender.client_cpu_seconds
         sent = time.perf_counter()
         sender.drain()
         drained = time.perf_counter()
@@ -349,7 +352,13 @@ def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
         )
         print(f"  (storescu's wall time minus that of a one-file run: {bases})")
     else:
+        clients = ", ".join(
+            f"{m.scp} {1000 * m.client_cpu_seconds / m.instances:.2f} ms"
+            for m in row.measurements
+            if m.client_cpu_seconds is not None
+        )
         print("  (timed in the client from the start of the sends, associations established)")
+        print(f"  (the client's CPU per instance, on the same two CPUs: {clients})")
     print(f"  (load average {_load_average()})")
 
 
