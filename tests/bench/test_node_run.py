@@ -67,8 +67,9 @@ def test_node_run_quick_prints_every_row_and_stops_everything(tmp_path: Path) ->
         assert title in result.stdout, output[-4000:]
     for scp in (*SCPS, "DCMTK storescp --fork"):
         # The SCP's line: its rate (or n/a when too short to subtract start-up), its drain
-        # (or "-"), its CPU per instance and the per-process breakdown.
-        assert re.search(rf"^  {re.escape(scp)} +\S+ +\S+ +\d+\.\d\d   \S", result.stdout, re.M)
+        # (or "-"), its audited/s (or "-"), its CPU per instance and the per-process breakdown.
+        line = rf"^  {re.escape(scp)} +\S+ +\S+ +\S+ +\d+\.\d\d   \S"
+        assert re.search(line, result.stdout, re.M), result.stdout
     assert re.search(r"^  store-ct: up >= 600 inst/s +\S+  (PASS|MISS|n/a)$", result.stdout, re.M)
 
     rows = json.loads(report.read_text())["rows"]
