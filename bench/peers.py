@@ -167,13 +167,14 @@ def _start_python_scp(
 
 
 def _start_dcmtk_scp(
-    impl: Impl, out_dir: Path, log: TextIO, storescp: str
+    impl: Impl, out_dir: Path, log: TextIO, storescp: str, options: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[str], int]:
+    """``storescp [options] -od out_dir PORT``; ``options`` such as ``--fork``."""
     # storescp cannot listen on port 0 and report it; take a free port from
     # the OS and hand it over (the window for a clash is milliseconds).
     port = free_port()
     process = subprocess.Popen(
-        [storescp, "-od", str(out_dir), str(port)],
+        [storescp, *options, "-od", str(out_dir), str(port)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
