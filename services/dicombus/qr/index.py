@@ -76,7 +76,8 @@ def _filed_under_sql(paths: int, instances: int, series: int, studies: int) -> s
         "JOIN series se ON se.id = im.parent_id JOIN studies st ON st.id = se.parent_id "
         f"WHERE im.path IN {_in_list(paths)} OR im.sop_instance_uid IN {_in_list(instances)} "
         "UNION ALL SELECT NULL, st.id, st.parent_id FROM series se "
-        f"JOIN studies st ON st.id = se.parent_id WHERE se.series_instance_uid IN {_in_list(series)} "
+        "JOIN studies st ON st.id = se.parent_id "
+        f"WHERE se.series_instance_uid IN {_in_list(series)} "
         "UNION ALL SELECT NULL, NULL, parent_id FROM studies "
         f"WHERE study_instance_uid IN {_in_list(studies)}"
     )
@@ -210,7 +211,6 @@ class _Row:
     path: str
     stamp: tuple[int, int]
     values: dict[Level, dict[str, object]] | None
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +364,8 @@ class Index:
         changed = [path for path, stamp in on_disk.items() if known.get(path) != stamp]
         report.unchanged = len(on_disk) - len(changed)
         for start in range(0, len(changed), _WRITE_BATCH):
-            rows = [_file_row(path, on_disk[path]) for path in changed[start : start + _WRITE_BATCH]]
+            batch = changed[start : start + _WRITE_BATCH]
+            rows = [_file_row(path, on_disk[path]) for path in batch]
             with self._lock, self._transaction():
                 self._write_rows(rows)
             indexed = sum(1 for row in rows if row.values is not None)
