@@ -51,6 +51,10 @@ SCHEMA_VERSION = 1
 # A file holding a DICOMDIR, not an instance (PS3.10 7.1; PS3.4 Annex F).
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
+# Seconds a write waits for another connection's write lock on the index (an
+# operator's sqlite3 shell, a backup) before it fails: sqlite3's own default.
+BUSY_TIMEOUT = 5.0
+
 # SOP Instance UIDs looked up per SELECT: under SQLite's oldest limit on bound
 # parameters (999).
 _LOOKUP_BATCH = 500
@@ -253,7 +257,7 @@ class Index:
         self._queue_lock = threading.Lock()
         self._queue: list[IndexEntry] = []
         self._connection = sqlite3.connect(
-            str(database), check_same_thread=False, isolation_level=None
+            str(database), timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
         )
         self._connection.row_factory = sqlite3.Row
         with self._lock:
