@@ -177,11 +177,34 @@ _READ_TAGS: list[BaseTag | int] = [
 # indexed value at hand (see :class:`IndexEntry`).
 LAST_INDEXED_TAG = int(max(_READ_TAGS))
 _SPECIFIC_CHARACTER_SET = int(Tag("SpecificCharacterSet"))
-# (attribute, tag) of each indexed attribute, by level.
-_BY_LEVEL = {
-    level: [(a, int(Tag(a.keyword))) for a in ATTRIBUTES.values() if a.level is level]
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """Where an indexed attribute's value goes: its column, and its normal form's."""
+
+    tag: int
+    vr: str
+    column: str
+    key_column: str | None  # for PN, DA and TM (see IndexedAttribute.key_column)
+
+
+# The indexed attributes of each level, in the order of their columns.
+_COLUMNS = {
+    level: [
+        _Column(
+            int(Tag(a.keyword)),
+            a.vr,
+            a.column,
+            a.key_column if a.key_column != a.column else None,
+        )
+        for a in ATTRIBUTES.values()
+        if a.level is level
+    ]
     for level in LEVEL_ORDER
 }
+# What the matching compares a PN, DA or TM value with (see dicombus.qr.matching).
+_NORMAL_FORM = {"PN": fold_person_name, "DA": normalize_date, "TM": normalize_time}
 # An element as a header holds it: as read (value still encoded), or set after.
 _Element = RawDataElement | DataElement
 # PS3.5 6.1.2.3: the VRs whose values the Specific Character Set applies to; the
@@ -587,9 +610,7 @@ def _upsert_sql(level: Level) -> str:
     then the parent's id."""
     table = LEVELS[level]
     columns = [
-        column
-        for attribute, _tag in _BY_LEVEL[level]
-        for column in dict.fromkeys((attribute.column, attribute.key_column))
+        name for c in _COLUMNS[level] for name in (c.column, c.key_column) if name is not None
     ]
     if level is Level.IMAGE:
         columns += ["path", "transfer_syntax"]
@@ -650,16 +671,19 @@ def _row_values(
     # The elements as read, none converted by pydicom (see _element_text).
     elements: dict[int, _Element] = dict(dataset.items())
     encodings = _encodings(elements.get(_SPECIFIC_CHARACTER_SET))
-    values = {
-        level: {
-            column: value
-            for attribute, tag in _BY_LEVEL[level]
-            for column, value in _column_values(
-                attribute, _element_text(elements.get(tag), attribute.vr, encodings)
-            )
-        }
-        for level in LEVEL_ORDER
-    }
+    values: dict[Level, dict[str, object]] = {}
+    for level, columns in _COLUMNS.items():
+        level_values: dict[str, object] = {}
+        values[level] = level_values
+        for column in columns:
+            text = _element_text(elements.get(column.tag), column.vr, encodings)
+            if column.vr == "IS":
+                level_values[column.column] = _integer(text)
+                continue
+            level_values[column.column] = text
+            if column.key_column is not None:
+                normal = None if text is None else _NORMAL_FORM[column.vr](text)
+                level_values[column.key_column] = normal
     image = values[Level.IMAGE]
     uids = (
         image["sop_instance_uid"],
@@ -710,25 +734,6 @@ def _element_text(element: _Element | None, vr: str, encodings: Sequence[str]) -
         # As pydicom's PersonName: no trailing empty component groups.
         parts = [part.rstrip("=") for part in parts]
     return "\\".join(parts).strip(" \x00") or None
-
-
-def _column_values(attribute: IndexedAttribute, text: str | None) -> Iterable[tuple[str, object]]:
-    if attribute.vr == "IS":
-        yield attribute.column, _integer(text)
-        return
-    yield attribute.column, text
-    if attribute.vr not in _KEYED_VRS:
-        return
-    key: str | None
-    if text is None:
-        key = None
-    elif attribute.vr == "PN":
-        key = fold_person_name(text)
-    elif attribute.vr == "DA":
-        key = normalize_date(text)
-    else:
-        key = normalize_time(text)
-    yield attribute.key_column, key
 
 
 def value_text(value: Any) -> str | None:
