@@ -7,7 +7,9 @@ files that changed. The attributes kept are the keys of the Patient Root and
 Study Root models (:data:`ATTRIBUTES`): the SQL tables are generated from that
 catalogue, and :mod:`dicombus.qr.query` builds its queries from it.
 
-Values are kept as pydicom decodes them (text, character set applied);
+Values are kept as pydicom decodes them (text, character set applied),
+decoded here from the encoded values (pydicom's conversion of each element
+costs several times more);
 PN, DA and TM values also get a ``*_key`` column in the normal form that
 :mod:`dicombus.qr.matching` compares against, so a query never normalizes a
 column.
@@ -491,9 +493,7 @@ class Index:
         for level in LEVEL_ORDER[:-1]:
             # The last row naming an entity decides its values and its parent.
             last = {_unique(values, level): values for values in instances}
-            ids[level] = {
-                key: self._upsert(level, values[level], ids, values) for key, values in last.items()
-            }
+            ids[level] = {key: self._upsert(level, values, ids) for key, values in last.items()}
         db.executemany(
             _UPSERT_SQL[Level.IMAGE],
             [
@@ -506,12 +506,13 @@ class Index:
     def _upsert(
         self,
         level: Level,
-        columns: dict[str, object],
-        ids: dict[Level, dict[object, int]],
         values: dict[Level, dict[str, object]],
+        ids: dict[Level, dict[object, int]],
     ) -> int:
+        """Write the entity of ``level`` that ``values`` name, under its parent (already
+        written: its id in ``ids``); its id."""
         parent = LEVELS[level].parent
-        params = list(columns.values())
+        params = list(values[level].values())
         if parent is not None:
             params.append(ids[parent][_unique(values, parent)])
         (row_id,) = self._connection.execute(_UPSERT_SQL[level], params).fetchone()
