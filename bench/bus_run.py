@@ -28,6 +28,12 @@ of bench/bus_tasks.py, and DICOM SCUs in processes of their own. Rows:
 5. **Interference**: small C-STOREs into an edge with the bus off, alone and
    beside a process that spins 15% of the time (at normal priority and at
    SCHED_IDLE): on a 2-CPU machine, what any CPU spent elsewhere costs row 4.
+6. **Built-in tasks** (``--only builtin``): the CPU time of one solo-pool
+   ``dicombus worker`` running the built-in audit and counters, per event,
+   while it drains C-ECHO events sent to it as fast as Redis takes them: the
+   two single-message tasks (``DICOMBUS_BUILTIN_TASKS=separate``) against the
+   combined batch task (the default). CPU time, not wall time: the machine
+   may be shared.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -84,6 +91,7 @@ RUN_TIMEOUT = 300.0
 
 # The issue's targets.
 PUBLISH_TARGET = 5_000.0  # events/s
+WORKER_CPU_TARGET = 150.0  # us of worker CPU per event per task (issue 10)
 LATENCY_TARGET = 0.050  # p99 seconds at 1,000 events/s
 STORE_RATIO_TARGET = 0.9
 
@@ -239,16 +247,19 @@ def _workers(
     count: int = 1,
     pool: str = "prefork",
     prefetch: int | None = None,
-) -> Iterator[None]:
-    """``count`` ``dicombus worker`` processes running bench/bus_tasks.py on ``queue``,
-    each with ``processes`` pool processes; killed (by process group) afterwards."""
+    builtin: bool = False,
+    env: dict[str, str] | None = None,
+) -> Iterator[list[int]]:
+    """``count`` ``dicombus worker`` processes running bench/bus_tasks.py (and the
+    built-in tasks if ``builtin``) on ``queue`` (comma-separated queues), each with
+    ``processes`` pool processes; killed (by process group) afterwards. Yields their pids."""
     folder.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
         "dicombus.cli.main",
         "worker",
-        "--no-builtin",
+        *([] if builtin else ["--no-builtin"]),
         "--include=bus_tasks",
         f"--queues={queue}",
         f"--concurrency={processes}",
@@ -259,6 +270,7 @@ def _workers(
         **os.environ,
         "DICOMBUS_BROKER_URL": url,
         "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
     }
     if prefetch is not None:
         environment["DICOMBUS_PREFETCH"] = str(prefetch)
@@ -291,7 +303,7 @@ def _workers(
             WORKER_START_TIMEOUT,
             alive,
         )
-        yield
+        yield [process.pid for process in started]
     finally:
         for process in started:
             if process.poll() is None:
@@ -476,6 +488,72 @@ def bench_consume(url: str, tmp: Path, budget: Budget, **shape: Any) -> float:
         first, last = float(client.get("bench:first")), float(client.get("bench:last"))
     client.close()
     return budget.consume_events / (last - first)
+
+
+# Row 6: the built-in tasks as each mode of DICOMBUS_BUILTIN_TASKS declares them.
+BUILTIN_MODES: dict[str, tuple[Subscription, ...]] = {
+    "separate": (
+        Subscription("dicombus.audit", "dicombus.audit", frozenset({"EVT_C_ECHO"})),
+        Subscription("dicombus.count", "dicombus.count", frozenset({"EVT_C_ECHO"})),
+    ),
+    "combined": (
+        Subscription("dicombus.audit_count", "dicombus.audit_count", frozenset({"EVT_C_ECHO"})),
+    ),
+}
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (all their threads) so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        # /proc/PID/stat: fields 14 and 15 (utime, stime), after the ")" of the name.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def bench_builtin(url: str, tmp: Path, budget: Budget, mode: str) -> dict[str, float]:
+    """Worker CPU per event for the built-in audit and counters in ``mode`` (row 6)."""
+    subs = BUILTIN_MODES[mode]
+    client = redis.Redis.from_url(url)
+    client.delete("dicombus:counts:type", "dicombus:counts:ae", "dicombus:counts:ae:BENCHSCU")
+    folder = tmp / f"builtin-{mode}-{time.monotonic_ns()}"
+    audit_db = folder / "audit.sqlite3"
+    builder = TaskMessageBuilder(origin="bench")
+    envelope = _echo_envelope()
+    messages = []
+    for index in range(budget.consume_events):
+        event = {**envelope, "id": f"01B{mode[:3].upper()}{index:020d}", "sequence": index + 1}
+        messages.extend(builder.build(event, sub, order=index, created=time.time()) for sub in subs)
+    settings = {"DICOMBUS_BUILTIN_TASKS": mode, "DICOMBUS_AUDIT_DB": str(audit_db)}
+    queues = ",".join(sub.queue for sub in subs)
+
+    def drained() -> bool:
+        counted = int(client.hget("dicombus:counts:type", "EVT_C_ECHO") or 0)
+        if counted < budget.consume_events or not audit_db.is_file():
+            return False
+        with sqlite3.connect(audit_db) as connection:
+            (rows,) = connection.execute("SELECT count(*) FROM events").fetchone()
+        return int(rows) >= budget.consume_events
+
+    with _workers(url, folder, queues, 1, pool="solo", builtin=True, env=settings) as pids:
+        cpu_before, wall_before = _cpu_seconds(pids), time.monotonic()
+        broker = Broker(url, timeout=10)
+        for start in range(0, len(messages), 500):
+            broker.publish(messages[start : start + 500])
+        broker.close()
+        _wait(drained, f"the {mode} built-in tasks")
+        cpu, wall = _cpu_seconds(pids) - cpu_before, time.monotonic() - wall_before
+    client.close()
+    per_event = 1e6 * cpu / budget.consume_events
+    return {
+        "events": budget.consume_events,
+        "tasks": len(subs),
+        "cpu_us_per_event": per_event,
+        "cpu_us_per_event_per_task": per_event / len(subs),
+        "events_per_s": budget.consume_events / wall,
+    }
 
 
 def _echo_envelope() -> dict[str, Any]:
@@ -670,6 +748,7 @@ def report(results: dict[str, Any]) -> None:
         ("consume", _report_consume),
         ("store", _report_store),
         ("interference", _report_interference),
+        ("builtin", _report_builtin),
     ):
         if section in results:  # --only ran a subset
             print()
@@ -737,7 +816,19 @@ def _report_interference(rates: dict[str, float]) -> None:
         print(f"   {mode:<32} {rate:6.0f} inst/s   ratio {rate / alone:.2f}")
 
 
-SECTIONS = ("publish", "latency", "consume", "store", "interference")
+def _report_builtin(rows: dict[str, Any]) -> None:
+    print("6. Built-in audit + counters: CPU of one solo-pool worker per event (C-ECHO events)")
+    for mode, row in rows.items():
+        ok = row["cpu_us_per_event_per_task"] <= WORKER_CPU_TARGET
+        print(
+            f"   {mode:<10} {row['tasks']} task(s): {row['cpu_us_per_event']:6.0f} us per event, "
+            f"{row['cpu_us_per_event_per_task']:6.0f} us per event per task   target <= "
+            f"{WORKER_CPU_TARGET:.0f}   {_verdict(ok)}   ({row['events']} events, "
+            f"{row['events_per_s']:.0f}/s)"
+        )
+
+
+SECTIONS = ("publish", "latency", "consume", "store", "interference", "builtin")
 
 
 def _sections(text: str) -> tuple[str, ...]:
@@ -799,6 +890,11 @@ def main() -> None:
             if "interference" in args.only:
                 print("interference ...", flush=True)
                 results["interference"] = bench_interference(url, tmp, scus, budget)
+            if "builtin" in args.only:
+                print("built-in tasks ...", flush=True)
+                results["builtin"] = {
+                    mode: bench_builtin(url, tmp, budget, mode) for mode in BUILTIN_MODES
+                }
         finally:
             server.stop()
     report(results)

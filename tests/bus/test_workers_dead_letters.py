@@ -4,7 +4,7 @@ The audit store is away for real: ``DICOMBUS_AUDIT_DB`` names a folder, so
 SQLite raises ``OperationalError`` ("unable to open database file") on every
 try. With ``DICOMBUS_TASK_MAX_RETRIES=1`` the built-in audit task gives up
 after two attempts; before dead letters the event was then recorded nowhere.
-Now it waits in ``dicombus:dead:dicombus.audit``, ``dicombus dead-letters``
+Now it waits in ``dicombus:dead:dicombus.audit_count``, ``dicombus dead-letters``
 lists it, and once the store is back a replay puts it in the audit store
 exactly once. A task that fails at once (no retry) is dead-lettered too; one
 made with ``dead_letter=False`` is not.
@@ -30,7 +30,7 @@ from worker_support import (
     wait_for,
 )
 
-AUDIT = "dicombus.audit"
+AUDIT = "dicombus.audit_count"  # the combined built-in batch task
 
 
 @pytest.fixture

@@ -124,7 +124,7 @@ def test_dry_run_replays_the_audit_store_through_the_rules(tmp_path: Path) -> No
         store_envelope(mr, calling="US1", event_id="01E", time=at(timedelta(minutes=2))),
     ]
     for envelope in recorded:
-        assert store.write(EventRecord(envelope))
+        assert store.write([EventRecord(envelope)]) == 1
     result = dicombus("dry-run", "--config", str(path), "--since", "2h", "--audit-db", str(audit))
     assert result.returncode == 0, result.stderr
     routes = [line for line in result.stdout.splitlines() if " -> " in line]

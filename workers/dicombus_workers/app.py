@@ -103,6 +103,9 @@ def safe_settings(
         "result_backend": None,
         "task_ignore_result": True,
         "task_default_queue": DEFAULT_QUEUE,
+        # kombu's Redis transport, fetching as many messages per round trip as
+        # the prefetch allows (dicombus_workers.transport).
+        "broker_transport": "dicombus_workers.transport:Transport",
         # on_event adds one route per task: task name -> its queue.
         "task_routes": {},
         "task_time_limit": visibility_timeout * TIME_LIMIT_SHARE,

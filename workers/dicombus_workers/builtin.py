@@ -1,20 +1,30 @@
 """Built-in subscriptions: an audit log in SQLite and counters in Redis.
 
-``dicombus.audit`` writes every event it is subscribed to as one row of the
-``events`` table in the SQLite file named by ``DICOMBUS_AUDIT_DB`` (default
+The audit writes every event it is subscribed to as one row of the ``events``
+table in the SQLite file named by ``DICOMBUS_AUDIT_DB`` (default
 ``dicombus-audit.sqlite3``). The event id is the primary key and rows go in
 with ``INSERT OR IGNORE``, so a redelivered event leaves one row.
 
-``dicombus.count`` increments Redis hashes: ``dicombus:counts:type`` (event
-type -> count), ``dicombus:counts:ae`` (calling AE title -> count) and
-``dicombus:counts:ae:<title>`` (event type -> count). A Lua script claims the
+The counters are Redis hashes: ``dicombus:counts:type`` (event type ->
+count), ``dicombus:counts:ae`` (calling AE title -> count) and
+``dicombus:counts:ae:<title>`` (event type -> count). A Lua script claims each
 event id and increments in one atomic step, so a redelivered event counts
 once.
 
+``DICOMBUS_BUILTIN_TASKS`` picks how they run:
+
+- ``combined`` (the default): one batch task, ``dicombus.audit_count`` on its
+  queue of the same name, which audits a batch of events in one SQLite
+  transaction and counts it in one script call. One message per event reaches
+  the workers instead of two, and a worker spends a fraction of the CPU per
+  event (docs/performance.md).
+- ``separate``: ``dicombus.audit`` and ``dicombus.count``, one message per
+  event and task, each on its own queue (a slow audit store then never delays
+  the counters).
+
 A store away for longer than the tasks' retries (``DICOMBUS_TASK_MAX_RETRIES``,
 default 30: about 25 minutes) leaves the event in the task's dead-letter list
-(``dicombus:dead:dicombus.audit``, ``dicombus:dead:dicombus.count``), which
-``dicombus dead-letters`` lists and replays.
+(``dicombus:dead:<task>``), which ``dicombus dead-letters`` lists and replays.
 
 Both subscribe to the association lifecycle and every intervention outcome by
 default; ``DICOMBUS_AUDIT_EVENTS`` (comma-separated names, or ``all`` for all
@@ -30,6 +40,7 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +48,18 @@ from dicombus import evt
 from redis.exceptions import RedisError
 
 from dicombus_workers.app import task_max_retries
+from dicombus_workers.atna import task as _atna_task  # noqa: F401  ([audit.syslog]: ATNA task)
 from dicombus_workers.idempotency import DEFAULT_TTL, marker_key, redis_client
 from dicombus_workers.on_event import EVENT_NAMES, event_name, on_event
 from dicombus_workers.records import EventRecord
 
 AUDIT_TASK = "dicombus.audit"
 COUNT_TASK = "dicombus.count"
+AUDIT_COUNT_TASK = "dicombus.audit_count"
 AUDIT_QUEUE = "dicombus.audit"
 COUNT_QUEUE = "dicombus.count"
+AUDIT_COUNT_QUEUE = "dicombus.audit_count"
+BUILTIN_MODES = ("combined", "separate")
 DEFAULT_AUDIT_DB = "dicombus-audit.sqlite3"
 
 LIFECYCLE_EVENTS = (
@@ -92,14 +107,22 @@ CREATE INDEX IF NOT EXISTS events_by_association ON events (subject, sequence);
 CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, time);
 """
 
-# KEYS: the claim marker, the three hashes. ARGV: ttl, event type, calling AE.
-# One script, so the claim and the increments happen together or not at all.
+# KEYS: the two shared hashes, then per event its claim marker and its AE's
+# hash. ARGV: ttl, then per event its type and calling AE. One script for a
+# whole batch, so each event's claim and increments happen together or not at
+# all, and a batch costs one round trip. Returns how many events it counted.
 _COUNT_ONCE = """
-if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 0 end
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
-return 1
+local counted = 0
+for i = 1, (#KEYS - 2) / 2 do
+  local event_type, calling = ARGV[2 * i], ARGV[2 * i + 1]
+  if redis.call('SET', KEYS[2 * i + 1], 1, 'NX', 'EX', ARGV[1]) then
+    redis.call('HINCRBY', KEYS[1], event_type, 1)
+    redis.call('HINCRBY', KEYS[2], calling, 1)
+    redis.call('HINCRBY', KEYS[2 * i + 2], event_type, 1)
+    counted = counted + 1
+  end
+end
+return counted
 """
 
 
@@ -111,6 +134,16 @@ def configured_events() -> tuple[str, ...]:
     if text.lower() == "all":
         return tuple(sorted(EVENT_NAMES))
     return tuple(event_name(name.strip()) for name in text.split(",") if name.strip())
+
+
+def builtin_mode() -> str:
+    """``DICOMBUS_BUILTIN_TASKS``: ``combined`` (default) or ``separate``."""
+    text = os.environ.get("DICOMBUS_BUILTIN_TASKS", "").strip().lower() or BUILTIN_MODES[0]
+    if text not in BUILTIN_MODES:
+        raise ValueError(
+            f"DICOMBUS_BUILTIN_TASKS={text!r}: expected one of {', '.join(BUILTIN_MODES)}"
+        )
+    return text
 
 
 def audit_db_path() -> Path:
@@ -143,52 +176,66 @@ class AuditStore:
             self._local.connection, self._local.pid = connection, key
         return connection
 
-    def write(self, record: EventRecord) -> bool:
-        """Insert the event; False when its id was already there."""
-        association = record.data.get("association") or {}
+    def write(self, records: Sequence[EventRecord]) -> int:
+        """Insert the events in one transaction; how many were not there before."""
         connection = self._connection()
+        before = connection.total_changes
         with connection:
-            cursor = connection.execute(
+            connection.executemany(
                 "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.type,
-                    record.time,
-                    record.edge,
-                    record.subject,
-                    record.sequence,
-                    association.get("calling_ae_title"),
-                    association.get("called_ae_title"),
-                    record.status,
-                    json.dumps(record.envelope, separators=(",", ":")),
-                ),
+                [_audit_row(record) for record in records],
             )
-        return cursor.rowcount == 1
+        return connection.total_changes - before
+
+
+def _audit_row(record: EventRecord) -> tuple[Any, ...]:
+    association = record.data.get("association") or {}
+    return (
+        record.id,
+        record.type,
+        record.time,
+        record.edge,
+        record.subject,
+        record.sequence,
+        association.get("calling_ae_title"),
+        association.get("called_ae_title"),
+        record.status,
+        json.dumps(record.envelope, separators=(",", ":")),
+    )
+
+
+def count_events(records: Sequence[EventRecord]) -> int:
+    """Count the events by type and calling AE, each once per event id; how many counted."""
+    keys = [COUNTS_BY_TYPE, COUNTS_BY_AE]
+    arguments: list[Any] = [DEFAULT_TTL]
+    for record in records:
+        calling = record.assoc.requestor.ae_title or "-"
+        # The claim is scoped by the count task's name in both modes, so a node
+        # switched between them counts an event once.
+        keys += [marker_key(record.id, COUNT_TASK), f"{COUNTS_BY_AE}:{calling}"]
+        arguments += [record.type, calling]
+    return int(redis_client().eval(_COUNT_ONCE, len(keys), *keys, *arguments))
 
 
 _store = AuditStore(audit_db_path())
 _EVENTS = configured_events()
 
+if builtin_mode() == "combined":
 
-@on_event(*_EVENTS, queue=AUDIT_QUEUE, name=AUDIT_TASK, **RETRY_OPTIONS)
-def audit(event: EventRecord) -> bool:
-    """Write the event to the audit store; idempotent by event id (primary key)."""
-    return _store.write(event)
+    @on_event(*_EVENTS, queue=AUDIT_COUNT_QUEUE, name=AUDIT_COUNT_TASK, batch=True, **RETRY_OPTIONS)
+    def audit_count(events: list[EventRecord]) -> int:
+        """Audit a batch in one transaction, then count it in one script call."""
+        _store.write(events)
+        return count_events(events)
 
+else:
 
-@on_event(*_EVENTS, queue=COUNT_QUEUE, name=COUNT_TASK, **RETRY_OPTIONS)
-def count(event: EventRecord) -> bool:
-    """Count the event by type and by calling AE title, once per event id."""
-    calling = event.assoc.requestor.ae_title or "-"
-    counted = redis_client().eval(
-        _COUNT_ONCE,
-        4,
-        marker_key(event.id, COUNT_TASK),
-        COUNTS_BY_TYPE,
-        COUNTS_BY_AE,
-        f"{COUNTS_BY_AE}:{calling}",
-        DEFAULT_TTL,
-        event.type,
-        calling,
-    )
-    return bool(counted)
+    @on_event(*_EVENTS, queue=AUDIT_QUEUE, name=AUDIT_TASK, **RETRY_OPTIONS)
+    def audit(event: EventRecord) -> bool:
+        """Write the event to the audit store; idempotent by event id (primary key)."""
+        return _store.write([event]) == 1
+
+    @on_event(*_EVENTS, queue=COUNT_QUEUE, name=COUNT_TASK, **RETRY_OPTIONS)
+    def count(event: EventRecord) -> bool:
+        """Count the event by type and by calling AE title, once per event id."""
+        return count_events([event]) == 1

@@ -44,20 +44,33 @@ class DeadLetterTask(Task):  # type: ignore[misc]
         kwargs: dict[str, Any],
         einfo: Any,  # billiard's ExceptionInfo (untyped)
     ) -> None:
-        letter = DeadLetter(
-            task=self.name,
-            queue=self._queue(),
-            envelope=_envelope(args, kwargs),
+        self.keep_dead_letter(
+            _envelope(args, kwargs),
             error=f"{type(exc).__name__}: {exc}",
             attempts=int(self.request.retries or 0) + 1,
+            traceback_text=str(einfo.traceback) if einfo is not None else "",
+        )
+
+    def keep_dead_letter(
+        self, envelope: dict[str, Any], *, error: str, attempts: int, traceback_text: str
+    ) -> None:
+        """Push one event this task gave up on to its dead-letter list (or log it whole)."""
+        letter = DeadLetter(
+            task=self.name,
+            queue=self.routed_queue(),
+            envelope=envelope,
+            error=error,
+            attempts=attempts,
             time=format_time(datetime.now(UTC)),
-            traceback=str(einfo.traceback) if einfo is not None else "",
+            traceback=traceback_text,
         )
         try:
             push(redis_client(), letter)
-        except RedisError as error:
+        except RedisError as redis_error:
             LOGGER.critical(
-                "could not keep a dead letter (%s); the entry is: %s", error, letter.to_json()
+                "could not keep a dead letter (%s); the entry is: %s",
+                redis_error,
+                letter.to_json(),
             )
             return
         LOGGER.error(
@@ -69,8 +82,8 @@ class DeadLetterTask(Task):  # type: ignore[misc]
             letter.error,
         )
 
-    def _queue(self) -> str:
-        # on_event routes each task to its queue; a replay goes back there.
+    def routed_queue(self) -> str:
+        """The queue this task's messages go to (on_event routes each task); a replay goes there."""
         route = self.app.conf.task_routes.get(self.name) or {}
         return str(route.get("queue") or DEFAULT_QUEUE)
 

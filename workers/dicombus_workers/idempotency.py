@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -37,6 +37,14 @@ _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
 Result = TypeVar("Result")
+Record = TypeVar("Record", bound="HasId")
+
+
+class HasId(Protocol):
+    """What batch idempotency needs of a record: the event id."""
+
+    @property
+    def id(self) -> str: ...
 
 
 def redis_client() -> redis.Redis:
@@ -72,6 +80,23 @@ def mark_done(
 ) -> None:
     target = client if client is not None else redis_client()
     target.set(marker_key(event_id, scope, "done"), 1, ex=ttl)
+
+
+def not_done(records: list[Record], scope: str) -> list[Record]:
+    """The records of a batch whose event no run of ``scope`` finished (one round trip)."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        for record in records:
+            pipe.exists(marker_key(record.id, scope, "done"))
+        found = pipe.execute()
+    return [record for record, done in zip(records, found, strict=True) if not done]
+
+
+def mark_all_done(event_ids: list[str], scope: str, ttl: int = DEFAULT_TTL) -> None:
+    """:func:`mark_done` for every event of a batch, in one round trip."""
+    with redis_client().pipeline(transaction=False) as pipe:
+        for event_id in event_ids:
+            pipe.set(marker_key(event_id, scope, "done"), 1, ex=ttl)
+        pipe.execute()
 
 
 def idempotent(

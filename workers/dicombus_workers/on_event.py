@@ -32,8 +32,9 @@ from dicombus import evt
 from dicombus.bus.subscriptions import Subscription, register_subscriptions
 
 from dicombus_workers.app import DEFAULT_QUEUE, app
+from dicombus_workers.batch import BatchTask
 from dicombus_workers.dead_letter import DeadLetterTask
-from dicombus_workers.idempotency import DEFAULT_TTL, is_done, mark_done
+from dicombus_workers.idempotency import DEFAULT_TTL, is_done, mark_all_done, mark_done, not_done
 from dicombus_workers.records import EventRecord
 
 LOGGER = logging.getLogger("dicombus_workers")
@@ -67,6 +68,7 @@ def on_event(
     idempotent: bool = False,
     idempotency_ttl: int = DEFAULT_TTL,
     dead_letter: bool = True,
+    batch: bool = False,
     **task_options: Any,
 ) -> Callable[[Callable[..., Any]], Task]:
     """Make ``fn(event_record)`` a Celery task subscribed to ``event_types``.
@@ -78,7 +80,10 @@ def on_event(
     :func:`dicombus_workers.idempotency.idempotent`, scoped by the task name);
     ``dead_letter``: keep an event the task gave up on (retries exhausted, or
     an error it does not retry) in its dead-letter list in Redis
-    (:mod:`dicombus_workers.dead_letter`); False lets such an event go.
+    (:mod:`dicombus_workers.dead_letter`); False lets such an event go;
+    ``batch``: the function receives a list of event records, many events per
+    call (:mod:`dicombus_workers.batch`; ``batch_size=`` and ``batch_linger=``
+    tune it; failures, retries and dead letters stay per event).
     Other keyword arguments are Celery task options (``autoretry_for``,
     ``max_retries``, ``bind=True`` to receive the task as the first argument ...).
     """
@@ -86,7 +91,16 @@ def on_event(
         raise ValueError("on_event needs at least one event type")
     names = frozenset(event_name(event_type) for event_type in event_types)
     bind = bool(task_options.pop("bind", False))
-    base = task_options.pop("base", DeadLetterTask if dead_letter else Task)
+    if batch:
+        if not dead_letter or "base" in task_options:
+            raise ValueError(
+                "on_event: a batch task keeps its failed events as dead letters "
+                "with its own base class; leave out dead_letter=False and base="
+            )
+        # Celery's autoretry wraps a call of one message; a batch retries each
+        # failed event itself (BatchTask.retry_for).
+        task_options["retry_for"] = tuple(task_options.pop("autoretry_for", ()))
+    base = task_options.pop("base", BatchTask if batch else DeadLetterTask if dead_letter else Task)
     if dead_letter and not issubclass(base, DeadLetterTask):
         raise ValueError(
             f"on_event: base={base.__name__} does not subclass DeadLetterTask; "
@@ -96,7 +110,7 @@ def on_event(
     def decorate(fn: Callable[..., Any]) -> Task:
         task_name = name or f"{fn.__module__}.{fn.__name__}"
 
-        def run(task: Task, envelope: dict[str, Any]) -> Any:
+        def run_one(task: Task, envelope: dict[str, Any]) -> Any:
             record = EventRecord(envelope)
             if idempotent and is_done(record.id, task_name):
                 return None
@@ -104,6 +118,19 @@ def on_event(
             if idempotent:
                 mark_done(record.id, task_name, idempotency_ttl)
             return result
+
+        def run_batch(task: Task, envelopes: list[dict[str, Any]]) -> Any:
+            records = [EventRecord(envelope) for envelope in envelopes]
+            if idempotent:
+                records = not_done(records, task_name)
+                if not records:
+                    return None
+            result = fn(task, records) if bind else fn(records)
+            if idempotent:
+                mark_all_done([record.id for record in records], task_name, idempotency_ttl)
+            return result
+
+        run = run_batch if batch else run_one
 
         run.__name__ = fn.__name__
         run.__qualname__ = fn.__qualname__

@@ -364,7 +364,9 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
 }
 # [routing] shares the file: rules and destinations for the routing workers (docs/routing.md).
 ROUTING_SECTION = "routing"
-_SECTIONS = {**SCHEMA, ROUTING_SECTION: {}}
+# [audit] too: the ATNA syslog settings of the audit workers (docs/audit.md).
+AUDIT_SECTION = "audit"
+_SECTIONS = {**SCHEMA, ROUTING_SECTION: {}, AUDIT_SECTION: {}}
 SUBSCRIPTION_SCHEMA: dict[str, Check] = {
     "task": nonempty_value,
     "queue": nonempty_value,
@@ -407,8 +409,8 @@ class _Parser:
                 # A key outside every section: name it with its own line.
                 suggestion = _closest(section, SCHEMA)
                 self._fail(f"expected a section, such as [{suggestion}]", (), section)
-            if section == ROUTING_SECTION:
-                continue  # the routing workers' part, checked by dicombus.routing.config
+            if section in (ROUTING_SECTION, AUDIT_SECTION):
+                continue  # the workers' parts, checked by dicombus.routing.config and the audit
             if section not in SCHEMA:
                 self._fail("unknown section" + did_you_mean(section, _SECTIONS), (section,), None)
             target = tls if section == "tls" else values

@@ -77,7 +77,7 @@ def serve_c_store(
     # observers hear that status (those after the refusing one heard nothing yet),
     # and the file this request wrote goes, so that the disk agrees with the answer.
     if not _report(assoc, request, context, reply.status):
-        _withdraw_stored_file(request.outcome)
+        withdraw_stored_file(request.outcome)
         reply = HandlerStatus(status.OUT_OF_RESOURCES, error_comment=OUTCOME_NOT_RECORDED)
         _report(assoc, request, context, reply.status)
     response = c_store_rsp(
@@ -99,7 +99,7 @@ def _report(
     )
 
 
-def _withdraw_stored_file(outcome: dict[str, Any]) -> None:
+def withdraw_stored_file(outcome: dict[str, Any]) -> None:
     """Remove the file the handler recorded as ``stored_path`` if this request wrote it
     under a name that was free. One it found there already (``duplicate`` recorded: an
     identical copy, or a different one replaced or kept beside) belongs to an earlier
