@@ -9,6 +9,11 @@ skipping long values unread (pixel data never comes before them), whether
 the bytes are in memory or in a spool file. Nothing is decoded into Python
 values: the UIDs come back as the text the peer sent, trailing padding
 removed, for the caller to validate.
+
+A caller that needs more of the header than the UIDs (the Q/R index's
+attributes, also in groups 0008-0020) parses once, further on, with
+:func:`read_instance_header`, and takes the UIDs from that with
+:func:`instance_uids`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 
 # Values longer than this are skipped (seeked past), never read: a UID is at
-# most 64 bytes, and what else precedes group 0020 is not needed here.
+# most 64 bytes, and no value a header is read for is longer.
 _SKIP_LONGER_THAN = 1024
 # A deflated data set (PS3.5 A.5) is inflated only this far; the UIDs sit in
 # its first kilobytes, and a stream that inflates without end is not read whole.
@@ -61,14 +66,31 @@ def read_instance_uids(source: bytes | memoryview | Path, transfer_syntax: str) 
 
     Raises UnreadableDatasetError when the bytes are not a data set in that syntax.
     """
+    return instance_uids(read_instance_header(source, transfer_syntax))
+
+
+def read_instance_header(
+    source: bytes | memoryview | Path, transfer_syntax: str, until: int = SERIES_INSTANCE_UID
+) -> Dataset:
+    """The top-level elements of ``source`` (data set bytes, no file meta) in
+    ``transfer_syntax`` up to tag ``until``, their values as encoded; a value longer
+    than a kilobyte is left unread (its value None).
+
+    Raises UnreadableDatasetError when the bytes are not a data set in that syntax.
+    """
     syntax = UID(transfer_syntax)
+
+    def past_until(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+        # Elements are in ascending tag order (PS3.5 7.1): nothing after this is needed.
+        return int(tag) > until
+
     try:
         with _dataset_stream(source, syntax) as stream:
-            dataset = read_dataset(
+            return read_dataset(
                 stream,
                 syntax.is_implicit_VR,
                 syntax.is_little_endian,
-                stop_when=_past_series_instance_uid,
+                stop_when=past_until,
                 defer_size=_SKIP_LONGER_THAN,
             )
     except (OSError, zlib.error) as exc:
@@ -77,17 +99,17 @@ def read_instance_uids(source: bytes | memoryview | Path, transfer_syntax: str) 
         # pydicom's reader raises whatever its parsing runs into (struct.error,
         # ValueError, NotImplementedError ...) on bytes that are not a data set.
         raise UnreadableDatasetError(f"not a data set in {syntax.name}: {exc}") from exc
+
+
+def instance_uids(header: Dataset) -> InstanceUIDs:
+    """The four UIDs in a header from :func:`read_instance_header` (read at least up to
+    (0020,000E))."""
     return InstanceUIDs(
-        sop_class_uid=_uid_text(dataset, SOP_CLASS_UID),
-        sop_instance_uid=_uid_text(dataset, SOP_INSTANCE_UID),
-        study_instance_uid=_uid_text(dataset, STUDY_INSTANCE_UID),
-        series_instance_uid=_uid_text(dataset, SERIES_INSTANCE_UID),
+        sop_class_uid=_uid_text(header, SOP_CLASS_UID),
+        sop_instance_uid=_uid_text(header, SOP_INSTANCE_UID),
+        study_instance_uid=_uid_text(header, STUDY_INSTANCE_UID),
+        series_instance_uid=_uid_text(header, SERIES_INSTANCE_UID),
     )
-
-
-def _past_series_instance_uid(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    # Elements are in ascending tag order (PS3.5 7.1): nothing after this is needed.
-    return int(tag) > SERIES_INSTANCE_UID
 
 
 def _uid_text(dataset: Dataset, tag: int) -> str | None:

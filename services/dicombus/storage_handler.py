@@ -10,12 +10,19 @@ found the same instance stored.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from dicombus import _config, evt
-from dicombus.instance_uids import InstanceUIDs, UnreadableDatasetError, read_instance_uids
+from dicombus.instance_uids import (
+    SERIES_INSTANCE_UID,
+    InstanceUIDs,
+    UnreadableDatasetError,
+    instance_uids,
+    read_instance_header,
+)
 from dicombus.protocol import status
 from dicombus.service_request import ServiceRequest
 from dicombus.storage_files import (
@@ -45,17 +52,53 @@ def handle_store(
     and ``stored_size`` when the received bytes are on disk, and ``duplicate``
     ("identical" or "different") when the SOP Instance UID was stored before.
     """
+    return store_received(event, root, layout, duplicates).reply
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """The answer to a C-STORE, and the header of the data set as parsed to check it."""
+
+    reply: int | Dataset
+    # The top-level elements up to the tag asked for, values as encoded (see
+    # dicombus.instance_uids.read_instance_header); None when unreadable.
+    header: Dataset | None = None
+
+
+def store_received(
+    event: evt.Event,
+    root: Path,
+    layout: Layout,
+    duplicates: Duplicates = Duplicates.KEEP_FIRST,
+    *,
+    read_until: int = SERIES_INSTANCE_UID,
+) -> StoreResult:
+    """What :func:`handle_store` does, parsing the data set up to tag ``read_until``
+    (at least its UIDs) and handing back what it parsed: a caller that needs more of
+    the header than the UIDs reads no byte twice."""
+    received = _received_dataset(event)
+    try:
+        header = read_instance_header(received, str(event.file_meta.TransferSyntaxUID), read_until)
+    except UnreadableDatasetError as exc:
+        LOGGER.error("refused an instance from %s: %s", event.assoc.requestor.ae_title, exc)
+        # PS3.4 B.2.3: Error, Cannot understand (as DCMTK's storescp answers).
+        return StoreResult(failure_reply(status.CANNOT_UNDERSTAND, "cannot read the data set"))
+    reply = _store(event, received, root, layout, duplicates, instance_uids(header))
+    return StoreResult(reply, header)
+
+
+def _store(
+    event: evt.Event,
+    received: bytes | Path,
+    root: Path,
+    layout: Layout,
+    duplicates: Duplicates,
+    uids: InstanceUIDs,
+) -> int | Dataset:
     peer = event.assoc.requestor.ae_title
     file_meta = event.file_meta
-    received = _received_dataset(event)
     # Event attributes such as ``request`` are set per event type, unknown to mypy.
     outcome = event.request.outcome  # type: ignore[attr-defined]
-    try:
-        uids = read_instance_uids(received, str(file_meta.TransferSyntaxUID))
-    except UnreadableDatasetError as exc:
-        LOGGER.error("refused an instance from %s: %s", peer, exc)
-        # PS3.4 B.2.3: Error, Cannot understand (as DCMTK's storescp answers).
-        return failure_reply(status.CANNOT_UNDERSTAND, "cannot read the data set")
     mismatch = _mismatch(file_meta, uids)
     if mismatch is not None:
         code, comment, detail = mismatch

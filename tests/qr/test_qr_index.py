@@ -7,8 +7,22 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from dicombus.qr.index import SCHEMA_VERSION, Index, Level
-from helpers import small_dataset, write_part10
+from dicombus.dataset_codec import read_part10_header
+from dicombus.instance_uids import read_instance_header
+from dicombus.qr.index import (
+    ATTRIBUTES,
+    LAST_INDEXED_TAG,
+    SCHEMA_VERSION,
+    Index,
+    IndexEntry,
+    Level,
+    value_text,
+)
+from helpers import part10_dataset_bytes, small_dataset, write_part10
+from pydicom import dcmread
+from pydicom.data import get_charset_files
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from qr_archive import ENTRIES, build_archive, instance
 
 
@@ -142,3 +156,49 @@ def test_add_file_drops_the_entities_a_re_filed_instance_leaves_empty(tmp_path: 
         found = index.locate([first.SOPInstanceUID, "1.2.3.4"])
         assert list(found) == [first.SOPInstanceUID]
         assert found[first.SOPInstanceUID].path == path.resolve()
+
+
+# PS3.5 Annex H-K: the character sets of pydicom's test files, ISO 2022 code
+# extensions included (Japanese, Korean), and person names with three component groups.
+CHARSET_FILES = sorted(get_charset_files("chr*.dcm"))
+
+
+@pytest.mark.parametrize("source", CHARSET_FILES, ids=lambda path: Path(path).stem)
+def test_values_from_a_received_header_are_those_pydicom_decodes(
+    source: str, tmp_path: Path
+) -> None:
+    """An instance queued with the header the C-STORE handler parsed is indexed with the
+    values pydicom's own conversion gives, as one indexed from its file is."""
+    dataset = dcmread(source)
+    for keyword in ("SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if keyword not in dataset:
+            setattr(dataset, keyword, generate_uid())
+    dataset.InstanceNumber = "7"
+    path = write_part10(dataset, tmp_path / "received.dcm").resolve()
+    expected = _pydicom_values(dcmread(path))
+    syntax = read_part10_header(path).transfer_syntax
+    parsed = read_instance_header(part10_dataset_bytes(path), syntax, LAST_INDEXED_TAG)
+    with Index(":memory:") as index:
+        index.submit(IndexEntry(str(path), parsed, syntax))
+        assert _indexed_values(index) == expected
+    with Index(":memory:") as index:
+        assert index.add_file(path)
+        assert _indexed_values(index) == expected
+
+
+def _pydicom_values(dataset: Dataset) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for attribute in ATTRIBUTES.values():
+        text = value_text(dataset.get(attribute.keyword))
+        values[attribute.column] = int(text) if attribute.vr == "IS" and text else text
+    values["patient_id"] = values["patient_id"] or ""
+    return values
+
+
+def _indexed_values(index: Index) -> dict[str, object]:
+    (row,) = index.select(
+        "SELECT * FROM instances im JOIN series se ON se.id = im.parent_id "
+        "JOIN studies st ON st.id = se.parent_id JOIN patients pa ON pa.id = st.parent_id",
+        [],
+    )
+    return {attribute.column: row[attribute.column] for attribute in ATTRIBUTES.values()}

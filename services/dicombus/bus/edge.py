@@ -13,9 +13,11 @@ The parts, in the order :meth:`EdgeNode.start` builds them:
 3. the AE and its server, storing each instance durably before it answers
    (:func:`dicombus.storage_handler.handle_store`, which records ``stored_path``
    and ``stored_size`` in the outcome); with ``[query_retrieve]`` on (the
-   default), each stored instance is also indexed before the answer
-   (:class:`~dicombus.qr.archive.IndexedStorage`, brought up to date with the
-   storage folder at start), and the same AE serves C-FIND, C-GET, C-MOVE
+   default), each stored instance is also queued for the index before the
+   answer, and written by the index's writer thread or by the next read,
+   whichever comes first (:class:`~dicombus.qr.archive.IndexedStorage`,
+   brought up to date with the storage folder at start; its queue is written
+   on stop), and the same AE serves C-FIND, C-GET, C-MOVE
    (:class:`~dicombus.qr.scp.QueryRetrieveSCP`) and Storage Commitment
    (:class:`~dicombus.qr.commitment.StorageCommitmentSCP`) from that index;
 4. the :class:`~dicombus.bus.capture.EventCapture`, bound on the server for

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         error(COMMAND, f"cannot open the index of the storage folder: {exc}")
         return ExitCode.LOCAL_ERROR
     index = storage.index
-    with index:
+    with storage:
         report = storage.open()
         scp = QueryRetrieveSCP(index, ae_title=args.aet, destinations=destinations)
         handlers = [(evt.EVT_C_STORE, storage.handle_store), *scp.handlers()]

@@ -3,26 +3,30 @@
 :meth:`IndexedStorage.open` brings the index up to date with the folder
 before anything is served (a file stored but not indexed when the last run
 died is indexed, a row whose file is gone is dropped); from then on
-:meth:`IndexedStorage.handle_store` (bound to EVT_C_STORE) indexes each
-instance after :func:`dicombus.storage_handler.handle_store` has made it
-durable, and before the response leaves, so an instance answered Success is
-found by the next C-FIND and committed by the next Storage Commitment request.
+:meth:`IndexedStorage.handle_store` (bound to EVT_C_STORE) queues each
+instance for the index once :func:`dicombus.storage_handler.store_received`
+has made it durable, with the header that function parsed to check the
+instance, and answers. The :class:`~dicombus.qr.index_writer.IndexWriter`
+writes the queue in batches, and every read of the index writes what is
+still queued first, so an instance answered Success is found by the next
+C-FIND and committed by the next Storage Commitment request.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
+import os
 from pathlib import Path
+from types import TracebackType
 
 from pydicom.dataset import Dataset
 
 from dicombus import evt
 from dicombus.protocol import status
-from dicombus.qr.index import Index, ScanReport
-from dicombus.services.storage import withdraw_stored_file
-from dicombus.storage_files import Duplicates, Layout
-from dicombus.storage_handler import failure_reply, handle_store
+from dicombus.qr.index import LAST_INDEXED_TAG, Index, IndexEntry, ScanReport
+from dicombus.qr.index_writer import IndexWriter
+from dicombus.storage_files import Duplicate, Duplicates, Layout
+from dicombus.storage_handler import store_received
 
 LOGGER = logging.getLogger("dicombus.qr")
 
@@ -43,31 +47,57 @@ class IndexedStorage:
         self.layout = layout
         self.duplicates = duplicates
         self.index = Index(index)
+        self.writer = IndexWriter(self.index)
+        # The index names files by their resolved paths (as a scan finds them); the
+        # store names them under the root as given. Below the root, the layouts'
+        # folders are the node's own, never links.
+        self._given_root = os.path.join(root.absolute(), "")
+        self._resolved_root = os.path.join(root.resolve(), "")
 
     def open(self) -> ScanReport:
-        """Index what the folder holds and the index lacks, forget what it lost."""
-        return self.index.scan(self.root)
+        """Index what the folder holds and the index lacks, forget what it lost; then
+        start the writer."""
+        report = self.index.scan(self.root)
+        self.writer.start()
+        return report
 
     def close(self) -> None:
+        """Write what is queued, then close the index."""
+        self.writer.close()
         self.index.close()
 
-    def handle_store(self, event: evt.Event) -> int | Dataset:
-        """EVT_C_STORE: store durably, then index, then answer.
+    def __enter__(self) -> IndexedStorage:
+        return self
 
-        An instance stored but not indexed is answered 0xA700: Success would
-        promise that a query finds it. The file this request wrote goes too, so
-        the disk agrees with the answer (a copy stored before stays); the peer
-        may send it again.
-        """
-        result = handle_store(event, self.root, self.layout, self.duplicates)
-        if result != status.SUCCESS:
-            return result
-        path = Path(event.request.outcome["stored_path"])  # type: ignore[attr-defined]
-        try:
-            if not self.index.add_file(path):
-                LOGGER.warning("stored %s, which is not an instance of the Q/R hierarchy", path)
-        except (OSError, sqlite3.Error) as exc:
-            LOGGER.error("stored %s but could not index it: %s", path, exc)
-            withdraw_stored_file(event.request.outcome)  # type: ignore[attr-defined]
-            return failure_reply(status.OUT_OF_RESOURCES, "stored but not indexed; send again")
-        return result
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def handle_store(self, event: evt.Event) -> int | Dataset:
+        """EVT_C_STORE: store durably, queue for the index, answer."""
+        result = store_received(
+            event, self.root, self.layout, self.duplicates, read_until=LAST_INDEXED_TAG
+        )
+        if result.reply != status.SUCCESS:
+            return result.reply
+        outcome = event.request.outcome  # type: ignore[attr-defined]
+        # The same instance found stored may be in another transfer syntax than the
+        # one received: its file's own header is read then.
+        parsed = outcome.get("duplicate") != Duplicate.IDENTICAL.value
+        self.writer.submit(
+            IndexEntry(
+                self._resolved(outcome["stored_path"]),
+                result.header if parsed else None,
+                str(event.file_meta.TransferSyntaxUID),
+            )
+        )
+        return result.reply
+
+    def _resolved(self, stored_path: str) -> str:
+        if stored_path.startswith(self._given_root):
+            return self._resolved_root + stored_path[len(self._given_root) :]
+        return os.path.realpath(stored_path)

@@ -7,7 +7,9 @@ files that changed. The attributes kept are the keys of the Patient Root and
 Study Root models (:data:`ATTRIBUTES`): the SQL tables are generated from that
 catalogue, and :mod:`dicombus.qr.query` builds its queries from it.
 
-Values are kept as pydicom decodes them (text, character set applied);
+Values are kept as pydicom decodes them (text, character set applied),
+decoded here from the encoded values (pydicom's conversion of each element
+costs several times more);
 PN, DA and TM values also get a ``*_key`` column in the normal form that
 :mod:`dicombus.qr.matching` compares against, so a query never normalizes a
 column.
@@ -21,6 +23,7 @@ instance seen in two files is served from the one indexed last.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -32,6 +35,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pydicom.charset import convert_encodings, decode_bytes, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
@@ -48,30 +53,40 @@ SCHEMA_VERSION = 1
 # A file holding a DICOMDIR, not an instance (PS3.10 7.1; PS3.4 Annex F).
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
+# Seconds a write waits for another connection's write lock on the index (an
+# operator's sqlite3 shell, a backup) before it fails: sqlite3's own default.
+BUSY_TIMEOUT = 5.0
+
 # SOP Instance UIDs looked up per SELECT: under SQLite's oldest limit on bound
 # parameters (999).
 _LOOKUP_BATCH = 500
 
-# Rows are written in transactions of this many files during a scan: large
-# enough that a folder of 100 000 files is not 100 000 fsyncs, small enough
-# that an interrupted scan keeps most of its work.
-_SCAN_BATCH = 500
+# Files are written in transactions of at most this many: large enough that a
+# folder of 100 000 files is not 100 000 commits, small enough that an
+# interrupted scan keeps most of its work, and that the four lists a batch binds
+# to find where its instances were filed (paths, SOP Instance, Series and Study
+# Instance UIDs) stay under SQLite's oldest limit on bound parameters (999).
+_WRITE_BATCH = 200
 
 
-# The UIDs that file an instance: its own, its series', its study's.
-_HIERARCHY = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+def _in_list(count: int) -> str:
+    return f"({', '.join('?' for _ in range(count))})"
 
-# (series id, study id, patient id) rows: where the instance in the file (first
-# parameter) or the instance itself (second) is filed, and the parents of its
-# series (third) and study (fourth). See Index._filed_under.
-_FILED_UNDER_SQL = (
-    "SELECT se.id, st.id, st.parent_id FROM instances im "
-    "JOIN series se ON se.id = im.parent_id JOIN studies st ON st.id = se.parent_id "
-    "WHERE im.path = ?1 OR im.sop_instance_uid = ?2 "
-    "UNION ALL SELECT NULL, st.id, st.parent_id FROM series se "
-    "JOIN studies st ON st.id = se.parent_id WHERE se.series_instance_uid = ?3 "
-    "UNION ALL SELECT NULL, NULL, parent_id FROM studies WHERE study_instance_uid = ?4"
-)
+
+def _filed_under_sql(paths: int, instances: int, series: int, studies: int) -> str:
+    """(series id, study id, patient id) rows: where the instances in the files (the
+    first ``paths`` parameters) or the instances themselves (the next ``instances``)
+    are filed, and the parents of the series and studies named next."""
+    return (
+        "SELECT se.id, st.id, st.parent_id FROM instances im "
+        "JOIN series se ON se.id = im.parent_id JOIN studies st ON st.id = se.parent_id "
+        f"WHERE im.path IN {_in_list(paths)} OR im.sop_instance_uid IN {_in_list(instances)} "
+        "UNION ALL SELECT NULL, st.id, st.parent_id FROM series se "
+        "JOIN studies st ON st.id = se.parent_id "
+        f"WHERE se.series_instance_uid IN {_in_list(series)} "
+        "UNION ALL SELECT NULL, NULL, parent_id FROM studies "
+        f"WHERE study_instance_uid IN {_in_list(studies)}"
+    )
 
 
 class Level(StrEnum):
@@ -158,9 +173,73 @@ _READ_TAGS: list[BaseTag | int] = [
     Tag("SpecificCharacterSet"),
     *(Tag(keyword) for keyword in ATTRIBUTES),
 ]
-# Parsing stops past the last of them: nothing later (pixel data least of all)
-# is read, which halves the cost of indexing a freshly stored instance.
-_LAST_READ_TAG = int(max(_READ_TAGS))
+# The indexed attributes all lie in groups 0008 to 0020, before anything bulky:
+# parsing stops past the last of them, so pixel data is never read, and a C-STORE
+# handler that parses the received data set this far for its UIDs has every
+# indexed value at hand (see :class:`IndexEntry`).
+LAST_INDEXED_TAG = int(max(_READ_TAGS))
+_SPECIFIC_CHARACTER_SET = int(Tag("SpecificCharacterSet"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """Where an indexed attribute's value goes: its column, and its normal form's."""
+
+    tag: int
+    vr: str
+    column: str
+    key_column: str | None  # for PN, DA and TM (see IndexedAttribute.key_column)
+
+
+# The indexed attributes of each level, in the order of their columns.
+_COLUMNS = {
+    level: [
+        _Column(
+            int(Tag(a.keyword)),
+            a.vr,
+            a.column,
+            a.key_column if a.key_column != a.column else None,
+        )
+        for a in ATTRIBUTES.values()
+        if a.level is level
+    ]
+    for level in LEVEL_ORDER
+}
+# What the matching compares a PN, DA or TM value with (see dicombus.qr.matching).
+_NORMAL_FORM = {"PN": fold_person_name, "DA": normalize_date, "TM": normalize_time}
+# An element as a header holds it: as read (value still encoded), or set after.
+_Element = RawDataElement | DataElement
+# PS3.5 6.1.2.3: the VRs whose values the Specific Character Set applies to; the
+# others indexed (UI, CS, DA, TM, IS) hold the default repertoire only.
+_CHARACTER_SET_VRS = frozenset({"SH", "LO", "PN"})
+# PS3.5 6.1.2.5.3: the control characters (TAB, LF, FF, CR) after which a text
+# value is back in its first character set; as pydicom decodes text values.
+_TEXT_DELIMITERS = {0x09, 0x0A, 0x0C, 0x0D}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """A stored file to index, queued with :meth:`Index.submit`.
+
+    ``header``: the data set's elements up to :data:`LAST_INDEXED_TAG`, as parsed from
+    the bytes now in the file (values still encoded), in ``transfer_syntax``; without
+    it the file's header is read from disk.
+    """
+
+    # Absolute, every symbolic link resolved: as a scan names the file.
+    path: str
+    header: Dataset | None = None
+    transfer_syntax: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """What one file puts in the index: its ``files`` row, and the column values of its
+    instance at each level (None: the file holds no instance of the hierarchy)."""
+
+    path: str
+    stamp: tuple[int, int]
+    values: dict[Level, dict[str, object]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +267,22 @@ class Index:
 
     Safe to share between threads: one connection, used under a lock. Every
     method returns plain data, so no cursor outlives the lock.
+
+    Files are indexed at once (:meth:`scan`, :meth:`add_file`) or queued
+    (:meth:`submit`) for whoever writes next: a thread that writes the queue in
+    batches (:class:`dicombus.qr.index_writer.IndexWriter`), or the next read,
+    which writes what is queued before it reads. So a read sees every file
+    submitted before it, however far behind the writer is.
     """
 
     def __init__(self, database: Path | str) -> None:
         self._lock = threading.Lock()
+        # Taken alone (never while waiting for the lock above): a submit does not
+        # wait for a transaction.
+        self._queue_lock = threading.Lock()
+        self._queue: list[IndexEntry] = []
         self._connection = sqlite3.connect(
-            str(database), check_same_thread=False, isolation_level=None
+            str(database), timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
         )
         self._connection.row_factory = sqlite3.Row
         with self._lock:
@@ -206,7 +295,9 @@ class Index:
             self._create_schema()
 
     def close(self) -> None:
+        """Write what is queued, then close."""
         with self._lock:
+            self._write_queued()
             self._connection.close()
 
     def __enter__(self) -> Index:
@@ -243,6 +334,7 @@ class Index:
     def select(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         """Run one SELECT (with bound ``params``) and return all its rows."""
         with self._lock:
+            self._write_queued()
             return self._connection.execute(sql, tuple(params)).fetchall()
 
     def locate(self, sop_instance_uids: Iterable[str]) -> dict[str, StoredInstance]:
@@ -268,6 +360,7 @@ class Index:
 
     def count(self, level: Level) -> int:
         with self._lock:
+            self._write_queued()
             (number,) = self._connection.execute(
                 f"SELECT count(*) FROM {LEVELS[level].table}"
             ).fetchone()
@@ -299,16 +392,14 @@ class Index:
             }
         changed = [path for path, stamp in on_disk.items() if known.get(path) != stamp]
         report.unchanged = len(on_disk) - len(changed)
-        for start in range(0, len(changed), _SCAN_BATCH):
-            batch = [(Path(path), on_disk[path]) for path in changed[start : start + _SCAN_BATCH]]
-            parsed = [(path, stamp, _read_instance(path)) for path, stamp in batch]
+        for start in range(0, len(changed), _WRITE_BATCH):
+            batch = changed[start : start + _WRITE_BATCH]
+            rows = [_file_row(path, on_disk[path]) for path in batch]
             with self._lock, self._transaction():
-                for path, stamp, dataset in parsed:
-                    if self._store(path, stamp, dataset):
-                        report.indexed += 1
-                    else:
-                        report.not_instances += 1
-                self._prune()
+                self._write_rows(rows)
+            indexed = sum(1 for row in rows if row.values is not None)
+            report.indexed += indexed
+            report.not_instances += len(rows) - indexed
         LOGGER.info(
             "indexed %s: %d new or changed, %d unchanged, %d removed, %d not instances",
             root,
@@ -320,34 +411,133 @@ class Index:
         return report
 
     def add_file(self, path: Path) -> bool:
-        """Index one file (just written by the storage SCP); False if it is no instance.
+        """Index one file now (one transaction); False if it is no instance."""
+        resolved = path.resolve()
+        stat = resolved.stat()
+        row = _file_row(str(resolved), (stat.st_mtime_ns, stat.st_size))
+        with self._lock:
+            self._write_queued()
+            with self._transaction():
+                self._write_rows([row])
+        return row.values is not None
 
-        One transaction; of the levels above, only the rows this file's
-        instance may have left empty are checked, so the cost does not grow
-        with the index.
+    def submit(self, entry: IndexEntry) -> int:
+        """Queue ``entry`` for the next write (see the class); return how many are queued.
+
+        Costs an append: nothing is read or written here.
         """
-        path = path.resolve()
-        stat = path.stat()
-        dataset = _read_instance(path)
-        with self._lock, self._transaction():
-            vacated = self._filed_under(path, dataset)
-            stored = self._store(path, (stat.st_mtime_ns, stat.st_size), dataset)
-            self._prune(vacated)
-        return stored
+        with self._queue_lock:
+            self._queue.append(entry)
+            return len(self._queue)
 
-    def _filed_under(self, path: Path, dataset: Dataset | None) -> dict[Level, set[int]]:
-        """The series, studies and patients that storing ``dataset`` from ``path`` may
-        empty: where the file's old instance and this instance are filed now, and the
-        current parents of the series and study it names (an entity re-filed under
-        another parent leaves its old one)."""
-        uids = [None if dataset is None else value_text(dataset.get(k)) for k in _HIERARCHY]
-        rows = self._connection.execute(_FILED_UNDER_SQL, (str(path), *uids)).fetchall()
+    @property
+    def backlog(self) -> int:
+        """How many submitted entries are not written yet."""
+        return len(self._queue)
+
+    def write_queued(self) -> None:
+        """Write every queued entry, in batches of one transaction each."""
+        with self._lock:
+            self._write_queued()
+
+    def _write_queued(self) -> None:
+        # Taken from the queue and written under self._lock: entries are written in
+        # the order they were submitted, whoever writes them.
+        with self._queue_lock:
+            entries, self._queue = self._queue, []
+        for start in range(0, len(entries), _WRITE_BATCH):
+            batch = entries[start : start + _WRITE_BATCH]
+            rows = [row for row in map(_entry_row, batch) if row is not None]
+            try:
+                with self._transaction():
+                    self._write_rows(rows)
+            except sqlite3.Error as exc:
+                # The files are stored and answered; only their rows are lost, and
+                # the next start's scan finds the files unindexed and indexes them.
+                LOGGER.error(
+                    "could not index %d stored files (%s%s): %s; the next start indexes them",
+                    len(rows),
+                    rows[0].path if rows else "",
+                    ", ..." if len(rows) > 1 else "",
+                    exc,
+                )
+
+    def _write_rows(self, rows: Sequence[_Row]) -> None:
+        """Write ``rows`` (in a transaction), as if one by one in their order.
+
+        Each entity above the instances is written once per batch, with the values
+        of the last row naming it: where many instances of one series come
+        together, that is three statements for the batch, not three per instance.
+        Of the levels above, only the rows the batch's instances may have left empty
+        are checked, so the cost does not grow with the index.
+        """
+        # A file written twice in a batch holds what the last write put there.
+        rows = list({row.path: row for row in rows}.values())
+        if not rows:
+            return
+        db = self._connection
+        vacated = self._filed_under(rows)
+        db.executemany(
+            "INSERT INTO files (path, mtime_ns, size, sop_instance_uid) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET mtime_ns = excluded.mtime_ns, "
+            "size = excluded.size, sop_instance_uid = excluded.sop_instance_uid",
+            [(row.path, *row.stamp, _sop_instance_uid(row)) for row in rows],
+        )
+        # The file may have held another instance (or one) before it changed.
+        db.executemany(
+            "DELETE FROM instances WHERE path = ? AND sop_instance_uid IS NOT ?",
+            [(row.path, _sop_instance_uid(row)) for row in rows],
+        )
+        instances = [row.values for row in rows if row.values is not None]
+        ids: dict[Level, dict[object, int]] = {}
+        for level in LEVEL_ORDER[:-1]:
+            # The last row naming an entity decides its values and its parent.
+            last = {_unique(values, level): values for values in instances}
+            ids[level] = {key: self._upsert(level, values, ids) for key, values in last.items()}
+        db.executemany(
+            _UPSERT_SQL[Level.IMAGE],
+            [
+                (*values[Level.IMAGE].values(), ids[Level.SERIES][_unique(values, Level.SERIES)])
+                for values in instances
+            ],
+        )
+        self._prune(vacated)
+
+    def _upsert(
+        self,
+        level: Level,
+        values: dict[Level, dict[str, object]],
+        ids: dict[Level, dict[object, int]],
+    ) -> int:
+        """Write the entity of ``level`` that ``values`` name, under its parent (already
+        written: its id in ``ids``); its id."""
+        parent = LEVELS[level].parent
+        params = list(values[level].values())
+        if parent is not None:
+            params.append(ids[parent][_unique(values, parent)])
+        (row_id,) = self._connection.execute(_UPSERT_SQL[level], params).fetchone()
+        return int(row_id)
+
+    def _filed_under(self, rows: Sequence[_Row]) -> dict[Level, set[int]]:
+        """The series, studies and patients that writing ``rows`` may empty: where the
+        files' old instances and these instances are filed now, and the current
+        parents of the series and studies they name (an entity re-filed under another
+        parent leaves its old one)."""
+        instances = [row.values for row in rows if row.values is not None]
+        lists: list[list[object]] = [
+            [row.path for row in rows],
+            [_unique(values, Level.IMAGE) for values in instances],
+            list({_unique(values, Level.SERIES) for values in instances}),
+            list({_unique(values, Level.STUDY) for values in instances}),
+        ]
+        sql = _filed_under_sql(*map(len, lists))
+        found = self._connection.execute(sql, [uid for uids in lists for uid in uids])
         vacated: dict[Level, set[int]] = {
             Level.SERIES: set(),
             Level.STUDY: set(),
             Level.PATIENT: set(),
         }
-        for row in rows:
+        for row in found.fetchall():
             for level, row_id in zip((Level.SERIES, Level.STUDY, Level.PATIENT), row, strict=True):
                 if row_id is not None:
                     vacated[level].add(row_id)
@@ -364,50 +554,6 @@ class Index:
             # unchanged; forgetting that file makes this scan index it again.
             db.execute("DELETE FROM files WHERE sop_instance_uid = ?", (uid,))
         return 1 if deleted else 0
-
-    def _store(self, path: Path, stamp: tuple[int, int], dataset: Dataset | None) -> bool:
-        db = self._connection
-        uid = None if dataset is None else str(dataset.SOPInstanceUID)
-        db.execute(
-            "INSERT INTO files (path, mtime_ns, size, sop_instance_uid) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(path) DO UPDATE SET mtime_ns = excluded.mtime_ns, "
-            "size = excluded.size, sop_instance_uid = excluded.sop_instance_uid",
-            (str(path), *stamp, uid),
-        )
-        # The file may have held another instance (or one) before it changed.
-        db.execute(
-            "DELETE FROM instances WHERE path = ? AND sop_instance_uid IS NOT ?", (str(path), uid)
-        )
-        if dataset is None:
-            return False
-        parent: int | None = None
-        for level in LEVEL_ORDER:
-            parent = self._upsert(level, dataset, parent, path)
-        return True
-
-    def _upsert(self, level: Level, dataset: Dataset, parent: int | None, path: Path) -> int:
-        values: dict[str, object] = {}
-        for attribute in ATTRIBUTES.values():
-            if attribute.level is level:
-                values.update(_column_values(attribute, dataset))
-        if level is Level.PATIENT:
-            values["patient_id"] = values["patient_id"] or ""
-        else:
-            values["parent_id"] = parent
-        if level is Level.IMAGE:
-            values["path"] = str(path)
-            values["transfer_syntax"] = str(dataset.file_meta.TransferSyntaxUID)
-        table = LEVELS[level]
-        unique = ATTRIBUTES[table.unique_keyword].column
-        columns = list(values)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != unique)
-        sql = (
-            f"INSERT INTO {table.table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)}) "
-            f"ON CONFLICT({unique}) DO UPDATE SET {updates} RETURNING id"
-        )
-        (row_id,) = self._connection.execute(sql, tuple(values.values())).fetchone()
-        return int(row_id)
 
     def _prune(self, only: dict[Level, set[int]] | None = None) -> None:
         """Remove series, studies and patients left without children (of ``only``'s
@@ -459,24 +605,136 @@ def schema_statements() -> list[str]:
     return statements
 
 
-def _column_values(attribute: IndexedAttribute, dataset: Dataset) -> Iterable[tuple[str, object]]:
-    text = value_text(dataset.get(attribute.keyword))
-    if attribute.vr == "IS":
-        yield attribute.column, _integer(text)
-        return
-    yield attribute.column, text
-    if attribute.key_column == attribute.column:
-        return
-    key: str | None
-    if text is None:
-        key = None
-    elif attribute.vr == "PN":
-        key = fold_person_name(text)
-    elif attribute.vr == "DA":
-        key = normalize_date(text)
+def _upsert_sql(level: Level) -> str:
+    """INSERT of an entity of ``level``, or UPDATE of the one with its unique key;
+    RETURNING its id. Parameters: the columns of :func:`_row_values` in their order,
+    then the parent's id."""
+    table = LEVELS[level]
+    columns = [
+        name for c in _COLUMNS[level] for name in (c.column, c.key_column) if name is not None
+    ]
+    if level is Level.IMAGE:
+        columns += ["path", "transfer_syntax"]
+    if table.parent is not None:
+        columns.append("parent_id")
+    unique = ATTRIBUTES[table.unique_keyword].column
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != unique)
+    return (
+        f"INSERT INTO {table.table} ({', '.join(columns)}) VALUES {_in_list(len(columns))} "
+        f"ON CONFLICT({unique}) DO UPDATE SET {updates} RETURNING id"
+    )
+
+
+_UPSERT_SQL = {level: _upsert_sql(level) for level in LEVEL_ORDER}
+
+
+def _unique(values: dict[Level, dict[str, object]], level: Level) -> object:
+    """The unique key of the instance's entity at ``level``, in its row values."""
+    return values[level][ATTRIBUTES[LEVELS[level].unique_keyword].column]
+
+
+def _sop_instance_uid(row: _Row) -> object:
+    return None if row.values is None else _unique(row.values, Level.IMAGE)
+
+
+def _entry_row(entry: IndexEntry) -> _Row | None:
+    """The row of a submitted file; None (logged) if the file is gone or unreadable."""
+    path = entry.path
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        LOGGER.warning("not indexed: %s (%s)", path, exc)
+        return None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    if entry.header is None or entry.transfer_syntax is None:
+        return _file_row(path, stamp)
+    try:
+        return _Row(path, stamp, _row_values(entry.header, entry.transfer_syntax, path))
+    except (ValueError, LookupError) as exc:
+        # pydicom's strict reading mode raises on a value its character set cannot
+        # decode; the file is stored, and the next start's scan tries it again.
+        LOGGER.error("could not index %s: %s; the next start indexes it", path, exc)
+        return None
+
+
+def _file_row(path: str, stamp: tuple[int, int]) -> _Row:
+    """The row of a file, from the header read from disk."""
+    read = _read_instance(Path(path))
+    values = None if read is None else _row_values(*read, path)
+    return _Row(path, stamp, values)
+
+
+def _row_values(
+    dataset: Dataset, transfer_syntax: str, path: str
+) -> dict[Level, dict[str, object]] | None:
+    """The column values of the instance in ``dataset`` at each level, in the order of
+    :data:`_UPSERT_SQL`; None if it lacks a UID of the Q/R hierarchy or is a DICOMDIR."""
+    # The elements as read, none converted by pydicom (see _element_text).
+    elements: dict[int, _Element] = dict(dataset.items())
+    encodings = _encodings(elements.get(_SPECIFIC_CHARACTER_SET))
+    values: dict[Level, dict[str, object]] = {}
+    for level, columns in _COLUMNS.items():
+        level_values: dict[str, object] = {}
+        values[level] = level_values
+        for column in columns:
+            text = _element_text(elements.get(column.tag), column.vr, encodings)
+            if column.vr == "IS":
+                level_values[column.column] = _integer(text)
+                continue
+            level_values[column.column] = text
+            if column.key_column is not None:
+                normal = None if text is None else _NORMAL_FORM[column.vr](text)
+                level_values[column.key_column] = normal
+    image = values[Level.IMAGE]
+    uids = (
+        image["sop_instance_uid"],
+        image["sop_class_uid"],
+        values[Level.SERIES]["series_instance_uid"],
+        values[Level.STUDY]["study_instance_uid"],
+    )
+    if not all(uids) or image["sop_class_uid"] == _MEDIA_STORAGE_DIRECTORY:
+        LOGGER.debug("not indexed: %s lacks a UID of the Q/R hierarchy", path)
+        return None
+    values[Level.PATIENT]["patient_id"] = values[Level.PATIENT]["patient_id"] or ""
+    image["path"] = path
+    image["transfer_syntax"] = transfer_syntax
+    return values
+
+
+def _encodings(element: _Element | None) -> tuple[str, ...]:
+    """The Python codecs of a Specific Character Set (0008,0005) element."""
+    terms = _element_text(element, "CS", ())
+    return _codecs(terms or "")
+
+
+@functools.lru_cache(maxsize=64)
+def _codecs(terms: str) -> tuple[str, ...]:
+    # PS3.3 C.12.1.1.2: an empty first value is the default repertoire.
+    return tuple(convert_encodings([term.strip(" ") for term in terms.split("\\")]))
+
+
+def _element_text(element: _Element | None, vr: str, encodings: Sequence[str]) -> str | None:
+    """An element's value as pydicom would give it, multiple values joined by backslashes;
+    None if absent or empty. ``vr``: the attribute's, whatever the encoding says (an
+    implicit VR encoding says none).
+
+    Decoded from the encoded value here, not by pydicom's conversion of the element
+    (which builds a value object per element, several times the cost).
+    """
+    if element is None or element.value is None:
+        return None  # absent, or too long to have been read
+    value = element.value
+    if not isinstance(value, bytes):
+        return value_text(value)  # set after reading (see _read_instance)
+    if vr in _CHARACTER_SET_VRS:
+        text = decode_bytes(value, encodings, _TEXT_DELIMITERS)
     else:
-        key = normalize_time(text)
-    yield attribute.key_column, key
+        text = value.decode(default_encoding)
+    parts = [part.rstrip("\x00 ") for part in text.split("\\")]
+    if vr == "PN":
+        # As pydicom's PersonName: no trailing empty component groups.
+        parts = [part.rstrip("=") for part in parts]
+    return "\\".join(parts).strip(" \x00") or None
 
 
 def value_text(value: Any) -> str | None:
@@ -517,11 +775,12 @@ def _walk(root: Path) -> Iterator[tuple[str, tuple[int, int]]]:
 
 
 def _past_read_tags(tag: BaseTag, _vr: str | None, _length: int) -> bool:
-    return int(tag) > _LAST_READ_TAG
+    return int(tag) > LAST_INDEXED_TAG
 
 
-def _read_instance(path: Path) -> Dataset | None:
-    """The indexed attributes of a Part 10 instance file, or None if it is not one."""
+def _read_instance(path: Path) -> tuple[Dataset, str] | None:
+    """The indexed attributes of a Part 10 file and its transfer syntax; None if it
+    cannot be read or holds a DICOMDIR."""
     try:
         with path.open("rb") as file:
             dataset = read_partial(file, stop_when=_past_read_tags, specific_tags=_READ_TAGS)
@@ -529,14 +788,11 @@ def _read_instance(path: Path) -> Dataset | None:
         LOGGER.debug("not indexed: %s (%s)", path, exc)
         return None
     meta = dataset.file_meta
-    if meta.get("MediaStorageSOPClassUID") == _MEDIA_STORAGE_DIRECTORY:
+    syntax = value_text(meta.get("TransferSyntaxUID"))
+    if syntax is None or meta.get("MediaStorageSOPClassUID") == _MEDIA_STORAGE_DIRECTORY:
         return None
     if "SOPInstanceUID" not in dataset and "MediaStorageSOPInstanceUID" in meta:
         dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     if "SOPClassUID" not in dataset and "MediaStorageSOPClassUID" in meta:
         dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    required = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
-    if "TransferSyntaxUID" not in meta or any(not value_text(dataset.get(k)) for k in required):
-        LOGGER.debug("not indexed: %s lacks a UID of the Q/R hierarchy", path)
-        return None
-    return dataset
+    return dataset, syntax
