@@ -54,42 +54,39 @@ OnResponse = Callable[[Delivery, Response], None]
 
 def contexts_for(
     destination: DimseDestination, deliveries: Iterable[Delivery]
-) -> list[tuple[str, tuple[str, ...]]]:
-    """(SOP class, transfer syntaxes) to propose: one context per SOP class of the batch.
+) -> list[tuple[str, str]]:
+    """(SOP class, transfer syntax) presentation contexts to propose for the batch.
 
-    The destination's configured syntaxes, else the instances' own, then the uncompressed
-    ones every SCP can take (an uncompressed instance can be re-encoded for them)."""
+    One context per transfer syntax (PS3.8 9.3.2.2: the acceptor picks one syntax per
+    context), so the destination can accept each instance in its own syntax and it goes
+    byte for byte: the destination's configured syntaxes, else the instances' own, then the
+    uncompressed ones every SCP takes (an uncompressed instance is re-encoded for them)."""
     own: dict[str, list[str]] = {}
     for delivery in deliveries:
-        syntaxes = own.setdefault(delivery.request.sop_class_uid, [])
-        if delivery.request.transfer_syntax not in syntaxes:
-            syntaxes.append(delivery.request.transfer_syntax)
+        own.setdefault(delivery.request.sop_class_uid, []).append(delivery.request.transfer_syntax)
     found = []
     for sop_class, syntaxes in own.items():
         preferred = list(destination.transfer_syntaxes) or syntaxes
-        found.append((sop_class, tuple(dict.fromkeys([*preferred, *UNCOMPRESSED]))))
+        for syntax in dict.fromkeys([*preferred, *UNCOMPRESSED]):
+            found.append((sop_class, syntax))
     return found
 
 
-def split_for_contexts(deliveries: Sequence[Delivery]) -> list[Delivery]:
-    """The first deliveries whose SOP classes fit in one association's contexts."""
-    classes: set[str] = set()
-    taken = []
+def split_for_contexts(destination: DimseDestination, deliveries: Sequence[Delivery]) -> list[Delivery]:
+    """The deliveries, in order, whose contexts fit in one A-ASSOCIATE-RQ."""
+    taken: list[Delivery] = []
     for delivery in deliveries:
-        sop_class = delivery.request.sop_class_uid
-        if sop_class not in classes and len(classes) == MAX_CONTEXTS:
-            continue
-        classes.add(sop_class)
-        taken.append(delivery)
+        if len(contexts_for(destination, [*taken, delivery])) <= MAX_CONTEXTS:
+            taken.append(delivery)
     return taken
 
 
-def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, Sequence[str]]]) -> Association:
+def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, str]]) -> Association:
     ae = AE(destination.calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
     ae.connection_timeout = TIMEOUT
-    for abstract_syntax, syntaxes in contexts:
-        ae.add_requested_context(abstract_syntax, list(syntaxes))
+    for abstract_syntax, syntax in contexts:
+        ae.add_requested_context(abstract_syntax, syntax)
     tls: Any = None
     if destination.tls:
         ca = destination.tls_ca
@@ -156,7 +153,7 @@ def _instance(destination: DimseDestination, delivery: Delivery) -> Dataset | Pa
 def echo(destination: DimseDestination) -> str | None:
     """C-ECHO (PS3.4 A): None when the destination answers Success, else why not."""
     try:
-        assoc = _associate(destination, [(VERIFICATION, (ImplicitVRLittleEndian,))])
+        assoc = _associate(destination, [(VERIFICATION, ImplicitVRLittleEndian)])
     except ConnectionFailed as exc:
         return str(exc)
     try:

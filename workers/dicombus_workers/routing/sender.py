@@ -95,7 +95,7 @@ class DestinationSender:
         claimed = self.store.claim(self.destination.name, self.policy.batch_size)
         if not claimed:
             return False
-        batch = dimse.split_for_contexts(claimed)
+        batch = dimse.split_for_contexts(self.destination, claimed)
         self.store.put_back([d for d in claimed if d not in batch])
         self.send(batch)
         return True
