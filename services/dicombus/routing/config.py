@@ -284,7 +284,9 @@ class _Parser:
         if not isinstance(table, dict):
             self.fail("expected a table", path)
         self.known_keys(table, tuple(DELIVERY_CHECKS), path)
-        values = {key: self.check(DELIVERY_CHECKS[key], v, (*path, key)) for key, v in table.items()}
+        values = {
+            key: self.check(DELIVERY_CHECKS[key], v, (*path, key)) for key, v in table.items()
+        }
         policy = DeliveryPolicy(**values)
         if policy.retry_max < policy.retry_first:
             self.fail("retry_max is shorter than retry_first", (*path, "retry_max"))

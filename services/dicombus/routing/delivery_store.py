@@ -367,7 +367,13 @@ class DeliveryStore:
                     db.execute(
                         "UPDATE deliveries SET state = ?, attempts = 0, due = ?, updated = ? "
                         "WHERE sop_instance_uid = ? AND destination = ?",
-                        (State.WAITING.value, moment, moment, dead.sop_instance_uid, dead.destination),
+                        (
+                            State.WAITING.value,
+                            moment,
+                            moment,
+                            dead.sop_instance_uid,
+                            dead.destination,
+                        ),
                     )
                     continue
                 r = dead.request

@@ -72,7 +72,9 @@ def contexts_for(
     return found
 
 
-def split_for_contexts(destination: DimseDestination, deliveries: Sequence[Delivery]) -> list[Delivery]:
+def split_for_contexts(
+    destination: DimseDestination, deliveries: Sequence[Delivery]
+) -> list[Delivery]:
     """The deliveries, in order, whose contexts fit in one A-ASSOCIATE-RQ."""
     taken: list[Delivery] = []
     for delivery in deliveries:
@@ -94,16 +96,26 @@ def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, str]
             raise ConnectionFailed("tls = true needs tls_ca to verify the destination")
         tls = (client_context(ca, destination.tls_cert, destination.tls_key), destination.host)
     try:
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls)
+        assoc = ae.associate(
+            destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
+        )
     except OSError as exc:
         raise ConnectionFailed(f"cannot connect to {destination.address}: {exc}") from exc
     if not assoc.is_established:
-        how = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "not established"
+        how = (
+            "rejected"
+            if assoc.is_rejected
+            else "aborted"
+            if assoc.is_aborted
+            else "not established"
+        )
         raise ConnectionFailed(f"association with {destination.address} {how}")
     return assoc
 
 
-def send_batch(destination: DimseDestination, deliveries: Sequence[Delivery], on_response: OnResponse) -> None:
+def send_batch(
+    destination: DimseDestination, deliveries: Sequence[Delivery], on_response: OnResponse
+) -> None:
     """Send ``deliveries`` on one association, calling ``on_response`` after each.
 
     Raises :class:`ConnectionFailed` when no association could be made; once one is, an

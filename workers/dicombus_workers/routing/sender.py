@@ -186,7 +186,9 @@ class DestinationSender:
             due = time.time() + self.policy.delay(attempts)
             self.store.retry_later(delivery, due=due, status=status, reason=reason)
         else:
-            LOGGER.warning("%s -> %s: dead letter: %s", delivery.sop_instance_uid, delivery.destination, reason)
+            LOGGER.warning(
+                "%s -> %s: dead letter: %s", delivery.sop_instance_uid, delivery.destination, reason
+            )
             self.store.dead_letter(delivery, status=status, reason=reason)
         return outcome, status, reason
 
