@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from helpers import DcmtkProcess, free_port, import_peer, require_tool, wait_for
 from worker_support import Worker
 
 ROUTE_QUEUES = "dicombus.route"
+# The longest a held C-STORE waits for its association to end.
+HOLD_LIMIT = 30.0
 
 
 def destination_toml(name: str, ae_title: str, port: int, **delivery: Any) -> str:
@@ -100,9 +103,9 @@ class CountingScp:
     port: int
     status: int = 0x0000
     received: Counter[str] = field(default_factory=Counter)
-    # Set: the next C-STORE waits until the association is gone, and is not kept (a
-    # destination that keeps only what it could acknowledge).
-    hold_next: threading.Event = field(default_factory=threading.Event)
+    # When this many instances were kept, the next C-STORE waits until its association is
+    # gone and is not kept (a destination that keeps only what it could acknowledge).
+    hold_at: int | None = None
     holding: threading.Event = field(default_factory=threading.Event)
     server: Any = None
 
@@ -116,11 +119,12 @@ class CountingScp:
 
     def _store(self, event: Any) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
-        if self.hold_next.is_set():
-            self.hold_next.clear()
+        if self.hold_at is not None and sum(self.received.values()) == self.hold_at:
+            self.hold_at = None
             self.holding.set()
-            while event.assoc.is_established:
-                threading.Event().wait(0.05)
+            deadline = time.monotonic() + HOLD_LIMIT
+            while event.assoc.is_established and time.monotonic() < deadline:
+                time.sleep(0.05)
             return 0xA700
         self.received[uid] += 1
         return self.status

@@ -139,3 +139,32 @@ def test_a_down_destination_is_retried_with_its_breaker_then_gets_each_instance_
                 assert late.received == {uid: 1 for uid in uids}
         finally:
             worker.stop()
+
+
+def test_a_worker_killed_mid_batch_sends_again_only_what_was_not_acknowledged(
+    tmp_path: Path,
+) -> None:
+    with (
+        counting_scp() as destination,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge") as edge,
+    ):
+        destination.hold_at = 2  # two kept and acknowledged, the third in flight
+        config = write_config(
+            tmp_path, destination_toml("pacs", "PYSCP", destination.port), ["pacs"]
+        )
+        queues = ["dicombus.route.pacs"]
+        worker = routing_worker(url, tmp_path / "worker", config, queues)
+        db = DeliveryStore(tmp_path / "worker" / "routing.sqlite3")
+        uids = store(edge.address[1], 5)
+        wait_for(destination.holding.is_set, "a C-STORE in flight")
+        pid = worker.process.pid
+        worker.kill()  # SIGKILL by process group: the worker and nothing else
+        assert states(db, "pacs")[State.ACKNOWLEDGED] == 2
+        restarted = routing_worker(url, tmp_path / "worker", config, queues)
+        try:
+            assert restarted.process.pid != pid
+            wait_for(lambda: states(db, "pacs")[State.ACKNOWLEDGED] == 5, "5 acknowledged")
+        finally:
+            restarted.stop()
+        assert destination.received == {uid: 1 for uid in uids}
