@@ -70,6 +70,7 @@ class Worker:
         concurrency: int = 1,
         pool: str = "prefork",
         builtin: bool = False,
+        queues: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -85,6 +86,8 @@ class Worker:
         ]
         if not builtin:
             command.append("--no-builtin")
+        if queues is not None:
+            command.append(f"--queues={queues}")
         environment = {
             **os.environ,
             "DICOMBUS_BROKER_URL": url,

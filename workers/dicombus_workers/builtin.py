@@ -50,8 +50,9 @@ from redis.exceptions import RedisError
 from dicombus_workers.app import task_max_retries
 from dicombus_workers.atna import task as _atna_task  # noqa: F401  ([audit.syslog]: ATNA task)
 from dicombus_workers.idempotency import DEFAULT_TTL, marker_key, redis_client
-from dicombus_workers.on_event import EVENT_NAMES, event_name, on_event
+from dicombus_workers.on_event import DICOM_EVENT_NAMES, event_name, on_event
 from dicombus_workers.records import EventRecord
+from dicombus_workers.routing import task as _routing_task  # noqa: F401  ([routing]: router)
 
 AUDIT_TASK = "dicombus.audit"
 COUNT_TASK = "dicombus.count"
@@ -132,7 +133,7 @@ def configured_events() -> tuple[str, ...]:
     if not text:
         return DEFAULT_EVENTS
     if text.lower() == "all":
-        return tuple(sorted(EVENT_NAMES))
+        return tuple(sorted(DICOM_EVENT_NAMES))
     return tuple(event_name(name.strip()) for name in text.split(",") if name.strip())
 
 

@@ -30,6 +30,7 @@ from celery import Task
 from celery.signals import worker_ready
 from dicombus import evt
 from dicombus.bus.subscriptions import Subscription, register_subscriptions
+from dicombus.routing.route_events import ROUTE_EVENT_TYPES
 
 from dicombus_workers.app import DEFAULT_QUEUE, app
 from dicombus_workers.batch import BatchTask
@@ -39,10 +40,12 @@ from dicombus_workers.records import EventRecord
 
 LOGGER = logging.getLogger("dicombus_workers")
 
-EVENT_NAMES: frozenset[str] = frozenset(
+DICOM_EVENT_NAMES: frozenset[str] = frozenset(
     [event.name for event in evt.NOTIFICATION_EVENTS]
     + [event.name for event in evt.INTERVENTION_EVENTS]
 )
+# With the events the routing workers publish about their own steps (docs/routing.md).
+EVENT_NAMES: frozenset[str] = DICOM_EVENT_NAMES | frozenset(ROUTE_EVENT_TYPES)
 
 # Every subscription made with on_event in this process, by task name.
 _SUBSCRIPTIONS: dict[str, Subscription] = {}

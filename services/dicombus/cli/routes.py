@@ -1,10 +1,12 @@
-"""``dicombus routes``: check the routing rules, and replay recorded traffic through them.
+"""``dicombus routes``: check the rules, replay recorded traffic, list and replay dead letters.
 
 ``check`` loads the node's file as the edge and the routing workers do and prints its
 destinations and rules; a mistake is reported as ``file:line: [table] key: what`` with exit
 status 2. ``dry-run`` reads the C-STORE events the audit store recorded (the built-in
 ``dicombus.audit`` task's SQLite file) and prints where the rules would have sent each
-stored instance, without sending anything.
+stored instance, without sending anything. ``failed`` lists the dead letters of the
+routing workers' delivery store, ``retry`` sends them again (to another destination with
+``--to``); run them on the host of the routing workers, whose store it is.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from dicombus.bus.edge_config import EdgeConfigError, load_edge_config
 from dicombus.cli.common import ExitCode, error
 from dicombus.routing import RoutingConfig, load_routing_config
+from dicombus.routing.delivery_store import Delivery, DeliveryStore, State, store_path
 
 COMMAND = "routes"
 DEFAULT_CONFIG = Path("dicombus.toml")
@@ -71,6 +74,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     dry_run.add_argument("--json", action="store_true", help="one JSON object per route")
     dry_run.set_defaults(run=run_dry_run)
+    failed = actions.add_parser(
+        "failed",
+        help="list the dead letters: instances a destination refused for good, with reasons",
+        description="List the deliveries of the routing store that are dead letters.",
+    )
+    _config_option(failed)
+    _store_option(failed)
+    failed.add_argument("--destination", metavar="NAME", help="only those of this destination")
+    failed.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    failed.set_defaults(run=run_failed)
+    retry = actions.add_parser(
+        "retry",
+        help="send dead letters again, to their destination or another",
+        description="Replay dead letters: the routing workers send them again at once.",
+    )
+    _config_option(retry)
+    _store_option(retry)
+    retry.add_argument("uids", nargs="*", metavar="UID", help="SOP Instance UIDs to replay")
+    retry.add_argument("--all", action="store_true", help="every dead letter")
+    retry.add_argument("--destination", metavar="NAME", help="only dead letters of this one")
+    retry.add_argument("--to", metavar="OTHER", help="send them to this destination instead")
+    retry.set_defaults(run=run_retry)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +105,16 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_CONFIG,
         metavar="FILE",
         help=f"the node's TOML file (default ./{DEFAULT_CONFIG})",
+    )
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="FILE",
+        help="the routing workers' delivery store (default: DICOMBUS_ROUTING_DB, else "
+        "routing.sqlite3 in the config's data_dir)",
     )
 
 
@@ -203,3 +238,77 @@ def recorded_stores(path: Path, since: datetime) -> Iterator[dict[str, Any]]:
             yield json.loads(text)
     finally:
         connection.close()
+
+
+def _delivery_store(args: argparse.Namespace) -> DeliveryStore:
+    """The store ``--store`` names, else the workers' (must exist: never made here)."""
+    named = args.store or os.environ.get("DICOMBUS_ROUTING_DB")
+    path = Path(named) if named else store_path(load_edge_config(args.config).data_dir)
+    if not path.is_file():
+        raise EdgeConfigError(f"no delivery store at {path} (no routing worker has run there)")
+    return DeliveryStore(path)
+
+
+def run_failed(args: argparse.Namespace) -> int:
+    try:
+        store = _delivery_store(args)
+        dead = store.deliveries(state=State.DEAD, destination=args.destination)
+    except (EdgeConfigError, sqlite3.Error) as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.USAGE if isinstance(exc, EdgeConfigError) else ExitCode.LOCAL_ERROR
+    if args.json:
+        for d in dead:
+            print(json.dumps(_dead_letter_json(d)))
+        return ExitCode.OK
+    print_table(
+        ("updated", "destination", "sop_instance_uid", "attempts", "reason"),
+        [
+            (
+                datetime.fromtimestamp(d.updated, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                d.destination,
+                d.sop_instance_uid,
+                str(d.attempts),
+                d.reason or "-",
+            )
+            for d in dead
+        ],
+    )
+    print(f"{len(dead)} dead letter{'s' if len(dead) != 1 else ''}")
+    return ExitCode.OK
+
+
+def _dead_letter_json(d: Delivery) -> dict[str, Any]:
+    return {
+        "destination": d.destination,
+        "sop_instance_uid": d.sop_instance_uid,
+        "sop_class_uid": d.request.sop_class_uid,
+        "status": d.status,
+        "reason": d.reason,
+        "attempts": d.attempts,
+        "updated": datetime.fromtimestamp(d.updated, UTC).isoformat(),
+        "event_id": d.request.event_id,
+    }
+
+
+def run_retry(args: argparse.Namespace) -> int:
+    if bool(args.all) == bool(args.uids):
+        error(COMMAND, "name the SOP Instance UIDs to replay, or --all")
+        return ExitCode.USAGE
+    try:
+        if args.to is not None and args.to not in _load(args.config).destinations:
+            raise EdgeConfigError(f"--to: no destination named {args.to!r} in {args.config}")
+        store = _delivery_store(args)
+        replayed = store.replay(
+            None if args.all else args.uids, to=args.to, destination=args.destination
+        )
+    except (EdgeConfigError, sqlite3.Error) as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.USAGE if isinstance(exc, EdgeConfigError) else ExitCode.LOCAL_ERROR
+    missing = set(args.uids) - {d.sop_instance_uid for d in replayed}
+    for d in replayed:
+        print(f"{d.sop_instance_uid}  {d.destination} -> {args.to or d.destination}")
+    print(f"replayed {len(replayed)} dead letter{'s' if len(replayed) != 1 else ''}")
+    if missing:
+        error(COMMAND, f"not dead letters: {', '.join(sorted(missing))}")
+        return ExitCode.FAILED
+    return ExitCode.OK

@@ -287,16 +287,28 @@ class Node:
         finally:
             client.close()
 
-    def start_workers(self, count: int, pool: str, includes: list[str]) -> None:
-        """``count`` solo workers, or one prefork worker with ``count`` processes."""
+    def start_workers(
+        self, count: int, pool: str, includes: list[str], config_file: Path | None = None
+    ) -> None:
+        """``count`` solo workers, or one prefork worker with ``count`` processes; and one
+        solo worker per routing destination of ``config_file`` (its queue, its senders)."""
+        from dicombus.routing import load_routing_config
+
         self.pool = pool
         environment = {
             **os.environ,
             "DICOMBUS_BROKER_URL": self.broker_url,
             "DICOMBUS_AUDIT_DB": str(self.audit_db),
         }
-        shapes = [(1, "solo")] * count if pool == "solo" else [(count, "prefork")]
-        for number, (processes, pool_name) in enumerate(shapes, start=1):
+        queues: list[str | None] = [None] * (count if pool == "solo" else 1)
+        if config_file is not None:
+            # The workers read [routing] (and [audit.syslog]) from the node's file.
+            environment["DICOMBUS_CONFIG"] = str(config_file.resolve())
+            environment["DICOMBUS_ROUTING_DB"] = str((self.data / "routing.sqlite3").resolve())
+            destinations = load_routing_config(config_file).destinations.values()
+            queues += [destination.queue for destination in destinations]
+        for number, queue in enumerate(queues, start=1):
+            processes, pool_name = (1, "solo") if pool == "solo" or queue else (count, "prefork")
             command = [
                 sys.executable,
                 "-m",
@@ -306,6 +318,7 @@ class Node:
                 f"--concurrency={processes}",
                 f"--hostname=dicombus-up-{os.getpid()}-{number}@%h",
                 *(f"--include={module}" for module in includes),
+                *([f"--queues={queue}"] if queue else []),
             ]
             log = self.log_dir / f"worker-{number}.log"
             self.workers.append(
@@ -415,7 +428,7 @@ def serve(node: Node, args: argparse.Namespace) -> int:
         try:
             node.start_redis()
             node.register_subscriptions(args.include)
-            node.start_workers(args.workers, args.pool, args.include)
+            node.start_workers(args.workers, args.pool, args.include, args.config)
             edge = node.start_edge()
             node.record()
         except ImportError as exc:

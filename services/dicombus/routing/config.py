@@ -33,6 +33,7 @@ from dicombus.bus.edge_config import (
     transfer_syntaxes_value,
 )
 from dicombus.routing import rules
+from dicombus.routing.delivery_policy import DeliveryPolicy, positive_seconds, warnings_value
 from dicombus.routing.destinations import (
     NAME,
     Destination,
@@ -58,7 +59,7 @@ FIELDS: dict[str, ValuesOf] = {
     "sop_class": rules.sop_class,
     "modality": rules.attribute((rules.MODALITY,)),
 }
-DESTINATION_KEYS = ("name", "type", "concurrency", "transform")
+DESTINATION_KEYS = ("name", "type", "concurrency", "transform", "delivery")
 DIMSE_KEYS = (
     *DESTINATION_KEYS,
     "ae_title",
@@ -83,6 +84,15 @@ STOW_KEYS = (
 )
 RULE_KEYS = ("name", "description", "match", "per", "destinations")
 TRANSFORM_KEYS = ("deidentify", "uid_secret_env", "uid_secret", "remove", "set")
+DELIVERY_CHECKS: dict[str, Callable[[Any, Path], Any]] = {
+    "retry_first": positive_seconds,
+    "retry_max": positive_seconds,
+    "max_attempts": integer_value(0),
+    "breaker_failures": integer_value(1),
+    "breaker_probe": positive_seconds,
+    "warnings": warnings_value,
+    "batch_size": integer_value(1),
+}
 _NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 
 
@@ -200,6 +210,8 @@ class _Parser:
             )
         if "transform" in table:
             common["transform"] = self.transform(table["transform"], (*path, "transform"))
+        if "delivery" in table:
+            common["delivery"] = self.delivery(table["delivery"], (*path, "delivery"))
         if kind == "dimse":
             self.known_keys(table, DIMSE_KEYS, path)
             return self.dimse(table, path, common)
@@ -267,6 +279,18 @@ class _Parser:
         if "tls_ca" in table:
             values["tls_ca"] = self.check(existing_file_value, table["tls_ca"], (*path, "tls_ca"))
         return StowDestination(**values)
+
+    def delivery(self, table: Any, path: KeyPath) -> DeliveryPolicy:
+        if not isinstance(table, dict):
+            self.fail("expected a table", path)
+        self.known_keys(table, tuple(DELIVERY_CHECKS), path)
+        values = {
+            key: self.check(DELIVERY_CHECKS[key], v, (*path, key)) for key, v in table.items()
+        }
+        policy = DeliveryPolicy(**values)
+        if policy.retry_max < policy.retry_first:
+            self.fail("retry_max is shorter than retry_first", (*path, "retry_max"))
+        return policy
 
     def environment(self, variable: str, path: KeyPath) -> str:
         value = self.environ.get(variable, "")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from dicombus.routing.delivery_policy import DeliveryPolicy
 from dicombus.routing.transforms import Transform
 
 QUEUE_PREFIX = "dicombus.route."
@@ -41,6 +42,7 @@ class DimseDestination:
     transfer_syntaxes: tuple[str, ...] = ()
     concurrency: int = 1
     transform: Transform = field(default_factory=Transform)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
     kind = "dimse"
 
@@ -68,6 +70,7 @@ class StowDestination:
     tls_ca: Path | None = None
     concurrency: int = 1
     transform: Transform = field(default_factory=Transform)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
     kind = "stow-rs"
 

@@ -36,6 +36,8 @@ ATNA_EVENTS = (
     evt.EVT_USER_ID,
     evt.EVT_REJECTED,
     evt.EVT_CONN_CLOSE,
+    from_events.ROUTE_BEGIN,
+    from_events.ROUTE_SENT,
 )
 
 

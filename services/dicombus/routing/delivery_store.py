@@ -1,0 +1,480 @@
+"""The delivery store: one row per (SOP Instance UID, destination), and what became of it.
+
+An SQLite file in the routing worker's data folder (``routing.sqlite3``), in WAL mode, so
+the worker's senders, its Celery task and ``dicombus routes`` use it at once. It is the
+delivery queue itself: a routing task records what is to be sent, and the destination's
+senders take due rows from it. A row's ``state``:
+
+- ``waiting``: to be sent at ``due`` (now, or after a back-off delay: retries are kept here,
+  not as Celery ETA messages, which Redis would hand out twice past the visibility timeout);
+- ``sending``: taken by the sender process ``claimed_by``; a row whose process is gone goes
+  back to ``waiting`` when a sender looks for work;
+- ``acknowledged``: the destination answered Success (or an accepted Warning): never sent
+  again, whatever is replayed;
+- ``dead``: a dead letter, with its ``reason``, until ``dicombus routes retry`` replays it;
+- ``replayed``: a dead letter replayed to another destination (kept for the record).
+
+The primary key makes adding idempotent: a redelivered task or a replayed event adds rows
+that are already there, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+STORE_NAME = "routing.sqlite3"
+# How long an SQLite call waits for another process's write lock before it fails.
+BUSY_TIMEOUT = 30.0
+# A claim older than this is taken back even if its process still exists (a sender hung,
+# or a process id reused): longer than any association of one batch should last.
+CLAIM_LEASE = 3600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    sop_instance_uid TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    stored_path TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    context TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    due REAL NOT NULL,
+    status INTEGER,
+    reason TEXT,
+    claimed_by INTEGER,
+    claimed_at REAL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (sop_instance_uid, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, state, due);
+CREATE TABLE IF NOT EXISTS breakers (
+    destination TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    opened REAL,
+    probe_due REAL
+);
+"""
+
+
+class State(StrEnum):
+    WAITING = "waiting"
+    SENDING = "sending"
+    ACKNOWLEDGED = "acknowledged"
+    DEAD = "dead"
+    REPLAYED = "replayed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRequest:
+    """An instance to send to a destination, as a routing task records it.
+
+    ``context`` carries what the routing events report (rule, per, unit UID, study, patient,
+    calling AE, source edge): JSON, kept as is.
+    """
+
+    sop_instance_uid: str
+    destination: str
+    sop_class_uid: str
+    transfer_syntax: str
+    stored_path: str
+    event_id: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sop_instance_uid": self.sop_instance_uid,
+            "destination": self.destination,
+            "sop_class_uid": self.sop_class_uid,
+            "transfer_syntax": self.transfer_syntax,
+            "stored_path": self.stored_path,
+            "event_id": self.event_id,
+            "context": self.context,
+        }
+
+    @classmethod
+    def from_json(cls, found: dict[str, Any]) -> DeliveryRequest:
+        missing = [key for key in _REQUEST_KEYS if not isinstance(found.get(key), str)]
+        if missing:
+            raise ValueError(f"a delivery request without {', '.join(missing)}")
+        context = found.get("context") or {}
+        if not isinstance(context, dict):
+            raise ValueError("a delivery request's context is a JSON object")
+        return cls(**{key: found[key] for key in _REQUEST_KEYS}, context=context)
+
+
+_REQUEST_KEYS = (
+    "sop_instance_uid",
+    "destination",
+    "sop_class_uid",
+    "transfer_syntax",
+    "stored_path",
+    "event_id",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """A row of the store."""
+
+    request: DeliveryRequest
+    state: State
+    attempts: int
+    due: float
+    status: int | None
+    reason: str | None
+    updated: float
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return self.request.sop_instance_uid
+
+    @property
+    def destination(self) -> str:
+        return self.request.destination
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    """A destination's circuit breaker: consecutive failures, and when it opened."""
+
+    failures: int = 0
+    opened: float | None = None
+    probe_due: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.opened is not None
+
+
+def store_path(data_dir: Path) -> Path:
+    return data_dir / STORE_NAME
+
+
+class DeliveryStore:
+    """The store in ``path`` (made with its folder if missing). One connection per process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pid = -1
+        self._connection: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        # A connection must not cross a fork (a prefork pool's children make their own).
+        if self._connection is None or self._pid != os.getpid():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL: a commit survives a crash of the process (what a SIGKILLed
+            # worker needs); a power cut may lose the last commits, which are then sent
+            # again: at least once, never lost.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+            self._connection, self._pid = connection, os.getpid()
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.close()
+        self._connection = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.db
+        # IMMEDIATE: take the write lock first, so two senders never claim the same rows.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- recording what is to be sent --
+
+    def add(self, requests: Iterable[DeliveryRequest], *, now: float | None = None) -> int:
+        """Record ``requests`` due now; those already recorded stay as they are. Returns
+        how many were new."""
+        moment = time.time() if now is None else now
+        rows = [
+            (
+                r.sop_instance_uid,
+                r.destination,
+                State.WAITING.value,
+                r.sop_class_uid,
+                r.transfer_syntax,
+                r.stored_path,
+                r.event_id,
+                json.dumps(r.context, separators=(",", ":")),
+                moment,
+                moment,
+                moment,
+            )
+            for r in requests
+        ]
+        with self._transaction() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO deliveries (sop_instance_uid, destination, state, "
+                "sop_class_uid, transfer_syntax, stored_path, event_id, context, due, created, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            return db.total_changes - before
+
+    # -- taking and settling work --
+
+    def claim(self, destination: str, limit: int, *, now: float | None = None) -> list[Delivery]:
+        """Take up to ``limit`` due rows of ``destination`` for this process, oldest first."""
+        moment = time.time() if now is None else now
+        with self._transaction() as db:
+            self._take_back_stale_claims(db, destination, moment)
+            found = db.execute(
+                f"SELECT {_COLUMNS} FROM deliveries WHERE destination = ? AND state = ? "
+                "AND due <= ? ORDER BY due, created LIMIT ?",
+                (destination, State.WAITING.value, moment, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE deliveries SET state = ?, claimed_by = ?, claimed_at = ? "
+                "WHERE sop_instance_uid = ? AND destination = ?",
+                [(State.SENDING.value, os.getpid(), moment, row[0], destination) for row in found],
+            )
+        return [_delivery(row, State.SENDING) for row in found]
+
+    def _take_back_stale_claims(
+        self, db: sqlite3.Connection, destination: str, moment: float
+    ) -> None:
+        claims = db.execute(
+            "SELECT DISTINCT claimed_by, MIN(claimed_at) FROM deliveries "
+            "WHERE destination = ? AND state = ? GROUP BY claimed_by",
+            (destination, State.SENDING.value),
+        ).fetchall()
+        for pid, claimed_at in claims:
+            if _process_alive(pid) and moment - claimed_at < CLAIM_LEASE:
+                continue
+            # Its process died mid-batch (SIGKILL, power cut): what it had not recorded as
+            # acknowledged is sent again, at once and without counting an attempt.
+            db.execute(
+                "UPDATE deliveries SET state = ?, claimed_by = NULL, claimed_at = NULL "
+                "WHERE destination = ? AND state = ? AND claimed_by IS ?",
+                (State.WAITING.value, destination, State.SENDING.value, pid),
+            )
+
+    def acknowledge(self, delivery: Delivery, status: int) -> None:
+        self._settle(delivery, State.ACKNOWLEDGED, status=status, reason=None)
+
+    def retry_later(
+        self, delivery: Delivery, *, due: float, status: int | None, reason: str
+    ) -> None:
+        self._settle(delivery, State.WAITING, status=status, reason=reason, due=due, attempt=True)
+
+    def dead_letter(self, delivery: Delivery, *, status: int | None, reason: str) -> None:
+        self._settle(delivery, State.DEAD, status=status, reason=reason, attempt=True)
+
+    def put_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Return claimed rows unsent and without an attempt (the breaker opened)."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET state = ?, claimed_by = NULL, claimed_at = NULL "
+                "WHERE sop_instance_uid = ? AND destination = ? AND state = ?",
+                [
+                    (State.WAITING.value, d.sop_instance_uid, d.destination, State.SENDING.value)
+                    for d in deliveries
+                ],
+            )
+
+    def _settle(
+        self,
+        delivery: Delivery,
+        state: State,
+        *,
+        status: int | None,
+        reason: str | None,
+        due: float | None = None,
+        attempt: bool = False,
+    ) -> None:
+        moment = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = ?, status = ?, reason = ?, due = COALESCE(?, due), "
+                "attempts = attempts + ?, claimed_by = NULL, claimed_at = NULL, updated = ? "
+                "WHERE sop_instance_uid = ? AND destination = ?",
+                (
+                    state.value,
+                    status,
+                    reason,
+                    due,
+                    int(attempt),
+                    moment,
+                    delivery.sop_instance_uid,
+                    delivery.destination,
+                ),
+            )
+
+    def next_due(self, destination: str) -> float | None:
+        """When the earliest waiting row of ``destination`` is due (None: nothing waits)."""
+        row = self.db.execute(
+            "SELECT MIN(due) FROM deliveries WHERE destination = ? AND state = ?",
+            (destination, State.WAITING.value),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # -- what the operator sees and does --
+
+    def deliveries(
+        self, *, state: State | None = None, destination: str | None = None
+    ) -> list[Delivery]:
+        where, values = _filter(state, destination)
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries {where} ORDER BY updated, sop_instance_uid",
+            values,
+        ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def replay(
+        self, uids: Sequence[str] | None, *, to: str | None = None, destination: str | None = None
+    ) -> list[Delivery]:
+        """Send dead letters again: those of ``uids`` (None: all, of ``destination`` if given),
+        to their destination or to ``to``. Returns the dead letters replayed.
+
+        To another destination a new row is added, unless that destination already has the
+        instance acknowledged (it is not sent twice there); the dead letter is kept as
+        ``replayed``."""
+        moment = time.time()
+        with self._transaction() as db:
+            where, values = _filter(State.DEAD, destination)
+            found = [
+                _delivery(row)
+                for row in db.execute(f"SELECT {_COLUMNS} FROM deliveries {where}", values)
+                if uids is None or row[0] in uids
+            ]
+            for dead in found:
+                if to is None or to == dead.destination:
+                    db.execute(
+                        "UPDATE deliveries SET state = ?, attempts = 0, due = ?, updated = ? "
+                        "WHERE sop_instance_uid = ? AND destination = ?",
+                        (
+                            State.WAITING.value,
+                            moment,
+                            moment,
+                            dead.sop_instance_uid,
+                            dead.destination,
+                        ),
+                    )
+                    continue
+                r = dead.request
+                db.execute(
+                    "INSERT INTO deliveries (sop_instance_uid, destination, state, sop_class_uid, "
+                    "transfer_syntax, stored_path, event_id, context, due, created, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sop_instance_uid, destination) DO UPDATE SET "
+                    "state = excluded.state, attempts = 0, due = excluded.due, "
+                    "updated = excluded.updated WHERE state != ?",
+                    (
+                        r.sop_instance_uid,
+                        to,
+                        State.WAITING.value,
+                        r.sop_class_uid,
+                        r.transfer_syntax,
+                        r.stored_path,
+                        r.event_id,
+                        json.dumps({**r.context, "replayed_from": dead.destination}),
+                        moment,
+                        moment,
+                        moment,
+                        State.ACKNOWLEDGED.value,
+                    ),
+                )
+                db.execute(
+                    "UPDATE deliveries SET state = ?, reason = ?, updated = ? "
+                    "WHERE sop_instance_uid = ? AND destination = ?",
+                    (
+                        State.REPLAYED.value,
+                        f"{dead.reason}; replayed to {to}",
+                        moment,
+                        dead.sop_instance_uid,
+                        dead.destination,
+                    ),
+                )
+        return found
+
+    # -- the circuit breaker --
+
+    def breaker(self, destination: str) -> Breaker:
+        row = self.db.execute(
+            "SELECT failures, opened, probe_due FROM breakers WHERE destination = ?",
+            (destination,),
+        ).fetchone()
+        return Breaker() if row is None else Breaker(*row)
+
+    def set_breaker(self, destination: str, breaker: Breaker) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO breakers (destination, failures, opened, probe_due) "
+                "VALUES (?, ?, ?, ?)",
+                (destination, breaker.failures, breaker.opened, breaker.probe_due),
+            )
+
+
+_COLUMNS = (
+    "sop_instance_uid, destination, sop_class_uid, transfer_syntax, stored_path, event_id, "
+    "context, state, attempts, due, status, reason, updated"
+)
+
+
+def _delivery(row: Sequence[Any], state: State | None = None) -> Delivery:
+    request = DeliveryRequest(
+        sop_instance_uid=row[0],
+        destination=row[1],
+        sop_class_uid=row[2],
+        transfer_syntax=row[3],
+        stored_path=row[4],
+        event_id=row[5],
+        context=json.loads(row[6]),
+    )
+    return Delivery(
+        request=request,
+        state=state or State(row[7]),
+        attempts=row[8],
+        due=row[9],
+        status=row[10],
+        reason=row[11],
+        updated=row[12],
+    )
+
+
+def _filter(state: State | None, destination: str | None) -> tuple[str, tuple[str, ...]]:
+    clauses, values = [], []
+    if state is not None:
+        clauses.append("state = ?")
+        values.append(state.value)
+    if destination is not None:
+        clauses.append("destination = ?")
+        values.append(destination)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(values)
+
+
+def _process_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True

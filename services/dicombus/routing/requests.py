@@ -1,0 +1,49 @@
+"""From a routed C-STORE event to a delivery request: what the deliverer needs, and no more.
+
+The request names the stored file and the instance's SOP class and transfer syntax (to
+negotiate contexts), and keeps what the routing events report (docs/audit.md): the rule,
+the unit routed, the study, the patient, the calling AE and the source edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from dicombus.routing import rules
+from dicombus.routing.delivery_store import DeliveryRequest
+from dicombus.routing.rules import Route
+
+PATIENT_ID = "00100020"
+PATIENT_NAME = "00100010"
+ACCESSION_NUMBER = "00080050"
+
+
+def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryRequest:
+    data: Mapping[str, Any] = envelope.get("data") or {}
+    association: Mapping[str, Any] = data.get("association") or {}
+
+    def first(tag: str) -> str | None:
+        values = rules.attribute((tag,))(envelope)
+        return values[0] if values else None
+
+    return DeliveryRequest(
+        sop_instance_uid=route.sop_instance_uid,
+        destination=route.destination,
+        sop_class_uid=str(data.get("sop_class_uid") or ""),
+        transfer_syntax=str(data.get("transfer_syntax") or ""),
+        stored_path=str(data.get("stored_path") or ""),
+        event_id=str(envelope.get("id") or ""),
+        context={
+            "rule": route.rule,
+            "per": route.per.value,
+            "unit_uid": route.uid,
+            "study_instance_uid": first(rules.STUDY_INSTANCE_UID),
+            "patient_id": first(PATIENT_ID),
+            "patient_name": first(PATIENT_NAME),
+            "accession_number": first(ACCESSION_NUMBER),
+            "calling_ae_title": association.get("calling_ae_title"),
+            "edge": unquote(urlsplit(str(envelope.get("source") or "")).netloc),
+        },
+    )

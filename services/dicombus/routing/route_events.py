@@ -1,0 +1,23 @@
+"""The events routing publishes about itself, so audit and analytics see every step.
+
+Each is a CloudEvents envelope like the edge's (docs/events.md), ``source``
+``dicombus://<edge id>/<our calling AE title>``, ``subject`` the send's id, with the
+``data`` docs/audit.md gives for ``dicombus.route.begin`` / ``dicombus.route.sent``: one
+event per destination and study.
+
+- ``dicombus.route.begin``: before the association (PS3.15 A.5.3.3 Begin Transferring);
+- ``dicombus.route.sent``: after the last C-STORE response, each instance with the
+  destination's status (A.5.3.7 Instances Transferred); "sent" means acknowledged, the
+  instances the destination refused have their failure category;
+- ``dicombus.route.failed``: the send failed as a whole (no connection, rejected,
+  aborted) or instances were refused for now; ``retry_at`` says when they go again;
+- ``dicombus.route.dead_letter``: instances that became dead letters, with the reason.
+"""
+
+from __future__ import annotations
+
+ROUTE_BEGIN = "dicombus.route.begin"
+ROUTE_SENT = "dicombus.route.sent"
+ROUTE_FAILED = "dicombus.route.failed"
+ROUTE_DEAD_LETTER = "dicombus.route.dead_letter"
+ROUTE_EVENT_TYPES = (ROUTE_BEGIN, ROUTE_SENT, ROUTE_FAILED, ROUTE_DEAD_LETTER)

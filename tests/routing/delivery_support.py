@@ -1,0 +1,145 @@
+"""What the delivery tests share: an edge, a routing worker and destinations, all real.
+
+The edge stores with dicombus, the routing worker is a ``dicombus worker`` process that
+consumes the router's queue and the destinations' queues, and destinations are DCMTK's
+``storescp`` or pynetdicom SCPs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicombus.dataset_codec import read_part10_header
+from dicombus.routing.delivery_store import DeliveryStore, State
+from helpers import DcmtkProcess, free_port, import_peer, require_tool, wait_for_port
+from worker_support import Worker
+
+ROUTE_QUEUES = "dicombus.route"
+# The longest a held C-STORE waits for its association to end.
+HOLD_LIMIT = 30.0
+
+
+def destination_toml(name: str, ae_title: str, port: int, **delivery: Any) -> str:
+    lines = [
+        "[[routing.destinations]]",
+        f'name = "{name}"',
+        'type = "dimse"',
+        f'ae_title = "{ae_title}"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+    ]
+    if delivery:
+        lines.append("[routing.destinations.delivery]")
+        lines += [f"{key} = {value!r}".replace("'", '"') for key, value in delivery.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_config(folder: Path, destinations: str, rule_to: list[str]) -> Path:
+    path = folder / "node.toml"
+    names = ", ".join(f'"{name}"' for name in rule_to)
+    path.write_text(
+        f'[edge]\ndata_dir = "{folder / "node"}"\n\n{destinations}\n'
+        f'[[routing.rules]]\nname = "all"\ndestinations = [{names}]\n'
+    )
+    return path
+
+
+def routing_worker(url: str, folder: Path, config: Path, queues: list[str]) -> Worker:
+    return Worker(
+        url,
+        folder,
+        include=("dicombus_workers.routing.task",),
+        pool="solo",
+        queues=",".join([ROUTE_QUEUES, *queues]),
+        env={
+            "DICOMBUS_CONFIG": str(config),
+            "DICOMBUS_ROUTING_DB": str(folder / "routing.sqlite3"),
+        },
+    )
+
+
+def states(store: DeliveryStore, destination: str) -> Counter[State]:
+    return Counter(d.state for d in store.deliveries(destination=destination))
+
+
+def data_set_bytes(path: Path) -> bytes:
+    """The data set of a Part 10 file, after its File Meta Information (which each writer
+    makes its own)."""
+    header = read_part10_header(path)
+    return path.read_bytes()[header.dataset_offset :]
+
+
+@contextmanager
+def storescp(folder: Path, ae_title: str = "STORESCP") -> Iterator[DcmtkProcess]:
+    """DCMTK's storescp, writing each instance it receives to ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [require_tool("storescp"), "-aet", ae_title, "-od", str(folder), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    peer = DcmtkProcess(process, port, folder)
+    try:
+        wait_for_port(port)
+        yield peer
+    finally:
+        peer.stop()
+
+
+@dataclass
+class CountingScp:
+    """A pynetdicom Storage SCP that answers ``status`` and counts each instance."""
+
+    port: int
+    status: int = 0x0000
+    received: Counter[str] = field(default_factory=Counter)
+    # When this many instances were kept, the next C-STORE waits until its association is
+    # gone and is not kept (a destination that keeps only what it could acknowledge).
+    hold_at: int | None = None
+    holding: threading.Event = field(default_factory=threading.Event)
+    server: Any = None
+
+    def start(self) -> None:
+        pynetdicom = import_peer("pynetdicom")
+        ae = pynetdicom.AE("PYSCP")
+        ae.supported_contexts = pynetdicom.AllStoragePresentationContexts
+        ae.add_supported_context("1.2.840.10008.1.1")
+        handlers = [(pynetdicom.evt.EVT_C_STORE, self._store)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+
+    def _store(self, event: Any) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        if self.hold_at is not None and sum(self.received.values()) == self.hold_at:
+            self.hold_at = None
+            self.holding.set()
+            deadline = time.monotonic() + HOLD_LIMIT
+            while event.assoc.is_established and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return 0xA700
+        self.received[uid] += 1
+        return self.status
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+
+@contextmanager
+def counting_scp(port: int | None = None, *, status: int = 0x0000) -> Iterator[CountingScp]:
+    scp = CountingScp(port or free_port(), status)
+    scp.start()
+    try:
+        yield scp
+    finally:
+        scp.stop()

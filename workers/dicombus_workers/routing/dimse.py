@@ -1,0 +1,176 @@
+"""Sending a batch to a DIMSE destination: one association, the contexts the batch needs.
+
+PS3.4 B: the Storage Service Class, with our SCU. Each instance is read from the file the
+edge stored (streamed as it is when the destination takes its transfer syntax and the
+destination changes nothing), or decoded, changed by the destination's transforms and
+encoded for the accepted context. Every response is reported as it arrives, so the caller
+records it before the next instance goes: a process killed mid-batch loses no
+acknowledgement it had received.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicombus import AE
+from dicombus.association import Association
+from dicombus.routing.delivery_store import Delivery
+from dicombus.routing.destinations import DimseDestination
+from dicombus.tls import client_context
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+LOGGER = logging.getLogger("dicombus_workers.routing")
+
+VERIFICATION = "1.2.840.10008.1.1"
+# PS3.8 9.3.2.2: an A-ASSOCIATE-RQ holds at most 128 presentation contexts.
+MAX_CONTEXTS = 128
+# Every SCP must accept Implicit VR Little Endian (PS3.5 10.1); Explicit is proposed first.
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+TIMEOUT = 30.0
+
+
+class ConnectionFailed(Exception):
+    """No association: refused, rejected, aborted, or no response in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A C-STORE response, or why none came (``status`` None, ``error`` set): ``permanent``
+    when sending it again as it is cannot help (no context for it, an unreadable file)."""
+
+    status: int | None
+    error: str | None = None
+    permanent: bool = False
+
+
+OnResponse = Callable[[Delivery, Response], None]
+
+
+def contexts_for(
+    destination: DimseDestination, deliveries: Iterable[Delivery]
+) -> list[tuple[str, str]]:
+    """(SOP class, transfer syntax) presentation contexts to propose for the batch.
+
+    One context per transfer syntax (PS3.8 9.3.2.2: the acceptor picks one syntax per
+    context), so the destination can accept each instance in its own syntax and it goes
+    byte for byte: the destination's configured syntaxes, else the instances' own, then the
+    uncompressed ones every SCP takes (an uncompressed instance is re-encoded for them)."""
+    own: dict[str, list[str]] = {}
+    for delivery in deliveries:
+        own.setdefault(delivery.request.sop_class_uid, []).append(delivery.request.transfer_syntax)
+    found = []
+    for sop_class, syntaxes in own.items():
+        preferred = list(destination.transfer_syntaxes) or syntaxes
+        for syntax in dict.fromkeys([*preferred, *UNCOMPRESSED]):
+            found.append((sop_class, syntax))
+    return found
+
+
+def split_for_contexts(
+    destination: DimseDestination, deliveries: Sequence[Delivery]
+) -> list[Delivery]:
+    """The deliveries, in order, whose contexts fit in one A-ASSOCIATE-RQ."""
+    taken: list[Delivery] = []
+    for delivery in deliveries:
+        if len(contexts_for(destination, [*taken, delivery])) <= MAX_CONTEXTS:
+            taken.append(delivery)
+    return taken
+
+
+def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, str]]) -> Association:
+    ae = AE(destination.calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
+    ae.connection_timeout = TIMEOUT
+    for abstract_syntax, syntax in contexts:
+        ae.add_requested_context(abstract_syntax, syntax)
+    tls: Any = None
+    if destination.tls:
+        ca = destination.tls_ca
+        if ca is None:
+            raise ConnectionFailed("tls = true needs tls_ca to verify the destination")
+        tls = (client_context(ca, destination.tls_cert, destination.tls_key), destination.host)
+    try:
+        assoc = ae.associate(
+            destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls
+        )
+    except OSError as exc:
+        raise ConnectionFailed(f"cannot connect to {destination.address}: {exc}") from exc
+    if not assoc.is_established:
+        how = (
+            "rejected"
+            if assoc.is_rejected
+            else "aborted"
+            if assoc.is_aborted
+            else "not established"
+        )
+        raise ConnectionFailed(f"association with {destination.address} {how}")
+    return assoc
+
+
+def send_batch(
+    destination: DimseDestination, deliveries: Sequence[Delivery], on_response: OnResponse
+) -> None:
+    """Send ``deliveries`` on one association, calling ``on_response`` after each.
+
+    Raises :class:`ConnectionFailed` when no association could be made; once one is, an
+    association that breaks reports every instance it did not answer with an ``error``."""
+    assoc = _associate(destination, contexts_for(destination, deliveries))
+    broken: str | None = None
+    try:
+        for number, delivery in enumerate(deliveries, start=1):
+            if broken is None and not assoc.is_established:
+                broken = f"association with {destination.address} ended"
+            if broken is not None:
+                on_response(delivery, Response(None, broken))
+                continue
+            try:
+                source = _instance(destination, delivery)
+            except (OSError, ValueError) as exc:  # pydicom's InvalidDicomError is an OSError
+                on_response(delivery, Response(None, f"cannot read the instance: {exc}", True))
+                continue
+            try:
+                answer = assoc.send_c_store(source, msg_id=number)
+            except ValueError as exc:
+                # No accepted context for its SOP class and transfer syntax: the destination
+                # will not take it as it is.
+                on_response(delivery, Response(None, f"not sent: {exc}", True))
+                continue
+            status = answer.get("Status")
+            if status is None:
+                broken = f"no C-STORE response from {destination.address} (association ended)"
+                on_response(delivery, Response(None, broken))
+                continue
+            on_response(delivery, Response(int(status)))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _instance(destination: DimseDestination, delivery: Delivery) -> Dataset | Path:
+    path = Path(delivery.request.stored_path)
+    if destination.transform.is_identity:
+        if not path.is_file():
+            raise FileNotFoundError(f"the stored file {path} is not readable on this host")
+        return path  # streamed as stored, byte for byte
+    dataset = dcmread(path)
+    return destination.transform.apply(dataset)
+
+
+def echo(destination: DimseDestination) -> str | None:
+    """C-ECHO (PS3.4 A): None when the destination answers Success, else why not."""
+    try:
+        assoc = _associate(destination, [(VERIFICATION, ImplicitVRLittleEndian)])
+    except ConnectionFailed as exc:
+        return str(exc)
+    try:
+        status = assoc.send_c_echo().get("Status")
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return None if status == 0 else f"C-ECHO answered {status!r}"

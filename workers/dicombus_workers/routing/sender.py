@@ -1,0 +1,256 @@
+"""A destination's senders: threads that take due deliveries from the store and send them.
+
+``concurrency`` threads per destination (its cap on simultaneous associations), in the
+worker process that consumes the destination's queue. Each loop:
+
+1. asks the circuit breaker: while it is open, deliveries wait (they do not fail) and a
+   C-ECHO probes the destination every ``breaker_probe`` seconds; it closes when the
+   destination answers;
+2. claims the due deliveries of the destination (up to ``batch_size``) and sends them on
+   one association (:mod:`.dimse`), recording each response as it arrives;
+3. classifies each answer (:mod:`dicombus.routing.delivery_policy`): acknowledged,
+   retried after a back-off delay kept in the store, or a dead letter;
+4. publishes the steps as events (:mod:`.events`), one per destination and study.
+
+With nothing due it sleeps until the next row is due, a task wakes it, or ``POLL``
+seconds pass (a row added by another process, ``dicombus routes retry``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from dicombus.routing.delivery_policy import Outcome, describe_status
+from dicombus.routing.delivery_store import Breaker, Delivery, DeliveryStore
+from dicombus.routing.destinations import DimseDestination
+from dicombus.routing.route_events import ROUTE_BEGIN, ROUTE_DEAD_LETTER, ROUTE_FAILED, ROUTE_SENT
+from dicombus.status import code_to_category
+
+from dicombus_workers.routing import dimse
+from dicombus_workers.routing.events import RouteEventPublisher
+
+LOGGER = logging.getLogger("dicombus_workers.routing")
+
+# The longest a sender sleeps before it looks at the store again on its own.
+POLL = 1.0
+
+
+class DestinationSender:
+    """The sender threads of one DIMSE destination."""
+
+    def __init__(
+        self, destination: DimseDestination, store: DeliveryStore, events: RouteEventPublisher
+    ) -> None:
+        self.destination = destination
+        self.policy = destination.delivery
+        self.store = store
+        self.events = events
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for number in range(self.destination.concurrency):
+            thread = threading.Thread(
+                target=self._run, name=f"route-{self.destination.name}-{number}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                worked = self.step()
+            except Exception:
+                # The store locked for too long, a bug: log, wait, go on; nothing is lost,
+                # the rows stay in the store.
+                LOGGER.exception("routing to %s failed; trying again", self.destination.name)
+                worked = False
+            if not worked:
+                self._wake.wait(self._sleep())
+                self._wake.clear()
+
+    def _sleep(self) -> float:
+        due = self.store.next_due(self.destination.name)
+        return POLL if due is None else min(POLL, max(due - time.time(), 0.01))
+
+    def step(self) -> bool:
+        """One round: probe or send one batch. False when there was nothing to do."""
+        if not self._breaker_allows():
+            return False
+        claimed = self.store.claim(self.destination.name, self.policy.batch_size)
+        if not claimed:
+            return False
+        batch = dimse.split_for_contexts(self.destination, claimed)
+        self.store.put_back([d for d in claimed if d not in batch])
+        self.send(batch)
+        return True
+
+    # -- the circuit breaker --
+
+    def _breaker_allows(self) -> bool:
+        name = self.destination.name
+        breaker = self.store.breaker(name)
+        if not breaker.is_open:
+            return True
+        if breaker.probe_due is not None and time.time() < breaker.probe_due:
+            return False
+        problem = dimse.echo(self.destination)
+        if problem is None:
+            LOGGER.warning("%s answers C-ECHO again: circuit breaker closed", name)
+            self.store.set_breaker(name, Breaker())
+            return True
+        self.store.set_breaker(
+            name, Breaker(breaker.failures, breaker.opened, time.time() + self.policy.breaker_probe)
+        )
+        return False
+
+    def _association_failed(self) -> None:
+        name = self.destination.name
+        breaker = self.store.breaker(name)
+        failures = breaker.failures + 1
+        if breaker.is_open or failures < self.policy.breaker_failures:
+            self.store.set_breaker(name, Breaker(failures, breaker.opened, breaker.probe_due))
+            return
+        now = time.time()
+        LOGGER.warning(
+            "%s: %d failed associations in a row: circuit breaker open, probing with C-ECHO "
+            "every %.0f s",
+            name,
+            failures,
+            self.policy.breaker_probe,
+        )
+        self.store.set_breaker(name, Breaker(failures, now, now + self.policy.breaker_probe))
+
+    # -- a batch --
+
+    def send(self, batch: Sequence[Delivery]) -> None:
+        studies: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in batch:
+            studies[delivery.request.context.get("study_instance_uid") or ""].append(delivery)
+        for deliveries in studies.values():
+            self._publish(ROUTE_BEGIN, deliveries, {})
+        results: dict[str, tuple[Outcome, int | None, str | None]] = {}
+        connection_error: str | None = None
+
+        def record(delivery: Delivery, response: dimse.Response) -> None:
+            nonlocal connection_error
+            if response.status is None and not response.permanent:
+                connection_error = connection_error or response.error
+            results[delivery.sop_instance_uid] = self._settle(delivery, response)
+
+        try:
+            dimse.send_batch(self.destination, batch, record)
+        except dimse.ConnectionFailed as exc:
+            connection_error = str(exc)
+            for delivery in batch:
+                record(delivery, dimse.Response(None, str(exc)))
+        if connection_error is not None:
+            self._association_failed()
+        elif self.store.breaker(self.destination.name).failures:
+            self.store.set_breaker(self.destination.name, Breaker())
+        for deliveries in studies.values():
+            self._report(deliveries, results, connection_error)
+
+    def _settle(
+        self, delivery: Delivery, response: dimse.Response
+    ) -> tuple[Outcome, int | None, str | None]:
+        status = response.status
+        if status is None:
+            outcome = Outcome.DEAD if response.permanent else Outcome.RETRY
+            reason = response.error or "no response"
+        else:
+            outcome = self.policy.classify(status)
+            reason = f"{self.destination.name} answered {describe_status(status)}"
+        attempts = delivery.attempts + 1
+        if outcome is Outcome.RETRY and self.policy.gives_up(attempts):
+            outcome, reason = Outcome.DEAD, f"gave up after {attempts} attempts: {reason}"
+        if outcome is Outcome.ACKNOWLEDGED:
+            self.store.acknowledge(delivery, status or 0)
+            return outcome, status, None
+        if outcome is Outcome.RETRY:
+            due = time.time() + self.policy.delay(attempts)
+            self.store.retry_later(delivery, due=due, status=status, reason=reason)
+        else:
+            LOGGER.warning(
+                "%s -> %s: dead letter: %s", delivery.sop_instance_uid, delivery.destination, reason
+            )
+            self.store.dead_letter(delivery, status=status, reason=reason)
+        return outcome, status, reason
+
+    # -- events --
+
+    def _report(
+        self,
+        deliveries: Sequence[Delivery],
+        results: dict[str, tuple[Outcome, int | None, str | None]],
+        error: str | None,
+    ) -> None:
+        answered = [d for d in deliveries if d.sop_instance_uid in results]
+        if any(results[d.sop_instance_uid][1] is not None for d in answered):
+            self._publish(ROUTE_SENT, answered, results, error)
+        retried = [d for d in answered if results[d.sop_instance_uid][0] is Outcome.RETRY]
+        if retried:
+            self._publish(ROUTE_FAILED, retried, results, error or "refused for now")
+        dead = [d for d in answered if results[d.sop_instance_uid][0] is Outcome.DEAD]
+        if dead:
+            self._publish(ROUTE_DEAD_LETTER, dead, results, error)
+
+    def _publish(
+        self,
+        event_type: str,
+        deliveries: Sequence[Delivery],
+        results: dict[str, tuple[Outcome, int | None, str | None]],
+        error: str | None = None,
+    ) -> None:
+        d = self.destination
+        context = deliveries[0].request.context
+        instances = []
+        for delivery in deliveries:
+            item: dict[str, Any] = {
+                "sop_class_uid": delivery.request.sop_class_uid,
+                "sop_instance_uid": delivery.sop_instance_uid,
+            }
+            if delivery.sop_instance_uid in results:
+                outcome, status, reason = results[delivery.sop_instance_uid]
+                item["status"] = status
+                item["status_category"] = (
+                    code_to_category(status) if status is not None else "Failure"
+                )
+                item["outcome"] = outcome.value
+                item["reason"] = reason
+            instances.append(item)
+        data = {
+            "association": {
+                "role": "requestor",
+                "calling_ae_title": d.calling_ae_title,
+                "called_ae_title": d.ae_title,
+                "peer_address": d.host,
+                "peer_port": d.port,
+            },
+            "destination": {"name": d.name, "ae_title": d.ae_title, "host": d.host, "port": d.port},
+            "calling_ae_title": d.calling_ae_title,
+            "study_instance_uid": context.get("study_instance_uid"),
+            "patient_id": context.get("patient_id"),
+            "patient_name": context.get("patient_name"),
+            "accession_number": context.get("accession_number"),
+            "instances": instances,
+            "error": error,
+        }
+        self.events.publish(
+            event_type, data, edge=str(context.get("edge") or ""), ae_title=d.calling_ae_title
+        )
