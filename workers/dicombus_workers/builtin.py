@@ -107,6 +107,7 @@ CREATE INDEX IF NOT EXISTS events_by_association ON events (subject, sequence);
 CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, time);
 """
 
+
 def configured_events() -> tuple[str, ...]:
     """The event types of the built-in subscriptions (``DICOMBUS_AUDIT_EVENTS``)."""
     text = os.environ.get("DICOMBUS_AUDIT_EVENTS", "").strip()

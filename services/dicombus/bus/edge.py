@@ -56,7 +56,6 @@ from dicombus.bus.held_file import HELD_FILE, replay_held
 from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox
 from dicombus.bus.publisher import Publisher
-from dicombus.metrics.heartbeat import EdgeHeartbeat
 from dicombus.bus.redis_server import (
     EmbeddedRedis,
     broker_url_from_env_or_embedded,
@@ -64,6 +63,7 @@ from dicombus.bus.redis_server import (
 )
 from dicombus.bus.subscriptions import SubscriptionView
 from dicombus.data_folder import DataFolder
+from dicombus.metrics.heartbeat import EdgeHeartbeat
 from dicombus.qr.archive import IndexedStorage
 from dicombus.qr.commitment import StorageCommitmentSCP
 from dicombus.qr.index import Level

@@ -132,7 +132,9 @@ def _modality(dataset: Any) -> str:
     return str(values[0]) if values else UNKNOWN
 
 
-def _duration_half(ops: EventOps, envelope: dict[str, Any], edge: str, happened: datetime) -> None:
+def _duration_half(
+    ops: EventOps, envelope: Mapping[str, Any], edge: str, happened: datetime
+) -> None:
     """The request's or the outcome's half of a C-STORE or C-FIND duration."""
     data: dict[str, Any] = envelope.get("data") or {}
     event_type = str(envelope.get("type"))
