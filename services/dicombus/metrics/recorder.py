@@ -33,6 +33,7 @@ from dicombus.metrics.families import (
     EVENT_TO_TASK,
     EVENTS,
     KEY_PREFIX,
+    TASKS,
     UNKNOWN,
     Family,
     bound_text,
@@ -97,6 +98,8 @@ def event_ops(envelope: Mapping[str, Any], *, marker: str, task: str, now: datet
         ["hincr", f"{COUNTS_BY_AE}:{calling}", event_type],
     ]
     ops.incr(EVENTS.key, [edge, event_type])
+    # Counted after the task's own work (the audit row) succeeded: its success.
+    ops.incr(TASKS.key, [task, "succeeded"])
     happened = parse_time(str(envelope["time"]))
     ops.observe(EVENT_TO_TASK, [task], max(0.0, (now - happened).total_seconds()))
     result = ASSOCIATION_RESULTS.get(event_type)
