@@ -7,9 +7,9 @@ with ``INSERT OR IGNORE``, so a redelivered event leaves one row.
 
 The counters are Redis hashes: ``dicombus:counts:type`` (event type ->
 count), ``dicombus:counts:ae`` (calling AE title -> count) and
-``dicombus:counts:ae:<title>`` (event type -> count). A Lua script claims each
-event id and increments in one atomic step, so a redelivered event counts
-once.
+``dicombus:counts:ae:<title>`` (event type -> count), and the metrics of
+docs/analytics.md (:mod:`dicombus.metrics`). A Lua script claims each event id
+and increments in one atomic step, so a redelivered event counts once.
 
 ``DICOMBUS_BUILTIN_TASKS`` picks how they run:
 
@@ -41,10 +41,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from dicombus import evt
+from dicombus.metrics.recorder import event_ops
+from dicombus.metrics.store import apply
 from redis.exceptions import RedisError
 
 from dicombus_workers.app import task_max_retries
@@ -88,9 +91,6 @@ RETRY_OPTIONS: dict[str, Any] = {
     "max_retries": task_max_retries(),
 }
 
-COUNTS_BY_TYPE = "dicombus:counts:type"
-COUNTS_BY_AE = "dicombus:counts:ae"
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
@@ -106,24 +106,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_association ON events (subject, sequence);
 CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, time);
-"""
-
-# KEYS: the two shared hashes, then per event its claim marker and its AE's
-# hash. ARGV: ttl, then per event its type and calling AE. One script for a
-# whole batch, so each event's claim and increments happen together or not at
-# all, and a batch costs one round trip. Returns how many events it counted.
-_COUNT_ONCE = """
-local counted = 0
-for i = 1, (#KEYS - 2) / 2 do
-  local event_type, calling = ARGV[2 * i], ARGV[2 * i + 1]
-  if redis.call('SET', KEYS[2 * i + 1], 1, 'NX', 'EX', ARGV[1]) then
-    redis.call('HINCRBY', KEYS[1], event_type, 1)
-    redis.call('HINCRBY', KEYS[2], calling, 1)
-    redis.call('HINCRBY', KEYS[2 * i + 2], event_type, 1)
-    counted = counted + 1
-  end
-end
-return counted
 """
 
 
@@ -205,17 +187,17 @@ def _audit_row(record: EventRecord) -> tuple[Any, ...]:
     )
 
 
-def count_events(records: Sequence[EventRecord]) -> int:
-    """Count the events by type and calling AE, each once per event id; how many counted."""
-    keys = [COUNTS_BY_TYPE, COUNTS_BY_AE]
-    arguments: list[Any] = [DEFAULT_TTL]
-    for record in records:
-        calling = record.assoc.requestor.ae_title or "-"
-        # The claim is scoped by the count task's name in both modes, so a node
-        # switched between them counts an event once.
-        keys += [marker_key(record.id, COUNT_TASK), f"{COUNTS_BY_AE}:{calling}"]
-        arguments += [record.type, calling]
-    return int(redis_client().eval(_COUNT_ONCE, len(keys), *keys, *arguments))
+def count_events(records: Sequence[EventRecord], task: str = COUNT_TASK) -> int:
+    """Count the events (the hashes above and the metrics of docs/analytics.md), each once
+    per event id, in one script call; how many counted."""
+    now = datetime.now(UTC)
+    # The claim is scoped by the count task's name in both modes, so a node
+    # switched between them counts an event once.
+    batch = [
+        event_ops(record.envelope, marker=marker_key(record.id, COUNT_TASK), task=task, now=now)
+        for record in records
+    ]
+    return apply(redis_client(), batch, marker_ttl=DEFAULT_TTL)
 
 
 _store = AuditStore(audit_db_path())
@@ -227,7 +209,7 @@ if builtin_mode() == "combined":
     def audit_count(events: list[EventRecord]) -> int:
         """Audit a batch in one transaction, then count it in one script call."""
         _store.write(events)
-        return count_events(events)
+        return count_events(events, AUDIT_COUNT_TASK)
 
 else:
 

@@ -65,6 +65,7 @@ from dicombus.bus.redis_server import (
 )
 from dicombus.bus.subscriptions import SubscriptionView
 from dicombus.data_folder import DataFolder
+from dicombus.metrics.heartbeat import EdgeHeartbeat
 from dicombus.qr.archive import IndexedStorage
 from dicombus.qr.commitment import StorageCommitmentSCP
 from dicombus.qr.index import Level
@@ -102,6 +103,7 @@ class EdgeNode:
         self.broker_url: str | None = None
         self.archive: IndexedStorage | None = None
         self.commitment: StorageCommitmentSCP | None = None
+        self.heartbeat: EdgeHeartbeat | None = None
         self._capture_lock = threading.Lock()
         self._refusing = False
 
@@ -123,6 +125,8 @@ class EdgeNode:
             if config.bus_enabled:
                 self._start_bus()
             self._start_server()
+            if self.broker_url is not None:
+                self._start_heartbeat(self.broker_url)
         except BaseException:
             self.stop()
             raise
@@ -209,6 +213,17 @@ class EdgeNode:
         # Before the server accepts anything: these are older than any new event.
         self.publisher.resubmit_journaled()
 
+    def _start_heartbeat(self, broker_url: str) -> None:
+        """Outbox depth and publisher lag in Redis, for ``dicombus metrics`` on any host."""
+        host, port = self.address[:2]
+        self.heartbeat = EdgeHeartbeat(
+            broker_url,
+            self.config.edge_id,
+            self.metrics,
+            {"ae_title": self.ae.ae_title, "address": f"{host}:{port}"},
+        )
+        self.heartbeat.start()
+
     def _start_server(self) -> None:
         config = self.config
         handlers: list[evt.HandlerBinding]
@@ -288,6 +303,9 @@ class EdgeNode:
     def stop(self) -> dict[str, float]:
         """Stop in reverse order of start (safe to repeat); return the final publisher metrics."""
         final: dict[str, float] = {}
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+            self.heartbeat = None
         if self.server is not None:
             self.server.shutdown()
         if self.commitment is not None:

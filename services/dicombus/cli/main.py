@@ -14,9 +14,11 @@ from dicombus.cli import (
     events,
     find,
     get,
+    metrics,
     move,
     qrscp,
     routes,
+    stats,
     store,
     storescp,
     up,
@@ -37,6 +39,8 @@ COMMANDS = (
     events,
     dead_letters,
     routes,
+    metrics,
+    stats,
 )
 
 # The shell's convention for a process ended by SIGINT: 128 + 2.

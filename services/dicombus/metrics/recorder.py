@@ -1,0 +1,171 @@
+"""What one event adds to the metrics: a list of additions for :mod:`dicombus.metrics.store`.
+
+Works on the event's CloudEvents envelope (docs/events.md), so it needs
+nothing of the worker but the envelope, the task's name and the time:
+
+- every event: ``dicombus_events_total{edge, type}``, the event-to-task
+  histogram, and the counter hashes the workers have always kept
+  (``dicombus:counts:type``, ``dicombus:counts:ae``, ``dicombus:counts:ae:<title>``);
+- EVT_ACCEPTED / EVT_REJECTED / EVT_ABORTED: ``dicombus_associations_total``;
+- EVT_C_STORE: instances and bytes by SOP class, modality and status class;
+- a C-STORE or C-FIND request's EVT_DIMSE_RECV and its outcome: one half
+  each of the duration histograms. The envelope carries one time, when the
+  edge saw the event, so a duration is the difference of two events' times.
+  The request's EVT_DIMSE_RECV is published only while a task subscribes to
+  it (``DICOMBUS_AUDIT_EVENTS`` for the built-in tasks): without it the
+  duration histograms stay empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dicombus.bus.envelope import parse_time
+from dicombus.metrics.families import (
+    ASSOCIATIONS,
+    CFIND_DURATION,
+    CSTORE_BYTES,
+    CSTORE_DURATION,
+    CSTORE_INSTANCES,
+    EVENT_TO_TASK,
+    EVENTS,
+    KEY_PREFIX,
+    TASKS,
+    UNKNOWN,
+    Family,
+    bound_text,
+)
+
+# The counter hashes the built-in counter task has always kept (docs/workers.md).
+COUNTS_BY_TYPE = "dicombus:counts:type"
+COUNTS_BY_AE = "dicombus:counts:ae"
+PENDING_PREFIX = KEY_PREFIX + "pending:"
+
+ASSOCIATION_RESULTS = {
+    "EVT_ACCEPTED": "accepted",
+    "EVT_REJECTED": "rejected",
+    "EVT_ABORTED": "aborted",
+}
+# The request (a DIMSE command received) and the outcome event that close a duration.
+DURATIONS: dict[str, tuple[str, Family]] = {
+    "C_STORE_RQ": ("EVT_C_STORE", CSTORE_DURATION),
+    "C_FIND_RQ": ("EVT_C_FIND", CFIND_DURATION),
+}
+_OUTCOME_DURATIONS = {
+    outcome: (command, family) for command, (outcome, family) in DURATIONS.items()
+}
+MODALITY_TAG = "00080060"  # (0008,0060) Modality, PS3.3 C.7.3.1
+
+
+@dataclass(slots=True)
+class EventOps:
+    """One event's claim marker, its capped label values and its additions."""
+
+    marker: str
+    values: list[list[str]] = field(default_factory=list)  # [label, value], resolved in Lua
+    ops: list[list[Any]] = field(default_factory=list)
+
+    def label(self, name: str, value: str) -> int:
+        """A capped label value, referred to by the index this returns (1-based, as Lua)."""
+        self.values.append([name, value])
+        return len(self.values)
+
+    def incr(self, key: str, parts: list[Any], amount: int = 1) -> None:
+        self.ops.append(["incr", key, parts, amount])
+
+    def observe(self, family: Family, parts: list[Any], seconds: float) -> None:
+        """One observation of a histogram whose bucket is known here."""
+        bucket = next((bound_text(b) for b in family.buckets if seconds <= b), "+Inf")
+        self.incr(family.buckets_key, [*parts, bucket])
+        self.ops.append(["incrf", family.sum_key, parts, seconds])
+
+
+def event_ops(envelope: Mapping[str, Any], *, marker: str, task: str, now: datetime) -> EventOps:
+    """The additions of one event (``envelope``), counted by ``task`` at ``now``."""
+    data: dict[str, Any] = envelope.get("data") or {}
+    event_type = str(envelope.get("type"))
+    edge = edge_of(envelope)
+    calling = str((data.get("association") or {}).get("calling_ae_title") or "-")
+    ops = EventOps(marker)
+    # The counters of old, kept as they were (uncapped: they predate the caps).
+    # Their fields are plain text, not the JSON arrays of the metric families.
+    ops.ops += [
+        ["hincr", COUNTS_BY_TYPE, event_type],
+        ["hincr", COUNTS_BY_AE, calling],
+        ["hincr", f"{COUNTS_BY_AE}:{calling}", event_type],
+    ]
+    ops.incr(EVENTS.key, [edge, event_type])
+    # Counted after the task's own work (the audit row) succeeded: its success.
+    ops.incr(TASKS.key, [task, "succeeded"])
+    happened = parse_time(str(envelope["time"]))
+    ops.observe(EVENT_TO_TASK, [task], max(0.0, (now - happened).total_seconds()))
+    result = ASSOCIATION_RESULTS.get(event_type)
+    if result is not None:
+        ops.incr(ASSOCIATIONS.key, [edge, ops.label("calling_ae", calling), result])
+    if event_type == "EVT_C_STORE":
+        _c_store(ops, edge, data)
+    _duration_half(ops, envelope, edge, happened)
+    return ops
+
+
+def edge_of(envelope: Mapping[str, Any]) -> str:
+    """The edge id, from ``source`` = ``dicombus://<edge id>/<AE title>``."""
+    source = str(envelope.get("source") or "")
+    return source.removeprefix("dicombus://").split("/", 1)[0] or UNKNOWN
+
+
+def _c_store(ops: EventOps, edge: str, data: dict[str, Any]) -> None:
+    parts = [
+        edge,
+        ops.label("sop_class", str(data.get("sop_class_uid") or UNKNOWN)),
+        ops.label("modality", _modality(data.get("dataset"))),
+        str(data.get("status_category") or UNKNOWN).lower(),
+    ]
+    ops.incr(CSTORE_INSTANCES.key, parts)
+    ops.incr(CSTORE_BYTES.key, parts, int(data.get("dataset_size") or 0))
+
+
+def _modality(dataset: Any) -> str:
+    """(0008,0060) from the DICOM JSON of the stored header, or ``unknown``."""
+    element = dataset.get(MODALITY_TAG) if isinstance(dataset, dict) else None
+    values = element.get("Value") if isinstance(element, dict) else None
+    return str(values[0]) if values else UNKNOWN
+
+
+def _duration_half(
+    ops: EventOps, envelope: Mapping[str, Any], edge: str, happened: datetime
+) -> None:
+    """The request's or the outcome's half of a C-STORE or C-FIND duration."""
+    data: dict[str, Any] = envelope.get("data") or {}
+    event_type = str(envelope.get("type"))
+    if event_type == "EVT_DIMSE_RECV":
+        command = str(data.get("command"))
+        if command not in DURATIONS:
+            return
+        side, family = "request", DURATIONS[command][1]
+        message_id = (data.get("command_set") or {}).get("MessageID")
+    elif event_type in _OUTCOME_DURATIONS:
+        command, family = _OUTCOME_DURATIONS[event_type]
+        side, message_id = "outcome", data.get("message_id")
+    else:
+        return
+    if message_id is None:
+        return
+    key = f"{PENDING_PREFIX}{envelope.get('subject')}:{command}:{message_id}"
+    sequence = int(envelope.get("sequence") or 0)
+    ops.ops.append(
+        [
+            "pair",
+            key,
+            side,
+            repr(happened.timestamp()),
+            str(sequence),
+            family.buckets_key,
+            family.sum_key,
+            [edge],
+            [bound_text(b) for b in family.buckets],
+        ]
+    )
