@@ -94,7 +94,7 @@ class AssociationSession:
         if self.thread is not threading.current_thread() and self.thread.ident is not None:
             self.thread.join(timeout)
 
-    # -- events ------------------------------------------------------------------------
+    # -- what users observe --------------------------------------------------------------
 
     def observe(self) -> None:
         """Tell the link whether anyone wants per-PDU or per-transition events (they cost)."""
@@ -115,6 +115,8 @@ class AssociationSession:
     def notify(self, event: evt.NotificationEvent, **attrs: Any) -> None:
         if self.assoc.handlers.is_bound(event):
             evt.trigger(self.assoc, event, attrs)
+
+    # -- starting and running ------------------------------------------------------------
 
     def start_as_requestor(
         self,
