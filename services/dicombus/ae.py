@@ -74,6 +74,9 @@ class AE:
         # A C-STORE dataset larger than this aborts the association (A-ABORT).
         self.maximum_dataset_size = DEFAULT_MAX_DATASET_SIZE
         self._servers: list[AssociationServer] = []
+        # A server is listed in the same step as it binds, so shutdown() from another
+        # thread never misses one that is listening but not listed yet.
+        self._servers_lock = threading.Lock()
         self._requestors: list[Association] = []
         self._lock = threading.Lock()
         # How the services of this AE's associations open associations of their own
@@ -316,16 +319,17 @@ class AE:
         supported = list(contexts) if contexts is not None else self.supported_contexts
         if not supported:
             raise ValueError("at least one supported presentation context is required")
-        server = AssociationServer(
-            self,
-            address,
-            ae_title=ae_title or self.ae_title,
-            contexts=supported,
-            ssl_context=ssl_context,
-            evt_handlers=evt_handlers,
-            on_shutdown=self._forget_server,
-        )
-        self._servers.append(server)
+        with self._servers_lock:
+            server = AssociationServer(
+                self,
+                address,
+                ae_title=ae_title or self.ae_title,
+                contexts=supported,
+                ssl_context=ssl_context,
+                evt_handlers=evt_handlers,
+                on_shutdown=self._forget_server,
+            )
+            self._servers.append(server)
         if block:
             try:
                 server.serve_forever()
@@ -337,14 +341,16 @@ class AE:
 
     def _forget_server(self, server: AssociationServer) -> None:
         """Called by a server of this AE as it shuts down, however that was asked."""
-        if server in self._servers:
-            self._servers.remove(server)
+        with self._servers_lock:
+            if server in self._servers:
+                self._servers.remove(server)
 
     def shutdown(self) -> None:
         """Stop every server of this AE and abort the associations it requested."""
-        for server in list(self._servers):
+        with self._servers_lock:
+            servers, self._servers = self._servers, []
+        for server in servers:
             server.shutdown()
-        self._servers = []
         for assoc in self.active_associations:
             assoc.abort()
 
