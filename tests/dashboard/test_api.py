@@ -3,30 +3,13 @@ receives instances from two AE titles): its numbers equal what the audit store h
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 from typing import Any
 
-from conftest import Node, dead_letter
+from dashboard_support import Node, dead_letter, stored_sizes
 from dicombus.dashboard.edges import latency
 from dicombus.metrics.snapshot import Histogram
 from worker_support import store, wait_for
-
-
-def stored_sizes(node: Node) -> list[int]:
-    """``dataset_size`` of every EVT_C_STORE row of the audit store."""
-    if not node.audit_db.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(node.audit_db)) as connection:
-        try:
-            rows = connection.execute(
-                "SELECT json_extract(envelope, '$.data.dataset_size') FROM events "
-                "WHERE type = 'EVT_C_STORE'"
-            ).fetchall()
-        except sqlite3.OperationalError:  # the worker is creating the table right now
-            return []
-    return [int(size) for (size,) in rows]
 
 
 def edge_of(document: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,11 @@ function seconds(value) {
   return value < 1 ? `${(value * 1000).toFixed(1)} ms` : `${value.toFixed(2)} s`;
 }
 
+function status(value) {
+  if (value === null || value === undefined) return "–";
+  return "0x" + value.toString(16).toUpperCase().padStart(4, "0");
+}
+
 function sum(values) {
   return values.reduce((total, value) => total + value, 0);
 }
@@ -63,7 +68,7 @@ function chartFor(holder, key, title, unit, minutes, series) {
         })),
       ],
       axes: [{}, { label: unit, size: 60 }],
-      scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+      scales: { y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
     }, data, holder);
   }
   holder.dataset.total = String(sum(names.map((name) => sum(series[name]))));
@@ -135,7 +140,7 @@ function renderRouting(document_) {
     (d) => {
       const button = element("button", { class: "replay" }, "replay");
       button.addEventListener("click", () => replay(d, button));
-      return row([d.destination, d.sop_instance_uid, d.status ?? "–", d.reason || "–",
+      return row([d.destination, d.sop_instance_uid, status(d.status), d.reason || "–",
         d.attempts, button], { "data-uid": d.sop_instance_uid });
     }));
 }
@@ -171,7 +176,7 @@ async function refreshEvents() {
   for (const event of document_.events) {
     const id = event.cloudevent.id;
     const tr = row([event.time, event.type, event.edge, event.calling_ae_title ?? "–",
-      event.called_ae_title ?? "–", event.status ?? "–"], { class: "event", "data-id": id });
+      event.called_ae_title ?? "–", status(event.status)], { class: "event", "data-id": id });
     const detail = element("tr", { class: "cloudevent", hidden: "" },
       element("td", { colspan: "6" },
         element("pre", { class: "cloudevent" }, JSON.stringify(event.cloudevent, null, 2))));
