@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from dicombus import __version__
 from dicombus.cli import (
+    dashboard,
     dead_letters,
     echo,
     edge,
@@ -41,6 +42,7 @@ COMMANDS = (
     routes,
     metrics,
     stats,
+    dashboard,
 )
 
 # The shell's convention for a process ended by SIGINT: 128 + 2.

@@ -258,7 +258,7 @@ def run_failed(args: argparse.Namespace) -> int:
         return ExitCode.USAGE if isinstance(exc, EdgeConfigError) else ExitCode.LOCAL_ERROR
     if args.json:
         for d in dead:
-            print(json.dumps(_dead_letter_json(d)))
+            print(json.dumps(dead_letter_json(d)))
         return ExitCode.OK
     print_table(
         ("updated", "destination", "sop_instance_uid", "attempts", "reason"),
@@ -277,7 +277,7 @@ def run_failed(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _dead_letter_json(d: Delivery) -> dict[str, Any]:
+def dead_letter_json(d: Delivery) -> dict[str, Any]:
     return {
         "destination": d.destination,
         "sop_instance_uid": d.sop_instance_uid,

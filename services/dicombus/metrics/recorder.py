@@ -8,6 +8,8 @@ nothing of the worker but the envelope, the task's name and the time:
   (``dicombus:counts:type``, ``dicombus:counts:ae``, ``dicombus:counts:ae:<title>``);
 - EVT_ACCEPTED / EVT_REJECTED / EVT_ABORTED: ``dicombus_associations_total``;
 - EVT_C_STORE: instances and bytes by SOP class, modality and status class;
+- associations, instances and bytes also per minute of the event's time
+  (:data:`~dicombus.metrics.families.PER_MINUTE`), for the dashboard's charts;
 - a C-STORE or C-FIND request's EVT_DIMSE_RECV and its outcome: one half
   each of the duration histograms. The envelope carries one time, when the
   edge saw the event, so a duration is the difference of two events' times.
@@ -33,10 +35,13 @@ from dicombus.metrics.families import (
     EVENT_TO_TASK,
     EVENTS,
     KEY_PREFIX,
+    MINUTE_SECONDS,
+    MINUTE_TTL,
     TASKS,
     UNKNOWN,
     Family,
     bound_text,
+    minute_key,
 )
 
 # The counter hashes the built-in counter task has always kept (docs/workers.md).
@@ -76,6 +81,14 @@ class EventOps:
     def incr(self, key: str, parts: list[Any], amount: int = 1) -> None:
         self.ops.append(["incr", key, parts, amount])
 
+    def incr_with_minute(
+        self, family: Family, parts: list[Any], minute: int, amount: int = 1
+    ) -> None:
+        """Add to a counter family and to its hash of ``minute`` (kept :data:`MINUTE_TTL`)."""
+        self.incr(family.key, parts, amount)
+        self.incr(minute_key(family, minute), parts, amount)
+        self.ops.append(["expire", minute_key(family, minute), MINUTE_TTL])
+
     def observe(self, family: Family, parts: list[Any], seconds: float) -> None:
         """One observation of a histogram whose bucket is known here."""
         bucket = next((bound_text(b) for b in family.buckets if seconds <= b), "+Inf")
@@ -102,11 +115,12 @@ def event_ops(envelope: Mapping[str, Any], *, marker: str, task: str, now: datet
     ops.incr(TASKS.key, [task, "succeeded"])
     happened = parse_time(str(envelope["time"]))
     ops.observe(EVENT_TO_TASK, [task], max(0.0, (now - happened).total_seconds()))
+    minute = int(happened.timestamp() // MINUTE_SECONDS)
     result = ASSOCIATION_RESULTS.get(event_type)
     if result is not None:
-        ops.incr(ASSOCIATIONS.key, [edge, ops.label("calling_ae", calling), result])
+        ops.incr_with_minute(ASSOCIATIONS, [edge, ops.label("calling_ae", calling), result], minute)
     if event_type == "EVT_C_STORE":
-        _c_store(ops, edge, data)
+        _c_store(ops, edge, data, minute)
     _duration_half(ops, envelope, edge, happened)
     return ops
 
@@ -117,15 +131,15 @@ def edge_of(envelope: Mapping[str, Any]) -> str:
     return source.removeprefix("dicombus://").split("/", 1)[0] or UNKNOWN
 
 
-def _c_store(ops: EventOps, edge: str, data: dict[str, Any]) -> None:
+def _c_store(ops: EventOps, edge: str, data: dict[str, Any], minute: int) -> None:
     parts = [
         edge,
         ops.label("sop_class", str(data.get("sop_class_uid") or UNKNOWN)),
         ops.label("modality", _modality(data.get("dataset"))),
         str(data.get("status_category") or UNKNOWN).lower(),
     ]
-    ops.incr(CSTORE_INSTANCES.key, parts)
-    ops.incr(CSTORE_BYTES.key, parts, int(data.get("dataset_size") or 0))
+    ops.incr_with_minute(CSTORE_INSTANCES, parts, minute)
+    ops.incr_with_minute(CSTORE_BYTES, parts, minute, int(data.get("dataset_size") or 0))
 
 
 def _modality(dataset: Any) -> str:

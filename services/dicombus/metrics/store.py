@@ -13,6 +13,7 @@ The additions:
 
 - ``incr`` / ``incrf``: ``HINCRBY`` / ``HINCRBYFLOAT`` of a field made of label values;
 - ``hincr``: ``HINCRBY`` by 1 of a plain field (the counter hashes of old);
+- ``expire``: ``EXPIRE`` a key (the per-minute hashes);
 - ``pair``: one half of a duration measured between two events handled by
   different tasks, maybe on different workers, in either order (a request's
   EVT_DIMSE_RECV and its outcome). The first half to arrive leaves its time in
@@ -105,6 +106,8 @@ for _, event in ipairs(doc.events) do
         redis.call('HINCRBY', op[2], field(op[3], values), op[4])
       elseif op[1] == 'hincr' then
         redis.call('HINCRBY', op[2], op[3], 1)
+      elseif op[1] == 'expire' then
+        redis.call('EXPIRE', op[2], op[3])
       elseif op[1] == 'incrf' then
         redis.call('HINCRBYFLOAT', op[2], field(op[3], values), op[4])
       else
