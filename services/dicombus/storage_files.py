@@ -28,10 +28,10 @@ decides: keep the first (the default; DuplicateInstanceError), replace it, or
 keep both (the second as ``<SOP Instance UID>-<digest>.dcm``). Different
 content is never replaced or set aside without a warning in the log.
 
-Concurrent associations share the folder fsyncs (:class:`FolderSync`, group
-commit): a store waits for an fsync of its folder that began after its file
-was linked, and one such fsync answers every store waiting for that folder
-meanwhile. Success still follows the durable file and the durable entry.
+Concurrent stores can share the folder fsyncs (:class:`FolderSync`, group
+commit, opt-in per call): a store waits for an fsync of its folder that began
+after its file was linked, and one such fsync answers every store waiting for
+that folder meanwhile. Success still follows the durable file and entry.
 
 Everything transient -- partly written instances, and the spool files of
 datasets still arriving when the node uses the same folder for them -- lives
@@ -241,7 +241,7 @@ def store_instance(
     ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
     path of a file holding them (a spooled dataset, copied in chunks without
     reading it into memory). ``folder_sync`` makes the new entry durable (by
-    default the process's :data:`SHARED_FOLDER_SYNC`, a group commit). Raises
+    default the process's :data:`SHARED_FOLDER_SYNC`, one fsync per store). Raises
     InvalidUIDError before touching the disk when a UID is invalid,
     DuplicateInstanceError when a different instance holds the name and is kept,
     and OSError when the disk refuses (full, read-only, not a folder); no
@@ -446,7 +446,12 @@ class FolderSync:
 
 
 # The process's folder syncs: every association of an edge stores through it.
-SHARED_FOLDER_SYNC = FolderSync()
+# Not grouped: on ext4 (bench/store_sync.py, a VM disk) concurrent folder fsyncs
+# already share the file system's journal commit, and grouping them cut the
+# fsync calls (41 for 256 stores at 32 associations, one folder) but not the
+# time, and serialised the fsyncs of different folders (the study layout: 280
+# against 903 inst/s). A store may pass FolderSync() where fsyncs do not merge.
+SHARED_FOLDER_SYNC = FolderSync(grouped=False)
 
 
 def _copy_file(source: Path, target: BinaryIO) -> None:
