@@ -105,7 +105,7 @@ def test_a_failed_fsync_fails_every_store_of_its_group(tmp_path: Path) -> None:
 
 
 def test_concurrent_stores_are_all_complete_on_disk(tmp_path: Path) -> None:
-    """Stores from many threads into one folder through the shared group commit."""
+    """Stores from many threads into one folder through one group commit."""
     datasets = [small_dataset() for _ in range(THREADS * 4)]
     encoded = {}
     for ds in datasets:
@@ -115,13 +115,20 @@ def test_concurrent_stores_are_all_complete_on_disk(tmp_path: Path) -> None:
         header = read_part10_header(path)
         encoded[str(ds.SOPInstanceUID)] = (ds.file_meta, path.read_bytes()[header.dataset_offset :])
     root = tmp_path / "storage"
+    grouped = FolderSync()
     errors: list[BaseException] = []
 
     def store(uids: list[str]) -> None:
         try:
             for uid in uids:
                 meta, data = encoded[uid]
-                store_instance(root, file_meta=meta, dataset_bytes=data, layout=Layout.FLAT)
+                store_instance(
+                    root,
+                    file_meta=meta,
+                    dataset_bytes=data,
+                    layout=Layout.FLAT,
+                    folder_sync=grouped,
+                )
         except BaseException as exc:
             errors.append(exc)
 
