@@ -27,6 +27,12 @@ What a batch keeps of the one-message guarantees:
 
 The worker reserves ``batch_size`` more messages per batch task it consumes
 (:class:`BatchPrefetch`), so a batch can fill beyond the worker's prefetch.
+
+Several batch tasks on one queue share one message per event: the edge sends
+it to :class:`DispatchTask` (``dicombus.dispatch``) with the tasks' names, and
+a batch of those messages runs as one call of each named task, with the task
+id the edge would have given that task's own message (``<event id>/<task>``):
+retries, dead letters and idempotency stay each task's.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
 from celery import bootsteps
 from celery.utils.time import get_exponential_backoff_interval, maybe_iso8601
+from dicombus.bus.sender import task_id_for
+from dicombus.bus.subscriptions import DISPATCH_TASK
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
@@ -68,6 +76,9 @@ class BatchItem:
     task_id: str
     envelope: dict[str, Any]
     retries: int  # how many times the event was retried before this delivery
+    # A dispatch message's: the tasks it names, and the queue it came on.
+    tasks: tuple[str, ...] = ()
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +293,59 @@ def _acknowledge(messages: list[Message]) -> None:
         message._state = "ACK"
 
 
+class DispatchTask(BatchTask):
+    """``dicombus.dispatch``: each event of a batch, for each batch task its message names.
+
+    The events are grouped by task, in the order received, and each task's
+    ``run_items`` gets its own items under its own task ids. A task this worker
+    does not have as a batch task gets each of its events sent alone to the queue
+    the dispatch message came on, as the edge would have sent it without
+    grouping: another worker of that queue may have it; the event is not dropped.
+    """
+
+    name = DISPATCH_TASK
+
+    def run_items(self, items: Sequence[BatchItem]) -> None:
+        by_task: dict[str, list[BatchItem]] = {}
+        for item in items:
+            event_id = str(item.envelope.get("id"))
+            for name in item.tasks:
+                own = BatchItem(task_id_for(event_id, name), item.envelope, item.retries)
+                by_task.setdefault(name, []).append(own)
+        queue = items[0].queue if items else ""
+        first_error: Exception | None = None
+        for name, task_items in by_task.items():
+            task = self.app.tasks.get(name)
+            try:
+                if isinstance(task, BatchTask) and not isinstance(task, DispatchTask):
+                    task.run_items(task_items)
+                else:
+                    self._send_alone(name, task_items, queue)
+            except Exception as error:
+                # run_items settles its events' failures itself; what escapes it (Redis
+                # refusing a retry or a dead letter) must not keep the other tasks from
+                # their events: it is raised once they have run.
+                first_error = first_error or error
+        if first_error is not None:
+            raise first_error
+
+    def _send_alone(self, name: str, items: list[BatchItem], queue: str) -> None:
+        LOGGER.warning(
+            "%s: this worker has no batch task %s; its %d events are sent to it alone on %s",
+            self.name,
+            name,
+            len(items),
+            queue,
+        )
+        for item in items:
+            self.app.send_task(
+                name, args=(item.envelope,), task_id=item.task_id, queue=queue or None
+            )
+
+
+app.register_task(DispatchTask())
+
+
 def _run_batch(task_name: str, items: list[BatchItem]) -> None:
     """What the pool runs: by name, so a prefork child uses its own task object."""
     task = app.tasks[task_name]
@@ -314,7 +378,19 @@ def _item_of(message: Message) -> BatchItem:
     envelope = args[0]
     if not isinstance(envelope, dict):
         raise ValueError(f"the argument of message {task_id} is not an event envelope")
-    return BatchItem(task_id=task_id, envelope=envelope, retries=int(headers.get("retries") or 0))
+    kwargs = decoded[1] if len(decoded) > 1 and isinstance(decoded[1], dict) else {}
+    tasks = kwargs.get("tasks", [])
+    if not isinstance(tasks, list) or not all(isinstance(name, str) and name for name in tasks):
+        raise ValueError(f"the 'tasks' of message {task_id} is not a list of task names")
+    if headers.get("task") == DISPATCH_TASK and not tasks:
+        raise ValueError(f"the {DISPATCH_TASK} message {task_id} names no tasks")
+    return BatchItem(
+        task_id=task_id,
+        envelope=envelope,
+        retries=int(headers.get("retries") or 0),
+        tasks=tuple(tasks),
+        queue=str((message.delivery_info or {}).get("routing_key") or ""),
+    )
 
 
 class BatchPrefetch(bootsteps.StartStopStep):  # type: ignore[misc]

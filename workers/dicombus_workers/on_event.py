@@ -15,7 +15,8 @@ the message the edge publishes) and calls the function with an
 queue, event types, whether raw PDU bytes are wanted) is kept here and
 written to Redis when a worker that consumes its queue starts
 (:func:`register_on_start`); edges then send each event of those types to
-the task, one message per subscribed task.
+the task, one message per subscribed task (one for all the batch tasks of a
+queue).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def on_event(
     (:mod:`dicombus_workers.dead_letter`); False lets such an event go;
     ``batch``: the function receives a list of event records, many events per
     call (:mod:`dicombus_workers.batch`; ``batch_size=`` and ``batch_linger=``
-    tune it; failures, retries and dead letters stay per event).
+    tune it; failures, retries and dead letters stay per event; the batch tasks of
+    one queue receive each event in one message between them).
     Other keyword arguments are Celery task options (``autoretry_for``,
     ``max_retries``, ``bind=True`` to receive the task as the first argument ...).
     """
@@ -145,7 +147,7 @@ def on_event(
         app.conf.task_routes[task_name] = {"queue": queue}
         app.amqp.queues.select_add(queue)
         _SUBSCRIPTIONS[task_name] = Subscription(
-            task=task_name, queue=queue, event_types=names, raw=raw
+            task=task_name, queue=queue, event_types=names, raw=raw, batch=batch
         )
         return task
 

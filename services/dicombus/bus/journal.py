@@ -12,12 +12,13 @@ then it goes the normal way (queue, Redis or outbox). The publisher calls
 start the edge submits what is left again, with the same event id (consumers
 and task ids are idempotent by it), before it accepts associations.
 
-Group commit, leader style. The caller that finds no commit running commits
-itself, with every row waiting at that moment, in one transaction; callers that
-arrive meanwhile wait, and the first of them commits their rows together next.
-Under load many associations share one fsync; alone, a caller pays one commit
-and no hand-off to another thread (a committer thread cost about 150 us of CPU
-more per record here: two thread switches). ``synchronous=FULL``: the WAL is
+Group commit, leader style (:class:`dicombus.group_commit.GroupCommit`): the
+caller that finds no commit running commits itself, with every row waiting at
+that moment, in one transaction; callers that arrive meanwhile wait, and the
+first of them commits their rows together next. Under load many associations
+share one fsync; alone, a caller pays one commit and no hand-off to another
+thread (a committer thread cost about 150 us of CPU more per record here: two
+thread switches). ``synchronous=FULL``: the WAL is
 fsynced at each commit, so a power cut is covered as well as a killed process
 (docs/bus.md gives the measured cost). Deletes are not waited for: they ride
 along with the next commit of rows, or the publisher commits them alone once
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dicombus.bus.envelope import PendingEvent
+from dicombus.group_commit import GroupCommit
 from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.journal")
@@ -71,12 +73,10 @@ class JournalError(DicombusError, RuntimeError):
     """The journal could not store an event (disk full, I/O error, unpicklable event)."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Row:
     event_id: str
     blob: bytes
-    done: bool = False
-    error: str | None = None
 
 
 class Journal:
@@ -96,12 +96,12 @@ class Journal:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open the event journal {self.path}: {exc}") from exc
-        self._cond = threading.Condition()
-        self._waiting: list[_Row] = []
+        # The connection is the committing leader's, or used under idle().
+        self._group = GroupCommit(self._commit)
+        self._lock = threading.Lock()  # guards the deletes and the retry time
         self._deletes: list[str] = []
         self._deletes_since = 0.0  # monotonic time the oldest pending delete came
         self._retry_at = 0.0
-        self._committing = False  # a leader is committing (the connection is its)
         self._closed = False
 
     def _check_schema_version(self) -> None:
@@ -122,17 +122,7 @@ class Journal:
             blob = pickle.dumps(pending, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise JournalError(f"cannot pickle event {pending.id}: {exc}") from exc
-        row = _Row(pending.id, blob)
-        with self._cond:
-            if self._closed:
-                raise JournalError(f"the event journal {self.path} is closed")
-            self._waiting.append(row)
-            while self._committing and not row.done:
-                self._cond.wait()
-            if not row.done:
-                self._lead()  # commits this row, and every other one waiting
-        if row.error is not None:
-            raise JournalError(row.error)
+        self._group.submit(_Row(pending.id, blob))
 
     # -- the publisher ----------------------------------------------------------------------
 
@@ -141,7 +131,7 @@ class Journal:
         commit of rows, or alone once deletes have waited :data:`DELETE_LINGER`."""
         ids = list(event_ids)
         if ids:
-            with self._cond:
+            with self._lock:
                 if not self._deletes:
                     self._deletes_since = time.monotonic()
                 self._deletes.extend(ids)
@@ -150,13 +140,17 @@ class Journal:
     def commit_due_deletes(self) -> float | None:
         """Commit the pending deletes if they are due; return the seconds until they
         are (None: none pending). The publisher thread calls it when idle."""
-        with self._cond:
+        with self._lock:
             if self._closed or not self._deletes:
                 return None  # once closed: left for the next start, published again
             due = max(self._deletes_since + DELETE_LINGER, self._retry_at) - time.monotonic()
-            if due > 0 or self._committing:
-                return max(due, 0.0)
-            self._lead()
+        if due > 0 or self._group.committing:
+            return max(due, 0.0)
+        try:
+            self._group.flush()
+        except JournalError:
+            return RETRY_DELAY  # logged by the commit; the deletes wait for the next
+        with self._lock:
             return None if not self._deletes else RETRY_DELAY
 
     def leftovers(self) -> list[PendingEvent]:
@@ -166,9 +160,7 @@ class Journal:
         kept, so that a version that reads it can still publish it.
         """
         try:
-            with self._cond:
-                while self._committing:
-                    self._cond.wait()
+            with self._group.idle():
                 rows = self._db.execute("SELECT event_id, pending FROM journal").fetchall()
         except sqlite3.Error as exc:
             raise JournalError(f"cannot read the event journal {self.path}: {exc}") from exc
@@ -194,44 +186,35 @@ class Journal:
     @property
     def rows(self) -> int:
         """Rows on disk now (a query: for tests and metrics, not the hot path)."""
-        with self._cond:
-            while self._committing:
-                self._cond.wait()
+        with self._group.idle():
             (count,) = self._db.execute("SELECT COUNT(*) FROM journal").fetchone()
         return int(count)
 
     def close(self) -> None:
         """Commit the pending deletes and close; a later ``record`` raises."""
-        with self._cond:
-            while self._committing:
-                self._cond.wait()
-            self._closed = True
-            if self._deletes:
-                self._lead()
+        with self._group.idle():
+            with self._lock:
+                self._closed = True
+                deletes, self._deletes = self._deletes, []
+            if deletes:
+                self._write([], deletes)
             self._db.close()
 
     # -- the leader -------------------------------------------------------------------------
 
-    def _lead(self) -> None:
-        """Commit what waits (rows and deletes) in one transaction. Called with the
-        condition held and no commit running; releases it around the commit, so the
-        next group gathers meanwhile."""
-        rows, self._waiting = self._waiting, []
-        deletes, self._deletes = self._deletes, []
-        self._committing = True
-        self._cond.release()
-        try:
-            error = self._write(rows, deletes)
-        finally:
-            self._cond.acquire()
-            self._committing = False
+    def _commit(self, rows: list[_Row]) -> None:
+        """Commit ``rows`` and the pending deletes in one transaction (the group's leader);
+        raise JournalError, which every caller of the group gets, if it fails."""
+        with self._lock:
+            if self._closed:
+                raise JournalError(f"the event journal {self.path} is closed")
+            deletes, self._deletes = self._deletes, []
+        error = self._write(rows, deletes)
         if error is not None:
-            self._deletes[:0] = deletes  # tried again with the next commit
-            self._retry_at = time.monotonic() + RETRY_DELAY
-        for row in rows:
-            row.error = error
-            row.done = True
-        self._cond.notify_all()
+            with self._lock:
+                self._deletes[:0] = deletes  # tried again with the next commit
+                self._retry_at = time.monotonic() + RETRY_DELAY
+            raise JournalError(error)
 
     def _write(self, rows: list[_Row], deletes: list[str]) -> str | None:
         try:

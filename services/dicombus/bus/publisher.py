@@ -568,11 +568,11 @@ class Publisher:
         here (counted), never serialized."""
         routed: list[SendItem] = []
         for item in items:
-            subscribers = self._view.subscribers(item.pending.event_type)
-            if not subscribers:
+            deliveries = self._view.deliveries(item.pending.event_type)
+            if not deliveries:
                 self._counters.add("unrouted")
                 continue
-            routed.append(SendItem(item.order, item.created, item.pending, tuple(subscribers)))
+            routed.append(SendItem(item.order, item.created, item.pending, deliveries))
         return routed
 
     def _record(self, failures: Sequence[Failure]) -> None:

@@ -28,7 +28,7 @@ from dicombus.bus.json_text import dumps
 from dicombus.bus.outbox import OutboxMessage
 from dicombus.bus.redis_message import redis_payload
 from dicombus.bus.redis_server import broker_client
-from dicombus.bus.subscriptions import Subscription
+from dicombus.bus.subscriptions import Delivery, Subscription
 from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.bus.sender")
@@ -49,12 +49,12 @@ class BrokerError(DicombusError, RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SendItem:
-    """A captured event and the tasks it goes to."""
+    """A captured event and the messages it takes (to its subscribed tasks)."""
 
     order: int  # the publisher's submit order: the outbox replays by it
     created: float  # Unix time of submit: lag is measured from it
     pending: PendingEvent
-    subscribers: tuple[Subscription, ...]
+    deliveries: tuple[Delivery, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +102,18 @@ class TaskMessageBuilder:
             origin=origin,
         )
         self._headers: dict[str, Any] = dict(template.headers)
-        _, kwargs, embed = template.body
-        # What follows the envelope in the body: "],{},{"callbacks":null,...}]".
-        self._body_end = "]," + dumps(kwargs).decode() + "," + dumps(embed).decode() + "]"
+        _, _kwargs, embed = template.body
+        # What follows the kwargs in the body: ",{"callbacks":null,...}]".
+        self._embed_end = "," + dumps(embed).decode() + "]"
         self.origin = origin
 
     def build(
-        self, envelope: dict[str, Any], sub: Subscription, *, order: int, created: float
+        self,
+        envelope: dict[str, Any],
+        sub: Subscription | Delivery,
+        *,
+        order: int,
+        created: float,
     ) -> OutboxMessage:
         """The message of ``envelope`` to the task of ``sub``."""
         [message] = self.build_all(envelope, (sub,), order=order, created=created)
@@ -117,38 +122,46 @@ class TaskMessageBuilder:
     def build_all(
         self,
         envelope: dict[str, Any],
-        subs: Sequence[Subscription],
+        subs: Sequence[Subscription | Delivery],
         *,
         order: int,
         created: float,
     ) -> list[OutboxMessage]:
-        """The messages of ``envelope`` to each task of ``subs``, in that order.
+        """The messages of ``envelope`` to each task (or delivery) of ``subs``, in order.
 
-        A value that is not JSON raises TypeError here: an error on the edge, not a
-        surprise in a worker.
+        A delivery to several batch tasks is one message to :data:`DISPATCH_TASK`
+        with keyword argument ``tasks`` (their names), its task id derived from
+        :attr:`Delivery.task_key`. A value that is not JSON raises TypeError here:
+        an error on the edge, not a surprise in a worker.
         """
         event_id = str(envelope["id"])
-        body = "[[" + dumps(envelope).decode() + self._body_end
+        head = "[[" + dumps(envelope).decode() + "],"
         # What logs and monitors show for the arguments; the default would repr
         # the whole envelope.
         argsrepr = f"<{envelope['type']} {event_id}>"
         messages = []
-        for sub in subs:
-            task_id = task_id_for(event_id, sub.task)
+        for target in subs:
+            delivery = target if isinstance(target, Delivery) else Delivery.of(target)
+            kwargs: dict[str, Any] = {}
+            if len(delivery.tasks) > 1:
+                kwargs["tasks"] = list(delivery.tasks)
+            task_id = task_id_for(event_id, delivery.task_key)
             headers = {
                 **self._headers,
-                "task": sub.task,
+                "task": delivery.task,
                 "id": task_id,
                 "root_id": task_id,
                 "argsrepr": argsrepr,
             }
+            if kwargs:
+                headers["kwargsrepr"] = repr(kwargs)
             messages.append(
                 OutboxMessage(
                     event_id=event_id,
-                    task=sub.task,
-                    queue=sub.queue,
+                    task=delivery.task,
+                    queue=delivery.queue,
                     task_id=task_id,
-                    body=body,
+                    body=head + dumps(kwargs).decode() + self._embed_end,
                     headers=headers,
                     order=order,
                     created=created,
@@ -165,14 +178,14 @@ _TEMPLATE_TASK = "dicombus.template"
 def build_messages(
     builder: TaskMessageBuilder, items: Sequence[SendItem]
 ) -> tuple[list[OutboxMessage], list[Failure]]:
-    """One message per (item, subscriber), in item order; the events that failed."""
+    """One message per (item, delivery), in item order; the events that failed."""
     messages: list[OutboxMessage] = []
     failures: list[Failure] = []
     for item in items:
         pending = item.pending
         try:
             built = builder.build_all(
-                pending.to_envelope(), item.subscribers, order=item.order, created=item.created
+                pending.to_envelope(), item.deliveries, order=item.order, created=item.created
             )
         except Exception:
             failures.append(Failure(pending.id, pending.event_type, traceback.format_exc()))

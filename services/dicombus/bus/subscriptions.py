@@ -20,6 +20,11 @@ notification and every reconnect (a notification missed while disconnected
 cannot leave it stale). It keeps the last registry it saw in a cache file, so
 an edge restarted while Redis is down still publishes (into its outbox) for the
 tasks that were subscribed.
+
+Events bound for several batch tasks on one queue travel once: the view
+groups each event type's ``batch`` subscribers by queue into one
+:class:`Delivery`, which the edge sends as one message to the worker-side
+task :data:`DISPATCH_TASK` naming the tasks; the worker runs each of them.
 """
 
 from __future__ import annotations
@@ -57,6 +62,10 @@ RECONNECT_CAP = 2.0
 # Socket timeouts for the registry reads: an edge must start even if Redis hangs.
 REDIS_TIMEOUT = 2.0
 
+# The worker-side batch task that runs one message's event for each task it names
+# (dicombus_workers.batch); a delivery to several batch tasks is sent to it.
+DISPATCH_TASK = "dicombus.dispatch"
+
 
 class SubscriptionError(DicombusError, ValueError):
     """A subscription (from Redis, a config or a cache file) is malformed."""
@@ -70,6 +79,9 @@ class Subscription:
     queue: str
     event_types: frozenset[str]
     raw: bool = False  # wants raw PDU / data bytes (base64) in PDU and data events
+    # A batch task (on_event(batch=True)): its events may share one message with the
+    # other batch tasks of its queue. Edges that predate the key ignore it.
+    batch: bool = False
 
     def to_json(self) -> str:
         return json.dumps(
@@ -78,6 +90,7 @@ class Subscription:
                 "queue": self.queue,
                 "event_types": sorted(self.event_types),
                 "raw": self.raw,
+                "batch": self.batch,
             },
             separators=(",", ":"),
         )
@@ -96,6 +109,7 @@ class Subscription:
             raise SubscriptionError(f"a subscription is a JSON object, not {found!r}")
         task, queue = found.get("task"), found.get("queue")
         types, raw = found.get("event_types"), found.get("raw", False)
+        batch = found.get("batch", False)
         if not isinstance(task, str) or not task:
             raise SubscriptionError(f"'task' must be a task name, not {task!r}")
         if not isinstance(queue, str) or not queue:
@@ -104,7 +118,55 @@ class Subscription:
             raise SubscriptionError(f"{task}: 'event_types' must be a list of event names")
         if not isinstance(raw, bool):
             raise SubscriptionError(f"{task}: 'raw' must be true or false, not {raw!r}")
-        return cls(task=task, queue=queue, event_types=frozenset(types), raw=raw)
+        if not isinstance(batch, bool):
+            raise SubscriptionError(f"{task}: 'batch' must be true or false, not {batch!r}")
+        return cls(task=task, queue=queue, event_types=frozenset(types), raw=raw, batch=batch)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message per event on ``queue``, for one task or for several batch tasks."""
+
+    queue: str
+    tasks: tuple[str, ...]
+    # No raw flag of its own: an event carries raw bytes when any subscriber of its
+    # type wants them (SubscriptionView.raw_wanted), so every delivery has them.
+
+    @classmethod
+    def of(cls, sub: Subscription) -> Delivery:
+        return cls(sub.queue, (sub.task,))
+
+    @property
+    def task(self) -> str:
+        """The task the message names: the one task, or :data:`DISPATCH_TASK`."""
+        return self.tasks[0] if len(self.tasks) == 1 else DISPATCH_TASK
+
+    @property
+    def task_key(self) -> str:
+        """What the message's task id is derived from (with the event id): the task's
+        name, or ``dicombus.dispatch/<task>,<task>...`` for several."""
+        return self.task if len(self.tasks) == 1 else f"{DISPATCH_TASK}/{','.join(self.tasks)}"
+
+
+def deliveries_of(subs: Iterable[Subscription]) -> tuple[Delivery, ...]:
+    """The messages an event for ``subs`` takes: one per task, except that the batch
+    tasks of one queue share one; in the order of each delivery's first task."""
+    deliveries: list[Delivery | list[Subscription]] = []
+    grouped: dict[str, list[Subscription]] = {}
+    for sub in subs:
+        if not sub.batch:
+            deliveries.append(Delivery.of(sub))
+        elif sub.queue in grouped:
+            grouped[sub.queue].append(sub)
+        else:
+            grouped[sub.queue] = [sub]
+            deliveries.append(grouped[sub.queue])
+    return tuple(
+        entry
+        if isinstance(entry, Delivery)
+        else Delivery(entry[0].queue, tuple(sub.task for sub in entry))
+        for entry in deliveries
+    )
 
 
 def register_subscriptions(client: redis.Redis, subs: Iterable[Subscription]) -> None:
@@ -152,6 +214,7 @@ class _Index:
     """Everything the hot path asks, precomputed; replaced whole on every change."""
 
     by_type: Mapping[str, tuple[Subscription, ...]]
+    deliveries: Mapping[str, tuple[Delivery, ...]]
     raw_types: frozenset[str]
 
     @classmethod
@@ -163,7 +226,11 @@ class _Index:
                 by_type.setdefault(event_type, []).append(sub)
                 if sub.raw:
                     raw.add(event_type)
-        return cls({t: tuple(s) for t, s in by_type.items()}, frozenset(raw))
+        return cls(
+            {t: tuple(s) for t, s in by_type.items()},
+            {t: deliveries_of(s) for t, s in by_type.items()},
+            frozenset(raw),
+        )
 
 
 class SubscriptionView:
@@ -209,6 +276,10 @@ class SubscriptionView:
 
     def subscribers(self, event_type: str) -> list[Subscription]:
         return list(self._index.by_type.get(event_type, ()))
+
+    def deliveries(self, event_type: str) -> tuple[Delivery, ...]:
+        """The messages an event of ``event_type`` takes (:func:`deliveries_of`)."""
+        return self._index.deliveries.get(event_type, ())
 
     def wanted_types(self) -> frozenset[str]:
         return frozenset(self._index.by_type)
