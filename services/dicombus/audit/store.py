@@ -1,0 +1,75 @@
+"""The writer of the audit store: a batch of events in one transaction, each once.
+
+The event id is the primary key and every insert is ``INSERT ... ON CONFLICT
+(id) DO NOTHING`` (SQLite and PostgreSQL alike), so a redelivered event, or
+a batch that runs twice, leaves one row per event. The engine is made in the
+process that writes, on first use (a connection must not cross a fork: the
+prefork pool forks after the worker imported this), and that first use brings
+the schema to the newest revision (:mod:`dicombus.audit.migrate`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, Insert
+from sqlalchemy.dialects import postgresql, sqlite
+
+from dicombus.audit.engine import writer_engine
+from dicombus.audit.migrate import upgrade_engine
+from dicombus.audit.rows import audit_row
+from dicombus.audit.schema import events
+
+
+class UnsupportedEngineError(ValueError):
+    """The URL names a database the store does not run on."""
+
+
+class AuditStore:
+    """The audit store at ``url`` (see :mod:`dicombus.audit.location`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+        self._pid = 0
+        self._insert: Insert | None = None
+
+    def write(self, envelopes: Sequence[Mapping[str, Any]]) -> int:
+        """Insert the events in one transaction; how many were not there before."""
+        if not envelopes:
+            return 0
+        rows = [audit_row(envelope) for envelope in envelopes]
+        engine, insert = self._writer()
+        with engine.begin() as connection:
+            result = connection.execute(insert, rows)
+        return max(result.rowcount, 0)
+
+    def _writer(self) -> tuple[Engine, Insert]:
+        with self._lock:
+            if self._engine is None or self._insert is None or self._pid != os.getpid():
+                if self._engine is not None:
+                    # Made before a fork: leave its connections to the parent (SQLAlchemy's
+                    # pooling docs, "Using Connection Pools with Multiprocessing").
+                    self._engine.dispose(close=False)
+                engine = writer_engine(self.url)
+                insert = insert_once(engine.dialect.name)
+                try:
+                    upgrade_engine(engine)  # raises while the store is away: the task retries
+                except Exception:
+                    engine.dispose()
+                    raise
+                self._engine, self._insert, self._pid = engine, insert, os.getpid()
+            return self._engine, self._insert
+
+
+def insert_once(dialect: str) -> Insert:
+    """``INSERT INTO events ... ON CONFLICT (id) DO NOTHING`` in the engine's dialect."""
+    if dialect == "sqlite":
+        return sqlite.insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
+    if dialect == "postgresql":
+        return postgresql.insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
+    raise UnsupportedEngineError(f"the audit store runs on SQLite or PostgreSQL, not {dialect}")
