@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from dicombus import __version__
 from dicombus.cli import (
+    audit,
     dead_letters,
     echo,
     edge,
@@ -37,6 +38,7 @@ COMMANDS = (
     events,
     dead_letters,
     routes,
+    audit,
 )
 
 # The shell's convention for a process ended by SIGINT: 128 + 2.
