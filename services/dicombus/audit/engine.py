@@ -28,6 +28,9 @@ SQLITE_BUSY_TIMEOUT = 30.0
 # task's retries (with back-off) do the waiting.
 CONNECT_TIMEOUT = 10
 READ_ONLY = {"mode": "ro", "uri": "true"}
+# The execution option naming the statement that begins a SQLite transaction on a
+# writer engine (default BEGIN IMMEDIATE); "BEGIN" for a connection that only reads.
+SQLITE_BEGIN = "sqlite_begin"
 
 
 def writer_engine(url: str) -> Engine:
@@ -78,4 +81,4 @@ def _sqlite_transactions(engine: Engine, *, begin: str, wal: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql(begin)
+        connection.exec_driver_sql(connection.get_execution_options().get(SQLITE_BEGIN, begin))

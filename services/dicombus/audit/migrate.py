@@ -29,7 +29,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
-from dicombus.audit.engine import writer_engine
+from dicombus.audit.engine import SQLITE_BEGIN, writer_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The revision of the schema the store had before it had migrations.
@@ -69,10 +69,11 @@ def upgrade(url: str) -> str:
 def upgrade_engine(engine: Engine) -> str:
     newest = head()
     with engine.connect() as connection:
-        if current_revision(connection) == newest:  # the usual case: no lock needed
+        # The usual case, at head, reads without waiting for a writer's lock.
+        if current_revision(connection.execution_options(**{SQLITE_BEGIN: "BEGIN"})) == newest:
             return newest
         connection.rollback()
-        with connection.begin():
+        with connection.execution_options(**{SQLITE_BEGIN: "BEGIN IMMEDIATE"}).begin():
             _lock(connection)
             config = alembic_config(connection)
             if _before_migrations(connection):
