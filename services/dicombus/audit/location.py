@@ -51,6 +51,11 @@ def redact(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def describe(where: str) -> str:
+    """A store for people to read: a file's path as it is, a URL without its password."""
+    return redact(where) if "://" in where else where
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL, else None (another engine, or an in-memory database)."""
     parsed = make_url(url)
