@@ -21,7 +21,7 @@ import pytest
 from dicombus.audit.engine import reader_engine, writer_engine
 from dicombus.audit.location import store_url
 from dicombus.audit.migrate import current_revision, head, upgrade
-from dicombus.audit.query import AuditFilter, export, search
+from dicombus.audit.query import DEFAULT_LIMIT, AuditFilter, export, search, search_statement
 from dicombus.audit.store import AuditStore
 from dicombus.bus.envelope import format_time
 from dicombus.cli.main import main
@@ -393,3 +393,27 @@ def test_audit_search_names_what_is_wrong(
     with pytest.raises(SystemExit):
         main(["audit", "search", "--since", "yesterday-ish"])
     assert "expected an age such as 30m, 2h or 7d" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("wanted", "index"),
+    [
+        (AuditFilter(patient_id="P1"), "events_by_patient_id"),
+        (AuditFilter(study_instance_uid="1.1"), "events_by_study_instance_uid"),
+        (AuditFilter(accession_number="X1"), "events_by_accession_number"),
+        (AuditFilter(ae_title="CT1"), "events_by_called_ae_title"),
+        (AuditFilter(ae_title="CT1"), "events_by_calling_ae_title"),
+        (AuditFilter(event_type="EVT_C_ECHO"), "events_by_type_time"),
+        (AuditFilter(since=T0), "events_by_time"),
+    ],
+)
+def test_each_search_reads_its_index(tmp_path: Path, wanted: AuditFilter, index: str) -> None:
+    """SQLite's plan for each filter (partial indexes included: "column = value" implies
+    the index's condition). PostgreSQL's planner scans tables this small whole."""
+    url = store_url(tmp_path / "audit.sqlite3")
+    AuditStore(url).write([envelope("01A", minute=0)])
+    statement = search_statement(wanted, DEFAULT_LIMIT)
+    with reader_engine(url).connect() as connection:
+        compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+    assert any(f"USING INDEX {index} " in row[-1] for row in plan), plan

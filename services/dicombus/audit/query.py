@@ -44,10 +44,15 @@ class AuditFilter:
 
 def search(connection: Connection, wanted: AuditFilter, limit: int = DEFAULT_LIMIT) -> list[Row]:  # type: ignore[type-arg]
     """The newest ``limit`` matching events, oldest first (columns: :data:`SEARCH_COLUMNS`)."""
+    return list(reversed(connection.execute(search_statement(wanted, limit)).all()))
+
+
+def search_statement(wanted: AuditFilter, limit: int) -> Select:  # type: ignore[type-arg]
+    """The SELECT of :func:`search`: the newest ``limit`` matches, newest first."""
     newest = _filtered(select(*SEARCH_COLUMNS), wanted).order_by(
         events.c.time.desc(), events.c.sequence.desc()
     )
-    return list(reversed(connection.execute(newest.limit(limit)).all()))
+    return newest.limit(limit)
 
 
 def export(connection: Connection, wanted: AuditFilter) -> Iterator[str]:

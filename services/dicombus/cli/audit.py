@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -208,7 +208,7 @@ def _filter(args: argparse.Namespace) -> AuditFilter:
     )
 
 
-def _reading(action: str, args: argparse.Namespace, work: Any) -> int:
+def _reading(action: str, args: argparse.Namespace, work: Callable[[Connection], int]) -> int:
     """Run ``work`` on a read-only connection; a store that is missing, away or older
     than this version is a clear error."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -233,8 +233,7 @@ def _reading(action: str, args: argparse.Namespace, work: Any) -> int:
                     f"'dicombus audit upgrade'",
                 )
                 return ExitCode.LOCAL_ERROR
-            status: int = work(connection)
-            return status
+            return work(connection)
     except SQLAlchemyError as exc:
         error(f"{COMMAND} {action}", f"cannot read the audit store {redact(url)}: {exc}")
         return ExitCode.LOCAL_ERROR
