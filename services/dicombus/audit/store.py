@@ -22,9 +22,10 @@ from dicombus.audit.engine import writer_engine
 from dicombus.audit.migrate import upgrade_engine
 from dicombus.audit.rows import audit_row
 from dicombus.audit.schema import events
+from dicombus.protocol.errors import DicombusError
 
 
-class UnsupportedEngineError(ValueError):
+class UnsupportedEngineError(DicombusError, ValueError):
     """The URL names a database the store does not run on."""
 
 
