@@ -22,7 +22,7 @@ from dicombus.audit.engine import reader_engine, writer_engine
 from dicombus.audit.location import store_url
 from dicombus.audit.migrate import current_revision, head, upgrade
 from dicombus.audit.query import DEFAULT_LIMIT, AuditFilter, export, search, search_statement
-from dicombus.audit.store import AuditStore
+from dicombus.audit.store import AuditStore, UnsupportedEngineError
 from dicombus.bus.envelope import format_time
 from dicombus.cli.main import main
 from sqlalchemy import func, inspect, select, text
@@ -141,6 +141,11 @@ def test_the_dicom_attributes_come_from_the_dataset_or_the_identifier(audit_url:
     assert rows["01STORE"].accession_number == "A9"
     assert rows["01FIND"].patient_id == "P1"
     assert (rows["01ECHO"].patient_id, rows["01BARE"].patient_id) == (None, None)
+
+
+def test_a_url_of_another_database_is_refused_at_once() -> None:
+    with pytest.raises(UnsupportedEngineError, match="SQLite or PostgreSQL, not mysql"):
+        AuditStore("mysql://audit@db.example.org/dicombus")
 
 
 @pytest.fixture

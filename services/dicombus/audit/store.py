@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from dicombus.audit.engine import writer_engine
 from dicombus.audit.migrate import upgrade_engine
@@ -37,7 +38,8 @@ class AuditStore:
         self._lock = threading.Lock()
         self._engine: Engine | None = None
         self._pid = 0
-        self._insert: Insert | None = None
+        # Checked here: a URL naming another database fails at once, not at the first event.
+        self._insert = insert_once(make_url(url).get_backend_name())
 
     def write(self, envelopes: Sequence[Mapping[str, Any]]) -> int:
         """Insert the events in one transaction; how many were not there before."""
@@ -51,19 +53,18 @@ class AuditStore:
 
     def _writer(self) -> tuple[Engine, Insert]:
         with self._lock:
-            if self._engine is None or self._insert is None or self._pid != os.getpid():
+            if self._engine is None or self._pid != os.getpid():
                 if self._engine is not None:
                     # Made before a fork: leave its connections to the parent (SQLAlchemy's
                     # pooling docs, "Using Connection Pools with Multiprocessing").
                     self._engine.dispose(close=False)
                 engine = writer_engine(self.url)
-                insert = insert_once(engine.dialect.name)
                 try:
                     upgrade_engine(engine)  # raises while the store is away: the task retries
                 except Exception:
                     engine.dispose()
                     raise
-                self._engine, self._insert, self._pid = engine, insert, os.getpid()
+                self._engine, self._pid = engine, os.getpid()
             return self._engine, self._insert
 
 
