@@ -117,7 +117,8 @@ def test_an_event_the_audit_store_cannot_take_is_kept_listed_and_replayed_once(
         assert set(letters) == {AUDIT, "test.refuses"}  # not test.refuses_quietly
         audit = letters[AUDIT]
         assert (audit["queue"], audit["attempts"]) == (AUDIT, 2)
-        assert audit["error"].startswith("OperationalError: unable to open database file")
+        # SQLAlchemy's OperationalError, wrapping the driver's.
+        assert audit["error"].startswith("OperationalError: (sqlite3.OperationalError) unable")
         assert audit["envelope"]["type"] == "EVT_C_ECHO"
         event_id = audit["envelope"]["id"]
         refused = letters["test.refuses"]

@@ -1,9 +1,12 @@
-"""Built-in subscriptions: an audit log in SQLite and counters in Redis.
+"""Built-in subscriptions: an audit log in SQL and counters in Redis.
 
 The audit writes every event it is subscribed to as one row of the ``events``
-table in the SQLite file named by ``DICOMBUS_AUDIT_DB`` (default
+table of the audit store (:mod:`dicombus.audit`): PostgreSQL or SQLite, named
+by ``DICOMBUS_AUDIT_URL`` or ``DICOMBUS_AUDIT_DB`` (default: the SQLite file
 ``dicombus-audit.sqlite3``). The event id is the primary key and rows go in
-with ``INSERT OR IGNORE``, so a redelivered event leaves one row.
+with ``INSERT ... ON CONFLICT DO NOTHING``, so a redelivered event leaves one
+row. The worker brings the store's schema to the newest revision when it
+starts (and each pool process before its first write).
 
 The counters are Redis hashes: ``dicombus:counts:type`` (event type ->
 count), ``dicombus:counts:ae`` (calling AE title -> count) and
@@ -36,19 +39,20 @@ someone subscribes to it.
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import sqlite3
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_init
 from dicombus import evt
+from dicombus.audit import location, migrate, store
 from dicombus.metrics.recorder import event_ops
 from dicombus.metrics.store import apply
 from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from dicombus_workers.app import task_max_retries
 from dicombus_workers.atna import task as _atna_task  # noqa: F401  ([audit.syslog]: ATNA task)
@@ -64,7 +68,8 @@ AUDIT_QUEUE = "dicombus.audit"
 COUNT_QUEUE = "dicombus.count"
 AUDIT_COUNT_QUEUE = "dicombus.audit_count"
 BUILTIN_MODES = ("combined", "separate")
-DEFAULT_AUDIT_DB = "dicombus-audit.sqlite3"
+
+LOGGER = logging.getLogger("dicombus_workers.builtin")
 
 LIFECYCLE_EVENTS = (
     evt.EVT_CONN_OPEN,
@@ -81,32 +86,18 @@ DEFAULT_EVENTS: tuple[str, ...] = tuple(
 )
 
 # A store that is briefly away (Redis restarting, the SQLite file locked by a
-# long writer) is retried with back-off rather than failing at once. A store
-# away for longer than the retries (DICOMBUS_TASK_MAX_RETRIES) leaves the
-# event in the task's dead-letter list, to replay with ``dicombus dead-letters``.
+# long writer, the PostgreSQL server restarting or unreachable: SQLAlchemy's
+# OperationalError, or InterfaceError for a connection that broke) is retried
+# with back-off rather than failing at once. A store away for longer than the
+# retries (DICOMBUS_TASK_MAX_RETRIES) leaves the event in the task's
+# dead-letter list, to replay with ``dicombus dead-letters``.
 RETRY_OPTIONS: dict[str, Any] = {
-    "autoretry_for": (RedisError, sqlite3.OperationalError),
+    "autoretry_for": (RedisError, OperationalError, InterfaceError),
     "retry_backoff": True,
     "retry_backoff_max": 60,
     "max_retries": task_max_retries(),
 }
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    type TEXT NOT NULL,
-    time TEXT NOT NULL,
-    edge TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    calling_ae_title TEXT,
-    called_ae_title TEXT,
-    status INTEGER,
-    envelope TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_association ON events (subject, sequence);
-CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, time);
-"""
 
 
 def configured_events() -> tuple[str, ...]:
@@ -129,62 +120,16 @@ def builtin_mode() -> str:
     return text
 
 
-def audit_db_path() -> Path:
-    return Path(os.environ.get("DICOMBUS_AUDIT_DB") or DEFAULT_AUDIT_DB)
-
-
 class AuditStore:
-    """The SQLite audit file: one connection per process (and thread), WAL mode."""
+    """The audit store at ``location`` (a URL, or a SQLite file), written with event records."""
 
-    # Pool processes write the same file; a writer waits this long for the lock.
-    BUSY_TIMEOUT_MS = 30_000
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-
-    def _connection(self) -> sqlite3.Connection:
-        # Opened lazily in the process that writes: a connection must not cross a fork.
-        key = os.getpid()
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None or getattr(self._local, "pid", None) != key:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=self.BUSY_TIMEOUT_MS / 1000)
-            connection.execute("PRAGMA journal_mode=WAL")
-            # WAL with synchronous=NORMAL: a commit is durable against a process
-            # crash; a power cut may lose the last commits, which the edge's
-            # at-least-once delivery does not cover anyway.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.executescript(_SCHEMA)
-            self._local.connection, self._local.pid = connection, key
-        return connection
+    def __init__(self, where: str | Path) -> None:
+        self.url = location.store_url(where)
+        self._store = store.AuditStore(self.url)
 
     def write(self, records: Sequence[EventRecord]) -> int:
         """Insert the events in one transaction; how many were not there before."""
-        connection = self._connection()
-        before = connection.total_changes
-        with connection:
-            connection.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_audit_row(record) for record in records],
-            )
-        return connection.total_changes - before
-
-
-def _audit_row(record: EventRecord) -> tuple[Any, ...]:
-    association = record.data.get("association") or {}
-    return (
-        record.id,
-        record.type,
-        record.time,
-        record.edge,
-        record.subject,
-        record.sequence,
-        association.get("calling_ae_title"),
-        association.get("called_ae_title"),
-        record.status,
-        json.dumps(record.envelope, separators=(",", ":")),
-    )
+        return self._store.write([record.envelope for record in records])
 
 
 def count_events(records: Sequence[EventRecord], task: str = COUNT_TASK) -> int:
@@ -200,7 +145,27 @@ def count_events(records: Sequence[EventRecord], task: str = COUNT_TASK) -> int:
     return apply(redis_client(), batch, marker_ttl=DEFAULT_TTL)
 
 
-_store = AuditStore(audit_db_path())
+_store = AuditStore(location.worker_url())
+
+
+def _upgrade_audit_store(**_: Any) -> None:
+    """Migrate the store before the pool starts; a store that is away is left to the tasks,
+    which migrate before their first write and retry until it is back."""
+    try:
+        revision = migrate.upgrade(_store.url)
+    except (OperationalError, InterfaceError) as exc:
+        LOGGER.warning(
+            "the audit store %s is unreachable (%s); it is upgraded before the first write",
+            location.redact(_store.url),
+            exc,
+        )
+        return
+    LOGGER.info("audit store %s at schema revision %s", location.redact(_store.url), revision)
+
+
+worker_init.connect(_upgrade_audit_store)
+
+
 _EVENTS = configured_events()
 
 if builtin_mode() == "combined":

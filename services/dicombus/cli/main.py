@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dicombus import __version__
 from dicombus.cli import (
     dashboard,
+    audit,
     dead_letters,
     echo,
     edge,
@@ -43,6 +44,7 @@ COMMANDS = (
     metrics,
     stats,
     dashboard,
+    audit,
 )
 
 # The shell's convention for a process ended by SIGINT: 128 + 2.

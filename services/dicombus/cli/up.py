@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dicombus.audit.location import AUDIT_URL_ENV, describe
 from dicombus.cli.common import (
     ExitCode,
     StopSignals,
@@ -252,6 +253,12 @@ class Node:
         return (self.data / "audit.sqlite3").resolve()
 
     @property
+    def audit_store(self) -> str:
+        """The store the workers write: ``DICOMBUS_AUDIT_URL`` (which they inherit and
+        prefer), else ``DATA/audit.sqlite3``; recorded so that ``dicombus audit`` finds it."""
+        return os.environ.get(AUDIT_URL_ENV, "").strip() or str(self.audit_db)
+
+    @property
     def log_dir(self) -> Path:
         return (self.data / "logs").resolve()
 
@@ -383,7 +390,7 @@ class Node:
                 redis_port=self.redis.port if self.redis is not None else None,
                 ae_title=self.config.ae_title,
                 address=self.edge.address if self.edge is not None else None,
-                audit_db=str(self.audit_db),
+                audit_db=self.audit_store,
                 worker_pids=tuple(worker.pid for worker in self.workers),
                 started=self.started,
             )
@@ -479,7 +486,7 @@ def announce(node: Node, edge: EdgeNode, processes: int) -> None:
         f"  storage:   {edge.config.storage.resolve()}\n"
         f"  redis:     {redis_where}\n"
         f"  outbox:    {edge.config.outbox.resolve()}\n"
-        f"  audit DB:  {node.audit_db}\n"
+        f"  audit DB:  {describe(node.audit_store)}\n"
         f"  workers:   {workers} (logs in {node.log_dir})\n"
         f"  node file: {node.folder.node_file.resolve()} (how workers and tails find it)\n"
         "Press Ctrl-C to stop.",
