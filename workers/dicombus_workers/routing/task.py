@@ -32,7 +32,6 @@ from dicombus.bus.edge_config import load_edge_config
 from dicombus.bus.sender import task_id_for
 from dicombus.routing import RoutingConfig, load_routing_config
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, store_path
-from dicombus.routing.destinations import DimseDestination
 from dicombus.routing.requests import delivery_request
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -67,8 +66,6 @@ class Routing:
             for route in self.config.routes(record.envelope):
                 request = delivery_request(record.envelope, route)
                 name = DELIVER_TASK_PREFIX + route.destination
-                # A STOW-RS destination has no deliverer yet: its requests wait in its
-                # queue rather than being dropped.
                 app.send_task(
                     name,
                     args=(request.to_json(),),
@@ -85,7 +82,7 @@ class Routing:
     def start_senders(self, consumed: set[str]) -> None:
         events = RouteEventPublisher(broker_url(), origin=f"dicombus-router@{os.getpid()}")
         for destination in self.config.destinations.values():
-            if isinstance(destination, DimseDestination) and destination.queue in consumed:
+            if destination.queue in consumed:
                 sender = DestinationSender(destination, self.store, events)
                 self.senders[destination.name] = sender
                 sender.start()
@@ -140,8 +137,7 @@ _routing = configured_routing()
 if _routing is not None:
     routing: Routing = _routing
     for _destination in routing.config.destinations.values():
-        if isinstance(_destination, DimseDestination):
-            _deliverer(routing, _destination.name, _destination.queue)
+        _deliverer(routing, _destination.name, _destination.queue)
 
     @on_event(
         evt.EVT_C_STORE,
