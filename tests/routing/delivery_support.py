@@ -139,6 +139,8 @@ class CountingScp:
     port: int
     status: int = 0x0000
     received: Counter[str] = field(default_factory=Counter)
+    # The associations instances came on (the objects, so none is counted twice).
+    associations: list[Any] = field(default_factory=list)
     # When this many instances were kept, the next C-STORE waits until its association is
     # gone and is not kept (a destination that keeps only what it could acknowledge).
     hold_at: int | None = None
@@ -163,6 +165,8 @@ class CountingScp:
                 time.sleep(0.05)
             return 0xA700
         self.received[uid] += 1
+        if not any(event.assoc is seen for seen in self.associations):
+            self.associations.append(event.assoc)
         return self.status
 
     def stop(self) -> None:
