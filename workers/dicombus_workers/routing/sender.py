@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +34,7 @@ from dicombus.status import code_to_category
 
 from dicombus_workers.routing.dimse import DimseTransport
 from dicombus_workers.routing.events import RouteEventPublisher
+from dicombus_workers.routing.metrics import BreakerState, RoutingMetrics
 from dicombus_workers.routing.stow import StowTransport
 from dicombus_workers.routing.transport import ConnectionFailed, Response, Transport
 
@@ -48,9 +49,14 @@ class DestinationSender:
     """The sender threads of one destination."""
 
     def __init__(
-        self, destination: Destination, store: DeliveryStore, events: RouteEventPublisher
+        self,
+        destination: Destination,
+        store: DeliveryStore,
+        events: RouteEventPublisher,
+        metrics: RoutingMetrics,
     ) -> None:
         self.destination = destination
+        self.metrics = metrics
         self.transport: Transport = (
             DimseTransport(destination)
             if isinstance(destination, DimseDestination)
@@ -71,6 +77,8 @@ class DestinationSender:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        is_open = self.store.breaker(self.destination.name).is_open
+        self.metrics.breaker(BreakerState.OPEN if is_open else BreakerState.CLOSED)
         for number in range(self.destination.concurrency):
             thread = threading.Thread(
                 target=self._run, name=f"route-{self.destination.name}-{number}", daemon=True
@@ -125,14 +133,17 @@ class DestinationSender:
             return True
         if breaker.probe_due is not None and time.time() < breaker.probe_due:
             return False
+        self.metrics.breaker(BreakerState.HALF_OPEN)
         problem = self.transport.probe()
         if problem is None:
             LOGGER.warning("%s answers again: circuit breaker closed", name)
             self.store.set_breaker(name, Breaker())
+            self.metrics.breaker(BreakerState.CLOSED)
             return True
         self.store.set_breaker(
             name, Breaker(breaker.failures, breaker.opened, time.time() + self.policy.breaker_probe)
         )
+        self.metrics.breaker(BreakerState.OPEN)
         return False
 
     def _association_failed(self) -> None:
@@ -150,6 +161,7 @@ class DestinationSender:
             self.policy.breaker_probe,
         )
         self.store.set_breaker(name, Breaker(failures, now, now + self.policy.breaker_probe))
+        self.metrics.breaker(BreakerState.OPEN)
 
     # -- a batch --
 
@@ -178,6 +190,7 @@ class DestinationSender:
             self._association_failed()
         elif self.store.breaker(self.destination.name).failures:
             self.store.set_breaker(self.destination.name, Breaker())
+        self.metrics.settled(Counter(outcome for outcome, _, _ in results.values()))
         for deliveries in studies.values():
             self._report(deliveries, results, connection_error)
 

@@ -42,6 +42,7 @@ from dicombus_workers.on_event import on_event
 from dicombus_workers.records import EventRecord
 from dicombus_workers.routing.completeness import StudyWatch
 from dicombus_workers.routing.events import RouteEventPublisher
+from dicombus_workers.routing.metrics import RoutingMetrics
 from dicombus_workers.routing.sender import DestinationSender
 
 LOGGER = logging.getLogger("dicombus_workers.routing")
@@ -99,7 +100,8 @@ class Routing:
             self.watch.start()
         for destination in self.config.destinations.values():
             if destination.queue in consumed:
-                sender = DestinationSender(destination, self.store, events)
+                metrics = RoutingMetrics(broker_url(), destination.name)
+                sender = DestinationSender(destination, self.store, events, metrics)
                 self.senders[destination.name] = sender
                 sender.start()
                 LOGGER.info(
