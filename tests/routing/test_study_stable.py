@@ -8,6 +8,7 @@ worker (router, study watch, sender), a task subscribed to the event, and a pyne
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,9 @@ def test_store_fires_a_quiet_study_once_and_again_after_a_late_series(tmp_path: 
     (study,) = db.quiet_studies(QUIET, now=110.0)
     assert (study.instances, study.series, study.fired, study.last_seen) == (2, 1, 0, 100.0)
     assert db.study_stable(study, now=110.0) == 2
+    # A second router that read the same quiet study marks nothing: it fired once.
+    assert DeliveryStore(tmp_path / "routing.sqlite3").study_stable(study, now=110.5) == 0
+    assert db.study("1.9") == replace(study, stable_at=110.0, fired=1)
     assert states(db, "pacs") == {State.WAITING: 3}
     assert db.quiet_studies(QUIET, now=1000.0) == []  # fired once
     # A request arriving after the study is stable (its router task lagged) goes at once.

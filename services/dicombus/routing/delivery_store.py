@@ -506,12 +506,14 @@ class DeliveryStore:
     def study_stable(self, study: Study, *, now: float | None = None) -> int:
         """Record that STUDY_STABLE fired for ``study`` (as read by :meth:`quiet_studies`) and
         release its held deliveries, at once; returns how many were released. A study that
-        got a new instance meanwhile is not marked (it is not quiet any more): 0."""
+        got a new instance meanwhile is not marked (it is not quiet any more), nor one that
+        another watcher (a second router) marked first: 0."""
         moment = time.time() if now is None else now
         with self._transaction() as db:
             marked = db.execute(
                 "UPDATE studies SET stable_at = ?, fired = fired + 1 "
-                "WHERE study_instance_uid = ? AND last_seen = ?",
+                "WHERE study_instance_uid = ? AND last_seen = ? "
+                "AND (stable_at IS NULL OR stable_at < last_seen)",
                 (max(moment, study.last_seen), study.study_instance_uid, study.last_seen),
             ).rowcount
             if not marked:
