@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicombus import AE
 from dicombus.dataset_codec import read_part10_header
 from dicombus.routing.delivery_store import DeliveryStore, State
 from helpers import DcmtkProcess, free_port, import_peer, require_tool, wait_for_port
+from pydicom.dataset import Dataset
 from worker_support import Worker
 
 ROUTE_QUEUES = "dicombus.route"
@@ -52,7 +54,40 @@ def write_config(folder: Path, destinations: str, rule_to: list[str]) -> Path:
     return path
 
 
-def routing_worker(url: str, folder: Path, config: Path, queues: list[str]) -> Worker:
+def stow_destination_toml(name: str, url: str, password_env: str, **delivery: Any) -> str:
+    """A STOW-RS destination with HTTP basic authentication as ``router``."""
+    lines = [
+        "[[routing.destinations]]",
+        f'name = "{name}"',
+        'type = "stow-rs"',
+        f'url = "{url}"',
+        'auth = "basic"',
+        'username = "router"',
+        f'password_env = "{password_env}"',
+    ]
+    if delivery:
+        lines.append("[routing.destinations.delivery]")
+        lines += [f"{key} = {value!r}".replace("'", '"') for key, value in delivery.items()]
+    return "\n".join(lines) + "\n"
+
+
+def store_datasets(port: int, datasets: list[Dataset], *, calling: str = "SCU") -> None:
+    """Store ``datasets`` on the edge at ``port`` on one association, each Success."""
+    ae = AE(calling)
+    for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate("127.0.0.1", port, ae_title="EDGE")
+    assert assoc.is_established
+    try:
+        for ds in datasets:
+            assert assoc.send_c_store(ds).Status == 0
+    finally:
+        assoc.release()
+
+
+def routing_worker(
+    url: str, folder: Path, config: Path, queues: list[str], env: dict[str, str] | None = None
+) -> Worker:
     return Worker(
         url,
         folder,
@@ -62,6 +97,7 @@ def routing_worker(url: str, folder: Path, config: Path, queues: list[str]) -> W
         env={
             "DICOMBUS_CONFIG": str(config),
             "DICOMBUS_ROUTING_DB": str(folder / "routing.sqlite3"),
+            **(env or {}),
         },
     )
 
@@ -103,6 +139,8 @@ class CountingScp:
     port: int
     status: int = 0x0000
     received: Counter[str] = field(default_factory=Counter)
+    # The associations instances came on (the objects, so none is counted twice).
+    associations: list[Any] = field(default_factory=list)
     # When this many instances were kept, the next C-STORE waits until its association is
     # gone and is not kept (a destination that keeps only what it could acknowledge).
     hold_at: int | None = None
@@ -127,6 +165,8 @@ class CountingScp:
                 time.sleep(0.05)
             return 0xA700
         self.received[uid] += 1
+        if not any(event.assoc is seen for seen in self.associations):
+            self.associations.append(event.assoc)
         return self.status
 
     def stop(self) -> None:

@@ -7,11 +7,13 @@ store says (docs/routing.md, "Delivery").
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 from delivery_support import (
     counting_scp,
     data_set_bytes,
@@ -21,11 +23,24 @@ from delivery_support import (
     storescp,
     write_config,
 )
+from dicombus.metrics.families import ROUTING_DELIVERIES
+from dicombus.metrics.snapshot import BREAKERS_KEY
 from dicombus.routing.delivery_store import DeliveryStore, State
 from helpers import free_port
 from worker_support import embedded_redis, running_edge, store, wait_for
 
 pytestmark = pytest.mark.interop
+
+
+def delivery_metric(url: str, destination: str, outcome: str) -> int:
+    """dicombus_routing_deliveries_total{destination, outcome}, as Redis holds it."""
+    field = json.dumps([destination, outcome])
+    return int(redis.Redis.from_url(url).hget(ROUTING_DELIVERIES.key, field) or 0)
+
+
+def breaker_metric(url: str, destination: str) -> str | None:
+    state = redis.Redis.from_url(url).hget(BREAKERS_KEY, destination)
+    return None if state is None else state.decode()
 
 
 def stored_file(edge_root: Path, uid: str) -> Path:
@@ -91,6 +106,8 @@ def test_a900_is_a_dead_letter_at_once_and_retry_to_other_delivers_it(tmp_path: 
             # Refused once each, never retried: 0xA900 is permanent.
             assert refusing.received == {uid: 1 for uid in uids}
             assert all(d.attempts == 1 for d in db.deliveries(destination="strict"))
+            wait_for(lambda: delivery_metric(url, "strict", "dead") == 2, "2 dead counted")
+            assert delivery_metric(url, "strict", "acknowledged") == 0
 
             listed = run_routes("failed", "--config", str(config), "--store", str(db_path))
             assert listed.returncode == 0, listed.stderr
@@ -130,6 +147,10 @@ def test_a_down_destination_is_retried_with_its_breaker_then_gets_each_instance_
             # Two failed associations open the breaker; the deliveries wait, not fail.
             wait_for(lambda: db.breaker("late").is_open, "the breaker to open")
             assert states(db, "late") == {State.WAITING: 3}
+            # The metrics say so too (docs/analytics.md): open, or half-open while probing
+            # (written just after the store, so waited for).
+            wait_for(lambda: breaker_metric(url, "late") in ("open", "half-open"), "open metric")
+            wait_for(lambda: delivery_metric(url, "late", "retry") >= 3, "retries counted")
             address = f"dicom://PYSCP@127.0.0.1:{port}"
             assert all(address in (d.reason or "") for d in db.deliveries())
             with counting_scp(port) as late:
@@ -137,6 +158,8 @@ def test_a_down_destination_is_retried_with_its_breaker_then_gets_each_instance_
                 wait_for(lambda: states(db, "late")[State.ACKNOWLEDGED] == 3, "3 acknowledged")
                 assert not db.breaker("late").is_open
                 assert late.received == {uid: 1 for uid in uids}
+                wait_for(lambda: delivery_metric(url, "late", "acknowledged") == 3, "3 counted")
+                assert breaker_metric(url, "late") == "closed"
         finally:
             worker.stop()
 

@@ -221,3 +221,19 @@ def test_load_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(RoutingConfigError) as caught:
         load_routing_config(path, environ=ENVIRON)
     assert str(caught.value).startswith(f"{path}:9: [routing.destinations[0]] port: ")
+
+
+def test_study_quiet_seconds_defaults_and_is_checked() -> None:
+    assert load(GOOD).study_quiet_seconds == 60.0
+    quiet = GOOD.replace(
+        "[[routing.destinations]]",
+        "[routing]\nstudy_quiet_seconds = 90\n\n[[routing.destinations]]",
+        1,
+    )
+    assert load(quiet).study_quiet_seconds == 90.0
+    with pytest.raises(
+        RoutingConfigError,
+        match=r"node.toml:5: \[routing\] study_quiet_seconds: expected a positive number of "
+        r"seconds, got 0",
+    ):
+        load(quiet.replace("study_quiet_seconds = 90", "study_quiet_seconds = 0"))

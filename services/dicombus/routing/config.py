@@ -82,6 +82,10 @@ STOW_KEYS = (
     "tls_verify",
     "tls_ca",
 )
+SECTION_KEYS = ("destinations", "rules", "study_quiet_seconds")
+# A study is complete (STUDY_STABLE) after this long without a new instance: longer than a
+# modality's pause between series, short enough for a reader waiting on the study.
+DEFAULT_STUDY_QUIET_SECONDS = 60.0
 RULE_KEYS = ("name", "description", "match", "per", "destinations")
 TRANSFORM_KEYS = ("deidentify", "uid_secret_env", "uid_secret", "remove", "set")
 DELIVERY_CHECKS: dict[str, Callable[[Any, Path], Any]] = {
@@ -104,6 +108,7 @@ class RoutingConfigError(EdgeConfigError):
 class RoutingConfig:
     destinations: Mapping[str, Destination]
     rules: tuple[Rule, ...]
+    study_quiet_seconds: float = DEFAULT_STUDY_QUIET_SECONDS
 
     def routes(self, envelope: Mapping[str, Any]) -> list[Route]:
         """Where the event's stored instance goes (:func:`dicombus.routing.rules.routes`)."""
@@ -153,9 +158,9 @@ class _Parser:
         if not isinstance(section, dict):
             self.fail("expected a table [routing]", here)
         for key in section:
-            if key not in ("destinations", "rules"):
+            if key not in SECTION_KEYS:
                 self.fail(
-                    f"unknown key{did_you_mean(key, {'destinations': 0, 'rules': 0})}", (*here, key)
+                    f"unknown key{did_you_mean(key, dict.fromkeys(SECTION_KEYS))}", (*here, key)
                 )
         destinations: dict[str, Destination] = {}
         for index, table in enumerate(self.tables(section, "destinations")):
@@ -172,7 +177,9 @@ class _Parser:
             if any(rule.name == earlier.name for earlier in found):
                 self.fail(f"a second rule named {rule.name!r}", (*here, "rules", index, "name"))
             found.append(rule)
-        return RoutingConfig(destinations, tuple(found))
+        quiet = section.get("study_quiet_seconds", DEFAULT_STUDY_QUIET_SECONDS)
+        quiet = self.check(positive_seconds, quiet, (*here, "study_quiet_seconds"))
+        return RoutingConfig(destinations, tuple(found), quiet)
 
     def tables(self, section: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
         value = section.get(key, [])

@@ -5,6 +5,8 @@ the worker's senders, its Celery task and ``dicombus routes`` use it at once. It
 delivery queue itself: a routing task records what is to be sent, and the destination's
 senders take due rows from it. A row's ``state``:
 
+- ``held``: routed ``per = "study"``, waiting for its study to be complete: released (to
+  ``waiting``) when STUDY_STABLE fires for it, so the whole study goes in one batch;
 - ``waiting``: to be sent at ``due`` (now, or after a back-off delay: retries are kept here,
   not as Celery ETA messages, which Redis would hand out twice past the visibility timeout);
 - ``sending``: taken by the sender process ``claimed_by``; a row whose process is gone goes
@@ -16,6 +18,10 @@ senders take due rows from it. A row's ``state``:
 
 The primary key makes adding idempotent: a redelivered task or a replayed event adds rows
 that are already there, and changes nothing.
+
+The same file keeps study completeness (the ``studies`` and ``study_instances`` tables):
+when each study's last new instance arrived, and when STUDY_STABLE last fired for it, so a
+restarted router neither forgets a study nor fires it twice.
 """
 
 from __future__ import annotations
@@ -59,6 +65,21 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (sop_instance_uid, destination)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, state, due);
+CREATE TABLE IF NOT EXISTS studies (
+    study_instance_uid TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    stable_at REAL,
+    fired INTEGER NOT NULL DEFAULT 0,
+    context TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_quiet ON studies (last_seen);
+CREATE TABLE IF NOT EXISTS study_instances (
+    study_instance_uid TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    series_instance_uid TEXT NOT NULL,
+    PRIMARY KEY (study_instance_uid, sop_instance_uid)
+);
 CREATE TABLE IF NOT EXISTS breakers (
     destination TEXT PRIMARY KEY,
     failures INTEGER NOT NULL,
@@ -69,6 +90,7 @@ CREATE TABLE IF NOT EXISTS breakers (
 
 
 class State(StrEnum):
+    HELD = "held"
     WAITING = "waiting"
     SENDING = "sending"
     ACKNOWLEDGED = "acknowledged"
@@ -145,6 +167,25 @@ class Delivery:
         return self.request.destination
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Study:
+    """A study as the router saw it arrive (``context``: patient, accession, edge)."""
+
+    study_instance_uid: str
+    first_seen: float
+    last_seen: float
+    stable_at: float | None
+    fired: int
+    instances: int
+    series: int
+    context: dict[str, Any]
+
+    @property
+    def is_stable(self) -> bool:
+        """STUDY_STABLE fired for it, and no new instance came since."""
+        return self.stable_at is not None and self.stable_at >= self.last_seen
+
+
 @dataclass(frozen=True, slots=True)
 class Breaker:
     """A destination's circuit breaker: consecutive failures, and when it opened."""
@@ -210,23 +251,25 @@ class DeliveryStore:
         """Record ``requests`` due now; those already recorded stay as they are. Returns
         how many were new."""
         moment = time.time() if now is None else now
-        rows = [
-            (
-                r.sop_instance_uid,
-                r.destination,
-                State.WAITING.value,
-                r.sop_class_uid,
-                r.transfer_syntax,
-                r.stored_path,
-                r.event_id,
-                json.dumps(r.context, separators=(",", ":")),
-                moment,
-                moment,
-                moment,
-            )
-            for r in requests
-        ]
+        requests = list(requests)
         with self._transaction() as db:
+            stable = _stable_studies(db, [r for r in requests if r.context.get("per") == "study"])
+            rows = [
+                (
+                    r.sop_instance_uid,
+                    r.destination,
+                    _first_state(r, stable).value,
+                    r.sop_class_uid,
+                    r.transfer_syntax,
+                    r.stored_path,
+                    r.event_id,
+                    json.dumps(r.context, separators=(",", ":")),
+                    moment,
+                    moment,
+                    moment,
+                )
+                for r in requests
+            ]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO deliveries (sop_instance_uid, destination, state, "
@@ -412,6 +455,81 @@ class DeliveryStore:
                 )
         return found
 
+    # -- study completeness --
+
+    def saw_instance(
+        self,
+        study_instance_uid: str,
+        series_instance_uid: str,
+        sop_instance_uid: str,
+        context: dict[str, Any],
+        *,
+        now: float | None = None,
+    ) -> bool:
+        """Record that the edge stored an instance of the study; True when it is new to the
+        study (a replayed event changes nothing, and does not make the study late)."""
+        moment = time.time() if now is None else now
+        with self._transaction() as db:
+            before = db.total_changes
+            db.execute(
+                "INSERT OR IGNORE INTO study_instances VALUES (?, ?, ?)",
+                (study_instance_uid, sop_instance_uid, series_instance_uid),
+            )
+            if db.total_changes == before:
+                return False
+            db.execute(
+                "INSERT INTO studies (study_instance_uid, first_seen, last_seen, context) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (study_instance_uid) DO UPDATE SET "
+                "last_seen = MAX(last_seen, excluded.last_seen), context = excluded.context",
+                (study_instance_uid, moment, moment, json.dumps(context, separators=(",", ":"))),
+            )
+            return True
+
+    def quiet_studies(self, quiet: float, *, now: float | None = None) -> list[Study]:
+        """Studies with no new instance for ``quiet`` seconds whose STUDY_STABLE is due (never
+        fired, or late instances came after it fired)."""
+        moment = time.time() if now is None else now
+        rows = self.db.execute(
+            f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE last_seen <= ? "
+            "AND (stable_at IS NULL OR stable_at < last_seen) ORDER BY last_seen",
+            (moment - quiet,),
+        ).fetchall()
+        return [_study(row) for row in rows]
+
+    def study(self, study_instance_uid: str) -> Study | None:
+        row = self.db.execute(
+            f"SELECT {_STUDY_COLUMNS} FROM studies s WHERE study_instance_uid = ?",
+            (study_instance_uid,),
+        ).fetchone()
+        return None if row is None else _study(row)
+
+    def study_stable(self, study: Study, *, now: float | None = None) -> int:
+        """Record that STUDY_STABLE fired for ``study`` (as read by :meth:`quiet_studies`) and
+        release its held deliveries, at once; returns how many were released. A study that
+        got a new instance meanwhile is not marked (it is not quiet any more), nor one that
+        another watcher (a second router) marked first: 0."""
+        moment = time.time() if now is None else now
+        with self._transaction() as db:
+            marked = db.execute(
+                "UPDATE studies SET stable_at = ?, fired = fired + 1 "
+                "WHERE study_instance_uid = ? AND last_seen = ? "
+                "AND (stable_at IS NULL OR stable_at < last_seen)",
+                (max(moment, study.last_seen), study.study_instance_uid, study.last_seen),
+            ).rowcount
+            if not marked:
+                return 0
+            return db.execute(
+                "UPDATE deliveries SET state = ?, due = ?, updated = ? WHERE state = ? "
+                "AND json_extract(context, '$.study_instance_uid') = ?",
+                (
+                    State.WAITING.value,
+                    moment,
+                    moment,
+                    State.HELD.value,
+                    study.study_instance_uid,
+                ),
+            ).rowcount
+
     # -- the circuit breaker --
 
     def breaker(self, destination: str) -> Breaker:
@@ -455,6 +573,52 @@ def _delivery(row: Sequence[Any], state: State | None = None) -> Delivery:
         reason=row[11],
         updated=row[12],
     )
+
+
+_STUDY_COLUMNS = (
+    "study_instance_uid, first_seen, last_seen, stable_at, fired, context, "
+    "(SELECT COUNT(*) FROM study_instances i WHERE i.study_instance_uid = s.study_instance_uid), "
+    "(SELECT COUNT(DISTINCT series_instance_uid) FROM study_instances i "
+    "WHERE i.study_instance_uid = s.study_instance_uid)"
+)
+
+
+def _study(row: Sequence[Any]) -> Study:
+    return Study(
+        study_instance_uid=row[0],
+        first_seen=row[1],
+        last_seen=row[2],
+        stable_at=row[3],
+        fired=row[4],
+        context=json.loads(row[5]),
+        instances=row[6],
+        series=row[7],
+    )
+
+
+def _stable_studies(db: sqlite3.Connection, requests: Sequence[DeliveryRequest]) -> set[str]:
+    """Which studies of the (per-study) ``requests`` are stable now."""
+    uids = {str(r.context.get("study_instance_uid")) for r in requests}
+    stable = set()
+    for uid in uids:
+        row = db.execute(
+            "SELECT 1 FROM studies WHERE study_instance_uid = ? AND stable_at IS NOT NULL "
+            "AND stable_at >= last_seen",
+            (uid,),
+        ).fetchone()
+        if row is not None:
+            stable.add(uid)
+    return stable
+
+
+def _first_state(request: DeliveryRequest, stable: set[str]) -> State:
+    """A per-study request waits for its study's STUDY_STABLE, unless it fired already and
+    no instance came since (the router records the instance before it routes it, so a
+    request of a study still arriving always finds the study not stable)."""
+    context = request.context
+    if context.get("per") != "study" or context.get("study_instance_uid") in stable:
+        return State.WAITING
+    return State.HELD
 
 
 def _filter(state: State | None, destination: str | None) -> tuple[str, tuple[str, ...]]:

@@ -20,14 +20,29 @@ PATIENT_NAME = "00100010"
 ACCESSION_NUMBER = "00080050"
 
 
-def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryRequest:
+def study_of(envelope: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (Study, Series Instance UID) of a C-STORE event's instance, if it has both."""
+    study = _first(envelope, rules.STUDY_INSTANCE_UID)
+    series = _first(envelope, rules.SERIES_INSTANCE_UID)
+    return None if study is None or series is None else (study, series)
+
+
+def study_context(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """What the routing events and STUDY_STABLE say about the instance's study and source."""
     data: Mapping[str, Any] = envelope.get("data") or {}
     association: Mapping[str, Any] = data.get("association") or {}
+    return {
+        "study_instance_uid": _first(envelope, rules.STUDY_INSTANCE_UID),
+        "patient_id": _first(envelope, PATIENT_ID),
+        "patient_name": _first(envelope, PATIENT_NAME),
+        "accession_number": _first(envelope, ACCESSION_NUMBER),
+        "calling_ae_title": association.get("calling_ae_title"),
+        "edge": unquote(urlsplit(str(envelope.get("source") or "")).netloc),
+    }
 
-    def first(tag: str) -> str | None:
-        values = rules.attribute((tag,))(envelope)
-        return values[0] if values else None
 
+def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryRequest:
+    data: Mapping[str, Any] = envelope.get("data") or {}
     return DeliveryRequest(
         sop_instance_uid=route.sop_instance_uid,
         destination=route.destination,
@@ -39,11 +54,11 @@ def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryReque
             "rule": route.rule,
             "per": route.per.value,
             "unit_uid": route.uid,
-            "study_instance_uid": first(rules.STUDY_INSTANCE_UID),
-            "patient_id": first(PATIENT_ID),
-            "patient_name": first(PATIENT_NAME),
-            "accession_number": first(ACCESSION_NUMBER),
-            "calling_ae_title": association.get("calling_ae_title"),
-            "edge": unquote(urlsplit(str(envelope.get("source") or "")).netloc),
+            **study_context(envelope),
         },
     )
+
+
+def _first(envelope: Mapping[str, Any], tag: str) -> str | None:
+    values = rules.attribute((tag,))(envelope)
+    return values[0] if values else None

@@ -12,6 +12,11 @@ event per destination and study.
 - ``dicombus.route.failed``: the send failed as a whole (no connection, rejected,
   aborted) or instances were refused for now; ``retry_at`` says when they go again;
 - ``dicombus.route.dead_letter``: instances that became dead letters, with the reason.
+
+And one derived event about what the edge received: ``dicombus.study.stable``
+(STUDY_STABLE), when a study has had no new instance for ``[routing]
+study_quiet_seconds``; once per study, and again with ``data.update`` true when late
+instances arrive after it fired (docs/routing.md, "Study completeness").
 """
 
 from __future__ import annotations
@@ -20,4 +25,6 @@ ROUTE_BEGIN = "dicombus.route.begin"
 ROUTE_SENT = "dicombus.route.sent"
 ROUTE_FAILED = "dicombus.route.failed"
 ROUTE_DEAD_LETTER = "dicombus.route.dead_letter"
-ROUTE_EVENT_TYPES = (ROUTE_BEGIN, ROUTE_SENT, ROUTE_FAILED, ROUTE_DEAD_LETTER)
+STUDY_STABLE = "dicombus.study.stable"
+# Every type routing publishes: what on_event accepts besides the edge's EVT_* events.
+ROUTE_EVENT_TYPES = (ROUTE_BEGIN, ROUTE_SENT, ROUTE_FAILED, ROUTE_DEAD_LETTER, STUDY_STABLE)

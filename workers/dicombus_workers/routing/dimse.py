@@ -11,9 +11,7 @@ acknowledgement it had received.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dicombus import AE
@@ -21,9 +19,14 @@ from dicombus.association import Association
 from dicombus.routing.delivery_store import Delivery
 from dicombus.routing.destinations import DimseDestination
 from dicombus.tls import client_context
-from pydicom import dcmread
-from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from dicombus_workers.routing.transport import (
+    ConnectionFailed,
+    OnResponse,
+    Response,
+    stored_instance,
+)
 
 LOGGER = logging.getLogger("dicombus_workers.routing")
 
@@ -33,23 +36,6 @@ MAX_CONTEXTS = 128
 # Every SCP must accept Implicit VR Little Endian (PS3.5 10.1); Explicit is proposed first.
 UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 TIMEOUT = 30.0
-
-
-class ConnectionFailed(Exception):
-    """No association: refused, rejected, aborted, or no response in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """A C-STORE response, or why none came (``status`` None, ``error`` set): ``permanent``
-    when sending it again as it is cannot help (no context for it, an unreadable file)."""
-
-    status: int | None
-    error: str | None = None
-    permanent: bool = False
-
-
-OnResponse = Callable[[Delivery, Response], None]
 
 
 def contexts_for(
@@ -130,7 +116,7 @@ def send_batch(
                 on_response(delivery, Response(None, broken))
                 continue
             try:
-                source = _instance(destination, delivery)
+                source = stored_instance(destination.transform, delivery)
             except (OSError, ValueError) as exc:  # pydicom's InvalidDicomError is an OSError
                 on_response(delivery, Response(None, f"cannot read the instance: {exc}", True))
                 continue
@@ -152,16 +138,6 @@ def send_batch(
             assoc.release()
 
 
-def _instance(destination: DimseDestination, delivery: Delivery) -> Dataset | Path:
-    path = Path(delivery.request.stored_path)
-    if destination.transform.is_identity:
-        if not path.is_file():
-            raise FileNotFoundError(f"the stored file {path} is not readable on this host")
-        return path  # streamed as stored, byte for byte
-    dataset = dcmread(path)
-    return destination.transform.apply(dataset)
-
-
 def echo(destination: DimseDestination) -> str | None:
     """C-ECHO (PS3.4 A): None when the destination answers Success, else why not."""
     try:
@@ -174,3 +150,33 @@ def echo(destination: DimseDestination) -> str | None:
         if assoc.is_established:
             assoc.release()
     return None if status == 0 else f"C-ECHO answered {status!r}"
+
+
+class DimseTransport:
+    """A DIMSE destination as its senders use it (:class:`.transport.Transport`)."""
+
+    def __init__(self, destination: DimseDestination) -> None:
+        self.destination = destination
+
+    def batch(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        return split_for_contexts(self.destination, deliveries)
+
+    def send_batch(self, deliveries: Sequence[Delivery], on_response: OnResponse) -> None:
+        send_batch(self.destination, deliveries, on_response)
+
+    def probe(self) -> str | None:
+        return echo(self.destination)
+
+    def describe(self) -> dict[str, Any]:
+        d = self.destination
+        return {
+            "association": {
+                "role": "requestor",
+                "calling_ae_title": d.calling_ae_title,
+                "called_ae_title": d.ae_title,
+                "peer_address": d.host,
+                "peer_port": d.port,
+            },
+            "destination": {"name": d.name, "ae_title": d.ae_title, "host": d.host, "port": d.port},
+            "calling_ae_title": d.calling_ae_title,
+        }

@@ -39,14 +39,24 @@ class RouteEventPublisher:
         self._registry: dict[str, Subscription] = {}
         self._read = -REGISTRY_TTL
 
-    def publish(self, event_type: str, data: dict[str, Any], *, edge: str, ae_title: str) -> str:
-        """Publish one event; returns its id. A broker that fails is logged, not raised:
-        the delivery it reports is in the store either way."""
-        event_id = new_ulid()
+    def publish(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        *,
+        edge: str,
+        ae_title: str,
+        event_id: str | None = None,
+        subject: str | None = None,
+    ) -> str:
+        """Publish one event; returns its id (``event_id``, else a new one: an event
+        published again with the same id is one task). A broker that fails is logged, not
+        raised: the delivery it reports is in the store either way."""
+        event_id = event_id or new_ulid()
         pending = PendingEvent(
             event_type=event_type,
             id=event_id,
-            subject=event_id,
+            subject=subject or event_id,
             sequence=1,
             time=datetime.now(UTC),
             source=source_uri(edge or "router", ae_title),

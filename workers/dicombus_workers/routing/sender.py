@@ -4,10 +4,11 @@
 worker process that consumes the destination's queue. Each loop:
 
 1. asks the circuit breaker: while it is open, deliveries wait (they do not fail) and a
-   C-ECHO probes the destination every ``breaker_probe`` seconds; it closes when the
-   destination answers;
+   probe (C-ECHO, or a QIDO-RS search for STOW-RS) asks the destination every
+   ``breaker_probe`` seconds; it closes when the destination answers;
 2. claims the due deliveries of the destination (up to ``batch_size``) and sends them on
-   one association (:mod:`.dimse`), recording each response as it arrives;
+   one association (:mod:`.dimse`) or one STOW-RS request (:mod:`.stow`), recording each
+   response as it arrives;
 3. classifies each answer (:mod:`dicombus.routing.delivery_policy`): acknowledged,
    retried after a back-off delay kept in the store, or a dead letter;
 4. publishes the steps as events (:mod:`.events`), one per destination and study.
@@ -21,32 +22,53 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from dicombus.routing.delivery_policy import Outcome, describe_status
 from dicombus.routing.delivery_store import Breaker, Delivery, DeliveryStore
-from dicombus.routing.destinations import DimseDestination
+from dicombus.routing.destinations import Destination, DimseDestination
 from dicombus.routing.route_events import ROUTE_BEGIN, ROUTE_DEAD_LETTER, ROUTE_FAILED, ROUTE_SENT
 from dicombus.status import code_to_category
 
-from dicombus_workers.routing import dimse
+from dicombus_workers.routing.dimse import DimseTransport
 from dicombus_workers.routing.events import RouteEventPublisher
+from dicombus_workers.routing.metrics import BreakerState, RoutingMetrics
+from dicombus_workers.routing.stow import StowTransport
+from dicombus_workers.routing.transport import ConnectionFailed, Response, Transport
 
 LOGGER = logging.getLogger("dicombus_workers.routing")
 
+STOW_SOURCE_AE_TITLE = "DICOMBUS"
 # The longest a sender sleeps before it looks at the store again on its own.
 POLL = 1.0
 
 
 class DestinationSender:
-    """The sender threads of one DIMSE destination."""
+    """The sender threads of one destination."""
 
     def __init__(
-        self, destination: DimseDestination, store: DeliveryStore, events: RouteEventPublisher
+        self,
+        destination: Destination,
+        store: DeliveryStore,
+        events: RouteEventPublisher,
+        metrics: RoutingMetrics,
     ) -> None:
         self.destination = destination
+        self.metrics = metrics
+        self.transport: Transport = (
+            DimseTransport(destination)
+            if isinstance(destination, DimseDestination)
+            else StowTransport(destination)
+        )
+        # The AE title in the routing events' source (a STOW-RS sender has none of its own:
+        # the DIMSE default names the router).
+        self.ae_title = (
+            destination.calling_ae_title
+            if isinstance(destination, DimseDestination)
+            else STOW_SOURCE_AE_TITLE
+        )
         self.policy = destination.delivery
         self.store = store
         self.events = events
@@ -55,6 +77,8 @@ class DestinationSender:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        is_open = self.store.breaker(self.destination.name).is_open
+        self.metrics.breaker(BreakerState.OPEN if is_open else BreakerState.CLOSED)
         for number in range(self.destination.concurrency):
             thread = threading.Thread(
                 target=self._run, name=f"route-{self.destination.name}-{number}", daemon=True
@@ -95,7 +119,7 @@ class DestinationSender:
         claimed = self.store.claim(self.destination.name, self.policy.batch_size)
         if not claimed:
             return False
-        batch = dimse.split_for_contexts(self.destination, claimed)
+        batch = self.transport.batch(claimed)
         self.store.put_back([d for d in claimed if d not in batch])
         self.send(batch)
         return True
@@ -109,14 +133,17 @@ class DestinationSender:
             return True
         if breaker.probe_due is not None and time.time() < breaker.probe_due:
             return False
-        problem = dimse.echo(self.destination)
+        self.metrics.breaker(BreakerState.HALF_OPEN)
+        problem = self.transport.probe()
         if problem is None:
-            LOGGER.warning("%s answers C-ECHO again: circuit breaker closed", name)
+            LOGGER.warning("%s answers again: circuit breaker closed", name)
             self.store.set_breaker(name, Breaker())
+            self.metrics.breaker(BreakerState.CLOSED)
             return True
         self.store.set_breaker(
             name, Breaker(breaker.failures, breaker.opened, time.time() + self.policy.breaker_probe)
         )
+        self.metrics.breaker(BreakerState.OPEN)
         return False
 
     def _association_failed(self) -> None:
@@ -128,13 +155,13 @@ class DestinationSender:
             return
         now = time.time()
         LOGGER.warning(
-            "%s: %d failed associations in a row: circuit breaker open, probing with C-ECHO "
-            "every %.0f s",
+            "%s: %d failed connections in a row: circuit breaker open, probing every %.0f s",
             name,
             failures,
             self.policy.breaker_probe,
         )
         self.store.set_breaker(name, Breaker(failures, now, now + self.policy.breaker_probe))
+        self.metrics.breaker(BreakerState.OPEN)
 
     # -- a batch --
 
@@ -147,27 +174,28 @@ class DestinationSender:
         results: dict[str, tuple[Outcome, int | None, str | None]] = {}
         connection_error: str | None = None
 
-        def record(delivery: Delivery, response: dimse.Response) -> None:
+        def record(delivery: Delivery, response: Response) -> None:
             nonlocal connection_error
             if response.status is None and not response.permanent:
                 connection_error = connection_error or response.error
             results[delivery.sop_instance_uid] = self._settle(delivery, response)
 
         try:
-            dimse.send_batch(self.destination, batch, record)
-        except dimse.ConnectionFailed as exc:
+            self.transport.send_batch(batch, record)
+        except ConnectionFailed as exc:
             connection_error = str(exc)
             for delivery in batch:
-                record(delivery, dimse.Response(None, str(exc)))
+                record(delivery, Response(None, str(exc)))
         if connection_error is not None:
             self._association_failed()
         elif self.store.breaker(self.destination.name).failures:
             self.store.set_breaker(self.destination.name, Breaker())
+        self.metrics.settled(Counter(outcome for outcome, _, _ in results.values()))
         for deliveries in studies.values():
             self._report(deliveries, results, connection_error)
 
     def _settle(
-        self, delivery: Delivery, response: dimse.Response
+        self, delivery: Delivery, response: Response
     ) -> tuple[Outcome, int | None, str | None]:
         status = response.status
         if status is None:
@@ -217,7 +245,6 @@ class DestinationSender:
         results: dict[str, tuple[Outcome, int | None, str | None]],
         error: str | None = None,
     ) -> None:
-        d = self.destination
         context = deliveries[0].request.context
         instances = []
         for delivery in deliveries:
@@ -235,15 +262,7 @@ class DestinationSender:
                 item["reason"] = reason
             instances.append(item)
         data = {
-            "association": {
-                "role": "requestor",
-                "calling_ae_title": d.calling_ae_title,
-                "called_ae_title": d.ae_title,
-                "peer_address": d.host,
-                "peer_port": d.port,
-            },
-            "destination": {"name": d.name, "ae_title": d.ae_title, "host": d.host, "port": d.port},
-            "calling_ae_title": d.calling_ae_title,
+            **self.transport.describe(),
             "study_instance_uid": context.get("study_instance_uid"),
             "patient_id": context.get("patient_id"),
             "patient_name": context.get("patient_name"),
@@ -252,5 +271,5 @@ class DestinationSender:
             "error": error,
         }
         self.events.publish(
-            event_type, data, edge=str(context.get("edge") or ""), ae_title=d.calling_ae_title
+            event_type, data, edge=str(context.get("edge") or ""), ae_title=self.ae_title
         )

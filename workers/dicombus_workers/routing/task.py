@@ -30,10 +30,9 @@ from celery.signals import worker_ready, worker_shutdown
 from dicombus import evt
 from dicombus.bus.edge_config import load_edge_config
 from dicombus.bus.sender import task_id_for
-from dicombus.routing import RoutingConfig, load_routing_config
+from dicombus.routing import RoutingConfig, load_routing_config, rules
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, store_path
-from dicombus.routing.destinations import DimseDestination
-from dicombus.routing.requests import delivery_request
+from dicombus.routing.requests import delivery_request, study_context, study_of
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -41,7 +40,9 @@ from dicombus_workers.app import app, broker_url, task_max_retries
 from dicombus_workers.batch import BatchTask
 from dicombus_workers.on_event import on_event
 from dicombus_workers.records import EventRecord
+from dicombus_workers.routing.completeness import StudyWatch
 from dicombus_workers.routing.events import RouteEventPublisher
+from dicombus_workers.routing.metrics import RoutingMetrics
 from dicombus_workers.routing.sender import DestinationSender
 
 LOGGER = logging.getLogger("dicombus_workers.routing")
@@ -60,21 +61,31 @@ class Routing:
         self.config = config
         self.store = store
         self.senders: dict[str, DestinationSender] = {}
+        self.watch: StudyWatch | None = None
 
     def route(self, records: list[EventRecord]) -> None:
         """Send each (instance, destination) the rules give to the destination's queue."""
         for record in records:
+            self._saw(record)
             for route in self.config.routes(record.envelope):
                 request = delivery_request(record.envelope, route)
                 name = DELIVER_TASK_PREFIX + route.destination
-                # A STOW-RS destination has no deliverer yet: its requests wait in its
-                # queue rather than being dropped.
                 app.send_task(
                     name,
                     args=(request.to_json(),),
                     queue=self.config.destinations[route.destination].queue,
                     task_id=task_id_for(record.id, name),
                 )
+
+    def _saw(self, record: EventRecord) -> None:
+        """Record the stored instance for study completeness, before it is routed (so a
+        per-study request never finds its study stable while the study still arrives)."""
+        found = study_of(record.envelope)
+        if found is None or not rules.stored_instance(record.envelope):
+            return
+        study, series = found
+        sop_instance_uid = str(record.data.get("sop_instance_uid"))
+        self.store.saw_instance(study, series, sop_instance_uid, study_context(record.envelope))
 
     def deliver(self, destination: str, envelopes: list[dict[str, Any]]) -> None:
         self.store.add(DeliveryRequest.from_json(found) for found in envelopes)
@@ -84,9 +95,13 @@ class Routing:
 
     def start_senders(self, consumed: set[str]) -> None:
         events = RouteEventPublisher(broker_url(), origin=f"dicombus-router@{os.getpid()}")
+        if ROUTER_QUEUE in consumed:
+            self.watch = StudyWatch(self.store, events, self.config.study_quiet_seconds)
+            self.watch.start()
         for destination in self.config.destinations.values():
-            if isinstance(destination, DimseDestination) and destination.queue in consumed:
-                sender = DestinationSender(destination, self.store, events)
+            if destination.queue in consumed:
+                metrics = RoutingMetrics(broker_url(), destination.name)
+                sender = DestinationSender(destination, self.store, events, metrics)
                 self.senders[destination.name] = sender
                 sender.start()
                 LOGGER.info(
@@ -97,6 +112,8 @@ class Routing:
                 )
 
     def stop_senders(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
         for sender in self.senders.values():
             sender.stop()
 
@@ -140,8 +157,7 @@ _routing = configured_routing()
 if _routing is not None:
     routing: Routing = _routing
     for _destination in routing.config.destinations.values():
-        if isinstance(_destination, DimseDestination):
-            _deliverer(routing, _destination.name, _destination.queue)
+        _deliverer(routing, _destination.name, _destination.queue)
 
     @on_event(
         evt.EVT_C_STORE,

@@ -1,0 +1,147 @@
+"""Study completeness: STUDY_STABLE once per study, an update for late instances, and
+``per = "study"`` deliveries released by it (docs/routing.md, "Study completeness").
+
+The store-level tests give the clock explicitly; the worker test runs an edge, a routing
+worker (router, study watch, sender), a task subscribed to the event, and a pynetdicom SCP.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+from delivery_support import counting_scp, states, store_datasets
+from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
+from dicombus.routing.route_events import STUDY_STABLE
+from helpers import small_dataset
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from study_tasks import STUDIES
+from worker_support import Worker, embedded_redis, running_edge, wait_for
+
+pytestmark = pytest.mark.interop
+
+QUIET = 10.0
+
+
+def request(uid: str, study: str, per: str = "study") -> DeliveryRequest:
+    return DeliveryRequest(
+        sop_instance_uid=uid,
+        destination="pacs",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax="1.2.840.10008.1.2.1",
+        stored_path=f"/data/{uid}.dcm",
+        event_id="01M82N4HHFD4QEZNWZK13EGMYD",
+        context={"per": per, "study_instance_uid": study},
+    )
+
+
+def test_store_fires_a_quiet_study_once_and_again_after_a_late_series(tmp_path: Path) -> None:
+    db = DeliveryStore(tmp_path / "routing.sqlite3")
+    for number in (1, 2):
+        assert db.saw_instance("1.9", "1.9.1", f"1.9.1.{number}", {"edge": "e"}, now=100.0)
+        db.add([request(f"1.9.1.{number}", "1.9")], now=100.0)
+    db.add([request("2.1", "1.9", per="instance")], now=100.0)
+    assert db.saw_instance("1.9", "1.9.1", "1.9.1.1", {}, now=105.0) is False  # a replay
+    assert states(db, "pacs") == {State.HELD: 2, State.WAITING: 1}
+    assert db.quiet_studies(QUIET, now=109.0) == []
+
+    (study,) = db.quiet_studies(QUIET, now=110.0)
+    assert (study.instances, study.series, study.fired, study.last_seen) == (2, 1, 0, 100.0)
+    assert db.study_stable(study, now=110.0) == 2
+    # A second router that read the same quiet study marks nothing: it fired once.
+    assert DeliveryStore(tmp_path / "routing.sqlite3").study_stable(study, now=110.5) == 0
+    assert db.study("1.9") == replace(study, stable_at=110.0, fired=1)
+    assert states(db, "pacs") == {State.WAITING: 3}
+    assert db.quiet_studies(QUIET, now=1000.0) == []  # fired once
+    # A request arriving after the study is stable (its router task lagged) goes at once.
+    db.add([request("1.9.1.9", "1.9")], now=111.0)
+    assert states(db, "pacs")[State.HELD] == 0
+
+    assert db.saw_instance("1.9", "1.9.2", "1.9.2.1", {}, now=200.0)  # a late series
+    db.add([request("1.9.2.1", "1.9")], now=200.0)
+    assert states(db, "pacs")[State.HELD] == 1
+    (late,) = db.quiet_studies(QUIET, now=210.0)
+    assert (late.instances, late.series, late.fired) == (3, 2, 1)
+    # Restart-safe: a second store on the file (a restarted router) sees the same.
+    assert DeliveryStore(tmp_path / "routing.sqlite3").quiet_studies(QUIET, now=210.0) == [late]
+    assert db.study_stable(late, now=210.0) == 1
+    assert db.quiet_studies(QUIET, now=1000.0) == []
+
+
+def test_a_study_marked_stable_after_a_new_instance_is_not_marked(tmp_path: Path) -> None:
+    db = DeliveryStore(tmp_path / "routing.sqlite3")
+    db.saw_instance("1.9", "1.9.1", "1.9.1.1", {}, now=100.0)
+    (study,) = db.quiet_studies(QUIET, now=110.0)
+    db.saw_instance("1.9", "1.9.1", "1.9.1.2", {}, now=110.5)  # arrived while it fired
+    assert db.study_stable(study, now=111.0) == 0
+    assert db.quiet_studies(QUIET, now=121.0)[0].fired == 0
+
+
+def series(study: str, count: int) -> list[Dataset]:
+    uid = generate_uid()
+    datasets = []
+    for number in range(count):
+        ds = small_dataset()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, uid, number + 1
+        datasets.append(ds)
+    return datasets
+
+
+def events(client: redis.Redis) -> list[dict[str, object]]:
+    return [json.loads(line) for line in client.lrange(STUDIES, 0, -1)]
+
+
+def test_per_study_route_waits_for_study_stable_then_one_association(tmp_path: Path) -> None:
+    study = generate_uid()
+    first, late = series(study, 3), series(study, 2)
+    with (
+        counting_scp() as pacs,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge") as edge,
+    ):
+        config = tmp_path / "node.toml"
+        config.write_text(
+            f'[edge]\ndata_dir = "{tmp_path / "node"}"\n\n[routing]\nstudy_quiet_seconds = 2\n\n'
+            '[[routing.destinations]]\nname = "pacs"\ntype = "dimse"\nae_title = "PYSCP"\n'
+            f'host = "127.0.0.1"\nport = {pacs.port}\n\n'
+            '[[routing.rules]]\nname = "studies"\nper = "study"\ndestinations = ["pacs"]\n'
+        )
+        store_path = tmp_path / "worker" / "routing.sqlite3"
+        worker = Worker(
+            url,
+            tmp_path / "worker",
+            include=("dicombus_workers.routing.task", "study_tasks"),
+            tasks_folder=Path(__file__).parent,
+            pool="solo",
+            queues="dicombus.route,dicombus.route.pacs,test.study",
+            env={"DICOMBUS_CONFIG": str(config), "DICOMBUS_ROUTING_DB": str(store_path)},
+        )
+        db = DeliveryStore(store_path)
+        client = redis.Redis.from_url(url)
+        try:
+            store_datasets(edge.address[1], first)
+            wait_for(lambda: len(events(client)) == 1, "STUDY_STABLE")
+            wait_for(lambda: states(db, "pacs")[State.ACKNOWLEDGED] == 3, "3 acknowledged")
+            stable = db.study(study)
+            assert stable is not None and stable.stable_at is not None
+            # Not before: nothing was sent until the study was stable, then all in one go.
+            assert all(d.updated >= stable.stable_at for d in db.deliveries())
+            assert len(pacs.associations) == 1
+
+            store_datasets(edge.address[1], late)
+            wait_for(lambda: len(events(client)) == 2, "the update")
+            wait_for(lambda: states(db, "pacs")[State.ACKNOWLEDGED] == 5, "5 acknowledged")
+        finally:
+            worker.stop()
+        fired, update = events(client)
+        assert fired["type"] == update["type"] == STUDY_STABLE
+        assert fired["study_instance_uid"] == update["study_instance_uid"] == study
+        assert (fired["update"], fired["instances"], fired["series"]) == (False, 3, 1)
+        assert (update["update"], update["instances"], update["series"]) == (True, 5, 2)
+        assert fired["id"] != update["id"]
+        assert len(pacs.associations) == 2
+        assert pacs.received == {str(ds.SOPInstanceUID): 1 for ds in first + late}
