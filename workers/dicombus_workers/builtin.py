@@ -99,7 +99,6 @@ RETRY_OPTIONS: dict[str, Any] = {
 }
 
 
-
 def configured_events() -> tuple[str, ...]:
     """The event types of the built-in subscriptions (``DICOMBUS_AUDIT_EVENTS``)."""
     text = os.environ.get("DICOMBUS_AUDIT_EVENTS", "").strip()

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from dicombus import __version__
 from dicombus.cli import (
-    dashboard,
     audit,
+    dashboard,
     dead_letters,
     echo,
     edge,
