@@ -100,7 +100,13 @@ def _forbids(layer: str, *above: str, unless: tuple[str, ...] = ()) -> Callable[
     return breaks
 
 
+def _outside_the_commands_imports_them(found: Import) -> bool:
+    """Whether ``found`` breaks: only the commands (``dicombus.cli``) import the commands."""
+    return not _within(found.importer, "dicombus.cli") and _within(found.imported, "dicombus.cli")
+
+
 CONTRACTS: dict[str, Callable[[Import], bool]] = {
+    "only the commands import the commands": _outside_the_commands_imports_them,
     "protocol imports only the standard library, pydicom and itself": _protocol,
     "runtime imports neither services, bus nor cli": _forbids(
         "dicombus.runtime", "dicombus.services", "dicombus.bus", "dicombus.cli"

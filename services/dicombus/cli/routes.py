@@ -26,7 +26,7 @@ from typing import Any
 from dicombus.bus.edge_config import EdgeConfigError, load_edge_config
 from dicombus.cli.common import ExitCode, error
 from dicombus.routing import RoutingConfig, load_routing_config
-from dicombus.routing.delivery_store import Delivery, DeliveryStore, State, store_path
+from dicombus.routing.delivery_store import DeliveryStore, State, store_path
 
 COMMAND = "routes"
 DEFAULT_CONFIG = Path("dicombus.toml")
@@ -258,7 +258,7 @@ def run_failed(args: argparse.Namespace) -> int:
         return ExitCode.USAGE if isinstance(exc, EdgeConfigError) else ExitCode.LOCAL_ERROR
     if args.json:
         for d in dead:
-            print(json.dumps(dead_letter_json(d)))
+            print(json.dumps(d.dead_letter_json()))
         return ExitCode.OK
     print_table(
         ("updated", "destination", "sop_instance_uid", "attempts", "reason"),
@@ -275,19 +275,6 @@ def run_failed(args: argparse.Namespace) -> int:
     )
     print(f"{len(dead)} dead letter{'s' if len(dead) != 1 else ''}")
     return ExitCode.OK
-
-
-def dead_letter_json(d: Delivery) -> dict[str, Any]:
-    return {
-        "destination": d.destination,
-        "sop_instance_uid": d.sop_instance_uid,
-        "sop_class_uid": d.request.sop_class_uid,
-        "status": d.status,
-        "reason": d.reason,
-        "attempts": d.attempts,
-        "updated": datetime.fromtimestamp(d.updated, UTC).isoformat(),
-        "event_id": d.request.event_id,
-    }
 
 
 def run_retry(args: argparse.Namespace) -> int:

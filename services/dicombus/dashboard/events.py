@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicombus.protocol.errors import DicombusError
+
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 # Rows read at most per request when filtering: a filter that matches nothing in the
@@ -24,7 +26,7 @@ SCAN_LIMIT = 200_000
 STUDY_PATH = '$.data.dataset."0020000D".Value[0]'
 
 
-class EventFilterError(ValueError):
+class EventFilterError(DicombusError, ValueError):
     """A filter the API cannot use (a limit that is not a number in range)."""
 
 

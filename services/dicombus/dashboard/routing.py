@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dicombus.cli.routes import dead_letter_json
+from dicombus.protocol.errors import DicombusError
 from dicombus.routing.delivery_store import Breaker, Delivery, DeliveryStore, State
 
 
-class RoutingUnavailable(Exception):
+class RoutingUnavailable(DicombusError):
     """No delivery store where the dashboard looks (no routing worker has run there)."""
 
 
@@ -62,7 +62,7 @@ class RoutingView:
         return {
             "store": str(self.path),
             "destinations": destinations,
-            "dead_letters": [dead_letter_json(d) for d in deliveries if d.state is State.DEAD],
+            "dead_letters": [d.dead_letter_json() for d in deliveries if d.state is State.DEAD],
         }
 
     def replay(self, uids: Sequence[str] | None, destination: str | None) -> list[Delivery]:

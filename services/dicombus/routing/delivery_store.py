@@ -33,6 +33,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,19 @@ class Delivery:
     @property
     def destination(self) -> str:
         return self.request.destination
+
+    def dead_letter_json(self) -> dict[str, Any]:
+        """The row as ``dicombus routes failed --json`` and the dashboard show it."""
+        return {
+            "destination": self.destination,
+            "sop_instance_uid": self.sop_instance_uid,
+            "sop_class_uid": self.request.sop_class_uid,
+            "status": self.status,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "updated": datetime.fromtimestamp(self.updated, UTC).isoformat(),
+            "event_id": self.request.event_id,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

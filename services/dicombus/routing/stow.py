@@ -24,6 +24,8 @@ from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 
+from dicombus.protocol.errors import DicombusError
+
 CONTENT_TYPE = "application/dicom"
 RESPONSE_TYPE = "application/dicom+json"  # PS3.18 10.5.3: the DICOM JSON model (F.2)
 SUCCESS = 0x0000
@@ -40,7 +42,7 @@ _TRANSIENT_CLIENT_ERRORS = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO
 _PER_INSTANCE = frozenset({HTTPStatus.OK, HTTPStatus.ACCEPTED, HTTPStatus.CONFLICT})
 
 
-class StowResponseError(ValueError):
+class StowResponseError(DicombusError, ValueError):
     """A STOW-RS response body that is not the DICOM JSON the standard gives."""
 
 
