@@ -5,13 +5,17 @@ unacknowledged with a ``MULTI``/``EXEC`` of its own (``ZADD`` to the unacked
 index, ``HSET`` of the message into the unacked hash): two round trips per
 message, and with ``appendfsync always`` one fsync per message, whatever the
 prefetch allows. This transport keeps the ``BRPOP`` (it is how the worker waits
-for work) and, when it returns a message, takes up to as many more from the
-same list as the prefetch has room for, in one Lua script that pops each one and
-records it exactly as kombu does: same keys, same entries, same delivery tags.
-The restore sweep, acknowledgements and redelivery work on them unchanged.
+for work) and, when it returns a message, records that message and takes up to
+as many more from the same list as the prefetch has room for, in one Lua script
+that records each one exactly as kombu does: same keys, same entries, same
+delivery tags. So a batch costs two round trips (the ``BRPOP`` and the script)
+where kombu spent two per message, and the ``BRPOP``'s message is recorded
+before it is delivered, as kombu's ``QoS.append`` records it. The restore
+sweep, acknowledgements and redelivery work on them unchanged.
 
 The script pops and records atomically, which kombu's own two steps do not: a
-worker killed between them can lose no message here.
+worker killed between them can lose no message here (the ``BRPOP``'s own
+message is exposed between its pop and the script, as it is in kombu).
 """
 
 from __future__ import annotations
@@ -29,20 +33,25 @@ from kombu.utils.json import loads
 # when the prefetch is unlimited: bounds one call's time in Redis.
 BULK_LIMIT = 200
 
-# KEYS: the list, the unacked hash, the unacked index. ARGV: how many, now.
-# kombu's QoS.append stores [message, exchange, routing key] under the message's
-# delivery tag and indexes the tag by time; the message's own JSON is kept as is.
+# KEYS: the list, the unacked hash, the unacked index. ARGV: how many more, now,
+# the message the BRPOP returned. kombu's QoS.append stores [message, exchange,
+# routing key] under the message's delivery tag and indexes the tag by time; the
+# message's own JSON is kept as is.
 _POP_AND_RECORD = """
-local popped = {}
-for i = 1, tonumber(ARGV[1]) do
-  local raw = redis.call('RPOP', KEYS[1])
-  if not raw then break end
+local function record(raw)
   local properties = cjson.decode(raw)['properties']
   local tag = properties['delivery_tag']
   local info = properties['delivery_info']
   redis.call('ZADD', KEYS[3], ARGV[2], tag)
   redis.call('HSET', KEYS[2], tag, '[' .. raw .. ',' .. cjson.encode(info['exchange'])
     .. ',' .. cjson.encode(info['routing_key']) .. ']')
+end
+record(ARGV[3])
+local popped = {}
+for i = 1, tonumber(ARGV[1]) do
+  local raw = redis.call('RPOP', KEYS[1])
+  if not raw then break end
+  record(raw)
   popped[#popped + 1] = raw
 end
 return popped
@@ -70,7 +79,7 @@ class BulkChannel(kombu_redis.Channel):
     QoS = BulkQoS
 
     def _brpop_read(self, **options: Any) -> bool:
-        # kombu's _brpop_read, plus the bulk step once the first message is delivered.
+        # kombu's _brpop_read, with the recording and the bulk step in one script.
         try:
             try:
                 found = self.client.parse_response(self.client.connection, "BRPOP", **options)
@@ -82,18 +91,24 @@ class BulkChannel(kombu_redis.Channel):
             key, item = found
             queue = bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            self.connection._deliver(loads(bytes_to_str(item)), queue)
         finally:
             self._in_poll = None  # type: ignore[assignment]  # kombu's own reset
             self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
-        self._deliver_more(key, queue)
+        first = loads(bytes_to_str(item))
+        if self.global_keyprefix:
+            # A key prefix would need every key of the script rewritten: kombu's way.
+            self.connection._deliver(first, queue)
+            return True
+        for payload in [first, *self._record_and_take(key, item)]:
+            self.qos.recorded.add(payload["properties"]["delivery_tag"])
+            self.connection._deliver(payload, queue)
         return True
 
-    def _deliver_more(self, key: bytes, queue: str) -> None:
+    def _record_and_take(self, key: bytes, first: bytes) -> list[dict[str, Any]]:
+        """Record ``first`` (the BRPOP's message) and pop and record as many more as
+        the prefetch has room for beside it; the more, in the list's order."""
         room = self.qos.can_consume_max_estimate()
-        wanted = BULK_LIMIT if room is None else min(room, BULK_LIMIT)
-        if wanted <= 0 or self.global_keyprefix:
-            return  # a key prefix would need every key of the script rewritten
+        wanted = BULK_LIMIT if room is None else max(min(room - 1, BULK_LIMIT), 0)
         with self.conn_or_acquire() as client:
             popped = client.eval(
                 _POP_AND_RECORD,
@@ -103,11 +118,9 @@ class BulkChannel(kombu_redis.Channel):
                 self.unacked_index_key,
                 wanted,
                 time.time(),
+                first,
             )
-        for raw in popped:
-            payload = loads(bytes_to_str(raw))
-            self.qos.recorded.add(payload["properties"]["delivery_tag"])
-            self.connection._deliver(payload, queue)
+        return [loads(bytes_to_str(raw)) for raw in popped]
 
 
 class Transport(kombu_redis.Transport):
