@@ -237,7 +237,7 @@ def report(results: list[Result], quiet: float) -> list[dict[str, Any]]:
         theirs = by_row[other].throughput
         ratio = None if ours.throughput is None or not theirs else ours.throughput / theirs
         print(f"dicombus / {other}: {_f(ratio, 'x')}")
-    targets = [
+    targets: list[tuple[str, float | None, float | None, Callable[[float, float], bool]]] = [
         (
             "dicombus throughput >= Orthanc's",
             ours.throughput,
