@@ -72,10 +72,13 @@ class Worker:
         builtin: bool = False,
         queues: str | None = None,
         env: dict[str, str] | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
+        """``prefix``: a command the worker runs under (it must exec the rest)."""
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / f"worker-{time.monotonic_ns()}.log"
         command = [
+            *prefix,
             sys.executable,
             "-m",
             "dicombus.cli.main",

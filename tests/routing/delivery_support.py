@@ -86,7 +86,12 @@ def store_datasets(port: int, datasets: list[Dataset], *, calling: str = "SCU") 
 
 
 def routing_worker(
-    url: str, folder: Path, config: Path, queues: list[str], env: dict[str, str] | None = None
+    url: str,
+    folder: Path,
+    config: Path,
+    queues: list[str],
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
 ) -> Worker:
     return Worker(
         url,
@@ -99,6 +104,7 @@ def routing_worker(
             "DICOMBUS_ROUTING_DB": str(folder / "routing.sqlite3"),
             **(env or {}),
         },
+        prefix=prefix or [],
     )
 
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 from dicombus.bus.edge_config import EdgeConfigError, parse_edge_config
-from dicombus.routing import RoutingConfigError, load_routing_config, parse_routing_config
+from dicombus.routing import (
+    RoutingConfig,
+    RoutingConfigError,
+    load_routing_config,
+    parse_routing_config,
+)
 from dicombus.routing.destinations import DimseDestination, StowAuth, StowDestination
 
 GOOD = """\
@@ -237,3 +242,18 @@ def test_study_quiet_seconds_defaults_and_is_checked() -> None:
         r"seconds, got 0",
     ):
         load(quiet.replace("study_quiet_seconds = 90", "study_quiet_seconds = 0"))
+
+
+def test_the_edge_to_fetch_from_is_read_and_checked() -> None:
+    edge = '[routing]\nedge = { ae_title = "EDGE", host = "10.0.0.2", port = 11112 }\n'
+    found = load(edge)
+    assert isinstance(found, RoutingConfig) and found.edge is not None
+    assert (found.edge.ae_title, found.edge.port, found.edge.calling_ae_title) == (
+        "EDGE",
+        11112,
+        "DICOMBUS",
+    )
+    with pytest.raises(RoutingConfigError, match=r"node.toml:2: \[routing.edge\] port: expected"):
+        load(edge.replace("11112", '"x"'))
+    with pytest.raises(RoutingConfigError, match=r"\[routing.edge\] hots: unknown key 'hots'"):
+        load(edge.replace("host", "hots"))

@@ -279,7 +279,16 @@ class Node:
         if self.redis is not None:
             self.redis_supervisor = RedisSupervisor(self.redis, say)
 
-    def register_subscriptions(self, includes: list[str]) -> None:
+    def routing_environment(self, config_file: Path | None) -> dict[str, str]:
+        """What the workers need to read [routing] (and [audit.syslog]) from the node's file."""
+        if config_file is None:
+            return {}
+        return {
+            "DICOMBUS_CONFIG": str(config_file.resolve()),
+            "DICOMBUS_ROUTING_DB": str((self.data / "routing.sqlite3").resolve()),
+        }
+
+    def register_subscriptions(self, includes: list[str], config_file: Path | None) -> None:
         # `up` is the one place the edge side imports the workers package.
         from dicombus_workers.on_event import subscriptions
 
@@ -287,6 +296,9 @@ class Node:
         from dicombus.bus.subscriptions import register_subscriptions
         from dicombus.cli.worker import import_task_modules
 
+        # With [routing], the router's subscription is registered here, before the edge
+        # accepts: an instance stored while the workers start is routed too.
+        os.environ.update(self.routing_environment(config_file))
         import_task_modules(includes, builtin=True)
         client = broker_client(self.broker_url)
         try:
@@ -309,9 +321,7 @@ class Node:
         }
         queues: list[str | None] = [None] * (count if pool == "solo" else 1)
         if config_file is not None:
-            # The workers read [routing] (and [audit.syslog]) from the node's file.
-            environment["DICOMBUS_CONFIG"] = str(config_file.resolve())
-            environment["DICOMBUS_ROUTING_DB"] = str((self.data / "routing.sqlite3").resolve())
+            environment.update(self.routing_environment(config_file))
             destinations = load_routing_config(config_file).destinations.values()
             queues += [destination.queue for destination in destinations]
         for number, queue in enumerate(queues, start=1):
@@ -434,7 +444,7 @@ def serve(node: Node, args: argparse.Namespace) -> int:
     with StopSignals() as signals:
         try:
             node.start_redis()
-            node.register_subscriptions(args.include)
+            node.register_subscriptions(args.include, args.config)
             node.start_workers(args.workers, args.pool, args.include, args.config)
             edge = node.start_edge()
             node.record()

@@ -38,6 +38,7 @@ from dicombus.routing.destinations import (
     NAME,
     Destination,
     DimseDestination,
+    EdgeSource,
     StowAuth,
     StowDestination,
 )
@@ -82,7 +83,8 @@ STOW_KEYS = (
     "tls_verify",
     "tls_ca",
 )
-SECTION_KEYS = ("destinations", "rules", "study_quiet_seconds")
+SECTION_KEYS = ("destinations", "rules", "study_quiet_seconds", "edge")
+EDGE_KEYS = ("ae_title", "host", "port", "calling_ae_title")
 # A study is complete (STUDY_STABLE) after this long without a new instance: longer than a
 # modality's pause between series, short enough for a reader waiting on the study.
 DEFAULT_STUDY_QUIET_SECONDS = 60.0
@@ -109,6 +111,8 @@ class RoutingConfig:
     destinations: Mapping[str, Destination]
     rules: tuple[Rule, ...]
     study_quiet_seconds: float = DEFAULT_STUDY_QUIET_SECONDS
+    # Where instances are fetched from when the stored file is not readable here.
+    edge: EdgeSource | None = None
 
     def routes(self, envelope: Mapping[str, Any]) -> list[Route]:
         """Where the event's stored instance goes (:func:`dicombus.routing.rules.routes`)."""
@@ -179,7 +183,27 @@ class _Parser:
             found.append(rule)
         quiet = section.get("study_quiet_seconds", DEFAULT_STUDY_QUIET_SECONDS)
         quiet = self.check(positive_seconds, quiet, (*here, "study_quiet_seconds"))
-        return RoutingConfig(destinations, tuple(found), quiet)
+        edge = self.edge(section["edge"], (*here, "edge")) if "edge" in section else None
+        return RoutingConfig(destinations, tuple(found), quiet, edge)
+
+    def edge(self, table: Any, path: KeyPath) -> EdgeSource:
+        if not isinstance(table, dict):
+            self.fail("expected a table {ae_title, host, port}", path)
+        self.known_keys(table, EDGE_KEYS, path)
+        values: dict[str, Any] = {
+            "ae_title": self.check(
+                ae_title_value, self.required(table, "ae_title", path), (*path, "ae_title")
+            ),
+            "host": self.check(nonempty_value, self.required(table, "host", path), (*path, "host")),
+            "port": self.check(
+                integer_value(1, 65535), self.required(table, "port", path), (*path, "port")
+            ),
+        }
+        if "calling_ae_title" in table:
+            values["calling_ae_title"] = self.check(
+                ae_title_value, table["calling_ae_title"], (*path, "calling_ae_title")
+            )
+        return EdgeSource(**values)
 
     def tables(self, section: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
         value = section.get(key, [])

@@ -26,6 +26,21 @@ class StowAuth(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeSource:
+    """The edge routing workers fetch instances from with C-GET (PS3.4 C.4.3) when its
+    stored file is not readable where they run (``[routing] edge``)."""
+
+    ae_title: str
+    host: str
+    port: int
+    calling_ae_title: str = "DICOMBUS"
+
+    @property
+    def address(self) -> str:
+        return f"dicom://{self.ae_title}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DimseDestination:
     """A C-STORE SCP (PS3.4 B), reached with our SCU."""
 

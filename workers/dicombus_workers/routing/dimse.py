@@ -21,6 +21,7 @@ from dicombus.routing.destinations import DimseDestination
 from dicombus.tls import client_context
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicombus_workers.routing.fetch import InstanceFiles
 from dicombus_workers.routing.transport import (
     ConnectionFailed,
     OnResponse,
@@ -100,7 +101,10 @@ def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, str]
 
 
 def send_batch(
-    destination: DimseDestination, deliveries: Sequence[Delivery], on_response: OnResponse
+    destination: DimseDestination,
+    deliveries: Sequence[Delivery],
+    on_response: OnResponse,
+    files: InstanceFiles,
 ) -> None:
     """Send ``deliveries`` on one association, calling ``on_response`` after each.
 
@@ -116,7 +120,7 @@ def send_batch(
                 on_response(delivery, Response(None, broken))
                 continue
             try:
-                source = stored_instance(destination.transform, delivery)
+                source = stored_instance(destination.transform, delivery, files)
             except (OSError, ValueError) as exc:  # pydicom's InvalidDicomError is an OSError
                 on_response(delivery, Response(None, f"cannot read the instance: {exc}", True))
                 continue
@@ -155,14 +159,15 @@ def echo(destination: DimseDestination) -> str | None:
 class DimseTransport:
     """A DIMSE destination as its senders use it (:class:`.transport.Transport`)."""
 
-    def __init__(self, destination: DimseDestination) -> None:
+    def __init__(self, destination: DimseDestination, files: InstanceFiles) -> None:
         self.destination = destination
+        self.files = files
 
     def batch(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         return split_for_contexts(self.destination, deliveries)
 
     def send_batch(self, deliveries: Sequence[Delivery], on_response: OnResponse) -> None:
-        send_batch(self.destination, deliveries, on_response)
+        send_batch(self.destination, deliveries, on_response, self.files)
 
     def probe(self) -> str | None:
         return echo(self.destination)

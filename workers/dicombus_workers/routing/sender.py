@@ -28,12 +28,13 @@ from typing import Any
 
 from dicombus.routing.delivery_policy import Outcome, describe_status
 from dicombus.routing.delivery_store import Breaker, Delivery, DeliveryStore
-from dicombus.routing.destinations import Destination, DimseDestination
+from dicombus.routing.destinations import Destination, DimseDestination, EdgeSource
 from dicombus.routing.route_events import ROUTE_BEGIN, ROUTE_DEAD_LETTER, ROUTE_FAILED, ROUTE_SENT
 from dicombus.status import code_to_category
 
 from dicombus_workers.routing.dimse import DimseTransport
 from dicombus_workers.routing.events import RouteEventPublisher
+from dicombus_workers.routing.fetch import InstanceFiles
 from dicombus_workers.routing.metrics import BreakerState, RoutingMetrics
 from dicombus_workers.routing.stow import StowTransport
 from dicombus_workers.routing.transport import ConnectionFailed, Response, Transport
@@ -54,13 +55,16 @@ class DestinationSender:
         store: DeliveryStore,
         events: RouteEventPublisher,
         metrics: RoutingMetrics,
+        edge: EdgeSource | None = None,
     ) -> None:
+        """``edge``: where instances whose stored file is not readable here are fetched."""
         self.destination = destination
         self.metrics = metrics
+        self.files = InstanceFiles(edge)
         self.transport: Transport = (
-            DimseTransport(destination)
+            DimseTransport(destination, self.files)
             if isinstance(destination, DimseDestination)
-            else StowTransport(destination)
+            else StowTransport(destination, self.files)
         )
         # The AE title in the routing events' source (a STOW-RS sender has none of its own:
         # the DIMSE default names the router).
@@ -94,6 +98,7 @@ class DestinationSender:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+        self.files.close()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -119,9 +124,12 @@ class DestinationSender:
         claimed = self.store.claim(self.destination.name, self.policy.batch_size)
         if not claimed:
             return False
-        batch = self.transport.batch(claimed)
-        self.store.put_back([d for d in claimed if d not in batch])
-        self.send(batch)
+        try:
+            batch = self.transport.batch(claimed)
+            self.store.put_back([d for d in claimed if d not in batch])
+            self.send(batch)
+        finally:
+            self.files.discard(claimed)
         return True
 
     # -- the circuit breaker --

@@ -27,6 +27,7 @@ from dicombus.routing.destinations import StowAuth, StowDestination
 from pydicom import dcmwrite
 from pydicom.dataset import Dataset
 
+from dicombus_workers.routing.fetch import InstanceFiles
 from dicombus_workers.routing.transport import (
     ConnectionFailed,
     OnResponse,
@@ -46,8 +47,9 @@ REASON_BODY = 200
 class StowTransport:
     """A STOW-RS destination as its senders use it (:class:`.transport.Transport`)."""
 
-    def __init__(self, destination: StowDestination) -> None:
+    def __init__(self, destination: StowDestination, files: InstanceFiles) -> None:
         self.destination = destination
+        self.files = files
         url = urlsplit(destination.url)
         self._https = url.scheme == "https"
         self._host = url.hostname or ""
@@ -60,7 +62,7 @@ class StowTransport:
         for delivery in deliveries:
             # An unreadable file is reported when the batch is read.
             with contextlib.suppress(OSError):
-                size += Path(delivery.request.stored_path).stat().st_size
+                size += self.files.path(delivery).stat().st_size
             if taken and size > MAX_REQUEST_BYTES:
                 break
             taken.append(delivery)
@@ -71,7 +73,9 @@ class StowTransport:
         sent: list[Delivery] = []
         for delivery in deliveries:
             try:
-                parts.append(_part10(stored_instance(self.destination.transform, delivery)))
+                parts.append(
+                    _part10(stored_instance(self.destination.transform, delivery, self.files))
+                )
             except (OSError, ValueError) as exc:  # pydicom's InvalidDicomError is an OSError
                 on_response(delivery, Response(None, f"cannot read the instance: {exc}", True))
                 continue

@@ -101,7 +101,9 @@ class Routing:
         for destination in self.config.destinations.values():
             if destination.queue in consumed:
                 metrics = RoutingMetrics(broker_url(), destination.name)
-                sender = DestinationSender(destination, self.store, events, metrics)
+                sender = DestinationSender(
+                    destination, self.store, events, metrics, self.config.edge
+                )
                 self.senders[destination.name] = sender
                 sender.start()
                 LOGGER.info(

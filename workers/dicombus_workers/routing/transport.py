@@ -17,6 +17,8 @@ from dicombus.routing.transforms import Transform
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from dicombus_workers.routing.fetch import InstanceFiles
+
 
 class ConnectionFailed(Exception):
     """No connection: refused, rejected, aborted, or no response in time."""
@@ -53,11 +55,11 @@ class Transport(Protocol):
         """The ``association`` and ``destination`` of the routing events' data."""
 
 
-def stored_instance(transform: Transform, delivery: Delivery) -> Dataset | Path:
+def stored_instance(
+    transform: Transform, delivery: Delivery, files: InstanceFiles
+) -> Dataset | Path:
     """The stored file as it is (no transform), or its data set after the transform."""
-    path = Path(delivery.request.stored_path)
+    path = files.path(delivery)
     if transform.is_identity:
-        if not path.is_file():
-            raise FileNotFoundError(f"the stored file {path} is not readable on this host")
         return path  # sent as stored, byte for byte
     return transform.apply(dcmread(path))
