@@ -1,11 +1,12 @@
 """A node started with ``dicombus up --config node.toml`` receives a study from DCMTK's
 ``storescu`` and every view of it agrees with what was sent.
 
-The peers are real: ``dicombus up`` (embedded Redis, a solo worker, the edge) whose
-``[audit.syslog]`` names Debian's ``rsyslogd`` on loopback over TLS; ``dicombus metrics`` and
-``dicombus dashboard`` as processes that find the node through its data folder, as an
-operator runs them; ``dicombus audit search`` and ``dicombus stats`` run to their end. The
-study: three CT instances sent by ``SCU1`` in two associations (two, then one).
+The peers are real: ``dicombus up`` (embedded Redis, a solo worker, the edge, and with
+``--metrics-port`` / ``--dashboard-port`` the ``dicombus metrics`` and ``dicombus dashboard``
+servers it supervises) whose ``[audit.syslog]`` names Debian's ``rsyslogd`` on loopback over
+TLS; ``dicombus audit search`` and ``dicombus stats`` run to their end, finding the node
+through its data folder as an operator runs them. The study: three CT instances sent by
+``SCU1`` in two associations (two, then one).
 
 What agrees: the audit store's rows for the study, ``dicombus stats``'s tables, the
 Prometheus counters (instances by modality, associations by calling AE and result), the
@@ -17,22 +18,19 @@ PS3.15 A.5.3.7: the instances they count, the source and destination participant
 from __future__ import annotations
 
 import json
-import re
-import signal
 import subprocess
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from atna_support import Rsyslog, issue_certificates, rsyslog_folder, validate
-from helpers import free_port, require_tool, small_dataset, write_part10
+from helpers import free_port, require_tool, small_dataset, wait_for_port, write_part10
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
-from up_support import UpProcess, dicombus, environment_without_broker, run_dicombus
+from up_support import UpProcess, run_dicombus
 from worker_support import wait_for
 
 EDGE_ID = "edge-agree"
@@ -42,7 +40,6 @@ CALLING_AE = "SCU1"
 ASSOCIATIONS = (2, 1)
 INSTANCES = sum(ASSOCIATIONS)
 AGREE_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
 INSTANCES_TRANSFERRED = "110104"  # PS3.15 A.5.3.7 EventID
 ROLE_SOURCE, ROLE_DESTINATION = "110153", "110152"  # PS3.16 CID 402
 
@@ -51,33 +48,6 @@ ROLE_SOURCE, ROLE_DESTINATION = "110153", "110152"  # PS3.16 CID 402
 def rsyslog_dir() -> Iterator[Path]:
     with rsyslog_folder() as folder:
         yield folder
-
-
-@contextmanager
-def served(data: Path, command: str) -> Iterator[str]:
-    """``dicombus metrics`` or ``dicombus dashboard`` for the node in ``data``, on a free
-    loopback port; yields the URL its banner names. Stopped by PID (SIGINT: exit 0)."""
-    process = subprocess.Popen(
-        dicombus(command, "--port", "0", "--data", str(data)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=environment_without_broker(),
-    )
-    try:
-        assert process.stdout is not None
-        banner = process.stdout.readline()  # printed once it listens
-        found = re.search(r"http://\S+", banner)
-        assert found, f"dicombus {command} did not start: {banner}"
-        yield found.group(0)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            assert process.wait(STOP_TIMEOUT) == 0
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-            raise
 
 
 def fetch(url: str) -> str:
@@ -189,88 +159,98 @@ def test_a_study_sent_to_dicombus_up_shows_the_same_in_every_view(
     rsyslog = Rsyslog(rsyslog_dir, syslog_port, (ca, cert, key))
     rsyslog.start()
     data = tmp_path / "node"
-    node = UpProcess(data, "--config", str(node_toml(tmp_path, syslog_port, ca)), "--workers", "1")
+    metrics_port, dashboard_port = free_port(), free_port()
+    node = UpProcess(
+        data,
+        *["--config", str(node_toml(tmp_path, syslog_port, ca)), "--workers", "1"],
+        *["--metrics-port", str(metrics_port), "--dashboard-port", str(dashboard_port)],
+    )
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    dashboard = f"http://127.0.0.1:{dashboard_port}/"
     try:
         node.wait_ready()
+        assert f"  metrics:   {metrics_url}, pid" in node.text
+        assert f"  dashboard: {dashboard}, pid" in node.text
         wait_for(lambda: atna_registered(node), "the worker's ATNA subscription", AGREE_TIMEOUT)
+        wait_for_port(metrics_port)
+        wait_for_port(dashboard_port)
         study, groups = study_files(tmp_path / "study")
-        with served(data, "metrics") as metrics_url, served(data, "dashboard") as dashboard:
-            for files in groups:
-                sent = subprocess.run(
-                    [storescu, "-aet", CALLING_AE, "-aec", EDGE_AE, "127.0.0.1", str(node.port)]
-                    + [str(path) for path in files],
-                    capture_output=True,
-                    text=True,
-                    timeout=AGREE_TIMEOUT,
-                )
-                assert sent.returncode == 0, sent.stdout + sent.stderr
-            associations = len(ASSOCIATIONS)
-
-            # The audit store: one row per instance, each naming both AE titles.
-            rows = wait_for(
-                lambda: len(found := audit_rows(data, study)) >= INSTANCES and found,
-                "the study's audit rows",
-                AGREE_TIMEOUT,
+        for files in groups:
+            sent = subprocess.run(
+                [storescu, "-aet", CALLING_AE, "-aec", EDGE_AE, "127.0.0.1", str(node.port)]
+                + [str(path) for path in files],
+                capture_output=True,
+                text=True,
+                timeout=AGREE_TIMEOUT,
             )
-            assert len(rows) == INSTANCES
-            assert {(r["type"], r["calling_ae_title"], r["called_ae_title"]) for r in rows} == {
-                ("EVT_C_STORE", CALLING_AE, EDGE_AE)
-            }
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+        associations = len(ASSOCIATIONS)
 
-            # dicombus stats: associations by calling AE, instances by modality.
-            wait_for(
-                lambda: [CALLING_AE, str(associations), "0", "0"] in stats_rows(data),
-                f"stats: {associations} associations accepted from {CALLING_AE}",
-                AGREE_TIMEOUT,
-            )
-            assert any(row[:3] == ["CT", "success", str(INSTANCES)] for row in stats_rows(data))
+        # The audit store: one row per instance, each naming both AE titles.
+        rows = wait_for(
+            lambda: len(found := audit_rows(data, study)) >= INSTANCES and found,
+            "the study's audit rows",
+            AGREE_TIMEOUT,
+        )
+        assert len(rows) == INSTANCES
+        assert {(r["type"], r["calling_ae_title"], r["called_ae_title"]) for r in rows} == {
+            ("EVT_C_STORE", CALLING_AE, EDGE_AE)
+        }
 
-            # The metrics endpoint.
-            wait_for(
-                lambda: (
-                    metric(
-                        metrics_url,
-                        "dicombus_associations_total",
-                        calling_ae=CALLING_AE,
-                        edge=EDGE_ID,
-                    )
-                    == associations
-                ),
-                "the associations counter",
-                AGREE_TIMEOUT,
-            )
-            assert (
+        # dicombus stats: associations by calling AE, instances by modality.
+        wait_for(
+            lambda: [CALLING_AE, str(associations), "0", "0"] in stats_rows(data),
+            f"stats: {associations} associations accepted from {CALLING_AE}",
+            AGREE_TIMEOUT,
+        )
+        assert any(row[:3] == ["CT", "success", str(INSTANCES)] for row in stats_rows(data))
+
+        # The metrics endpoint.
+        wait_for(
+            lambda: (
                 metric(
                     metrics_url,
                     "dicombus_associations_total",
                     calling_ae=CALLING_AE,
-                    result="accepted",
+                    edge=EDGE_ID,
                 )
                 == associations
+            ),
+            "the associations counter",
+            AGREE_TIMEOUT,
+        )
+        assert (
+            metric(
+                metrics_url,
+                "dicombus_associations_total",
+                calling_ae=CALLING_AE,
+                result="accepted",
             )
-            assert (
-                metric(
-                    metrics_url,
-                    "dicombus_cstore_instances_total",
-                    edge=EDGE_ID,
-                    modality="CT",
-                    status_class="success",
-                )
-                == INSTANCES
+            == associations
+        )
+        assert (
+            metric(
+                metrics_url,
+                "dicombus_cstore_instances_total",
+                edge=EDGE_ID,
+                modality="CT",
+                status_class="success",
             )
+            == INSTANCES
+        )
 
-            # The dashboard's API: the per-minute series sum to the same, the explorer
-            # finds the study's instances.
-            edge = wait_for(
-                lambda: sum((found := dashboard_edge(dashboard)).get("instances_per_minute", {})
-                            .get("CT", [])) == INSTANCES and found,
-                "the dashboard's instances per minute",
-                AGREE_TIMEOUT,
-            )  # fmt: skip
-            assert sum(edge["associations_per_minute"][f"{CALLING_AE} accepted"]) == associations
-            assert edge["up"] is True
-            events = json.loads(fetch(f"{dashboard}api/events?type=EVT_C_STORE&study={study}"))
-            assert len(events["events"]) == INSTANCES
+        # The dashboard's API: the per-minute series sum to the same, the explorer
+        # finds the study's instances.
+        edge = wait_for(
+            lambda: sum((found := dashboard_edge(dashboard)).get("instances_per_minute", {})
+                        .get("CT", [])) == INSTANCES and found,
+            "the dashboard's instances per minute",
+            AGREE_TIMEOUT,
+        )  # fmt: skip
+        assert sum(edge["associations_per_minute"][f"{CALLING_AE} accepted"]) == associations
+        assert edge["up"] is True
+        events = json.loads(fetch(f"{dashboard}api/events?type=EVT_C_STORE&study={study}"))
+        assert len(events["events"]) == INSTANCES
 
         # The audit record repository: one Instances Transferred per association.
         messages = wait_for(
