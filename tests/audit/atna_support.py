@@ -22,7 +22,7 @@ from typing import Any
 
 from dicombus.bus.dicom_json import to_dicom_json
 from dicombus_workers.records import EventRecord
-from helpers import require_tool, small_dataset, wait_for_port
+from helpers import import_peer, require_tool, small_dataset, wait_for_port
 from lxml import etree
 from pydicom.dataset import Dataset
 
@@ -184,6 +184,24 @@ class Rsyslog:
             return []
         lines = self.received.read_text(encoding="utf-8").splitlines()
         return [json.loads(f'"{line}"') for line in lines if line]
+
+
+def issue_certificates(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A test CA (trustme) and, in ``folder``: ``ca.pem``, the server's ``server.pem`` /
+    ``server.key`` for 127.0.0.1, and a client's ``client.pem`` / ``client.key`` for
+    ``audit-host`` (mutual TLS). Returns (folder, CA, server certificate, server key)."""
+    trustme = import_peer("trustme")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("audit-host")
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    client.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
+    client.private_key_pem.write_to_path(str(folder / "client.key"))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server.cert_chain_pems[0].write_to_path(str(cert_file))
+    server.private_key_pem.write_to_path(str(key_file))
+    return folder, ca_file, cert_file, key_file
 
 
 def _copy(path: Path, folder: Path) -> Path:

@@ -12,10 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from atna_support import Rsyslog, c_store, conn_close, envelope, rsyslog_folder, study, validate
+from atna_support import (
+    Rsyslog,
+    c_store,
+    conn_close,
+    envelope,
+    issue_certificates,
+    rsyslog_folder,
+    study,
+    validate,
+)
 from dicombus_workers.atna.config import parse_syslog_config
 from dicombus_workers.atna.task import AtnaAuditor
-from helpers import free_port, import_peer
+from helpers import free_port
 from worker_support import wait_for
 
 # RFC 5424 6: <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD SP MSG
@@ -49,20 +58,8 @@ def rsyslog_dir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def certificates(tmp_path: Path) -> Iterator[tuple[Path, Path, Path, Path]]:
-    trustme = import_peer("trustme")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1")
-    client = ca.issue_cert("audit-host")
-    folder = tmp_path / "certs"
-    folder.mkdir()
-    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    client.cert_chain_pems[0].write_to_path(str(folder / "client.pem"))
-    client.private_key_pem.write_to_path(str(folder / "client.key"))
-    ca.cert_pem.write_to_path(str(ca_file))
-    server.cert_chain_pems[0].write_to_path(str(cert_file))
-    server.private_key_pem.write_to_path(str(key_file))
-    yield folder, ca_file, cert_file, key_file
+def certificates(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    return issue_certificates(tmp_path / "certs")
 
 
 def _association(number: int) -> list:

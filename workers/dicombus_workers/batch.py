@@ -57,6 +57,7 @@ from kombu.transport import virtual
 
 from dicombus_workers.app import app
 from dicombus_workers.dead_letter import DeadLetterTask
+from dicombus_workers.task_outcomes import RETRIED, SUCCEEDED, record
 
 LOGGER = logging.getLogger("dicombus_workers.batch")
 
@@ -107,6 +108,7 @@ class BatchTask(DeadLetterTask):
         """Run a batch; if it raises, run its events alone and settle each failure."""
         try:
             self.run([item.envelope for item in items])
+            record(self.name, SUCCEEDED, len(items))
             return
         except Exception as error:
             if len(items) == 1:
@@ -119,11 +121,14 @@ class BatchTask(DeadLetterTask):
                 type(error).__name__,
                 error,
             )
+        succeeded = 0
         for item in items:
             try:
                 self.run([item.envelope])
+                succeeded += 1
             except Exception as error:
                 self._settle_failure(item, error)
+        record(self.name, SUCCEEDED, succeeded)
 
     def _settle_failure(self, item: BatchItem, error: Exception) -> None:
         """Retry the event later on its own, or keep it as a dead letter."""
@@ -138,6 +143,7 @@ class BatchTask(DeadLetterTask):
                 countdown=countdown,
                 queue=self.routed_queue(),
             )
+            record(self.name, RETRIED)
             LOGGER.info(
                 "%s: event %s retried in %d s (%s: %s)",
                 self.name,

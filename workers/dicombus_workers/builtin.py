@@ -60,6 +60,7 @@ from dicombus_workers.idempotency import DEFAULT_TTL, marker_key, redis_client
 from dicombus_workers.on_event import DICOM_EVENT_NAMES, event_name, on_event
 from dicombus_workers.records import EventRecord
 from dicombus_workers.routing import task as _routing_task  # noqa: F401  ([routing]: router)
+from dicombus_workers.task_outcomes import success_counted_by_task
 
 AUDIT_TASK = "dicombus.audit"
 COUNT_TASK = "dicombus.count"
@@ -166,6 +167,9 @@ worker_init.connect(_upgrade_audit_store)
 
 
 _EVENTS = configured_events()
+# The metrics recorder counts their success, once per event id (event_ops).
+success_counted_by_task(AUDIT_COUNT_TASK)
+success_counted_by_task(COUNT_TASK)
 
 if builtin_mode() == "combined":
 

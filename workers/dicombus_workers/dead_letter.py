@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from dicombus_workers.app import DEFAULT_QUEUE
 from dicombus_workers.idempotency import redis_client
+from dicombus_workers.task_outcomes import DEAD_LETTER, record
 
 LOGGER = logging.getLogger("dicombus_workers.dead_letter")
 
@@ -64,6 +65,7 @@ class DeadLetterTask(Task):  # type: ignore[misc]
             time=format_time(datetime.now(UTC)),
             traceback=traceback_text,
         )
+        record(self.name, DEAD_LETTER)
         try:
             push(redis_client(), letter)
         except RedisError as redis_error:

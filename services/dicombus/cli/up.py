@@ -79,6 +79,9 @@ DEFAULT_POOL = "solo"
 # A worker in warm shutdown finishes its running tasks; event tasks are short,
 # so past this it is stuck and is killed (its messages come back to the queue).
 WORKER_STOP_TIMEOUT = 3.0
+# The servers `up` can run beside the edge (--metrics-port, --dashboard-port): the
+# `dicombus metrics` and `dicombus dashboard` commands, which find the node in --data.
+SERVERS = {"metrics": "the Prometheus metrics", "dashboard": "the dashboard"}
 # How often `up` looks for a child that died, and the shortest time between
 # two starts of one worker (a worker that cannot start is not restarted in a loop).
 SUPERVISE_INTERVAL = 1.0
@@ -135,6 +138,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "latency); prefork: one worker with a pool of N processes (hard time limits, a "
         "task killed with its process is requeued at once)",
     )
+    for server, what in SERVERS.items():
+        parser.add_argument(
+            f"--{server}-port",
+            type=port_number,
+            metavar="PORT",
+            help=f"also serve {what} on 127.0.0.1:PORT, restarted if it dies (default: off)",
+        )
     add_network_options(parser, default_aet="DICOMBUS")
     parser.set_defaults(
         run=run, option_defaults={option: parser.get_default(option) for option in _OVERRIDES}
@@ -176,9 +186,16 @@ class ChildProcess:
     """A process ``up`` started (at construction), its log, and its restarts."""
 
     def __init__(
-        self, number: int, command: list[str], log: Path, env: dict[str, str], lock_fd: int
+        self,
+        number: int,
+        command: list[str],
+        log: Path,
+        env: dict[str, str],
+        lock_fd: int,
+        name: str = "",
     ) -> None:
         self.number = number
+        self.name = name or f"worker {number}"
         self.command = command
         self.log = log
         self.env = env
@@ -240,6 +257,8 @@ class Node:
         self._record_stale = False  # node.json could not be written (disk full)
         self.broker_url = ""
         self.workers: list[ChildProcess] = []
+        # --metrics-port, --dashboard-port: each server and its URL.
+        self.servers: list[tuple[ChildProcess, str]] = []
         self.pool = DEFAULT_POOL
         self.edge: EdgeNode | None = None
         self.started = time.time()
@@ -342,11 +361,30 @@ class Node:
                 ChildProcess(number, command, log, environment, self.folder.lock_fd)
             )
 
+    def start_servers(self, ports: dict[str, int | None]) -> None:
+        """``dicombus metrics`` / ``dicombus dashboard`` on loopback, for each port given.
+
+        Started after node.json is written: they find the node's Redis and audit
+        store in it, as when an operator runs them with ``--data``."""
+        environment = {**os.environ, "DICOMBUS_BROKER_URL": self.broker_url}
+        for server, port in ports.items():
+            if port is None:
+                continue
+            command = [
+                *[sys.executable, "-m", "dicombus.cli.main", server],
+                *[f"--port={port}", "--bind=127.0.0.1", f"--data={self.data}"],
+            ]
+            log = self.log_dir / f"{server}.log"
+            child = ChildProcess(0, command, log, environment, self.folder.lock_fd, server)
+            url = f"http://127.0.0.1:{port}/{'metrics' if server == 'metrics' else ''}"
+            self.servers.append((child, url if port else "a free port (in its log)"))
+
     def supervise(self) -> None:
-        """Start again the embedded Redis if it died, and the workers that exited."""
+        """Start again the embedded Redis if it died, and the workers and servers that exited."""
         changed = self.redis_supervisor is not None and self.redis_supervisor.check()
         if self.pool == "solo":  # a prefork worker replaces its own processes
-            changed = self.restart_dead_workers() or changed
+            changed = self.restart_dead(self.workers) or changed
+        self.restart_dead([child for child, _url in self.servers])
         if changed or self._record_stale:
             # On a full disk node.json cannot be written: say so and try again next
             # round, rather than let the supervisor (and the node with it) die.
@@ -359,24 +397,24 @@ class Node:
             else:
                 self._record_stale = False
 
-    def restart_dead_workers(self) -> bool:
-        """Start again each worker that exited (at most once per RESTART_INTERVAL)."""
+    def restart_dead(self, children: list[ChildProcess]) -> bool:
+        """Start again each child that exited (at most once per RESTART_INTERVAL)."""
         restarted = False
-        for worker in self.workers:
-            code = worker.exited()
-            if code is None or time.monotonic() - worker.started < RESTART_INTERVAL:
+        for child in children:
+            code = child.exited()
+            if code is None or time.monotonic() - child.started < RESTART_INTERVAL:
                 continue
-            old = worker.pid
+            old = child.pid
             try:
-                worker.restart()
+                child.restart()
             except OSError as exc:  # no memory to fork, too many processes ...
-                say(f"worker {worker.number} (pid {old}) exited; cannot start it again: {exc}")
-                worker.started = time.monotonic()  # tried: wait RESTART_INTERVAL again
+                say(f"{child.name} (pid {old}) exited; cannot start it again: {exc}")
+                child.started = time.monotonic()  # tried: wait RESTART_INTERVAL again
                 continue
             restarted = True
             say(
-                f"worker {worker.number} (pid {old}) exited with code "
-                f"{code}; restarted as pid {worker.pid} (log {worker.log})"
+                f"{child.name} (pid {old}) exited with code "
+                f"{code}; restarted as pid {child.pid} (log {child.log})"
             )
         return restarted
 
@@ -409,12 +447,13 @@ class Node:
     def stop(self) -> dict[str, float]:
         final: dict[str, float] = {}
         # Sent first, so the workers' warm shutdown overlaps the edge's stop.
-        for worker in self.workers:
-            worker.terminate()
+        children = [*(child for child, _url in self.servers), *self.workers]
+        for child in children:
+            child.terminate()
         if self.edge is not None:
             final = self.edge.stop()
-        for worker in self.workers:
-            worker.wait_or_kill()
+        for child in children:
+            child.wait_or_kill()
         if self.redis is not None:
             self.redis.stop()
         return final
@@ -448,6 +487,7 @@ def serve(node: Node, args: argparse.Namespace) -> int:
             node.start_workers(args.workers, args.pool, args.include, args.config)
             edge = node.start_edge()
             node.record()
+            node.start_servers({server: getattr(args, f"{server}_port") for server in SERVERS})
         except ImportError as exc:
             error(COMMAND, f"cannot import {exc.name or exc}: {exc}")
             node.stop()
@@ -499,6 +539,10 @@ def announce(node: Node, edge: EdgeNode, processes: int) -> None:
         f"  audit DB:  {describe(node.audit_store)}\n"
         f"  workers:   {workers} (logs in {node.log_dir})\n"
         f"  node file: {node.folder.node_file.resolve()} (how workers and tails find it)\n"
-        "Press Ctrl-C to stop.",
+        + "".join(
+            f"  {child.name + ':':<11}{url}, pid {child.pid} (log {child.log})\n"
+            for child, url in node.servers
+        )
+        + "Press Ctrl-C to stop.",
         flush=True,
     )

@@ -143,7 +143,7 @@ EVENT_TO_TASK = Family(
 )
 TASKS = Family(
     "dicombus_tasks",
-    "Events handled by tasks, by task name and outcome (succeeded, retried, dead_letter).",
+    "Runs of event tasks, by task name and outcome (succeeded, retried, dead_letter, failed).",
     ("task", "outcome"),
 )
 # Written by routing delivery (another part of the system) through
