@@ -21,6 +21,7 @@ with the operations that both engines run.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from alembic import command
@@ -28,8 +29,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
-from dicombus.audit.engine import SQLITE_BEGIN, writer_engine
+from dicombus.audit.engine import SQLITE_BEGIN, SQLITE_BUSY_TIMEOUT, writer_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The revision of the schema the store had before it had migrations.
@@ -59,11 +61,22 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(url: str) -> str:
     """Bring the store at ``url`` to the newest revision (made if missing); return it."""
-    engine = writer_engine(url)
-    try:
-        return upgrade_engine(engine)
-    finally:
-        engine.dispose()
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    delay = 0.05
+    while True:
+        engine = writer_engine(url)
+        try:
+            return upgrade_engine(engine)
+        except OperationalError as exc:
+            # Workers starting together meet a SQLite store while one of them creates it
+            # and switches it to WAL; SQLite then answers "database is locked" at once,
+            # without waiting in its busy handler. Try again, within the busy timeout.
+            if "database is locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        finally:
+            engine.dispose()
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
 
 
 def upgrade_engine(engine: Engine) -> str:
