@@ -51,6 +51,23 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_http_options(
+    parser: argparse.ArgumentParser, *, default_port: int, exposure: str = ""
+) -> None:
+    """``--port`` and ``--bind`` of a command that serves HTTP; loopback unless told.
+    ``exposure`` is added to ``--bind``'s help: what an exposed server would give away."""
+    parser.add_argument(
+        "--port", type=port_number, default=default_port, help=f"default {default_port}"
+    )
+    parser.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the address to listen on (default 127.0.0.1: this host only)"
+        + (f". {exposure}" if exposure else ""),
+    )
+
+
 def add_include_option(parser: argparse.ArgumentParser, *, where: str) -> None:
     """``--include MODULE``: a module of ``@on_event`` tasks to import ``where``."""
     parser.add_argument(

@@ -15,7 +15,13 @@ import sys
 import threading
 from pathlib import Path
 
-from dicombus.cli.common import ExitCode, StopSignals, add_data_option, error, port_number
+from dicombus.cli.common import (
+    ExitCode,
+    StopSignals,
+    add_data_option,
+    add_http_options,
+    error,
+)
 from dicombus.data_folder import DEFAULT_DATA, DataFolder, broker_url_for, redact
 
 COMMAND = "dashboard"
@@ -34,15 +40,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "dead letters and recent events at http://BIND:PORT/, and the JSON API it reads "
         "(/api/edges, /api/queues, /api/routing, /api/events).",
     )
-    parser.add_argument(
-        "--port", type=port_number, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}"
-    )
-    parser.add_argument(
-        "--bind",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="the address to listen on (default 127.0.0.1: this host only). The page "
-        "replays dead letters and shows PHI: expose it only behind authentication",
+    add_http_options(
+        parser,
+        default_port=DEFAULT_PORT,
+        exposure="The page replays dead letters and shows PHI: "
+        "expose it only behind authentication",
     )
     add_data_option(parser)
     parser.add_argument(

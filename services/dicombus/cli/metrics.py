@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dicombus.cli.common import ExitCode, StopSignals, add_data_option, error, port_number
+from dicombus.cli.common import (
+    ExitCode,
+    StopSignals,
+    add_data_option,
+    add_http_options,
+    error,
+)
 from dicombus.data_folder import broker_url_for, redact
 
 COMMAND = "metrics"
@@ -30,15 +36,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "queues, tasks, dead letters, routing) at http://BIND:PORT/metrics, read from the "
         "broker's Redis at every scrape.",
     )
-    parser.add_argument(
-        "--port", type=port_number, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}"
-    )
-    parser.add_argument(
-        "--bind",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="the address to listen on (default 127.0.0.1: this host only)",
-    )
+    add_http_options(parser, default_port=DEFAULT_PORT)
     add_data_option(parser)
     parser.set_defaults(run=run)
 
