@@ -136,8 +136,6 @@ class EdgeNode:
         a file stored while the index lost its row (a crash between the two) is indexed,
         a row whose file is gone is dropped."""
         config = self.config
-        # The index lives in the data folder by default, which the bus makes later.
-        config.index.parent.mkdir(parents=True, exist_ok=True)
         self.archive = archive = IndexedStorage(
             config.storage, config.index, layout=config.layout, duplicates=config.duplicates
         )

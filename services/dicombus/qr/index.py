@@ -281,6 +281,9 @@ class Index:
         # wait for a transaction.
         self._queue_lock = threading.Lock()
         self._queue: list[IndexEntry] = []
+        if str(database) != ":memory:":
+            # Its folder may not exist yet: the edge's data folder, say, is made by the bus later.
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(
             str(database), timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None
         )

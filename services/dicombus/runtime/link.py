@@ -244,7 +244,9 @@ class UpperLayerLink:
                 idle_deadline=idle_deadline, pdu_timeout=self._pdu_timeout()
             )
         except RemoteProtocolError as exc:
-            self._on_invalid_pdu(exc)
+            # The framer refused a header (type, length): the A-ABORT goes out and
+            # the stream is given up, since its PDU boundaries are lost.
+            self.abort_invalid(exc)
         except DeadlineExpired as exc:
             if caller_bound and not exc.mid_pdu:
                 return False
@@ -271,11 +273,6 @@ class UpperLayerLink:
             return bool(poller.poll(0))
         except (OSError, ValueError):
             return True  # a closed socket: the read reports it
-
-    def _on_invalid_pdu(self, exc: RemoteProtocolError) -> None:
-        # The framer refused a header (type, length): the A-ABORT goes out and
-        # the stream is given up, since its PDU boundaries are lost.
-        self.abort_invalid(exc)
 
     def _on_deadline(self, exc: DeadlineExpired) -> None:
         if self._artim_deadline is not None:

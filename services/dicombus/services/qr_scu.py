@@ -63,9 +63,8 @@ def send_c_find(
     payload = _encoded_identifier(dataset, context)
     if standard_logging():
         LOGGER.info("Sending Find Request: MsgID %d", msg_id)
-    more_follow = _is_pending
-    if query_model == REPOSITORY_QUERY:
-        more_follow = _is_pending_or_batch_end
+    # None: the association's default, another response follows a Pending one.
+    more_follow = _is_pending_or_batch_end if query_model == REPOSITORY_QUERY else None
     responses = assoc.start_request(
         context.context_id or 0,
         c_find_rq(msg_id, query_model, priority),
@@ -228,9 +227,5 @@ def _encoded_identifier(dataset: Dataset, context: PresentationContext) -> bytes
         raise ValueError("Failed to encode the supplied Identifier dataset") from exc
 
 
-def _is_pending(command: CommandSet) -> bool:
-    return status.is_pending(command.Status)
-
-
 def _is_pending_or_batch_end(command: CommandSet) -> bool:
-    return _is_pending(command) or command.Status == STATUS_RESPONSE_LIMIT_REACHED
+    return status.is_pending(command.Status) or command.Status == STATUS_RESPONSE_LIMIT_REACHED
