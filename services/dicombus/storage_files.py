@@ -262,7 +262,7 @@ def store_instance(
     if not final.exists() and content.write(incoming, final, replace=False):
         return StoredInstance(final)
     if content.is_stored_in(final):
-        return StoredInstance(final, Duplicate.IDENTICAL)
+        return StoredInstance(content.make_durable(final), Duplicate.IDENTICAL)
     if duplicates is Duplicates.REPLACE:
         LOGGER.warning("replacing %s with a different instance of the same UID", final)
         content.write(incoming, final, replace=True)
@@ -272,7 +272,7 @@ def store_instance(
         # every copy kept beside is looked at, not only the one of this digest.
         for kept in sorted(final.parent.glob(f"{final.stem}-*.dcm")):
             if content.is_stored_in(kept):
-                return StoredInstance(kept, Duplicate.IDENTICAL)
+                return StoredInstance(content.make_durable(kept), Duplicate.IDENTICAL)
         beside = final.with_name(f"{final.stem}-{content.digest()}.dcm")
         if content.write(incoming, beside, replace=False):
             LOGGER.warning("%s holds a different instance of the same UID; kept %s", final, beside)
@@ -347,6 +347,19 @@ class _Content:
             _copy_file(self.dataset, stream)
         else:
             stream.write(self.dataset)
+
+    def make_durable(self, stored: Path) -> Path:
+        """Make an instance found already stored durable before it is answered Success.
+
+        The store that linked it may still be in its folder fsync (another
+        association storing the same instance now), or may have failed in it (a
+        retry after an I/O error, or a restart after a crash): finding the file is
+        no proof that it, or its entry, is on disk.
+        """
+        with stored.open("rb") as reader:
+            os.fsync(reader.fileno())
+        self.folder_sync.sync(stored.parent)
+        return stored
 
     def write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
         """Write these bytes durably as ``final``; False (nothing written) if it exists

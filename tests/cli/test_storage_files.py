@@ -198,6 +198,41 @@ def test_the_same_bytes_again_are_a_duplicate_and_nothing_is_rewritten(
     assert _files(tmp_path) == [Path(first.path.name)]
 
 
+def test_a_retry_after_a_failed_folder_fsync_is_made_durable_before_success(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> None:
+    """The first store linked its file, then its folder fsync failed (the SCP answered
+    a failure): the retry finds the file, and must make its entry durable itself."""
+    meta, dataset = encoded
+
+    def failing(folder: Path) -> None:
+        raise OSError(errno.EIO, "folder fsync failed")
+
+    with pytest.raises(OSError, match="folder fsync failed"):
+        store_instance(
+            tmp_path,
+            file_meta=meta,
+            dataset_bytes=dataset,
+            layout=Layout.FLAT,
+            folder_sync=storage_files.FolderSync(grouped=False, sync_one=failing),
+        )
+    synced: list[Path] = []
+
+    def counting(folder: Path) -> None:
+        synced.append(folder)
+        storage_files.fsync_folder(folder)
+
+    again = store_instance(
+        tmp_path,
+        file_meta=meta,
+        dataset_bytes=dataset,
+        layout=Layout.FLAT,
+        folder_sync=storage_files.FolderSync(grouped=False, sync_one=counting),
+    )
+    assert again.duplicate is Duplicate.IDENTICAL
+    assert synced == [again.path.parent]
+
+
 @pytest.fixture
 def first_and_other(
     tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]

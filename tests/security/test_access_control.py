@@ -144,13 +144,14 @@ def test_a_flood_of_idle_connections_cannot_exhaust_threads(server_threads: int)
 
 def test_shutdown_with_connections_still_negotiating_returns_promptly() -> None:
     with (
-        verification_server(acse_timeout=WAIT) as server,
+        verification_server(acse_timeout=60.0) as server,
         idle_connections(server.server_address[1], 20),
     ):
         assert wait_until(lambda: len(server.active_associations) == 20)
         started = time.monotonic()
         server.shutdown()
-        assert time.monotonic() - started < 2.0
+        # Well before their 60 s ARTIM: shutdown ended them, not their timers.
+        assert time.monotonic() - started < 30.0
         assert server.active_associations == []
 
 
