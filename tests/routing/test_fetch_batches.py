@@ -67,7 +67,7 @@ def sender_for(
         name="pacs", ae_title="STORESCP", host="127.0.0.1", port=port, delivery=FAST
     )
     store = DeliveryStore(folder / "routing.sqlite3")
-    events = RouteEventPublisher(url, origin="test")
+    events = RouteEventPublisher(url, folder / "route-events")
     sender = DestinationSender(destination, store, events, RoutingMetrics(url, "pacs"), edge)
     try:
         yield sender
