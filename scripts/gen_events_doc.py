@@ -388,7 +388,13 @@ def render(envelopes: list[dict[str, Any]]) -> str:
         "(`dicombus.bus.envelope`): `specversion`, `id` (a ULID, the same in every retry and "
         "replay), `source` (`dicombus://<edge id>/<AE title>`), `type` (the event name), "
         "`time` (UTC), `subject` (the association's ULID), `datacontenttype`, the extension "
-        "attributes `sequence` (1, 2, 3 ... per association) and `schemaversion`, and `data`.",
+        "attributes `sequence` (1, 2, 3 ... per association) and `schemaversion`, and `data`. "
+        "An edge that serves C-GET (`[query_retrieve]`) adds the extension attribute "
+        "`retrieveuri`, `dicom://<AE title>@<host>:<port>` (the AE title percent-encoded, an "
+        "IPv6 host in brackets): where what it stored can be retrieved, which routing workers "
+        "on other hosts fetch from ([routing.md](routing.md#how-an-instance-travels)); the "
+        "host is `[query_retrieve] host`, else `bind`, else (bound to every address) the "
+        "host's name.",
         "",
         f"The JSON Schema of all of it ships with the package: `{schema_path}` "
         "(`dicombus.bus.load_schema()`). Datasets are in the DICOM JSON model (PS3.18 F.2); "

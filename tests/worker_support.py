@@ -155,7 +155,7 @@ def running_edge(url: str, folder: Path, **settings: Any) -> Iterator[EdgeNode]:
     config = EdgeConfig(
         edge_id="edge-test",
         ae_title="EDGE",
-        port=0,
+        port=settings.pop("port", 0),
         data_dir=folder,
         broker_url=url,
         **settings,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from dicombus import AE
-from dicombus.bus.edge import build_ae
+from dicombus.bus.edge import advertised_host, build_ae
 from dicombus.bus.edge_config import EdgeConfig, EdgeConfigError, parse_edge_config
 from dicombus.qr.scp import Destination
 from dicombus.sop_class import (
@@ -107,3 +108,13 @@ def test_an_edge_without_query_retrieve_accepts_no_query_or_commitment() -> None
     offered = {str(c.abstract_syntax) for c in ae.supported_contexts}
     assert StudyRootQueryRetrieveInformationModelGet not in offered
     assert StorageCommitmentPushModel not in offered
+
+
+def test_the_retrieve_host_the_events_advertise() -> None:
+    # [query_retrieve] host wins; else the bound address; else, bound to every address,
+    # this host's name (an address workers on other hosts can reach).
+    named = parse_edge_config('[query_retrieve]\nhost = "edge-1.example"\n', base=BASE)
+    assert advertised_host(named) == "edge-1.example"
+    assert advertised_host(EdgeConfig(bind="10.0.0.2")) == "10.0.0.2"
+    assert advertised_host(EdgeConfig(bind="0.0.0.0")) == socket.getfqdn()
+    assert advertised_host(EdgeConfig(bind="::")) == socket.getfqdn()

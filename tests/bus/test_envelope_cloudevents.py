@@ -3,7 +3,8 @@
 CloudEvents 1.0: the required attributes id, source, specversion and type;
 extension attribute names of lower-case ASCII letters and digits; an RFC 3339
 time. Ours adds subject (the association), time, datacontenttype and the
-extensions sequence and schemaversion, on every event.
+extensions sequence and schemaversion, on every event, and retrieveuri on the
+events of an edge that serves C-GET.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dicombus.bus.envelope import (
     PendingEvent,
     format_time,
     is_extension_name,
+    parse_retrieve_uri,
     parse_time,
+    retrieve_uri,
     source_uri,
     to_envelope,
 )
@@ -69,13 +72,26 @@ def test_required_attributes_and_our_extensions() -> None:
 
 
 def test_extension_names_are_lowercase_alphanumeric_and_not_cloudevents_own() -> None:
-    envelope = pending().to_envelope()
+    envelope = pending(retrieve_uri=retrieve_uri("EDGE", "10.0.0.2", 11112)).to_envelope()
     extensions = set(envelope) - CLOUDEVENTS_ATTRIBUTES
-    assert extensions == set(EXTENSION_ATTRIBUTES) == {"sequence", "schemaversion"}
+    assert extensions == set(EXTENSION_ATTRIBUTES) == {"sequence", "schemaversion", "retrieveuri"}
     assert all(is_extension_name(name) for name in envelope)
     assert not is_extension_name("schemaVersion")
     assert not is_extension_name("schema_version")
     assert not is_extension_name("a" * 21)
+
+
+def test_retrieve_uri_only_from_an_edge_that_serves_c_get() -> None:
+    assert "retrieveuri" not in pending().to_envelope()
+    envelope = pending(retrieve_uri=retrieve_uri("EDGE 1", "::1", 104)).to_envelope()
+    assert envelope["retrieveuri"] == "dicom://EDGE%201@[::1]:104"
+    assert parse_retrieve_uri(envelope["retrieveuri"]) == ("EDGE 1", "::1", 104)
+
+
+@pytest.mark.parametrize("text", ["dicom://host:104", "http://EDGE@host:104", "dicom://EDGE@host"])
+def test_a_bad_retrieve_uri_is_named(text: str) -> None:
+    with pytest.raises(ValueError, match="is not a dicom://<AE title>@<host>:<port> address"):
+        parse_retrieve_uri(text)
 
 
 def test_data_is_built_when_the_envelope_is_made_not_before() -> None:

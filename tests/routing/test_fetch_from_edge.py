@@ -1,5 +1,5 @@
-"""A routing worker that cannot read the edge's storage fetches each instance with C-GET
-from the edge (``[routing] edge``, docs/routing.md "Fetching from the edge").
+"""A routing worker that cannot read the edge's storage fetches the instances with C-GET
+from the edge its events name (``retrieveuri``, docs/routing.md "Fetching from the edge").
 
 The worker runs in its own mount namespace (``unshare -m``) with an empty tmpfs mounted over
 the edge's storage folder: the stored paths the events name do not exist for it, as on
@@ -56,8 +56,7 @@ def test_worker_without_the_edges_files_fetches_them_with_c_get(tmp_path: Path) 
         config = tmp_path / "node.toml"
         config.write_text(
             f'[edge]\ndata_dir = "{tmp_path / "node"}"\n\n'
-            f'[routing]\nedge = {{ ae_title = "EDGE", host = "127.0.0.1", '
-            f'port = {edge.address[1]}, calling_ae_title = "ROUTER" }}\n\n'
+            # No [routing] edge: the events say where the edge serves C-GET.
             + destination_toml("pacs", "STORESCP", pacs.port)
             + '\n[[routing.rules]]\nname = "all"\ndestinations = ["pacs"]\n'
         )

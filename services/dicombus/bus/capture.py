@@ -89,6 +89,9 @@ class EventCapture:
         self._wanted: frozenset[str] = frozenset()
         self._options: dict[str, DataOptions] = {}
         self._sources: dict[str, str] = {}
+        # Set by the edge once its server listens (the port is known then) and it
+        # serves C-GET: each event says where what it stored can be retrieved.
+        self.retrieve_uri: str | None = None
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._built: Counter[str] = Counter()
@@ -203,6 +206,7 @@ class EventCapture:
             time=datetime.now(UTC),
             source=self._source(assoc),
             build_data=spec.snapshot(source, options),
+            retrieve_uri=self.retrieve_uri,
         )
         with self._count_lock:
             self._built[name] += 1

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import ssl
 import threading
 from types import TracebackType
@@ -54,6 +55,7 @@ from dicombus.ae import AE
 from dicombus.bus.capture import EventCapture
 from dicombus.bus.disk_reserve import RESERVE_FILE, DiskReserve
 from dicombus.bus.edge_config import EdgeConfig
+from dicombus.bus.envelope import retrieve_uri
 from dicombus.bus.held_file import HELD_FILE, replay_held
 from dicombus.bus.journal import Journal
 from dicombus.bus.outbox import Outbox
@@ -250,6 +252,10 @@ class EdgeNode:
         )
         self.server = server
         if self.capture is not None:
+            if self.archive is not None:
+                self.capture.retrieve_uri = retrieve_uri(
+                    self.ae.ae_title, advertised_host(config), server.server_address[1]
+                )
             server.admission_check = self._admission
             with self._capture_lock:
                 self.capture.attach(server)
@@ -357,6 +363,18 @@ def warn_if_exposed(config: EdgeConfig) -> None:
         config.bind,
         config.port,
     )
+
+
+def advertised_host(config: EdgeConfig) -> str:
+    """The host routing workers reach this edge's C-GET at: ``[query_retrieve] host``, else
+    the bound address, or this host's name when bound to every address (0.0.0.0, ::)."""
+    if config.retrieve_host:
+        return config.retrieve_host
+    try:
+        unspecified = ipaddress.ip_address(config.bind).is_unspecified
+    except ValueError:
+        unspecified = False  # a host name: it is the address
+    return socket.getfqdn() if unspecified else config.bind
 
 
 def _is_loopback(host: str) -> bool:

@@ -54,6 +54,8 @@ A complete file, every key optional (the values shown are the defaults)::
     [query_retrieve]               # C-FIND, C-GET, C-MOVE, Storage Commitment from the index
     enabled = true
     index = "<data_dir>/index.sqlite3"
+    host = ""                      # where routing workers reach us for C-GET (events' retrieveuri);
+                                   # "": bind, or this host's name when bind is 0.0.0.0 or ::
 
     [query_retrieve.destinations]  # C-MOVE destinations (and commitment requestors), by AE title
     STORESCP = { host = "127.0.0.1", port = 11113 }
@@ -144,6 +146,7 @@ class EdgeConfig:
     subscriptions: tuple[Subscription, ...] = field(default_factory=tuple)
     query_retrieve: bool = True
     index_path: Path | None = None
+    retrieve_host: str | None = None
     move_destinations: Mapping[str, Destination] = field(default_factory=dict)
 
     @property
@@ -359,6 +362,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, str]]] = {
     "query_retrieve": {
         "enabled": (boolean_value, "query_retrieve"),
         "index": (_path, "index_path"),
+        "host": (nonempty_value, "retrieve_host"),
         "destinations": (lambda value, _base: value, "move_destinations"),
     },
 }

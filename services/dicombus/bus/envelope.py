@@ -17,7 +17,10 @@ Attributes (CloudEvents 1.0 "JSON Event Format"):
 - ``datacontenttype`` ``application/json``; ``data`` the event's body
   (see :mod:`dicombus.bus.event_data` and docs/events.md);
 - extensions: ``sequence`` (1, 2, 3 ... per association, the order to restore)
-  and ``schemaversion`` (the version of the ``data`` schema, "1").
+  and ``schemaversion`` (the version of the ``data`` schema, "1"); and, from an
+  edge that serves C-GET, ``retrieveuri``: ``dicom://<AE title>@<host>:<port>``,
+  where the instances it stored can be retrieved (routing workers that cannot
+  read its storage fetch them from there, docs/routing.md).
 """
 
 from __future__ import annotations
@@ -27,17 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 SPEC_VERSION = "1.0"
 SCHEMA_VERSION = "1"
 DATA_CONTENT_TYPE = "application/json"
 SOURCE_SCHEME = "dicombus"
+RETRIEVE_SCHEME = "dicom"
 
 # CloudEvents 1.0 "Attribute Naming Convention": extension names are lower-case
 # ASCII letters and digits only, so every binding (HTTP headers, AMQP, Kafka)
 # can carry them unchanged.
-EXTENSION_ATTRIBUTES = ("sequence", "schemaversion")
+EXTENSION_ATTRIBUTES = ("sequence", "schemaversion", "retrieveuri")
 REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 
@@ -55,6 +59,8 @@ class PendingEvent:
     # Runs where the publisher builds messages (its child process by default): may read
     # the stored file and decode datasets. Picklable: see dicombus.bus.event_data.
     build_data: Callable[[], dict[str, Any]]
+    # Where the edge serves C-GET for what it stored (None: it does not).
+    retrieve_uri: str | None = None
 
     def to_envelope(self) -> dict[str, Any]:
         """The CloudEvents structure, ``data`` built now (each call builds it again)."""
@@ -63,7 +69,7 @@ class PendingEvent:
 
 def to_envelope(pending: PendingEvent) -> dict[str, Any]:
     """``pending`` as a CloudEvents 1.0 JSON-format structure, ready for json.dumps."""
-    return {
+    envelope: dict[str, Any] = {
         "specversion": SPEC_VERSION,
         "id": pending.id,
         "source": pending.source,
@@ -75,11 +81,33 @@ def to_envelope(pending: PendingEvent) -> dict[str, Any]:
         "schemaversion": SCHEMA_VERSION,
         "data": pending.build_data(),
     }
+    if pending.retrieve_uri is not None:
+        envelope["retrieveuri"] = pending.retrieve_uri
+    return envelope
 
 
 def source_uri(edge_id: str, ae_title: str) -> str:
     """``dicombus://<edge id>/<AE title>``; an AE title may hold spaces, so both are quoted."""
     return f"{SOURCE_SCHEME}://{quote(edge_id, safe='')}/{quote(ae_title.strip(), safe='')}"
+
+
+def retrieve_uri(ae_title: str, host: str, port: int) -> str:
+    """``dicom://<AE title>@<host>:<port>``: an AE title may hold spaces, so it is quoted;
+    an IPv6 address is bracketed (RFC 3986 3.2.2)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{RETRIEVE_SCHEME}://{quote(ae_title.strip(), safe='')}@{shown}:{port}"
+
+
+def parse_retrieve_uri(text: str) -> tuple[str, str, int]:
+    """The (AE title, host, port) of a :func:`retrieve_uri`; ValueError naming what is wrong."""
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != RETRIEVE_SCHEME or not parts.username or not parts.hostname or not port:
+        raise ValueError(f"{text!r} is not a {RETRIEVE_SCHEME}://<AE title>@<host>:<port> address")
+    return unquote(parts.username), parts.hostname, port
 
 
 def format_time(moment: datetime) -> str:

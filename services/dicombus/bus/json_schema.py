@@ -18,6 +18,7 @@ from typing import Any
 from dicombus.bus.envelope import (
     DATA_CONTENT_TYPE,
     REQUIRED_ATTRIBUTES,
+    RETRIEVE_SCHEME,
     SCHEMA_VERSION,
     SOURCE_SCHEME,
     SPEC_VERSION,
@@ -122,6 +123,14 @@ def _envelope_attributes() -> dict[str, Any]:
             "description": "1, 2, 3 ... per association (subject): the order to restore.",
         },
         "schemaversion": {"const": SCHEMA_VERSION},
+        "retrieveuri": {
+            "type": "string",
+            "pattern": f"^{RETRIEVE_SCHEME}://[^@/]+@[^/]+:[0-9]+$",
+            "description": (
+                f"{RETRIEVE_SCHEME}://<AE title>@<host>:<port>: where the edge serves C-GET "
+                "for what it stored (absent: it does not)."
+            ),
+        },
         "data": {"type": "object"},
     }
 

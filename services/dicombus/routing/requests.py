@@ -2,7 +2,8 @@
 
 The request names the stored file and the instance's SOP class and transfer syntax (to
 negotiate contexts), and keeps what the routing events report (docs/audit.md): the rule,
-the unit routed, the study, the patient, the calling AE and the source edge.
+the unit routed, the study, the patient, the calling AE and the source edge, and where
+the edge serves C-GET for it (the event's ``retrieveuri``) with its stored size.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryReque
             "rule": route.rule,
             "per": route.per.value,
             "unit_uid": route.uid,
+            # Where a worker that cannot read stored_path fetches the instance (C-GET).
+            "retrieve_uri": envelope.get("retrieveuri"),
+            "series_instance_uid": _first(envelope, rules.SERIES_INSTANCE_UID),
+            "stored_size": data.get("stored_size"),
             **study_context(envelope),
         },
     )

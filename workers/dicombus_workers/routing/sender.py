@@ -6,11 +6,12 @@ worker process that consumes the destination's queue. Each loop:
 1. asks the circuit breaker: while it is open, deliveries wait (they do not fail) and a
    probe (C-ECHO, or a QIDO-RS search for STOW-RS) asks the destination every
    ``breaker_probe`` seconds; it closes when the destination answers;
-2. claims the due deliveries of the destination (up to ``batch_size``) and sends them on
-   one association (:mod:`.dimse`) or one STOW-RS request (:mod:`.stow`), recording each
-   response as it arrives;
-3. classifies each answer (:mod:`dicombus.routing.delivery_policy`): acknowledged,
-   retried after a back-off delay kept in the store, or a dead letter;
+2. claims the due deliveries of the destination (up to ``batch_size``), fetches from the
+   edge on one C-GET association those whose file is not readable here (:mod:`.fetch`),
+   and sends them on one association (:mod:`.dimse`) or one STOW-RS request
+   (:mod:`.stow`), recording each response as it arrives;
+3. classifies each answer, and each failed fetch, (:mod:`dicombus.routing.delivery_policy`):
+   acknowledged, retried after a back-off delay kept in the store, or a dead letter;
 4. publishes the steps as events (:mod:`.events`), one per destination and study.
 
 With nothing due it sleeps until the next row is due, a task wakes it, or ``POLL``
@@ -23,7 +24,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dicombus.routing.delivery_policy import Outcome, describe_status
@@ -34,7 +35,7 @@ from dicombus.status import code_to_category
 
 from dicombus_workers.routing.dimse import DimseTransport
 from dicombus_workers.routing.events import RouteEventPublisher
-from dicombus_workers.routing.fetch import InstanceFiles
+from dicombus_workers.routing.fetch import InstanceFiles, Unfetched
 from dicombus_workers.routing.metrics import BreakerState, RoutingMetrics
 from dicombus_workers.routing.stow import StowTransport
 from dicombus_workers.routing.transport import ConnectionFailed, Response, Transport
@@ -127,7 +128,7 @@ class DestinationSender:
         try:
             batch = self.transport.batch(claimed)
             self.store.put_back([d for d in claimed if d not in batch])
-            self.send(batch)
+            self.send(batch, self.files.fetch(batch))
         finally:
             self.files.discard(claimed)
         return True
@@ -173,13 +174,27 @@ class DestinationSender:
 
     # -- a batch --
 
-    def send(self, batch: Sequence[Delivery]) -> None:
+    def send(
+        self, batch: Sequence[Delivery], unfetched: Mapping[str, Unfetched] | None = None
+    ) -> None:
+        """Send ``batch``, but for the instances that could not be fetched from the edge
+        (``unfetched``): those are settled by their own class, retried with the same
+        back-off or dead letters, and do not count for the destination's breaker."""
+        unfetched = unfetched or {}
         studies: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in batch:
             studies[delivery.request.context.get("study_instance_uid") or ""].append(delivery)
+        to_send = [d for d in batch if d.sop_instance_uid not in unfetched]
         for deliveries in studies.values():
-            self._publish(ROUTE_BEGIN, deliveries, {})
+            going = [d for d in deliveries if d.sop_instance_uid not in unfetched]
+            if going:
+                self._publish(ROUTE_BEGIN, going, {})
         results: dict[str, tuple[Outcome, int | None, str | None]] = {}
+        for delivery in batch:
+            missing = unfetched.get(delivery.sop_instance_uid)
+            if missing is not None:
+                response = Response(None, missing.reason, missing.permanent)
+                results[delivery.sop_instance_uid] = self._settle(delivery, response)
         connection_error: str | None = None
 
         def record(delivery: Delivery, response: Response) -> None:
@@ -188,19 +203,21 @@ class DestinationSender:
                 connection_error = connection_error or response.error
             results[delivery.sop_instance_uid] = self._settle(delivery, response)
 
-        try:
-            self.transport.send_batch(batch, record)
-        except ConnectionFailed as exc:
-            connection_error = str(exc)
-            for delivery in batch:
-                record(delivery, Response(None, str(exc)))
-        if connection_error is not None:
-            self._association_failed()
-        elif self.store.breaker(self.destination.name).failures:
-            self.store.set_breaker(self.destination.name, Breaker())
+        if to_send:
+            try:
+                self.transport.send_batch(to_send, record)
+            except ConnectionFailed as exc:
+                connection_error = str(exc)
+                for delivery in to_send:
+                    record(delivery, Response(None, str(exc)))
+            if connection_error is not None:
+                self._association_failed()
+            elif self.store.breaker(self.destination.name).failures:
+                self.store.set_breaker(self.destination.name, Breaker())
         self.metrics.settled(Counter(outcome for outcome, _, _ in results.values()))
+        fetch_error = next((missing.reason for missing in unfetched.values()), None)
         for deliveries in studies.values():
-            self._report(deliveries, results, connection_error)
+            self._report(deliveries, results, connection_error or fetch_error)
 
     def _settle(
         self, delivery: Delivery, response: Response

@@ -62,7 +62,7 @@ class StowTransport:
         for delivery in deliveries:
             # An unreadable file is reported when the batch is read.
             with contextlib.suppress(OSError):
-                size += self.files.path(delivery).stat().st_size
+                size += self.files.size(delivery)
             if taken and size > MAX_REQUEST_BYTES:
                 break
             taken.append(delivery)

@@ -41,6 +41,7 @@ from dicombus_workers.batch import BatchTask
 from dicombus_workers.on_event import on_event
 from dicombus_workers.records import EventRecord
 from dicombus_workers.routing.completeness import StudyWatch
+from dicombus_workers.routing.events import FOLDER as EVENTS_FOLDER
 from dicombus_workers.routing.events import RouteEventPublisher
 from dicombus_workers.routing.metrics import RoutingMetrics
 from dicombus_workers.routing.sender import DestinationSender
@@ -62,6 +63,7 @@ class Routing:
         self.store = store
         self.senders: dict[str, DestinationSender] = {}
         self.watch: StudyWatch | None = None
+        self.events: RouteEventPublisher | None = None
 
     def route(self, records: list[EventRecord]) -> None:
         """Send each (instance, destination) the rules give to the destination's queue."""
@@ -94,7 +96,8 @@ class Routing:
             sender.wake()
 
     def start_senders(self, consumed: set[str]) -> None:
-        events = RouteEventPublisher(broker_url(), origin=f"dicombus-router@{os.getpid()}")
+        events = RouteEventPublisher(broker_url(), self.store.path.parent / EVENTS_FOLDER)
+        self.events = events
         if ROUTER_QUEUE in consumed:
             self.watch = StudyWatch(self.store, events, self.config.study_quiet_seconds)
             self.watch.start()
@@ -118,6 +121,8 @@ class Routing:
             self.watch.stop()
         for sender in self.senders.values():
             sender.stop()
+        if self.events is not None:
+            self.events.close()  # after the senders: their last events are kept
 
 
 def configured_routing() -> Routing | None:
