@@ -88,3 +88,19 @@ def test_an_unstored_c_store_with_details_json_cannot_hold_pickles_without_them(
     assert (data["stored_path"], data["dataset_source"]) == (None, "request")
     assert data["dataset"]["00080018"]["Value"] == [instance.SOPInstanceUID]
     assert data["details"] == {"note": "not stored", "where": str(tmp_path)}
+
+
+def test_an_event_journaled_by_an_earlier_edge_loads_with_the_fields_added_since(
+    tour: list[PendingEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edge upgraded with events still in its journal replays them: a row pickled
+    before ``retrieve_uri`` existed (its state one field short) loads, the new field
+    at its default."""
+    pending = next(p for p in tour if p.event_type == "EVT_C_ECHO")
+    current = PendingEvent.__getstate__
+    monkeypatch.setattr(PendingEvent, "__getstate__", lambda self: current(self)[:-1])
+    old_row = pickle.dumps(pending, protocol=PROTOCOL)
+    monkeypatch.undo()
+    loaded: PendingEvent = pickle.loads(old_row)
+    assert loaded.retrieve_uri is None
+    assert loaded.to_envelope() == pending.to_envelope()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -65,6 +65,14 @@ class PendingEvent:
     def to_envelope(self) -> dict[str, Any]:
         """The CloudEvents structure, ``data`` built now (each call builds it again)."""
         return to_envelope(self)
+
+    def __setstate__(self, state: list[Any]) -> None:
+        # The journal keeps events pickled across an upgrade: a row written by an edge
+        # of an earlier version holds only the fields it had. Fields are only ever
+        # added at the end, with a default, so the missing ones take theirs.
+        for position, field in enumerate(fields(self)):
+            value = state[position] if position < len(state) else field.default
+            object.__setattr__(self, field.name, value)
 
 
 def to_envelope(pending: PendingEvent) -> dict[str, Any]:
