@@ -277,6 +277,26 @@ def _capture_connection(event: Any, options: DataOptions) -> Body:
     return functools.partial(dict, address=address or None, port=port or None)
 
 
+CONN_CLOSE_FIELDS = (
+    *CONNECTION_FIELDS,
+    _field(
+        "tls_error",
+        _nullable(_STR),
+        "Why the TLS handshake failed (e.g. `[SSL: WRONG_VERSION_NUMBER] wrong version number`: "
+        "a plaintext peer on the TLS port; `[SSL: TLSV1_ALERT_UNKNOWN_CA] ...`: the peer does "
+        "not trust the edge's certificate), else null. Such a connection never carried DICOM: "
+        "no EVT_CONN_OPEN precedes its close. The audit trail makes it a Security Alert.",
+    ),
+)
+
+
+def _capture_close(event: Any, options: DataOptions) -> Body:
+    address, port = event.address
+    return functools.partial(
+        dict, address=address or None, port=port or None, tls_error=event.tls_error
+    )
+
+
 NEGOTIATION_FIELDS = (
     _field("maximum_length", _INT, "The largest P-DATA-TF PDU dicombus receives (0: no limit)."),
     _field("peer_maximum_length", _INT, "The largest P-DATA-TF PDU the peer receives."),
@@ -1146,7 +1166,10 @@ def _n_specs() -> list[EventSpec]:
 _NOTIFICATIONS = (
     _spec(evt.EVT_CONN_OPEN, "when a connection is opened", CONNECTION_FIELDS, _capture_connection),
     _spec(
-        evt.EVT_CONN_CLOSE, "when the connection is closed", CONNECTION_FIELDS, _capture_connection
+        evt.EVT_CONN_CLOSE,
+        "when the connection is closed (or its TLS handshake failed)",
+        CONN_CLOSE_FIELDS,
+        _capture_close,
     ),
     _spec(evt.EVT_REQUESTED, "when an A-ASSOCIATE-RQ has been received", ()),
     _spec(
