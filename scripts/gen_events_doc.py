@@ -452,6 +452,7 @@ _VOLATILE = (
     (re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}\b"), "<ULID>"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"), "<TIME>"),
     (re.compile(r'"(peer_port|local_port|port)": \d+'), r'"\1": <PORT>'),
+    (re.compile(r'"service_seconds": [0-9.e-]+'), '"service_seconds": <SECONDS>'),
     (re.compile(rf"/[^\"\s]*?{WORKDIR_PREFIX}[^/\"\s]*"), "<WORKDIR>"),
 )
 

@@ -9,6 +9,7 @@ file) until someone asks.
 
 from __future__ import annotations
 
+import time
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,12 @@ PARAMETER_ALIASES_BY_REQUEST = {
 class ServiceRequest:
     """A received request: its command set, context and (lazily) its dataset bytes."""
 
-    __slots__ = ("_sink", "command", "context_id", "dataset_parameters", "outcome")
+    __slots__ = ("_sink", "command", "context_id", "dataset_parameters", "outcome", "received")
 
     def __init__(self, message: DimseMessage) -> None:
+        # When the edge took the request, received whole, to serve it (monotonic):
+        # outcomes publish the service's duration from here (docs/analytics.md).
+        self.received = time.monotonic()
         self.command: CommandSet = message.command
         self.context_id = message.context_id
         self._sink = message.dataset

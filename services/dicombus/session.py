@@ -58,7 +58,7 @@ from dicombus.runtime.spool import SpoolingDatasetSink
 from dicombus.runtime.transport import Buffer, PduChannel, configure_socket
 from dicombus.service_request import ServiceRequest
 from dicombus.services import dispatch
-from dicombus.tls import peer_subject
+from dicombus.tls import handshake_failure, peer_subject
 
 if TYPE_CHECKING:
     from dicombus.association import Association
@@ -247,8 +247,18 @@ class AssociationSession:
         try:
             wrapped = tls_handshake(sock, context, timeout=self.assoc.acse_timeout, hold=hold)
         except OSError as exc:
-            LOGGER.error("TLS handshake with %s failed: %s", self.assoc.requestor.address, exc)
+            reason = handshake_failure(exc)
+            LOGGER.error("TLS handshake with %s failed: %s", self.assoc.requestor.address, reason)
             self.assoc.is_aborted = True
+            # No link, so no EVT_CONN_OPEN: the close says why, for the audit trail's
+            # Security Alert (PS3.15 A.5.3.11). A connection the server itself hung up
+            # to make room is no security event.
+            peer = self.assoc.remote
+            self.notify(
+                evt.EVT_CONN_CLOSE,
+                address=(peer.address, peer.port),
+                tls_error=None if self._hung_up else reason,
+            )
             return None
         self.assoc.requestor.tls_peer_subject = peer_subject(wrapped)
         return wrapped
@@ -447,7 +457,7 @@ class AssociationSession:
         if not (self.assoc.is_released or self.assoc.is_rejected or self.assoc.is_aborted):
             self._mark_aborted("(the connection closed)")
         peer = self.assoc.remote
-        self.notify(evt.EVT_CONN_CLOSE, address=(peer.address, peer.port))
+        self.notify(evt.EVT_CONN_CLOSE, address=(peer.address, peer.port), tls_error=None)
 
     def on_pdu(self, pdu: PDU, raw: Callable[[], bytes], *, sent: bool) -> None:
         if sent:

@@ -77,3 +77,11 @@ def peer_subject(sock: ssl.SSLSocket) -> str | None:
     # ssl's documented shape: a tuple of RDNs, each a tuple of (name, value) pairs.
     rdns = cast(tuple[tuple[tuple[str, str], ...], ...], certificate.get("subject", ()))
     return ", ".join(f"{name}={value}" for rdn in rdns for name, value in rdn)
+
+
+def handshake_failure(exc: OSError) -> str:
+    """Why a TLS handshake failed, in words for logs and the audit trail: OpenSSL's
+    reason and message (``[SSL: WRONG_VERSION_NUMBER] wrong version number``: a
+    plaintext peer; ``... TLSV1_ALERT_UNKNOWN_CA ...``: the peer does not trust our
+    certificate) without CPython's source location, or the socket error (a timeout)."""
+    return str(exc).split(" (_ssl.c:", 1)[0] or type(exc).__name__

@@ -182,6 +182,30 @@ def test_rejected_association_is_a_security_alert() -> None:
     assert b"calling AE title not recognized" in base64.b64decode(detail.get("value"))
 
 
+def test_a_failed_tls_handshake_is_a_security_alert() -> None:
+    # EVT_CONN_CLOSE with tls_error: no A-ASSOCIATE-RQ came, so no AE titles.
+    record = envelope(
+        "EVT_CONN_CLOSE",
+        {
+            "address": "127.0.0.1",
+            "port": 50000,
+            "tls_error": "[SSL: WRONG_VERSION_NUMBER] wrong version number",
+        },
+    )
+    record.data["association"].update(calling_ae_title=None, called_ae_title=None)
+    document = validate(to_xml(from_events.tls_failure(record, REPORTER)))
+    assert _code(document, "EventIdentification/EventID") == ("110113", "DCM")
+    assert _code(document, "EventIdentification/EventTypeCode") == ("110126", "DCM")
+    assert document.find("EventIdentification").get("EventOutcomeIndicator") == "4"
+    peer = document.find("ActiveParticipant[@UserIsRequestor='true']")
+    assert peer.get("UserID") == "127.0.0.1"
+    subject = document.find("ParticipantObjectIdentification")
+    assert subject.get("ParticipantObjectID") == "127.0.0.1"
+    assert subject.find("ParticipantObjectIDTypeCode").get("csd-code") == "110182"
+    detail = base64.b64decode(subject.find("ParticipantObjectDetail").get("value"))
+    assert b"WRONG_VERSION_NUMBER" in detail
+
+
 def test_routing_send_begin_and_transferred() -> None:
     # The shape routing will publish (docs/audit.md, "Routing events").
     ds = study()

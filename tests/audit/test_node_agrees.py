@@ -238,6 +238,11 @@ def test_a_study_sent_to_dicombus_up_shows_the_same_in_every_view(
             )
             == INSTANCES
         )
+        # The C-STORE latency histogram, on the node's default subscriptions: each outcome
+        # carries the service time the edge measured.
+        assert (
+            metric(metrics_url, "dicombus_cstore_duration_seconds_count", edge=EDGE_ID) == INSTANCES
+        )
 
         # The dashboard's API: the per-minute series sum to the same, the explorer
         # finds the study's instances.
@@ -249,6 +254,7 @@ def test_a_study_sent_to_dicombus_up_shows_the_same_in_every_view(
         )  # fmt: skip
         assert sum(edge["associations_per_minute"][f"{CALLING_AE} accepted"]) == associations
         assert edge["up"] is True
+        assert edge["cstore_latency_seconds"]["count"] == INSTANCES
         events = json.loads(fetch(f"{dashboard}api/events?type=EVT_C_STORE&study={study}"))
         assert len(events["events"]) == INSTANCES
 

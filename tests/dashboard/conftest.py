@@ -17,10 +17,8 @@ from worker_support import running_edge, running_worker
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    from dicombus_workers.builtin import DEFAULT_EVENTS
-
+    # The built-in tasks on their default subscriptions (the latency from the outcomes).
     tmp = tmp_path_factory.mktemp("node")
-    events = ",".join([*DEFAULT_EVENTS, "EVT_DIMSE_RECV"])
     audit_db = tmp / "worker" / "audit.sqlite3"
     routing_db = tmp / "routing.sqlite3"
     DeliveryStore(routing_db).close()  # the file a routing worker would have made
@@ -31,7 +29,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
             tmp / "worker",
             builtin=True,
             include=(),
-            env={"DICOMBUS_AUDIT_EVENTS": events},
         ),
         running_edge(redis_server.url, tmp / "edge") as edge,
     ):

@@ -136,20 +136,15 @@ def test_a_capped_label_folds_new_values_into_other(client: redis.Redis) -> None
     assert sum(by_ae.values()) == cap + 6
 
 
-@pytest.mark.parametrize("outcome_first", [False, True])
-def test_a_c_store_duration_is_the_time_between_its_request_and_its_outcome(
-    client: redis.Redis, outcome_first: bool
+def test_c_store_and_c_find_durations_are_the_service_seconds_their_outcomes_carry(
+    client: redis.Redis,
 ) -> None:
-    request = envelope(
-        "EVT_DIMSE_RECV",
-        {"command": "C_STORE_RQ", "command_set": {"MessageID": 7}},
-        sequence=5,
-        time=NOW,
-    )
-    outcome = c_store(message_id=7, sequence=6, time=NOW + timedelta(milliseconds=40))
-    # Two workers may count them in either order, in different batches.
-    for single in [outcome, request] if outcome_first else [request, outcome]:
-        assert count(client, [single]) == 1
+    # The edge measures each request's service time; no EVT_DIMSE_RECV is needed.
+    store = c_store()
+    store["data"]["service_seconds"] = 0.040
+    find = envelope("EVT_C_FIND", {"message_id": 2, "service_seconds": 1.5})
+    assert count(client, [store, find]) == 2
+    assert count(client, [store]) == 0  # redelivered: observed once
 
     samples = scrape(client)
     edge = (("edge", "edge-1"),)
@@ -159,7 +154,8 @@ def test_a_c_store_duration_is_the_time_between_its_request_and_its_outcome(
     assert buckets[(*edge, ("le", "0.025"))] == 0
     assert buckets[(*edge, ("le", "0.05"))] == 1
     assert buckets[(*edge, ("le", "+Inf"))] == 1
-    assert not client.keys("dicombus:metrics:pending:*")  # the pair is closed
+    assert samples["dicombus_cfind_duration_seconds_count"][edge] == 1
+    assert samples["dicombus_cfind_duration_seconds_sum"][edge] == pytest.approx(1.5)
 
 
 def test_event_to_task_latency_is_observed_per_counting_task(client: redis.Redis) -> None:

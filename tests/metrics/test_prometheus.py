@@ -143,10 +143,8 @@ def promql(port: int, query: str) -> float | None:
 def test_prometheus_scraping_a_running_node_counts_what_the_audit_store_holds(
     tmp_path: Path,
 ) -> None:
-    # The built-in tasks also take each request's EVT_DIMSE_RECV: the C-STORE durations.
-    from dicombus_workers.builtin import DEFAULT_EVENTS
-
-    events = ",".join([*DEFAULT_EVENTS, "EVT_DIMSE_RECV"])
+    # The built-in tasks on their default subscriptions: the C-STORE durations come from
+    # the outcomes themselves.
     audit_db = tmp_path / "worker" / "audit.sqlite3"
     with (
         EmbeddedRedis(tmp_path / "redis") as redis_server,
@@ -155,7 +153,6 @@ def test_prometheus_scraping_a_running_node_counts_what_the_audit_store_holds(
             tmp_path / "worker",
             builtin=True,
             include=(),
-            env={"DICOMBUS_AUDIT_EVENTS": events},
         ),
         running_edge(redis_server.url, tmp_path / "edge") as edge,
         metrics_server(redis_server.url) as metrics_port,

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from capture_support import Collected, schema_errors
 from dicombus import AE, evt, tls
 from dicombus.association import Association
+from dicombus.bus.capture import EventCapture
 from dicombus.server import AssociationServer
 from dicombus.sop_class import Verification
 from helpers import import_peer
@@ -232,6 +234,36 @@ def test_a_plaintext_association_request_is_refused_at_once(pki: Pki, tls_server
     plain = requestor().associate("127.0.0.1", port)
     assert not plain.is_established
     assert echo(server, tls.client_context(pki.ca)) == 0x0000
+
+
+def test_a_failed_handshake_is_published_as_a_connection_close_with_its_reason(
+    pki: Pki, tls_server: Any
+) -> None:
+    # The bus's capture on the TLS server: a plaintext A-ASSOCIATE-RQ, then a good echo.
+    server, _ = tls_server()
+    collected = Collected()
+    capture = EventCapture(
+        edge_id="edge-test",
+        sink=collected,
+        wants=lambda event_type: event_type in ("EVT_CONN_OPEN", "EVT_CONN_CLOSE"),
+        bulk_data_uri_base="file:///storage",
+    )
+    capture.attach(server)
+    try:
+        with RawConnection.connect(server.server_address[1], timeout=WAIT) as raw:
+            raw.send(associate_rq(called="EDGE"))
+            raw.read_until_closed()
+        collected.wait_for("EVT_CONN_CLOSE")
+        assert echo(server, tls.client_context(pki.ca)) == 0x0000
+        collected.wait_for("EVT_CONN_CLOSE", 2)
+    finally:
+        capture.detach()
+    failed, closed = collected.envelopes("EVT_CONN_CLOSE")
+    assert "WRONG_VERSION_NUMBER" in failed["data"]["tls_error"]
+    assert failed["data"]["address"] == "127.0.0.1"
+    assert closed["data"]["tls_error"] is None
+    assert len(collected.envelopes("EVT_CONN_OPEN")) == 1, "only the connection that carried DICOM"
+    assert schema_errors(failed) == schema_errors(closed) == []
 
 
 # -- against pynetdicom -----------------------------------------------------------------------

@@ -36,6 +36,7 @@ import base64
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,6 +276,26 @@ CONNECTION_FIELDS = (
 def _capture_connection(event: Any, options: DataOptions) -> Body:
     address, port = event.address
     return functools.partial(dict, address=address or None, port=port or None)
+
+
+CONN_CLOSE_FIELDS = (
+    *CONNECTION_FIELDS,
+    _field(
+        "tls_error",
+        _nullable(_STR),
+        "Why the TLS handshake failed (e.g. `[SSL: WRONG_VERSION_NUMBER] wrong version number`: "
+        "a plaintext peer on the TLS port; `[SSL: TLSV1_ALERT_UNKNOWN_CA] ...`: the peer does "
+        "not trust the edge's certificate), else null. Such a connection never carried DICOM: "
+        "no EVT_CONN_OPEN precedes its close. The audit trail makes it a Security Alert.",
+    ),
+)
+
+
+def _capture_close(event: Any, options: DataOptions) -> Body:
+    address, port = event.address
+    return functools.partial(
+        dict, address=address or None, port=port or None, tls_error=event.tls_error
+    )
 
 
 NEGOTIATION_FIELDS = (
@@ -605,6 +626,14 @@ INSTANCE_FIELD = _field(
     "sop_instance_uid", _nullable(_UID), "The Affected (or Requested) SOP Instance UID."
 )
 PRIORITY_FIELD = _field("priority", _nullable(_INT), "0 medium, 1 high, 2 low.")
+SERVICE_SECONDS_FIELD = _field(
+    "service_seconds",
+    {"type": "number", "minimum": 0},
+    "Seconds from the edge taking the request (received whole) to this outcome, on the edge's "
+    "monotonic clock: for C-STORE until just before the response (storing included), for "
+    "C-FIND until the final response was sent. The C-STORE and C-FIND latency histograms "
+    "observe it.",
+)
 TRANSFER_SYNTAX_FIELD = _field(
     "transfer_syntax", _nullable(_UID), "The transfer syntax of the presentation context."
 )
@@ -664,6 +693,12 @@ def _json_value(value: Any) -> Any:
     return _OMIT
 
 
+def _service_seconds(report: OutcomeReport) -> float:
+    """The request's service time so far (see SERVICE_SECONDS_FIELD), read at the report."""
+    received: float = report.request.received
+    return max(0.0, time.monotonic() - received)
+
+
 def _capture_echo(report: OutcomeReport, options: DataOptions) -> Body:
     return functools.partial(_published, _request_facts(report))
 
@@ -686,6 +721,7 @@ STORE_FIELDS = (
         "A C-MOVE sub-operation: the AE title and Message ID of the C-MOVE's requestor.",
     ),
     *STATUS_FIELDS,
+    SERVICE_SECONDS_FIELD,
     _field("stored_path", _nullable(_STR), "Where the handler stored the instance (null: not)."),
     _field("stored_size", _nullable(_INT), "The stored file's size in bytes."),
     _field("dataset_size", _INT, "The size in bytes of the data set received."),
@@ -744,6 +780,7 @@ def _capture_store(report: OutcomeReport, options: DataOptions) -> Body:
     )
     originator = command.MoveOriginatorApplicationEntityTitle
     facts.update(
+        service_seconds=_service_seconds(report),
         sop_instance_uid=command.AffectedSOPInstanceUID,
         transfer_syntax=syntax,
         priority=command.Priority,
@@ -867,7 +904,11 @@ def _query_facts(report: OutcomeReport) -> dict[str, Any]:
 
 
 def _find_facts(report: OutcomeReport) -> dict[str, Any]:
-    return {**_query_facts(report), "matches": _count(report.details, "matches")}
+    return {
+        **_query_facts(report),
+        "matches": _count(report.details, "matches"),
+        "service_seconds": _service_seconds(report),
+    }
 
 
 def _retrieve_facts(report: OutcomeReport) -> dict[str, Any]:
@@ -904,6 +945,7 @@ FIND_FIELDS = (
         _nullable(_INT),
         "Matches sent, when the service records details['matches'] (else null).",
     ),
+    SERVICE_SECONDS_FIELD,
     DETAILS_FIELD,
 )
 RETRIEVE_FIELDS = (
@@ -1146,7 +1188,10 @@ def _n_specs() -> list[EventSpec]:
 _NOTIFICATIONS = (
     _spec(evt.EVT_CONN_OPEN, "when a connection is opened", CONNECTION_FIELDS, _capture_connection),
     _spec(
-        evt.EVT_CONN_CLOSE, "when the connection is closed", CONNECTION_FIELDS, _capture_connection
+        evt.EVT_CONN_CLOSE,
+        "when the connection is closed (or its TLS handshake failed)",
+        CONN_CLOSE_FIELDS,
+        _capture_close,
     ),
     _spec(evt.EVT_REQUESTED, "when an A-ASSOCIATE-RQ has been received", ()),
     _spec(

@@ -10,12 +10,10 @@ nothing of the worker but the envelope, the task's name and the time:
 - EVT_C_STORE: instances and bytes by SOP class, modality and status class;
 - associations, instances and bytes also per minute of the event's time
   (:data:`~dicombus.metrics.families.PER_MINUTE`), for the dashboard's charts;
-- a C-STORE or C-FIND request's EVT_DIMSE_RECV and its outcome: one half
-  each of the duration histograms. The envelope carries one time, when the
-  edge saw the event, so a duration is the difference of two events' times.
-  The request's EVT_DIMSE_RECV is published only while a task subscribes to
-  it (``DICOMBUS_AUDIT_EVENTS`` for the built-in tasks): without it the
-  duration histograms stay empty.
+- EVT_C_STORE / EVT_C_FIND: the duration histograms observe the outcome's
+  ``service_seconds``, measured by the edge on its own clock from taking the
+  request to the outcome, so the default subscriptions fill them (no
+  EVT_DIMSE_RECV needed, no clocks of two hosts compared).
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from dicombus.metrics.families import (
     CSTORE_INSTANCES,
     EVENT_TO_TASK,
     EVENTS,
-    KEY_PREFIX,
     MINUTE_SECONDS,
     MINUTE_TTL,
     TASKS,
@@ -47,20 +44,16 @@ from dicombus.metrics.families import (
 # The counter hashes the built-in counter task has always kept (docs/workers.md).
 COUNTS_BY_TYPE = "dicombus:counts:type"
 COUNTS_BY_AE = "dicombus:counts:ae"
-PENDING_PREFIX = KEY_PREFIX + "pending:"
 
 ASSOCIATION_RESULTS = {
     "EVT_ACCEPTED": "accepted",
     "EVT_REJECTED": "rejected",
     "EVT_ABORTED": "aborted",
 }
-# The request (a DIMSE command received) and the outcome event that close a duration.
-DURATIONS: dict[str, tuple[str, Family]] = {
-    "C_STORE_RQ": ("EVT_C_STORE", CSTORE_DURATION),
-    "C_FIND_RQ": ("EVT_C_FIND", CFIND_DURATION),
-}
-_OUTCOME_DURATIONS = {
-    outcome: (command, family) for command, (outcome, family) in DURATIONS.items()
+# The outcomes whose ``service_seconds`` a duration histogram observes.
+DURATIONS: dict[str, Family] = {
+    "EVT_C_STORE": CSTORE_DURATION,
+    "EVT_C_FIND": CFIND_DURATION,
 }
 MODALITY_TAG = "00080060"  # (0008,0060) Modality, PS3.3 C.7.3.1
 
@@ -121,7 +114,10 @@ def event_ops(envelope: Mapping[str, Any], *, marker: str, task: str, now: datet
         ops.incr_with_minute(ASSOCIATIONS, [edge, ops.label("calling_ae", calling), result], minute)
     if event_type == "EVT_C_STORE":
         _c_store(ops, edge, data, minute)
-    _duration_half(ops, envelope, edge, happened)
+    family = DURATIONS.get(event_type)
+    seconds = data.get("service_seconds")
+    if family is not None and isinstance(seconds, int | float):
+        ops.observe(family, [edge], max(0.0, float(seconds)))
     return ops
 
 
@@ -147,39 +143,3 @@ def _modality(dataset: Any) -> str:
     element = dataset.get(MODALITY_TAG) if isinstance(dataset, dict) else None
     values = element.get("Value") if isinstance(element, dict) else None
     return str(values[0]) if values else UNKNOWN
-
-
-def _duration_half(
-    ops: EventOps, envelope: Mapping[str, Any], edge: str, happened: datetime
-) -> None:
-    """The request's or the outcome's half of a C-STORE or C-FIND duration."""
-    data: dict[str, Any] = envelope.get("data") or {}
-    event_type = str(envelope.get("type"))
-    if event_type == "EVT_DIMSE_RECV":
-        command = str(data.get("command"))
-        if command not in DURATIONS:
-            return
-        side, family = "request", DURATIONS[command][1]
-        message_id = (data.get("command_set") or {}).get("MessageID")
-    elif event_type in _OUTCOME_DURATIONS:
-        command, family = _OUTCOME_DURATIONS[event_type]
-        side, message_id = "outcome", data.get("message_id")
-    else:
-        return
-    if message_id is None:
-        return
-    key = f"{PENDING_PREFIX}{envelope.get('subject')}:{command}:{message_id}"
-    sequence = int(envelope.get("sequence") or 0)
-    ops.ops.append(
-        [
-            "pair",
-            key,
-            side,
-            repr(happened.timestamp()),
-            str(sequence),
-            family.buckets_key,
-            family.sum_key,
-            [edge],
-            [bound_text(b) for b in family.buckets],
-        ]
-    )

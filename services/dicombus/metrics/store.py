@@ -13,13 +13,7 @@ The additions:
 
 - ``incr`` / ``incrf``: ``HINCRBY`` / ``HINCRBYFLOAT`` of a field made of label values;
 - ``hincr``: ``HINCRBY`` by 1 of a plain field (the counter hashes of old);
-- ``expire``: ``EXPIRE`` a key (the per-minute hashes);
-- ``pair``: one half of a duration measured between two events handled by
-  different tasks, maybe on different workers, in either order (a request's
-  EVT_DIMSE_RECV and its outcome). The first half to arrive leaves its time in
-  a pending hash; the second observes the difference into a histogram and
-  deletes it. A half that never meets its other (the other's type is not
-  subscribed) expires after :data:`PENDING_TTL`.
+- ``expire``: ``EXPIRE`` a key (the per-minute hashes).
 
 :func:`increment` is the door for other parts of the system (routing
 delivery) to add to a counter family from Python.
@@ -36,10 +30,6 @@ from dicombus.metrics.recorder import EventOps
 
 if TYPE_CHECKING:
     import redis
-
-# A request whose outcome has not been counted after this long will not be:
-# its pending half is dropped. Longer than any DICOM operation should take.
-PENDING_TTL = 3600
 
 # ARGV[1]: JSON {"ttl", "caps", "other", "values_prefix", "events": [{"marker", "values",
 # "ops"}]}. A field part that is a number is the index of one of the event's
@@ -65,38 +55,6 @@ local function field(parts, values)
   end
   return cjson.encode(out)
 end
-local function observe(op, values, seconds)
-  -- op: {'pair', key, side, time, sequence, buckets_key, sum_key, labels, bounds}
-  local parts = op[8]
-  local bucket = '+Inf'
-  for _, bound in ipairs(op[9]) do
-    if seconds <= tonumber(bound) then bucket = bound break end
-  end
-  local with_bound = {}
-  for j, part in ipairs(parts) do with_bound[j] = part end
-  with_bound[#with_bound + 1] = bucket
-  redis.call('HINCRBY', op[6], field(with_bound, values), 1)
-  redis.call('HINCRBYFLOAT', op[7], field(parts, values), seconds)
-end
-local function pair(op, values)
-  local other_side = 'request'
-  if op[3] == 'request' then other_side = 'outcome' end
-  local other = redis.call('HMGET', op[2], other_side, other_side .. ':sequence')
-  local mine, sequence = tonumber(op[4]), tonumber(op[5])
-  if other[1] then
-    local other_sequence = tonumber(other[2])
-    local request_first = (op[3] == 'outcome' and other_sequence < sequence)
-      or (op[3] == 'request' and sequence < other_sequence)
-    if request_first then
-      local seconds = math.abs(mine - tonumber(other[1]))
-      observe(op, values, seconds)
-      redis.call('DEL', op[2])
-      return
-    end
-  end
-  redis.call('HSET', op[2], op[3], op[4], op[3] .. ':sequence', op[5])
-  redis.call('EXPIRE', op[2], doc.pending_ttl)
-end
 for _, event in ipairs(doc.events) do
   if redis.call('SET', event.marker, 1, 'NX', 'EX', doc.ttl) then
     local values = {}
@@ -110,8 +68,6 @@ for _, event in ipairs(doc.events) do
         redis.call('EXPIRE', op[2], op[3])
       elseif op[1] == 'incrf' then
         redis.call('HINCRBYFLOAT', op[2], field(op[3], values), op[4])
-      else
-        pair(op, values)
       end
     end
     counted = counted + 1
@@ -127,7 +83,6 @@ def apply(client: redis.Redis, events: Sequence[EventOps], *, marker_ttl: int) -
         return 0
     document = {
         "ttl": marker_ttl,
-        "pending_ttl": PENDING_TTL,
         "caps": LABEL_CAPS,
         "other": OTHER,
         "values_prefix": VALUES_PREFIX,

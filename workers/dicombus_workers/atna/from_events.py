@@ -9,6 +9,8 @@
   identity was verified (or not checked: the edge accepted it), 4 when refused;
   a refused identity is also a Security Alert.
 - EVT_REJECTED: Security Alert (A.5.3.11), Node Authentication.
+- EVT_CONN_CLOSE with ``tls_error`` (a failed TLS handshake on the edge):
+  Security Alert, Node Authentication, the peer's address as Node ID.
 - Routing sends (:data:`ROUTE_BEGIN`, :data:`ROUTE_SENT`): Begin Transferring
   DICOM Instances (A.5.3.3) and DICOM Instances Transferred, action R; their
   ``data`` is documented in docs/audit.md.
@@ -177,10 +179,17 @@ def user_authentication(record: EventRecord, reporter: Reporter) -> list[AuditMe
     return messages
 
 
-def security_alert(record: EventRecord, reporter: Reporter, description: str) -> AuditMessage:
-    """A.5.3.11 Security Alert, Node Authentication: the peer node is the alert's subject."""
+def security_alert(
+    record: EventRecord,
+    reporter: Reporter,
+    description: str,
+    subject: tuple[str, codes.Code] | None = None,
+) -> AuditMessage:
+    """A.5.3.11 Security Alert, Node Authentication: the peer node is the alert's subject
+    (``subject``: its id and id type; default the URI ``dicom://AE@address``)."""
     peer = _peer(record)
-    subject = f"dicom://{peer.user_id}@{peer.network_access_point or '-'}"
+    if subject is None:
+        subject = (f"dicom://{peer.user_id}@{peer.network_access_point or '-'}", codes.URI)
     return AuditMessage(
         event_id=codes.SECURITY_ALERT,
         action=codes.ACTION_EXECUTE,
@@ -191,7 +200,7 @@ def security_alert(record: EventRecord, reporter: Reporter, description: str) ->
         participants=(
             _local(record.source_ae_title, reporter, False),
             ActiveParticipant(
-                user_id=peer.user_id or "-",
+                user_id=peer.user_id or peer.network_access_point or "-",
                 is_requestor=True,
                 network_access_point=peer.network_access_point,
             ),
@@ -200,8 +209,8 @@ def security_alert(record: EventRecord, reporter: Reporter, description: str) ->
         enterprise_site=reporter.enterprise_site,
         objects=(
             ParticipantObject(
-                object_id=subject,
-                id_type=codes.URI,
+                object_id=subject[0],
+                id_type=subject[1],
                 type_code=codes.TYPE_SYSTEM_OBJECT,
                 role=codes.ROLE_SECURITY_RESOURCE,
                 details=(("Alert Description", description.encode("utf-8")),),
@@ -213,6 +222,19 @@ def security_alert(record: EventRecord, reporter: Reporter, description: str) ->
 def association_rejected(record: EventRecord, reporter: Reporter) -> AuditMessage:
     description = record.data.get("description") or "association rejected"
     return security_alert(record, reporter, f"association rejected: {description}")
+
+
+def tls_failure(record: EventRecord, reporter: Reporter) -> AuditMessage:
+    """A failed TLS handshake on the edge (EVT_CONN_CLOSE with ``tls_error``): a Security
+    Alert, Node Authentication (PS3.16 CID 403: "a secure node authentication failure",
+    as IHE ATNA uses it for TLS). No AE title was ever sent: the node is its address."""
+    address = record.data.get("address") or record.assoc.requestor.address or "-"
+    return security_alert(
+        record,
+        reporter,
+        f"TLS handshake failed: {record.data.get('tls_error')}",
+        subject=(address, codes.NODE_ID),
+    )
 
 
 def route_send(record: EventRecord, reporter: Reporter) -> AuditMessage:

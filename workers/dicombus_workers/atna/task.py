@@ -59,6 +59,10 @@ class AtnaAuditor:
             self.spool.add_transfer(
                 record.id, record.subject, from_events.stored_instance(record), self._render(record)
             )
+        elif record.type == evt.EVT_CONN_CLOSE.name and record.data.get("tls_error"):
+            # No association was made: no transfers to gather, only the alert.
+            alert = from_events.tls_failure(record, self.reporter)
+            self.spool.add(record.id, [self._syslog(alert)])
         elif record.type == evt.EVT_CONN_CLOSE.name:
             render = self._render(record)
             self.spool.close_association(record.id, record.subject, record.time, render)
