@@ -7,6 +7,7 @@ schema/audit-message.rng), checked by libxml2's RELAX NG validator through lxml.
 from __future__ import annotations
 
 import base64
+import getpass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,7 +53,47 @@ def test_application_activity_start_and_stop() -> None:
         assert _code(document, "EventIdentification/EventID") == ("110100", "DCM")
         assert _code(document, "EventIdentification/EventTypeCode") == (type_code, "DCM")
         assert document.find("EventIdentification").get("EventActionCode") == "E"
-        assert set(_roles(document)) == {"110150"}
+        roles = _roles(document)
+        assert roles["110150"].get("UserID") == "dicombus-worker@audit-host"
+        # A.5.3.1: the account that runs the worker, its Application Launcher.
+        assert roles["110151"].get("UserID") == getpass.getuser()
+        assert roles["110151"].get("UserIsRequestor") == "true"
+
+
+def test_node_started_and_stopped_are_the_edges_application_activity() -> None:
+    for event_type, type_code in (
+        ("dicombus.node.started", "110120"),
+        ("dicombus.node.stopped", "110121"),
+    ):
+        data = {
+            "edge": "edge-7",
+            "ae_title": "EDGE",
+            "host": "0.0.0.0",
+            "port": 11112,
+            "hostname": "edge-host",
+            "pid": 4321,
+            "user": "dicombus",
+            "version": "9.9",
+        }
+        record = envelope(event_type, data)
+        document = validate(to_xml(from_events.node_activity(record, REPORTER)))
+        assert _code(document, "EventIdentification/EventID") == ("110100", "DCM")
+        assert _code(document, "EventIdentification/EventTypeCode") == (type_code, "DCM")
+        roles = _roles(document)
+        edge = roles["110150"]
+        assert edge.get("UserID") == "edge-7"
+        assert edge.get("AlternativeUserID") == "AETITLES=EDGE"
+        assert edge.get("UserName") == "dicombus 9.9"
+        # Bound to every address: the machine's name (1), not 0.0.0.0.
+        assert edge.get("NetworkAccessPointID") == "edge-host"
+        assert edge.get("NetworkAccessPointTypeCode") == "1"
+        assert roles["110151"].get("UserID") == "dicombus"
+        assert document.find("AuditSourceIdentification").get("AuditSourceID") == "edge-1"
+        # Who started it not known: no Application Launcher (it is 0..N).
+        del record.data["user"]
+        assert set(_roles(validate(to_xml(from_events.node_activity(record, REPORTER))))) == {
+            "110150"
+        }
 
 
 def test_instances_transferred_per_association_and_study(tmp_path: Path) -> None:
@@ -241,3 +282,46 @@ def test_routing_send_begin_and_transferred() -> None:
     )
     assert roles["110152"].get("UserID") == "PACS"
     assert roles["110152"].get("NetworkAccessPointID") == "10.0.0.5"
+
+
+def test_a_send_that_failed_as_a_whole_is_one_failed_instances_transferred() -> None:
+    # No association (docs/audit.md): the instances have no status, and one event of the
+    # send, ``closes_send``, stands for the Instances Transferred that ``begin`` opened.
+    ds = study()
+    data = {
+        "destination": {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104},
+        "calling_ae_title": "EDGE",
+        "study_instance_uid": str(ds.StudyInstanceUID),
+        "patient_id": "P-0001",
+        "patient_name": "Doe^Jane",
+        "accession_number": "ACC-1",
+        "instances": [
+            {
+                "sop_class_uid": str(ds.SOPClassUID),
+                "sop_instance_uid": str(ds.SOPInstanceUID),
+                "status": None,
+                "status_category": "Failure",
+                "outcome": "retry",
+                "reason": "cannot connect",
+            }
+        ],
+        "error": "cannot connect to 10.0.0.5:104: connection refused",
+    }
+    for event_type, outcome in (
+        (from_events.ROUTE_FAILED, "4"),  # A.5.1.1: minor failure, tried again
+        (from_events.ROUTE_DEAD_LETTER, "8"),  # serious failure, given up
+    ):
+        other = envelope(event_type, {**data, "closes_send": False})
+        assert not from_events.closes_failed_send(other), "only the closing event counts"
+        record = envelope(event_type, {**data, "closes_send": True})
+        assert from_events.closes_failed_send(record)
+        document = validate(to_xml(from_events.route_send(record, REPORTER)))
+        assert _code(document, "EventIdentification/EventID") == ("110104", "DCM")
+        event = document.find("EventIdentification")
+        assert event.get("EventActionCode") == "R"
+        assert event.get("EventOutcomeIndicator") == outcome
+        assert event.find("EventOutcomeDescription").text == data["error"]
+        assert _roles(document)["110152"].get("UserID") == "PACS"
+        study_object = document.find("ParticipantObjectIdentification")
+        assert study_object.get("ParticipantObjectID") == str(ds.StudyInstanceUID)
+        assert study_object.find("ParticipantObjectDescription/SOPClass") is None, "none sent"

@@ -30,6 +30,7 @@ import redis
 from celery import Task
 from celery.signals import worker_ready
 from dicombus import evt
+from dicombus.bus.node_events import NODE_EVENT_TYPES
 from dicombus.bus.subscriptions import Subscription, register_subscriptions
 from dicombus.routing.route_events import ROUTE_EVENT_TYPES
 
@@ -45,8 +46,11 @@ DICOM_EVENT_NAMES: frozenset[str] = frozenset(
     [event.name for event in evt.NOTIFICATION_EVENTS]
     + [event.name for event in evt.INTERVENTION_EVENTS]
 )
-# With the events the routing workers publish about their own steps (docs/routing.md).
-EVENT_NAMES: frozenset[str] = DICOM_EVENT_NAMES | frozenset(ROUTE_EVENT_TYPES)
+# With the events the routing workers publish about their own steps (docs/routing.md) and
+# the edge's start and stop (docs/bus.md).
+EVENT_NAMES: frozenset[str] = (
+    DICOM_EVENT_NAMES | frozenset(ROUTE_EVENT_TYPES) | frozenset(NODE_EVENT_TYPES)
+)
 
 # Every subscription made with on_event in this process, by task name.
 _SUBSCRIPTIONS: dict[str, Subscription] = {}

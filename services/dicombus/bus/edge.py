@@ -26,6 +26,10 @@ The parts, in the order :meth:`EdgeNode.start` builds them:
    journal before the response leaves, so it is published whatever instant
    the edge dies.
 
+Once it listens, the node publishes ``dicombus.node.started``
+(:mod:`dicombus.bus.node_events`); on stop, ``dicombus.node.stopped`` once the
+server has stopped, before the publisher flushes.
+
 While the outbox is over its disk limit, or cannot store at all (disk full:
 the publisher holds events in memory), or the disk reserve
 (:mod:`dicombus.bus.disk_reserve`) had to be released, the server turns new
@@ -57,9 +61,10 @@ from dicombus.bus.disk_reserve import RESERVE_FILE, DiskReserve
 from dicombus.bus.edge_config import EdgeConfig
 from dicombus.bus.envelope import retrieve_uri
 from dicombus.bus.held_file import HELD_FILE, replay_held
-from dicombus.bus.journal import Journal
+from dicombus.bus.journal import Journal, JournalError
+from dicombus.bus.node_events import NODE_STARTED, NODE_STOPPED, node_event
 from dicombus.bus.outbox import Outbox
-from dicombus.bus.publisher import Publisher
+from dicombus.bus.publisher import Publisher, PublisherSaturated
 from dicombus.bus.redis_server import (
     EmbeddedRedis,
     broker_url_from_env_or_embedded,
@@ -108,6 +113,7 @@ class EdgeNode:
         self.heartbeat: EdgeHeartbeat | None = None
         self._capture_lock = threading.Lock()
         self._refusing = False
+        self._announced = False  # dicombus.node.started was published: a stop is due
 
     @property
     def address(self) -> tuple[str, int]:
@@ -129,6 +135,7 @@ class EdgeNode:
             self._start_server()
             if self.broker_url is not None:
                 self._start_heartbeat(self.broker_url)
+            self._announce(NODE_STARTED)
         except BaseException:
             self.stop()
             raise
@@ -267,6 +274,22 @@ class EdgeNode:
             config.storage,
         )
 
+    def _announce(self, event_type: str) -> None:
+        """Publish ``dicombus.node.started`` / ``stopped`` (:mod:`dicombus.bus.node_events`),
+        journaled like a Success's event: a node killed just after is still reported."""
+        if self.publisher is None or self.server is None:
+            return
+        host, port = self.server.server_address[:2]
+        pending = node_event(
+            event_type, edge_id=self.config.edge_id, ae_title=self.ae.ae_title, host=host, port=port
+        )
+        try:
+            self.publisher.submit_durable(pending)
+        except (JournalError, PublisherSaturated) as exc:
+            LOGGER.error("cannot keep %s: %s", event_type, exc)
+            return
+        self._announced = event_type == NODE_STARTED
+
     def _subscriptions_changed(self) -> None:
         # Called from the view's thread; the capture is attached once the server runs.
         with self._capture_lock:
@@ -312,6 +335,8 @@ class EdgeNode:
             self.heartbeat = None
         if self.server is not None:
             self.server.shutdown()
+            if self._announced:
+                self._announce(NODE_STOPPED)
         if self.commitment is not None:
             self.commitment.close()  # the reports being sent go out first
         if self.archive is not None:

@@ -25,9 +25,11 @@ port with the same data; the edge's outbox replays what waited). Every child
 dies with ``up`` (a parent-death signal), and holds the folder's lock until
 it has exited.
 
-On SIGINT or SIGTERM it stops them in reverse: the edge (its publisher
-flushes), the worker (warm shutdown: running tasks finish, then SIGKILL by
-PID after a bounded wait), Redis last.
+On SIGINT or SIGTERM it stops them in reverse: the edge (it publishes
+``dicombus.node.stopped`` and its publisher flushes), then, once the workers
+have run what was queued (up to ``DRAIN_TIMEOUT``), the workers (warm
+shutdown: running tasks finish, then SIGKILL by PID after a bounded wait),
+Redis last.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ DEFAULT_POOL = "solo"
 # A worker in warm shutdown finishes its running tasks; event tasks are short,
 # so past this it is stuck and is killed (its messages come back to the queue).
 WORKER_STOP_TIMEOUT = 3.0
+# On stop, the workers get this long to run what the edge published last (its
+# dicombus.node.stopped among it) before their warm shutdown; past it, what is left
+# waits in Redis for the next start.
+DRAIN_TIMEOUT = 10.0
 # The servers `up` can run beside the edge (--metrics-port, --dashboard-port): the
 # `dicombus metrics` and `dicombus dashboard` commands, which find the node in --data.
 SERVERS = {"metrics": "the Prometheus metrics", "dashboard": "the dashboard"}
@@ -446,17 +452,30 @@ class Node:
 
     def stop(self) -> dict[str, float]:
         final: dict[str, float] = {}
-        # Sent first, so the workers' warm shutdown overlaps the edge's stop.
-        children = [*(child for child, _url in self.servers), *self.workers]
-        for child in children:
+        servers = [child for child, _url in self.servers]
+        for child in servers:
             child.terminate()
         if self.edge is not None:
             final = self.edge.stop()
-        for child in children:
+            # The edge first, the workers still running: they take its last events.
+            self.drain()
+        for child in self.workers:
+            child.terminate()
+        for child in [*servers, *self.workers]:
             child.wait_or_kill()
         if self.redis is not None:
             self.redis.stop()
         return final
+
+    def drain(self) -> None:
+        from dicombus.bus.drain import wait_until_drained
+
+        if self.workers and not wait_until_drained(self.broker_url, DRAIN_TIMEOUT):
+            LOGGER.warning(
+                "the workers did not take every queued event within %.0f s; the rest "
+                "waits in Redis for the next start",
+                DRAIN_TIMEOUT,
+            )
 
 
 def say(message: str) -> None:

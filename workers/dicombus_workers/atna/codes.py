@@ -35,6 +35,7 @@ NODE_AUTHENTICATION = Code("110126", DCM, "Node Authentication")
 
 # RoleIDCode (PS3.16 CID 402 Audit Active Participant Role ID).
 ROLE_APPLICATION = Code("110150", DCM, "Application")
+ROLE_APPLICATION_LAUNCHER = Code("110151", DCM, "Application Launcher")
 ROLE_DESTINATION = Code("110152", DCM, "Destination Role ID")
 ROLE_SOURCE = Code("110153", DCM, "Source Role ID")
 

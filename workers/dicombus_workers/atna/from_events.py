@@ -13,18 +13,23 @@
   Security Alert, Node Authentication, the peer's address as Node ID.
 - Routing sends (:data:`ROUTE_BEGIN`, :data:`ROUTE_SENT`): Begin Transferring
   DICOM Instances (A.5.3.3) and DICOM Instances Transferred, action R; their
-  ``data`` is documented in docs/audit.md.
-- The worker's own start and stop: Application Activity (A.5.3.1).
+  ``data`` is documented in docs/audit.md. A send the destination answered
+  nothing of ends with the :data:`ROUTE_FAILED` or :data:`ROUTE_DEAD_LETTER`
+  that has ``closes_send`` set: its Instances Transferred, with a failure outcome.
+- The edge's start and stop (``dicombus.node.started`` / ``stopped``) and the
+  worker's own: Application Activity (A.5.3.1), each naming its application.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dicombus.bus.node_events import NODE_STARTED, login_name
 from dicombus.dataset_codec import encode_dataset
 
 from dicombus_workers.atna import codes
@@ -39,6 +44,12 @@ from dicombus_workers.records import EventRecord
 # The event types routing publishes for each send to a destination (docs/audit.md).
 ROUTE_BEGIN = "dicombus.route.begin"
 ROUTE_SENT = "dicombus.route.sent"
+ROUTE_FAILED = "dicombus.route.failed"
+ROUTE_DEAD_LETTER = "dicombus.route.dead_letter"
+# PS3.15 A.5.1.1 EventOutcomeIndicator of a send that ended with no instance answered:
+# 4 (minor failure, the action restarted) when the instances are tried again, 8 (serious
+# failure, the action terminated) when they became dead letters.
+_SEND_FAILURE = {ROUTE_FAILED: codes.MINOR_FAILURE, ROUTE_DEAD_LETTER: codes.SERIOUS_FAILURE}
 # PS3.7 C: the status classes of a C-STORE that stored the instance.
 _STORED = frozenset({"Success", "Warning"})
 
@@ -237,8 +248,16 @@ def tls_failure(record: EventRecord, reporter: Reporter) -> AuditMessage:
     )
 
 
+def closes_failed_send(record: EventRecord) -> bool:
+    """A ``failed`` / ``dead_letter`` event that ends a send the destination answered
+    nothing of: the only Instances Transferred that send gets (the others, and a send
+    that was answered, end with ``sent``)."""
+    return record.type in _SEND_FAILURE and bool(record.data.get("closes_send"))
+
+
 def route_send(record: EventRecord, reporter: Reporter) -> AuditMessage:
-    """A routing send: Begin Transferring (A.5.3.3) or Instances Transferred (A.5.3.7)."""
+    """A routing send: Begin Transferring (A.5.3.3) or Instances Transferred (A.5.3.7),
+    from ``begin``, ``sent``, or the event that closes a failed send."""
     data = record.data
     destination_info: Mapping[str, Any] = data.get("destination") or {}
     begin = record.type == ROUTE_BEGIN
@@ -258,12 +277,13 @@ def route_send(record: EventRecord, reporter: Reporter) -> AuditMessage:
         network_access_point_type=codes.IP_ADDRESS,
     )
     error = data.get("error")
+    outcome = codes.MINOR_FAILURE if failed or error else codes.SUCCESS
     return AuditMessage(
         event_id=codes.BEGIN_TRANSFERRING if begin else codes.INSTANCES_TRANSFERRED,
         # A.5.3.3: Execute; A.5.3.7: Read, the sender read what it had.
         action=codes.ACTION_EXECUTE if begin else codes.ACTION_READ,
         time=record.timestamp,
-        outcome=codes.MINOR_FAILURE if failed or error else codes.SUCCESS,
+        outcome=_SEND_FAILURE.get(record.type, outcome),
         outcome_description=error
         or (f"{failed} of {len(instances)} instances not sent" if failed else None),
         participants=(_with_role(source, codes.ROLE_SOURCE), destination),
@@ -283,27 +303,82 @@ def route_send(record: EventRecord, reporter: Reporter) -> AuditMessage:
     )
 
 
+def node_activity(record: EventRecord, reporter: Reporter) -> AuditMessage:
+    """A.5.3.1 Application Activity: the edge started or stopped (``dicombus.node.*``).
+
+    The application is the edge (UserID its edge id, its AE title as
+    AlternativeUserID per A.5.2.2, where it listens as NetworkAccessPointID); the
+    account that runs it is the Application Launcher."""
+    data = record.data
+    host = str(data.get("host") or "")
+    address = _listening_address(host)
+    application = ActiveParticipant(
+        user_id=str(data.get("edge") or record.edge),
+        alternative_user_id=f"AETITLES={data.get('ae_title') or record.source_ae_title}",
+        user_name=f"dicombus {data.get('version') or ''}".strip(),
+        is_requestor=False,
+        role=codes.ROLE_APPLICATION,
+        network_access_point=address or data.get("hostname") or None,
+        network_access_point_type=codes.IP_ADDRESS if address else codes.MACHINE_NAME,
+    )
+    return _application_activity(
+        record.type == NODE_STARTED,
+        application,
+        data.get("user"),
+        reporter,
+        record.timestamp,
+        reporter.source(record),
+    )
+
+
 def application_activity(start: bool, reporter: Reporter, time: datetime) -> AuditMessage:
     """A.5.3.1 Application Activity: this audit worker started or stopped."""
+    worker = ActiveParticipant(
+        user_id=f"dicombus-worker@{reporter.hostname}",
+        alternative_user_id=str(os.getpid()),
+        is_requestor=False,
+        role=codes.ROLE_APPLICATION,
+        network_access_point=reporter.hostname,
+        network_access_point_type=codes.MACHINE_NAME,
+    )
+    return _application_activity(start, worker, login_name(), reporter, time, reporter.source())
+
+
+def _application_activity(
+    start: bool,
+    application: ActiveParticipant,
+    launcher: str | None,
+    reporter: Reporter,
+    time: datetime,
+    source_id: str,
+) -> AuditMessage:
+    participants = [application]
+    if launcher:
+        # A.5.3.1: the person or process that started (or stopped) the application.
+        participants.append(
+            ActiveParticipant(
+                user_id=launcher, is_requestor=True, role=codes.ROLE_APPLICATION_LAUNCHER
+            )
+        )
     return AuditMessage(
         event_id=codes.APPLICATION_ACTIVITY,
         action=codes.ACTION_EXECUTE,
         time=time,
         outcome=codes.SUCCESS,
         event_types=(codes.APPLICATION_START if start else codes.APPLICATION_STOP,),
-        participants=(
-            ActiveParticipant(
-                user_id=f"dicombus-worker@{reporter.hostname}",
-                alternative_user_id=str(os.getpid()),
-                is_requestor=False,
-                role=codes.ROLE_APPLICATION,
-                network_access_point=reporter.hostname,
-                network_access_point_type=codes.MACHINE_NAME,
-            ),
-        ),
-        source_id=reporter.source(),
+        participants=tuple(participants),
+        source_id=source_id,
         enterprise_site=reporter.enterprise_site,
     )
+
+
+def _listening_address(host: str) -> str | None:
+    """The edge's bound IP address; None for every address (0.0.0.0, ::) or a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return None if address.is_unspecified else host
 
 
 def _peer(record: EventRecord) -> ActiveParticipant:

@@ -16,6 +16,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 from dicombus import evt
+from dicombus.bus.node_events import NODE_EVENT_TYPES
 
 from dicombus_workers.app import task_max_retries
 from dicombus_workers.atna import from_events
@@ -38,6 +39,10 @@ ATNA_EVENTS = (
     evt.EVT_CONN_CLOSE,
     from_events.ROUTE_BEGIN,
     from_events.ROUTE_SENT,
+    # Only the one that closes a send the destination answered nothing of makes a message.
+    from_events.ROUTE_FAILED,
+    from_events.ROUTE_DEAD_LETTER,
+    *NODE_EVENT_TYPES,
 )
 
 
@@ -83,8 +88,11 @@ class AtnaAuditor:
             return from_events.user_authentication(record, self.reporter)
         if record.type == evt.EVT_REJECTED.name:
             return [from_events.association_rejected(record, self.reporter)]
-        if record.type in (from_events.ROUTE_BEGIN, from_events.ROUTE_SENT):
+        route_step = record.type in (from_events.ROUTE_BEGIN, from_events.ROUTE_SENT)
+        if route_step or from_events.closes_failed_send(record):
             return [from_events.route_send(record, self.reporter)]
+        if record.type in NODE_EVENT_TYPES:
+            return [from_events.node_activity(record, self.reporter)]
         return []
 
     def _render(self, record: EventRecord) -> Callable[[list[Mapping[str, Any]]], list[bytes]]:

@@ -185,10 +185,12 @@ class DestinationSender:
         for delivery in batch:
             studies[delivery.request.context.get("study_instance_uid") or ""].append(delivery)
         to_send = [d for d in batch if d.sop_instance_uid not in unfetched]
-        for deliveries in studies.values():
+        began: set[str] = set()
+        for study, deliveries in studies.items():
             going = [d for d in deliveries if d.sop_instance_uid not in unfetched]
             if going:
                 self._publish(ROUTE_BEGIN, going, {})
+                began.add(study)
         results: dict[str, tuple[Outcome, int | None, str | None]] = {}
         for delivery in batch:
             missing = unfetched.get(delivery.sop_instance_uid)
@@ -216,8 +218,8 @@ class DestinationSender:
                 self.store.set_breaker(self.destination.name, Breaker())
         self.metrics.settled(Counter(outcome for outcome, _, _ in results.values()))
         fetch_error = next((missing.reason for missing in unfetched.values()), None)
-        for deliveries in studies.values():
-            self._report(deliveries, results, connection_error or fetch_error)
+        for study, deliveries in studies.items():
+            self._report(deliveries, results, connection_error or fetch_error, study in began)
 
     def _settle(
         self, delivery: Delivery, response: Response
@@ -252,16 +254,30 @@ class DestinationSender:
         deliveries: Sequence[Delivery],
         results: dict[str, tuple[Outcome, int | None, str | None]],
         error: str | None,
+        began: bool,
     ) -> None:
+        """The events that end a study's send; ``began``: its ``begin`` was published.
+        Exactly one of them has ``closes_send`` set when it began (the audit's Instances
+        Transferred for that Begin Transferring, PS3.15 A.5.3.7): ``sent`` when the
+        destination answered any instance, else ``dead_letter`` (the send is over for
+        them), else ``failed``."""
         answered = [d for d in deliveries if d.sop_instance_uid in results]
-        if any(results[d.sop_instance_uid][1] is not None for d in answered):
-            self._publish(ROUTE_SENT, answered, results, error)
+        sent = any(results[d.sop_instance_uid][1] is not None for d in answered)
+        if sent:
+            self._publish(ROUTE_SENT, answered, results, error, closes_send=began)
         retried = [d for d in answered if results[d.sop_instance_uid][0] is Outcome.RETRY]
-        if retried:
-            self._publish(ROUTE_FAILED, retried, results, error or "refused for now")
         dead = [d for d in answered if results[d.sop_instance_uid][0] is Outcome.DEAD]
+        unclosed = began and not sent
+        if retried:
+            self._publish(
+                ROUTE_FAILED,
+                retried,
+                results,
+                error or "refused for now",
+                closes_send=unclosed and not dead,
+            )
         if dead:
-            self._publish(ROUTE_DEAD_LETTER, dead, results, error)
+            self._publish(ROUTE_DEAD_LETTER, dead, results, error, closes_send=unclosed)
 
     def _publish(
         self,
@@ -269,6 +285,8 @@ class DestinationSender:
         deliveries: Sequence[Delivery],
         results: dict[str, tuple[Outcome, int | None, str | None]],
         error: str | None = None,
+        *,
+        closes_send: bool = False,
     ) -> None:
         context = deliveries[0].request.context
         instances = []
@@ -294,6 +312,7 @@ class DestinationSender:
             "accession_number": context.get("accession_number"),
             "instances": instances,
             "error": error,
+            "closes_send": closes_send,
         }
         self.events.publish(
             event_type, data, edge=str(context.get("edge") or ""), ae_title=self.ae_title
