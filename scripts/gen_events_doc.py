@@ -409,6 +409,12 @@ def render(envelopes: list[dict[str, Any]]) -> str:
         "The examples below were captured from real associations on 127.0.0.1 "
         "(a dicombus SCU and a dicombus SCP) when this page was generated.",
         "",
+        "This page and the schema cover the DICOM events. The edge and the routing workers "
+        "also publish events about themselves, in the same envelope: "
+        "`dicombus.node.started` / `dicombus.node.stopped` "
+        "([bus.md](bus.md#the-nodes-own-events-started-stopped)), and `dicombus.route.*` "
+        "and `dicombus.study.stable` ([routing.md](routing.md#routing-events)).",
+        "",
         "## The association block",
         "",
         "Every `data` starts with `association`:",

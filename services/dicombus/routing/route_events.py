@@ -13,6 +13,10 @@ event per destination and study.
   aborted) or instances were refused for now; ``retry_at`` says when they go again;
 - ``dicombus.route.dead_letter``: instances that became dead letters, with the reason.
 
+``data.closes_send`` is true on the one event that ends a send ``begin`` opened: ``sent``
+when the destination answered any instance, else ``dead_letter``, else ``failed`` (the
+audit's Instances Transferred for that Begin Transferring).
+
 And one derived event about what the edge received: ``dicombus.study.stable``
 (STUDY_STABLE), when a study has had no new instance for ``[routing]
 study_quiet_seconds``; once per study, and again with ``data.update`` true when late
