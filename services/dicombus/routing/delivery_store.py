@@ -6,7 +6,9 @@ delivery queue itself: a routing task records what is to be sent, and the destin
 senders take due rows from it. A row's ``state``:
 
 - ``held``: routed ``per = "study"``, waiting for its study to be complete: released (to
-  ``waiting``) when STUDY_STABLE fires for it, so the whole study goes in one batch;
+  ``waiting``) when STUDY_STABLE fires for it, so the whole study goes in one batch; or
+  routed by a rule with its own ``quiet_seconds`` (in the row's context), released when its
+  study or series has had no new instance for that long (:meth:`DeliveryStore.release_quiet`);
 - ``waiting``: to be sent at ``due`` (now, or after a back-off delay: retries are kept here,
   not as Celery ETA messages, which Redis would hand out twice past the visibility timeout);
 - ``sending``: taken by the sender process ``claimed_by``; a row whose process is gone goes
@@ -19,9 +21,9 @@ senders take due rows from it. A row's ``state``:
 The primary key makes adding idempotent: a redelivered task or a replayed event adds rows
 that are already there, and changes nothing.
 
-The same file keeps study completeness (the ``studies`` and ``study_instances`` tables):
-when each study's last new instance arrived, and when STUDY_STABLE last fired for it, so a
-restarted router neither forgets a study nor fires it twice.
+The same file keeps study completeness (the ``studies``, ``series`` and ``study_instances``
+tables): when each study's and series' last new instance arrived, and when STUDY_STABLE last
+fired for it, so a restarted router neither forgets a study nor fires it twice.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +77,15 @@ CREATE TABLE IF NOT EXISTS studies (
     context TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS studies_quiet ON studies (last_seen);
+CREATE INDEX IF NOT EXISTS studies_unfired ON studies (last_seen)
+    WHERE stable_at IS NULL OR stable_at < last_seen;
+CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (state) WHERE state = 'held';
+CREATE TABLE IF NOT EXISTS series (
+    series_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_quiet ON series (last_seen);
 CREATE TABLE IF NOT EXISTS study_instances (
     study_instance_uid TEXT NOT NULL,
     sop_instance_uid TEXT NOT NULL,
@@ -268,11 +279,12 @@ class DeliveryStore:
         requests = list(requests)
         with self._transaction() as db:
             stable = _stable_studies(db, [r for r in requests if r.context.get("per") == "study"])
+            quiet = _quiet_units(db, requests, moment)
             rows = [
                 (
                     r.sop_instance_uid,
                     r.destination,
-                    _first_state(r, stable).value,
+                    _first_state(r, stable, quiet).value,
                     r.sop_class_uid,
                     r.transfer_syntax,
                     r.stored_path,
@@ -497,6 +509,11 @@ class DeliveryStore:
                 "last_seen = MAX(last_seen, excluded.last_seen), context = excluded.context",
                 (study_instance_uid, moment, moment, json.dumps(context, separators=(",", ":"))),
             )
+            db.execute(
+                "INSERT INTO series VALUES (?, ?, ?) ON CONFLICT (series_instance_uid) "
+                "DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+                (series_instance_uid, study_instance_uid, moment),
+            )
             return True
 
     def quiet_studies(self, quiet: float, *, now: float | None = None) -> list[Study]:
@@ -534,7 +551,8 @@ class DeliveryStore:
                 return 0
             return db.execute(
                 "UPDATE deliveries SET state = ?, due = ?, updated = ? WHERE state = ? "
-                "AND json_extract(context, '$.study_instance_uid') = ?",
+                "AND json_extract(context, '$.study_instance_uid') = ? "
+                "AND json_extract(context, '$.quiet_seconds') IS NULL",
                 (
                     State.WAITING.value,
                     moment,
@@ -543,6 +561,46 @@ class DeliveryStore:
                     study.study_instance_uid,
                 ),
             ).rowcount
+
+    def release_quiet(self, *, now: float | None = None) -> int:
+        """Release the held deliveries of rules with their own ``quiet_seconds`` whose study
+        or series has had no new instance for that long; returns how many."""
+        moment = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET state = 'waiting', due = ?, updated = ? "
+                f"WHERE state = 'held' AND {_QUIET} IS NOT NULL AND {_UNIT_LAST_SEEN} <= ?",
+                (moment, moment, moment),
+            ).rowcount
+
+    def next_quiet(
+        self,
+        study_quiet: float,
+        rule_quiets: Mapping[str, Iterable[float]],
+        *,
+        now: float | None = None,
+    ) -> float | None:
+        """When a study or series next becomes quiet: the earliest STUDY_STABLE due (after
+        ``study_quiet``), or the earliest moment after ``now`` a study (``rule_quiets
+        ["study"]``) or series (``["series"]``) has been quiet for one of the rules' own
+        quiet times. None: nothing to wait for."""
+        moment = time.time() if now is None else now
+        db = self.db
+        (unfired,) = db.execute(
+            "SELECT MIN(last_seen) FROM studies WHERE stable_at IS NULL OR stable_at < last_seen"
+        ).fetchone()
+        found = [] if unfired is None else [unfired + study_quiet]
+        for table, quiets in rule_quiets.items():
+            if table not in _UNIT_TABLES:
+                raise ValueError(f"no quiet time per {table!r}")
+            for quiet in quiets:
+                (earliest,) = db.execute(
+                    f"SELECT MIN(last_seen) FROM {_UNIT_TABLES[table]} WHERE last_seen > ?",
+                    (moment - quiet,),
+                ).fetchone()
+                if earliest is not None:
+                    found.append(earliest + quiet)
+        return min(found, default=None)
 
     # -- the circuit breaker --
 
@@ -625,11 +683,47 @@ def _stable_studies(db: sqlite3.Connection, requests: Sequence[DeliveryRequest])
     return stable
 
 
-def _first_state(request: DeliveryRequest, stable: set[str]) -> State:
-    """A per-study request waits for its study's STUDY_STABLE, unless it fired already and
-    no instance came since (the router records the instance before it routes it, so a
-    request of a study still arriving always finds the study not stable)."""
+def _quiet_units(
+    db: sqlite3.Connection, requests: Sequence[DeliveryRequest], moment: float
+) -> set[str]:
+    """The units (study or series UIDs) of the ``requests`` with their own quiet time that
+    have been quiet for it at ``moment``: as :meth:`DeliveryStore.release_quiet` decides."""
+    quiet = set()
+    for r in requests:
+        seconds, unit = r.context.get("quiet_seconds"), r.context.get("unit_uid")
+        table = _UNIT_TABLES.get(str(r.context.get("per")))
+        if seconds is None or table is None:
+            continue
+        row = db.execute(
+            f"SELECT last_seen FROM {table} WHERE {_UNIT_KEYS[table]} = ?", (unit,)
+        ).fetchone()
+        if row is None or row[0] + float(seconds) <= moment:
+            quiet.add(str(unit))
+    return quiet
+
+
+# Where the last new instance of a unit (a rule's ``per``) is recorded, and when.
+_UNIT_TABLES = {"study": "studies", "series": "series"}
+_UNIT_KEYS = {"studies": "study_instance_uid", "series": "series_instance_uid"}
+_QUIET = "json_extract(context, '$.quiet_seconds')"
+# A unit the completeness tables do not know (no Study or Series Instance UID): quiet.
+_UNIT_LAST_SEEN = (
+    "COALESCE(CASE json_extract(context, '$.per') WHEN 'study' THEN (SELECT last_seen FROM "
+    "studies WHERE study_instance_uid = json_extract(deliveries.context, '$.unit_uid')) "
+    "ELSE (SELECT last_seen FROM series "
+    "WHERE series_instance_uid = json_extract(deliveries.context, '$.unit_uid')) END, 0) "
+    f"+ {_QUIET}"
+)
+
+
+def _first_state(request: DeliveryRequest, stable: set[str], quiet: set[str]) -> State:
+    """A request of a rule with its own quiet time waits until its unit is quiet for it; a
+    per-study request otherwise waits for its study's STUDY_STABLE, unless it fired already
+    and no instance came since (the router records the instance before it routes it, so a
+    request of a unit still arriving always finds it not quiet, not stable)."""
     context = request.context
+    if context.get("quiet_seconds") is not None:
+        return State.WAITING if context.get("unit_uid") in quiet else State.HELD
     if context.get("per") != "study" or context.get("study_instance_uid") in stable:
         return State.WAITING
     return State.HELD

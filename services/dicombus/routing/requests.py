@@ -54,6 +54,7 @@ def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryReque
             "rule": route.rule,
             "per": route.per.value,
             "unit_uid": route.uid,
+            **({} if route.quiet_seconds is None else {"quiet_seconds": route.quiet_seconds}),
             **study_context(envelope),
         },
     )

@@ -13,8 +13,10 @@ worker process that consumes the destination's queue. Each loop:
    retried after a back-off delay kept in the store, or a dead letter;
 4. publishes the steps as events (:mod:`.events`), one per destination and study.
 
-With nothing due it sleeps until the next row is due, a task wakes it, or ``POLL``
-seconds pass (a row added by another process, ``dicombus routes retry``).
+With nothing due it sleeps until the next row is due, or until it is woken: by the
+destination's task recording new rows, or by the study watch of the router's process
+releasing held ones (:mod:`.wakeup`); or ``SAFETY_POLL`` seconds pass (a row replayed by
+``dicombus routes retry``, a wake-up lost while Redis was away).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ LOGGER = logging.getLogger("dicombus_workers.routing")
 
 STOW_SOURCE_AE_TITLE = "DICOMBUS"
 # The longest a sender sleeps before it looks at the store again on its own.
-POLL = 1.0
+SAFETY_POLL = 5.0
 
 
 class DestinationSender:
@@ -115,7 +117,7 @@ class DestinationSender:
 
     def _sleep(self) -> float:
         due = self.store.next_due(self.destination.name)
-        return POLL if due is None else min(POLL, max(due - time.time(), 0.01))
+        return SAFETY_POLL if due is None else min(SAFETY_POLL, max(due - time.time(), 0.01))
 
     def step(self) -> bool:
         """One round: probe or send one batch. False when there was nothing to do."""
