@@ -8,6 +8,7 @@ worker (router, study watch, sender), a task subscribed to the event, and a pyne
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import redis
 from delivery_support import counting_scp, states, store_datasets
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
 from dicombus.routing.route_events import STUDY_STABLE
+from dicombus_workers.routing.wakeup import WakeListener, wake_senders
 from helpers import small_dataset
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.interop
 QUIET = 10.0
 
 
-def request(uid: str, study: str, per: str = "study") -> DeliveryRequest:
+def request(uid: str, study: str, per: str = "study", **context: object) -> DeliveryRequest:
     return DeliveryRequest(
         sop_instance_uid=uid,
         destination="pacs",
@@ -35,7 +37,7 @@ def request(uid: str, study: str, per: str = "study") -> DeliveryRequest:
         transfer_syntax="1.2.840.10008.1.2.1",
         stored_path=f"/data/{uid}.dcm",
         event_id="01M82N4HHFD4QEZNWZK13EGMYD",
-        context={"per": per, "study_instance_uid": study},
+        context={"per": per, "study_instance_uid": study, **context},
     )
 
 
@@ -79,6 +81,60 @@ def test_a_study_marked_stable_after_a_new_instance_is_not_marked(tmp_path: Path
     db.saw_instance("1.9", "1.9.1", "1.9.1.2", {}, now=110.5)  # arrived while it fired
     assert db.study_stable(study, now=111.0) == 0
     assert db.quiet_studies(QUIET, now=121.0)[0].fired == 0
+
+
+def test_a_rule_s_own_quiet_time_holds_its_study_or_series_until_quiet(tmp_path: Path) -> None:
+    db = DeliveryStore(tmp_path / "routing.sqlite3")
+    study = {"per": "study", "unit_uid": "1.9", "quiet_seconds": 5.0}
+    by_series = {"per": "series", "quiet_seconds": 2.0}
+    db.saw_instance("1.9", "1.9.1", "1.9.1.1", {}, now=100.0)
+    db.saw_instance("1.9", "1.9.2", "1.9.2.1", {}, now=101.0)
+    db.add([request("1.9.1.1", "1.9", **study)], now=100.0)
+    db.add([request("1.9.1.1s", "1.9", **by_series, unit_uid="1.9.1")], now=100.0)
+    db.add([request("1.9.2.1s", "1.9", **by_series, unit_uid="1.9.2")], now=101.0)
+    db.add([request("1.9.1.1g", "1.9")], now=100.0)  # per study, the global quiet time
+    assert states(db, "pacs") == {State.HELD: 4}
+    # The next deadlines: series 1.9.1 at 102, 1.9.2 at 103, the study at 106, and
+    # STUDY_STABLE (60 s quiet) at 161.
+    rule_quiets = {"study": (5.0,), "series": (2.0,)}
+    assert db.next_quiet(60.0, rule_quiets, now=100.5) == 102.0
+    assert db.next_quiet(60.0, rule_quiets, now=102.0) == 103.0
+    assert db.next_quiet(60.0, rule_quiets, now=103.0) == 106.0
+    assert db.next_quiet(60.0, rule_quiets, now=106.0) == 161.0
+    assert db.next_quiet(60.0, {}, now=100.5) == 161.0
+
+    assert db.release_quiet(now=101.9) == 0
+    assert db.release_quiet(now=102.0) == 1  # series 1.9.1, not 1.9.2 (newer)
+    assert db.release_quiet(now=103.0) == 1
+    # A request that arrives after its unit is quiet (its router task lagged) goes at once.
+    db.add([request("1.9.2.2s", "1.9", **by_series, unit_uid="1.9.2")], now=104.0)
+    assert states(db, "pacs") == {State.HELD: 2, State.WAITING: 3}
+    assert db.release_quiet(now=106.0) == 1
+    # STUDY_STABLE releases only the per-study rows without a quiet time of their own.
+    (quiet,) = db.quiet_studies(60.0, now=161.0)
+    assert db.study_stable(quiet, now=161.0) == 1
+    assert states(db, "pacs") == {State.WAITING: 5}
+
+    # A late instance holds its new deliveries again, until quiet again.
+    db.saw_instance("1.9", "1.9.1", "1.9.1.2", {}, now=200.0)
+    db.add([request("1.9.1.2", "1.9", **study)], now=200.0)
+    assert db.release_quiet(now=204.0) == 0
+    assert db.next_quiet(60.0, rule_quiets, now=204.0) == 205.0
+    assert db.release_quiet(now=205.0) == 1
+
+
+def test_a_release_wakes_the_senders_of_other_processes(tmp_path: Path) -> None:
+    woken = threading.Event()
+    with embedded_redis(tmp_path / "redis") as url:
+        listener = WakeListener(url, woken.set)
+        listener.start()
+        try:
+            wait_for(woken.is_set, "the look at subscribing")
+            woken.clear()
+            wake_senders(url)
+            wait_for(woken.is_set, "the wake-up")
+        finally:
+            listener.stop()
 
 
 def series(study: str, count: int) -> list[Dataset]:
