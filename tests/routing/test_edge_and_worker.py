@@ -1,9 +1,9 @@
 """``dicombus edge --config`` and ``dicombus worker`` processes, not ``dicombus up``, route a
 study (docs/routing.md, "How an instance travels"): DCMTK's ``storescu`` sends it to the
 edge; a router worker (``-Q dicombus.route``) and a destination worker (``-Q
-dicombus.route.pacs``), both with ``DICOMBUS_CONFIG`` naming the edge's file and sharing its
-delivery store, send it per study to DCMTK's ``storescp``. Checked: the files there byte for
-byte, the delivery store's rows and the route events.
+dicombus.route.pacs``), both given only ``DICOMBUS_CONFIG`` naming the edge's file (its
+broker, its data folder and delivery store), send it per study to DCMTK's ``storescp``.
+Checked: the files there byte for byte, the delivery store's rows and the route events.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def test_edge_and_worker_processes_route_a_study_to_storescp(tmp_path: Path) -> 
             'rules = [{ name = "ct", per = "study", destinations = ["pacs"], '
             'match = { Modality = "CT" } }]\n'
         )
-        env = {"DICOMBUS_CONFIG": str(config)}
+        # As an operator starts them: the node's file names the broker and the data folder.
+        env = {"DICOMBUS_CONFIG": str(config), "DICOMBUS_BROKER_URL": ""}
         router = Worker(
             url,
             tmp_path / "router",

@@ -14,6 +14,7 @@ from dicombus.routing import (
 )
 from dicombus.routing.destinations import DimseDestination, StowAuth, StowDestination
 from dicombus.routing.rules import Per
+from routing_support import real_dataset, store_envelope
 
 GOOD = """\
 [edge]
@@ -282,3 +283,15 @@ def test_a_per_study_or_series_rule_has_its_own_quiet_time() -> None:
         r"or 'study'",
     ):
         load(per_instance)
+
+
+def test_the_readme_s_routing_example_loads_and_routes_ct_to_the_pacs() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("Forward every CT", 1)[1].split("```toml\n", 1)[1].split("```")[0]
+    parse_edge_config(example, name="node.toml")  # the edge reads the same file
+    config = load(example, {})
+    assert isinstance(config, RoutingConfig)
+    ct, mr = real_dataset(), real_dataset()
+    mr.Modality = "MR"
+    assert [(r.rule, r.destination) for r in config.routes(store_envelope(ct))] == [("ct", "pacs")]
+    assert config.routes(store_envelope(mr)) == []
