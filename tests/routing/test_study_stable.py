@@ -106,10 +106,16 @@ def test_a_rule_s_own_quiet_time_holds_its_study_or_series_until_quiet(tmp_path:
     assert db.release_quiet(now=101.9) == 0
     assert db.release_quiet(now=102.0) == 1  # series 1.9.1, not 1.9.2 (newer)
     assert db.release_quiet(now=103.0) == 1
-    # A request that arrives after its unit is quiet (its router task lagged) goes at once.
+    # A request that arrives after its unit is quiet (its router task lagged) goes at once;
+    # one of a rule with a longer quiet time for the same series waits for it.
     db.add([request("1.9.2.2s", "1.9", **by_series, unit_uid="1.9.2")], now=104.0)
+    longer = request("1.9.2.2s", "1.9", per="series", quiet_seconds=30.0, unit_uid="1.9.2")
+    db.add([replace(longer, destination="archive")], now=104.0)
+    assert states(db, "archive") == {State.HELD: 1}
     assert states(db, "pacs") == {State.HELD: 2, State.WAITING: 3}
     assert db.release_quiet(now=106.0) == 1
+    assert db.release_quiet(now=130.9) == 0
+    assert db.release_quiet(now=131.0) == 1  # the longer quiet time
     # STUDY_STABLE releases only the per-study rows without a quiet time of their own.
     (quiet,) = db.quiet_studies(60.0, now=161.0)
     assert db.study_stable(quiet, now=161.0) == 1
@@ -201,3 +207,50 @@ def test_per_study_route_waits_for_study_stable_then_one_association(tmp_path: P
         assert fired["id"] != update["id"]
         assert len(pacs.associations) == 2
         assert pacs.received == {str(ds.SOPInstanceUID): 1 for ds in first + late}
+
+
+def test_a_series_rule_with_its_own_quiet_time_delivers_before_study_stable(
+    tmp_path: Path,
+) -> None:
+    study = generate_uid()
+    first, second = series(study, 2), series(study, 2)
+    with (
+        counting_scp() as ai,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge") as edge,
+    ):
+        config = tmp_path / "node.toml"
+        config.write_text(
+            f'[edge]\ndata_dir = "{tmp_path / "node"}"\n\n'
+            "[routing]\nstudy_quiet_seconds = 3600\n\n"
+            '[[routing.destinations]]\nname = "ai"\ntype = "dimse"\nae_title = "PYSCP"\n'
+            f'host = "127.0.0.1"\nport = {ai.port}\n\n'
+            '[[routing.rules]]\nname = "series"\nper = "series"\nquiet_seconds = 3\n'
+            'destinations = ["ai"]\n'
+        )
+        store_path = tmp_path / "worker" / "routing.sqlite3"
+        worker = Worker(
+            url,
+            tmp_path / "worker",
+            include=("dicombus_workers.routing.task", "study_tasks"),
+            tasks_folder=Path(__file__).parent,
+            pool="solo",
+            queues="dicombus.route,dicombus.route.ai,test.study",
+            env={"DICOMBUS_CONFIG": str(config), "DICOMBUS_ROUTING_DB": str(store_path)},
+        )
+        db = DeliveryStore(store_path)
+        client = redis.Redis.from_url(url)
+        try:
+            store_datasets(edge.address[1], first)
+            wait_for(lambda: states(db, "ai")[State.ACKNOWLEDGED] == 2, "the first series")
+            store_datasets(edge.address[1], second)
+            wait_for(lambda: states(db, "ai")[State.ACKNOWLEDGED] == 4, "the second series")
+        finally:
+            worker.stop()
+        # Each series held until quiet, then in one association; the study (an hour's
+        # quiet time) is not stable, and its event did not fire.
+        assert len(ai.associations) == 2
+        assert ai.received == {str(ds.SOPInstanceUID): 1 for ds in first + second}
+        assert events(client) == []
+        stable = db.study(study)
+        assert stable is not None and stable.fired == 0

@@ -685,9 +685,10 @@ def _stable_studies(db: sqlite3.Connection, requests: Sequence[DeliveryRequest])
 
 def _quiet_units(
     db: sqlite3.Connection, requests: Sequence[DeliveryRequest], moment: float
-) -> set[str]:
-    """The units (study or series UIDs) of the ``requests`` with their own quiet time that
-    have been quiet for it at ``moment``: as :meth:`DeliveryStore.release_quiet` decides."""
+) -> set[tuple[str, float]]:
+    """The (unit UID, quiet time) of the ``requests`` with their own quiet time whose unit
+    (study or series) has been quiet that long at ``moment``, as
+    :meth:`DeliveryStore.release_quiet` decides."""
     quiet = set()
     for r in requests:
         seconds, unit = r.context.get("quiet_seconds"), r.context.get("unit_uid")
@@ -698,7 +699,7 @@ def _quiet_units(
             f"SELECT last_seen FROM {table} WHERE {_UNIT_KEYS[table]} = ?", (unit,)
         ).fetchone()
         if row is None or row[0] + float(seconds) <= moment:
-            quiet.add(str(unit))
+            quiet.add((str(unit), float(seconds)))
     return quiet
 
 
@@ -716,14 +717,18 @@ _UNIT_LAST_SEEN = (
 )
 
 
-def _first_state(request: DeliveryRequest, stable: set[str], quiet: set[str]) -> State:
+def _first_state(
+    request: DeliveryRequest, stable: set[str], quiet: set[tuple[str, float]]
+) -> State:
     """A request of a rule with its own quiet time waits until its unit is quiet for it; a
     per-study request otherwise waits for its study's STUDY_STABLE, unless it fired already
     and no instance came since (the router records the instance before it routes it, so a
     request of a unit still arriving always finds it not quiet, not stable)."""
     context = request.context
-    if context.get("quiet_seconds") is not None:
-        return State.WAITING if context.get("unit_uid") in quiet else State.HELD
+    seconds = context.get("quiet_seconds")
+    if seconds is not None:
+        unit = (str(context.get("unit_uid")), float(seconds))
+        return State.WAITING if unit in quiet else State.HELD
     if context.get("per") != "study" or context.get("study_instance_uid") in stable:
         return State.WAITING
     return State.HELD
