@@ -129,6 +129,42 @@ def test_a_rule_s_own_quiet_time_holds_its_study_or_series_until_quiet(tmp_path:
     assert db.release_quiet(now=205.0) == 1
 
 
+def test_threads_of_one_worker_share_a_store_each_in_its_own_transaction(
+    tmp_path: Path,
+) -> None:
+    """The deliverer task records rows while a sender claims and settles them, in the same
+    process: once, the task's BEGIN inside the sender's transaction failed the batch and
+    left the sender's claimed rows stuck."""
+    db = DeliveryStore(tmp_path / "routing.sqlite3")
+    count, failures, settled = 400, [], []
+
+    def deliverer() -> None:
+        try:
+            for number in range(count):
+                db.add([request(f"1.9.{number}", "1.9", per="instance")])
+        except Exception as exc:
+            failures.append(exc)
+
+    def sender() -> None:
+        try:
+            while len(settled) < count and not failures:
+                for delivery in db.claim("pacs", 7):
+                    db.acknowledge(delivery, 0)
+                    settled.append(delivery.sop_instance_uid)
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (deliverer, sender)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert sorted(settled) == sorted(f"1.9.{number}" for number in range(count))
+    assert states(db, "pacs") == {State.ACKNOWLEDGED: count}
+    db.close()
+
+
 def test_a_release_wakes_the_senders_of_other_processes(tmp_path: Path) -> None:
     woken = threading.Event()
     with embedded_redis(tmp_path / "redis") as url:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -229,17 +230,23 @@ def store_path(data_dir: Path) -> Path:
 
 
 class DeliveryStore:
-    """The store in ``path`` (made with its folder if missing). One connection per process."""
+    """The store in ``path`` (made with its folder if missing). One connection per thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._pid = -1
-        self._connection: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
-        # A connection must not cross a fork (a prefork pool's children make their own).
-        if self._connection is None or self._pid != os.getpid():
+        # Per thread: a connection has one transaction at a time, and a worker's senders,
+        # study watch and Celery task each run their own (on one connection, one thread's
+        # BEGIN fails inside another's transaction, and its reads see the other's
+        # uncommitted rows). Per process too: a connection must not cross a fork (a prefork
+        # pool's children make their own).
+        found: tuple[int, sqlite3.Connection] | None = getattr(self._local, "connection", None)
+        if found is None or found[0] != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
@@ -250,13 +257,20 @@ class DeliveryStore:
             # again: at least once, never lost.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
-            self._connection, self._pid = connection, os.getpid()
-        return self._connection
+            found = (os.getpid(), connection)
+            self._local.connection = found
+            with self._lock:
+                self._connections.append(found)
+        return found[1]
 
     def close(self) -> None:
-        if self._connection is not None and self._pid == os.getpid():
-            self._connection.close()
-        self._connection = None
+        """Close this process's connections (every thread's: call it when they are done)."""
+        with self._lock:
+            mine = [c for pid, c in self._connections if pid == os.getpid()]
+            self._connections.clear()
+        for connection in mine:
+            connection.close()
+        self._local = threading.local()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -355,7 +369,8 @@ class DeliveryStore:
         self._settle(delivery, State.DEAD, status=status, reason=reason, attempt=True)
 
     def put_back(self, deliveries: Sequence[Delivery]) -> None:
-        """Return claimed rows unsent and without an attempt (the breaker opened)."""
+        """Return claimed rows not settled yet to waiting, without an attempt (left out of
+        the batch, or the batch failed)."""
         with self._transaction() as db:
             db.executemany(
                 "UPDATE deliveries SET state = ?, claimed_by = NULL, claimed_at = NULL "

@@ -130,6 +130,12 @@ class DestinationSender:
             batch = self.transport.batch(claimed)
             self.store.put_back([d for d in claimed if d not in batch])
             self.send(batch)
+        except BaseException:
+            # A failure mid-batch (the store locked too long, a bug): what was not settled
+            # waits again now, rather than staying claimed by this live process until the
+            # claim's lease runs out.
+            self.store.put_back(claimed)
+            raise
         finally:
             self.files.discard(claimed)
         return True
