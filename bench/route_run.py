@@ -47,7 +47,7 @@ from typing import Any
 import data
 import peers
 from dicombus.lifeline import die_with_parent
-from node_scps import UpNode
+from node_scps import UP_START_TIMEOUT, UpNode, wait_until
 from peers import IMPLS
 
 POLL = 0.01
@@ -149,10 +149,24 @@ def run_dicombus(files: list[Path], work: Path, per: str) -> Result:
         node = UpNode(folder, routing_config(folder, port, per))
         try:
             node.wait_ready()
+            workers_ready(node)
             return send_and_wait(row, files, node.port, "DICOMBUS", received, node.alive)
         finally:
             node.stop()
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def workers_ready(node: UpNode) -> None:
+    """Wait until every worker of ``node`` says it is ready: up's banner comes before its
+    workers consume, and a study sent earlier would time the workers' start, not routing."""
+    pids = node.record.get("worker_pids") or ()
+    logs = [node.data / "logs" / f"worker-{n}.log" for n in range(1, len(pids) + 1)]
+    wait_until(
+        lambda: all(log.exists() and " ready." in log.read_text(errors="replace") for log in logs),
+        "the workers of dicombus up",
+        UP_START_TIMEOUT,
+        node.alive,
+    )
 
 
 @contextlib.contextmanager

@@ -87,6 +87,28 @@ def test_check_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
+def test_check_shows_a_rule_s_own_quiet_time_and_names_its_misuse(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(CONFIG.replace('per = "study"\n', 'per = "study"\nquiet_seconds = 30\n'))
+    result = dicombus("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    rules = [line.split("  ") for line in result.stdout.splitlines() if line.startswith("ct ")]
+    assert [[cell.strip() for cell in rule if cell.strip()][:3] for rule in rules] == [
+        ["ct", "study (quiet 30 s)", "pacs"]
+    ]
+    path.write_text(
+        CONFIG.replace(
+            'destinations = ["research"]\n', 'destinations = ["research"]\nquiet_seconds = 5\n'
+        )
+    )
+    result = dicombus("check", "--config", str(path))
+    assert result.returncode == 2
+    assert (
+        f"{path}:29: [routing.rules[1]] quiet_seconds: only with per = 'series' or 'study'"
+        in result.stderr
+    )
+
+
 def test_check_exits_2_on_an_unset_secret(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text(CONFIG)

@@ -13,6 +13,8 @@ from dicombus.routing import (
     parse_routing_config,
 )
 from dicombus.routing.destinations import DimseDestination, StowAuth, StowDestination
+from dicombus.routing.rules import Per
+from routing_support import real_dataset, store_envelope
 
 GOOD = """\
 [edge]
@@ -257,3 +259,39 @@ def test_the_edge_to_fetch_from_is_read_and_checked() -> None:
         load(edge.replace("11112", '"x"'))
     with pytest.raises(RoutingConfigError, match=r"\[routing.edge\] hots: unknown key 'hots'"):
         load(edge.replace("host", "hots"))
+
+
+def test_a_per_study_or_series_rule_has_its_own_quiet_time() -> None:
+    own = GOOD.replace('per = "study"\n', 'per = "study"\nquiet_seconds = 30\n', 1)
+    config = load(own)
+    assert isinstance(config, RoutingConfig)
+    assert [rule.quiet_seconds for rule in config.rules] == [30.0, None]
+    assert config.quiet_times(Per.STUDY) == {30.0}
+    assert config.quiet_times(Per.SERIES) == frozenset()
+    with pytest.raises(
+        RoutingConfigError,
+        match=r"node.toml:37: \[routing.rules\[0\]\] quiet_seconds: expected a positive number "
+        r"of seconds, got -1",
+    ):
+        load(own.replace("quiet_seconds = 30", "quiet_seconds = -1"))
+    per_instance = GOOD.replace(
+        'destinations = ["research"]\n', 'destinations = ["research"]\nquiet_seconds = 5\n'
+    )
+    with pytest.raises(
+        RoutingConfigError,
+        match=r"node.toml:45: \[routing.rules\[1\]\] quiet_seconds: only with per = 'series' "
+        r"or 'study'",
+    ):
+        load(per_instance)
+
+
+def test_the_readme_s_routing_example_loads_and_routes_ct_to_the_pacs() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("Forward every CT", 1)[1].split("```toml\n", 1)[1].split("```")[0]
+    parse_edge_config(example, name="node.toml")  # the edge reads the same file
+    config = load(example, {})
+    assert isinstance(config, RoutingConfig)
+    ct, mr = real_dataset(), real_dataset()
+    mr.Modality = "MR"
+    assert [(r.rule, r.destination) for r in config.routes(store_envelope(ct))] == [("ct", "pacs")]
+    assert config.routes(store_envelope(mr)) == []

@@ -8,6 +8,7 @@ worker (router, study watch, sender), a task subscribed to the event, and a pyne
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import redis
 from delivery_support import counting_scp, states, store_datasets
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
 from dicombus.routing.route_events import STUDY_STABLE
+from dicombus_workers.routing.wakeup import WakeListener, wake_senders
 from helpers import small_dataset
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.interop
 QUIET = 10.0
 
 
-def request(uid: str, study: str, per: str = "study") -> DeliveryRequest:
+def request(uid: str, study: str, per: str = "study", **context: object) -> DeliveryRequest:
     return DeliveryRequest(
         sop_instance_uid=uid,
         destination="pacs",
@@ -35,7 +37,7 @@ def request(uid: str, study: str, per: str = "study") -> DeliveryRequest:
         transfer_syntax="1.2.840.10008.1.2.1",
         stored_path=f"/data/{uid}.dcm",
         event_id="01M82N4HHFD4QEZNWZK13EGMYD",
-        context={"per": per, "study_instance_uid": study},
+        context={"per": per, "study_instance_uid": study, **context},
     )
 
 
@@ -79,6 +81,102 @@ def test_a_study_marked_stable_after_a_new_instance_is_not_marked(tmp_path: Path
     db.saw_instance("1.9", "1.9.1", "1.9.1.2", {}, now=110.5)  # arrived while it fired
     assert db.study_stable(study, now=111.0) == 0
     assert db.quiet_studies(QUIET, now=121.0)[0].fired == 0
+
+
+def test_a_rule_s_own_quiet_time_holds_its_study_or_series_until_quiet(tmp_path: Path) -> None:
+    db = DeliveryStore(tmp_path / "routing.sqlite3")
+    study = {"per": "study", "unit_uid": "1.9", "quiet_seconds": 5.0}
+    by_series = {"per": "series", "quiet_seconds": 2.0}
+    db.saw_instance("1.9", "1.9.1", "1.9.1.1", {}, now=100.0)
+    db.saw_instance("1.9", "1.9.2", "1.9.2.1", {}, now=101.0)
+    db.add([request("1.9.1.1", "1.9", **study)], now=100.0)
+    db.add([request("1.9.1.1s", "1.9", **by_series, unit_uid="1.9.1")], now=100.0)
+    db.add([request("1.9.2.1s", "1.9", **by_series, unit_uid="1.9.2")], now=101.0)
+    db.add([request("1.9.1.1g", "1.9")], now=100.0)  # per study, the global quiet time
+    assert states(db, "pacs") == {State.HELD: 4}
+    # The next deadlines: series 1.9.1 at 102, 1.9.2 at 103, the study at 106, and
+    # STUDY_STABLE (60 s quiet) at 161.
+    rule_quiets = {"study": (5.0,), "series": (2.0,)}
+    assert db.next_quiet(60.0, rule_quiets, now=100.5) == 102.0
+    assert db.next_quiet(60.0, rule_quiets, now=102.0) == 103.0
+    assert db.next_quiet(60.0, rule_quiets, now=103.0) == 106.0
+    assert db.next_quiet(60.0, rule_quiets, now=106.0) == 161.0
+    assert db.next_quiet(60.0, {}, now=100.5) == 161.0
+
+    assert db.release_quiet(now=101.9) == 0
+    assert db.release_quiet(now=102.0) == 1  # series 1.9.1, not 1.9.2 (newer)
+    assert db.release_quiet(now=103.0) == 1
+    # A request that arrives after its unit is quiet (its router task lagged) goes at once;
+    # one of a rule with a longer quiet time for the same series waits for it.
+    db.add([request("1.9.2.2s", "1.9", **by_series, unit_uid="1.9.2")], now=104.0)
+    longer = request("1.9.2.2s", "1.9", per="series", quiet_seconds=30.0, unit_uid="1.9.2")
+    db.add([replace(longer, destination="archive")], now=104.0)
+    assert states(db, "archive") == {State.HELD: 1}
+    assert states(db, "pacs") == {State.HELD: 2, State.WAITING: 3}
+    assert db.release_quiet(now=106.0) == 1
+    assert db.release_quiet(now=130.9) == 0
+    assert db.release_quiet(now=131.0) == 1  # the longer quiet time
+    # STUDY_STABLE releases only the per-study rows without a quiet time of their own.
+    (quiet,) = db.quiet_studies(60.0, now=161.0)
+    assert db.study_stable(quiet, now=161.0) == 1
+    assert states(db, "pacs") == {State.WAITING: 5}
+
+    # A late instance holds its new deliveries again, until quiet again.
+    db.saw_instance("1.9", "1.9.1", "1.9.1.2", {}, now=200.0)
+    db.add([request("1.9.1.2", "1.9", **study)], now=200.0)
+    assert db.release_quiet(now=204.0) == 0
+    assert db.next_quiet(60.0, rule_quiets, now=204.0) == 205.0
+    assert db.release_quiet(now=205.0) == 1
+
+
+def test_threads_of_one_worker_share_a_store_each_in_its_own_transaction(
+    tmp_path: Path,
+) -> None:
+    """The deliverer task records rows while a sender claims and settles them, in the same
+    process: once, the task's BEGIN inside the sender's transaction failed the batch and
+    left the sender's claimed rows stuck."""
+    db = DeliveryStore(tmp_path / "routing.sqlite3")
+    count, failures, settled = 400, [], []
+
+    def deliverer() -> None:
+        try:
+            for number in range(count):
+                db.add([request(f"1.9.{number}", "1.9", per="instance")])
+        except Exception as exc:
+            failures.append(exc)
+
+    def sender() -> None:
+        try:
+            while len(settled) < count and not failures:
+                for delivery in db.claim("pacs", 7):
+                    db.acknowledge(delivery, 0)
+                    settled.append(delivery.sop_instance_uid)
+        except Exception as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (deliverer, sender)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert sorted(settled) == sorted(f"1.9.{number}" for number in range(count))
+    assert states(db, "pacs") == {State.ACKNOWLEDGED: count}
+    db.close()
+
+
+def test_a_release_wakes_the_senders_of_other_processes(tmp_path: Path) -> None:
+    woken = threading.Event()
+    with embedded_redis(tmp_path / "redis") as url:
+        listener = WakeListener(url, woken.set)
+        listener.start()
+        try:
+            wait_for(woken.is_set, "the look at subscribing")
+            woken.clear()
+            wake_senders(url)
+            wait_for(woken.is_set, "the wake-up")
+        finally:
+            listener.stop()
 
 
 def series(study: str, count: int) -> list[Dataset]:
@@ -145,3 +243,50 @@ def test_per_study_route_waits_for_study_stable_then_one_association(tmp_path: P
         assert fired["id"] != update["id"]
         assert len(pacs.associations) == 2
         assert pacs.received == {str(ds.SOPInstanceUID): 1 for ds in first + late}
+
+
+def test_a_series_rule_with_its_own_quiet_time_delivers_before_study_stable(
+    tmp_path: Path,
+) -> None:
+    study = generate_uid()
+    first, second = series(study, 2), series(study, 2)
+    with (
+        counting_scp() as ai,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge") as edge,
+    ):
+        config = tmp_path / "node.toml"
+        config.write_text(
+            f'[edge]\ndata_dir = "{tmp_path / "node"}"\n\n'
+            "[routing]\nstudy_quiet_seconds = 3600\n\n"
+            '[[routing.destinations]]\nname = "ai"\ntype = "dimse"\nae_title = "PYSCP"\n'
+            f'host = "127.0.0.1"\nport = {ai.port}\n\n'
+            '[[routing.rules]]\nname = "series"\nper = "series"\nquiet_seconds = 3\n'
+            'destinations = ["ai"]\n'
+        )
+        store_path = tmp_path / "worker" / "routing.sqlite3"
+        worker = Worker(
+            url,
+            tmp_path / "worker",
+            include=("dicombus_workers.routing.task", "study_tasks"),
+            tasks_folder=Path(__file__).parent,
+            pool="solo",
+            queues="dicombus.route,dicombus.route.ai,test.study",
+            env={"DICOMBUS_CONFIG": str(config), "DICOMBUS_ROUTING_DB": str(store_path)},
+        )
+        db = DeliveryStore(store_path)
+        client = redis.Redis.from_url(url)
+        try:
+            store_datasets(edge.address[1], first)
+            wait_for(lambda: states(db, "ai")[State.ACKNOWLEDGED] == 2, "the first series")
+            store_datasets(edge.address[1], second)
+            wait_for(lambda: states(db, "ai")[State.ACKNOWLEDGED] == 4, "the second series")
+        finally:
+            worker.stop()
+        # Each series held until quiet, then in one association; the study (an hour's
+        # quiet time) is not stable, and its event did not fire.
+        assert len(ai.associations) == 2
+        assert ai.received == {str(ds.SOPInstanceUID): 1 for ds in first + second}
+        assert events(client) == []
+        stable = db.study(study)
+        assert stable is not None and stable.fired == 0

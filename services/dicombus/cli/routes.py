@@ -27,6 +27,7 @@ from dicombus.bus.edge_config import EdgeConfigError, load_edge_config
 from dicombus.cli.common import ExitCode, error
 from dicombus.routing import RoutingConfig, load_routing_config
 from dicombus.routing.delivery_store import DeliveryStore, State, store_path
+from dicombus.routing.rules import Rule
 
 COMMAND = "routes"
 DEFAULT_CONFIG = Path("dicombus.toml")
@@ -149,9 +150,16 @@ def run_check(args: argparse.Namespace) -> int:
     print()
     print_table(
         ("rule", "per", "destinations", "match"),
-        [(r.name, r.per.value, ", ".join(r.destinations), r.summary) for r in config.rules],
+        [(r.name, _per(r), ", ".join(r.destinations), r.summary) for r in config.rules],
     )
     return ExitCode.OK
+
+
+def _per(rule: Rule) -> str:
+    """The rule's unit, and its own quiet time if it has one."""
+    if rule.quiet_seconds is None:
+        return rule.per.value
+    return f"{rule.per.value} (quiet {rule.quiet_seconds:g} s)"
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

@@ -10,7 +10,9 @@ publish the subscribed event types to it.
 The broker is ``DICOMBUS_BROKER_URL`` if set, else the one the node in
 ``--data`` (default ``./dicombus-data``) recorded in its ``node.json``; the
 audit store is that node's too, so a worker started beside ``dicombus up``
-joins it with no environment variable.
+joins it with no environment variable. With ``DICOMBUS_CONFIG`` naming the
+node's file (a routing worker), its ``[bus] broker_url`` comes before the
+record, and its ``[edge] data_dir`` is the default ``--data``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dicombus.bus.edge_config import EdgeConfigError, load_edge_config
 from dicombus.cli.common import (
     ExitCode,
     add_data_option,
@@ -31,6 +34,7 @@ from dicombus.cli.common import (
     positive_int,
 )
 from dicombus.data_folder import (
+    BROKER_URL_ENV,
     DEFAULT_DATA,
     DataFolder,
     DataFolderError,
@@ -39,6 +43,8 @@ from dicombus.data_folder import (
 )
 
 COMMAND = "worker"
+# The node's TOML file, for routing workers (docs/routing.md).
+CONFIG_ENV = "DICOMBUS_CONFIG"
 POOLS = ("prefork", "solo", "threads")
 
 
@@ -85,7 +91,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(args: argparse.Namespace) -> int:
     try:
         join_node(args.data)
-    except DataFolderError as exc:
+    except (DataFolderError, EdgeConfigError) as exc:
         error(COMMAND, str(exc))
         return ExitCode.LOCAL_ERROR
     try:
@@ -112,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
 def join_node(data: Path | None) -> None:
     """Point the Celery app (configured from the environment) at the node in ``data``:
-    its broker and its audit store, unless the environment already names them."""
+    its broker and its audit store, unless the environment already names them. The
+    node's file in ``DICOMBUS_CONFIG`` gives its broker, and ``data`` if not given."""
+    config = os.environ.get(CONFIG_ENV, "").strip()
+    if config:
+        edge = load_edge_config(Path(config))
+        if edge.broker_url and not os.environ.get(BROKER_URL_ENV, "").strip():
+            os.environ[BROKER_URL_ENV] = edge.broker_url
+        data = edge.data_dir if data is None else data
     warning = node_not_running(data)
     if warning:
         print(f"dicombus {COMMAND}: warning: {warning}", file=sys.stderr, flush=True)

@@ -88,7 +88,7 @@ EDGE_KEYS = ("ae_title", "host", "port", "calling_ae_title")
 # A study is complete (STUDY_STABLE) after this long without a new instance: longer than a
 # modality's pause between series, short enough for a reader waiting on the study.
 DEFAULT_STUDY_QUIET_SECONDS = 60.0
-RULE_KEYS = ("name", "description", "match", "per", "destinations")
+RULE_KEYS = ("name", "description", "match", "per", "destinations", "quiet_seconds")
 TRANSFORM_KEYS = ("deidentify", "uid_secret_env", "uid_secret", "remove", "set")
 DELIVERY_CHECKS: dict[str, Callable[[Any, Path], Any]] = {
     "retry_first": positive_seconds,
@@ -113,6 +113,14 @@ class RoutingConfig:
     study_quiet_seconds: float = DEFAULT_STUDY_QUIET_SECONDS
     # Where instances are fetched from when the stored file is not readable here.
     edge: EdgeSource | None = None
+
+    def quiet_times(self, per: Per) -> frozenset[float]:
+        """The rules' own quiet times for units ``per`` series or study."""
+        return frozenset(
+            rule.quiet_seconds
+            for rule in self.rules
+            if rule.per is per and rule.quiet_seconds is not None
+        )
 
     def routes(self, envelope: Mapping[str, Any]) -> list[Route]:
         """Where the event's stored instance goes (:func:`dicombus.routing.rules.routes`)."""
@@ -409,6 +417,12 @@ class _Parser:
         except ValueError:
             self.fail(f"expected 'instance', 'series' or 'study', got {per_text!r}", (*path, "per"))
         values: dict[str, Any] = {"name": name, "destinations": tuple(targets), "per": per}
+        if "quiet_seconds" in table:
+            if per is Per.INSTANCE:
+                self.fail("only with per = 'series' or 'study'", (*path, "quiet_seconds"))
+            values["quiet_seconds"] = self.check(
+                positive_seconds, table["quiet_seconds"], (*path, "quiet_seconds")
+            )
         if "description" in table:
             values["description"] = self.check(
                 nonempty_value, table["description"], (*path, "description")

@@ -6,7 +6,9 @@ delivery queue itself: a routing task records what is to be sent, and the destin
 senders take due rows from it. A row's ``state``:
 
 - ``held``: routed ``per = "study"``, waiting for its study to be complete: released (to
-  ``waiting``) when STUDY_STABLE fires for it, so the whole study goes in one batch;
+  ``waiting``) when STUDY_STABLE fires for it, so the whole study goes in one batch; or
+  routed by a rule with its own ``quiet_seconds`` (in the row's context), released when its
+  study or series has had no new instance for that long (:meth:`DeliveryStore.release_quiet`);
 - ``waiting``: to be sent at ``due`` (now, or after a back-off delay: retries are kept here,
   not as Celery ETA messages, which Redis would hand out twice past the visibility timeout);
 - ``sending``: taken by the sender process ``claimed_by``; a row whose process is gone goes
@@ -19,9 +21,9 @@ senders take due rows from it. A row's ``state``:
 The primary key makes adding idempotent: a redelivered task or a replayed event adds rows
 that are already there, and changes nothing.
 
-The same file keeps study completeness (the ``studies`` and ``study_instances`` tables):
-when each study's last new instance arrived, and when STUDY_STABLE last fired for it, so a
-restarted router neither forgets a study nor fires it twice.
+The same file keeps study completeness (the ``studies``, ``series`` and ``study_instances``
+tables): when each study's and series' last new instance arrived, and when STUDY_STABLE last
+fired for it, so a restarted router neither forgets a study nor fires it twice.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +78,15 @@ CREATE TABLE IF NOT EXISTS studies (
     context TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS studies_quiet ON studies (last_seen);
+CREATE INDEX IF NOT EXISTS studies_unfired ON studies (last_seen)
+    WHERE stable_at IS NULL OR stable_at < last_seen;
+CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (state) WHERE state = 'held';
+CREATE TABLE IF NOT EXISTS series (
+    series_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid TEXT NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_quiet ON series (last_seen);
 CREATE TABLE IF NOT EXISTS study_instances (
     study_instance_uid TEXT NOT NULL,
     sop_instance_uid TEXT NOT NULL,
@@ -218,17 +230,23 @@ def store_path(data_dir: Path) -> Path:
 
 
 class DeliveryStore:
-    """The store in ``path`` (made with its folder if missing). One connection per process."""
+    """The store in ``path`` (made with its folder if missing). One connection per thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._pid = -1
-        self._connection: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[tuple[int, sqlite3.Connection]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
-        # A connection must not cross a fork (a prefork pool's children make their own).
-        if self._connection is None or self._pid != os.getpid():
+        # Per thread: a connection has one transaction at a time, and a worker's senders,
+        # study watch and Celery task each run their own (on one connection, one thread's
+        # BEGIN fails inside another's transaction, and its reads see the other's
+        # uncommitted rows). Per process too: a connection must not cross a fork (a prefork
+        # pool's children make their own).
+        found: tuple[int, sqlite3.Connection] | None = getattr(self._local, "connection", None)
+        if found is None or found[0] != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
@@ -239,13 +257,20 @@ class DeliveryStore:
             # again: at least once, never lost.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
-            self._connection, self._pid = connection, os.getpid()
-        return self._connection
+            found = (os.getpid(), connection)
+            self._local.connection = found
+            with self._lock:
+                self._connections.append(found)
+        return found[1]
 
     def close(self) -> None:
-        if self._connection is not None and self._pid == os.getpid():
-            self._connection.close()
-        self._connection = None
+        """Close this process's connections (every thread's: call it when they are done)."""
+        with self._lock:
+            mine = [c for pid, c in self._connections if pid == os.getpid()]
+            self._connections.clear()
+        for connection in mine:
+            connection.close()
+        self._local = threading.local()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -268,11 +293,12 @@ class DeliveryStore:
         requests = list(requests)
         with self._transaction() as db:
             stable = _stable_studies(db, [r for r in requests if r.context.get("per") == "study"])
+            quiet = _quiet_units(db, requests, moment)
             rows = [
                 (
                     r.sop_instance_uid,
                     r.destination,
-                    _first_state(r, stable).value,
+                    _first_state(r, stable, quiet).value,
                     r.sop_class_uid,
                     r.transfer_syntax,
                     r.stored_path,
@@ -343,7 +369,8 @@ class DeliveryStore:
         self._settle(delivery, State.DEAD, status=status, reason=reason, attempt=True)
 
     def put_back(self, deliveries: Sequence[Delivery]) -> None:
-        """Return claimed rows unsent and without an attempt (the breaker opened)."""
+        """Return claimed rows not settled yet to waiting, without an attempt (left out of
+        the batch, or the batch failed)."""
         with self._transaction() as db:
             db.executemany(
                 "UPDATE deliveries SET state = ?, claimed_by = NULL, claimed_at = NULL "
@@ -497,6 +524,11 @@ class DeliveryStore:
                 "last_seen = MAX(last_seen, excluded.last_seen), context = excluded.context",
                 (study_instance_uid, moment, moment, json.dumps(context, separators=(",", ":"))),
             )
+            db.execute(
+                "INSERT INTO series VALUES (?, ?, ?) ON CONFLICT (series_instance_uid) "
+                "DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+                (series_instance_uid, study_instance_uid, moment),
+            )
             return True
 
     def quiet_studies(self, quiet: float, *, now: float | None = None) -> list[Study]:
@@ -534,7 +566,8 @@ class DeliveryStore:
                 return 0
             return db.execute(
                 "UPDATE deliveries SET state = ?, due = ?, updated = ? WHERE state = ? "
-                "AND json_extract(context, '$.study_instance_uid') = ?",
+                "AND json_extract(context, '$.study_instance_uid') = ? "
+                "AND json_extract(context, '$.quiet_seconds') IS NULL",
                 (
                     State.WAITING.value,
                     moment,
@@ -543,6 +576,46 @@ class DeliveryStore:
                     study.study_instance_uid,
                 ),
             ).rowcount
+
+    def release_quiet(self, *, now: float | None = None) -> int:
+        """Release the held deliveries of rules with their own ``quiet_seconds`` whose study
+        or series has had no new instance for that long; returns how many."""
+        moment = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET state = 'waiting', due = ?, updated = ? "
+                f"WHERE state = 'held' AND {_QUIET} IS NOT NULL AND {_UNIT_LAST_SEEN} <= ?",
+                (moment, moment, moment),
+            ).rowcount
+
+    def next_quiet(
+        self,
+        study_quiet: float,
+        rule_quiets: Mapping[str, Iterable[float]],
+        *,
+        now: float | None = None,
+    ) -> float | None:
+        """When a study or series next becomes quiet: the earliest STUDY_STABLE due (after
+        ``study_quiet``), or the earliest moment after ``now`` a study (``rule_quiets
+        ["study"]``) or series (``["series"]``) has been quiet for one of the rules' own
+        quiet times. None: nothing to wait for."""
+        moment = time.time() if now is None else now
+        db = self.db
+        (unfired,) = db.execute(
+            "SELECT MIN(last_seen) FROM studies WHERE stable_at IS NULL OR stable_at < last_seen"
+        ).fetchone()
+        found = [] if unfired is None else [unfired + study_quiet]
+        for table, quiets in rule_quiets.items():
+            if table not in _UNIT_TABLES:
+                raise ValueError(f"no quiet time per {table!r}")
+            for quiet in quiets:
+                (earliest,) = db.execute(
+                    f"SELECT MIN(last_seen) FROM {_UNIT_TABLES[table]} WHERE last_seen > ?",
+                    (moment - quiet,),
+                ).fetchone()
+                if earliest is not None:
+                    found.append(earliest + quiet)
+        return min(found, default=None)
 
     # -- the circuit breaker --
 
@@ -625,11 +698,52 @@ def _stable_studies(db: sqlite3.Connection, requests: Sequence[DeliveryRequest])
     return stable
 
 
-def _first_state(request: DeliveryRequest, stable: set[str]) -> State:
-    """A per-study request waits for its study's STUDY_STABLE, unless it fired already and
-    no instance came since (the router records the instance before it routes it, so a
-    request of a study still arriving always finds the study not stable)."""
+def _quiet_units(
+    db: sqlite3.Connection, requests: Sequence[DeliveryRequest], moment: float
+) -> set[tuple[str, float]]:
+    """The (unit UID, quiet time) of the ``requests`` with their own quiet time whose unit
+    (study or series) has been quiet that long at ``moment``, as
+    :meth:`DeliveryStore.release_quiet` decides."""
+    quiet = set()
+    for r in requests:
+        seconds, unit = r.context.get("quiet_seconds"), r.context.get("unit_uid")
+        table = _UNIT_TABLES.get(str(r.context.get("per")))
+        if seconds is None or table is None:
+            continue
+        row = db.execute(
+            f"SELECT last_seen FROM {table} WHERE {_UNIT_KEYS[table]} = ?", (unit,)
+        ).fetchone()
+        if row is None or row[0] + float(seconds) <= moment:
+            quiet.add((str(unit), float(seconds)))
+    return quiet
+
+
+# Where the last new instance of a unit (a rule's ``per``) is recorded, and when.
+_UNIT_TABLES = {"study": "studies", "series": "series"}
+_UNIT_KEYS = {"studies": "study_instance_uid", "series": "series_instance_uid"}
+_QUIET = "json_extract(context, '$.quiet_seconds')"
+# A unit the completeness tables do not know (no Study or Series Instance UID): quiet.
+_UNIT_LAST_SEEN = (
+    "COALESCE(CASE json_extract(context, '$.per') WHEN 'study' THEN (SELECT last_seen FROM "
+    "studies WHERE study_instance_uid = json_extract(deliveries.context, '$.unit_uid')) "
+    "ELSE (SELECT last_seen FROM series "
+    "WHERE series_instance_uid = json_extract(deliveries.context, '$.unit_uid')) END, 0) "
+    f"+ {_QUIET}"
+)
+
+
+def _first_state(
+    request: DeliveryRequest, stable: set[str], quiet: set[tuple[str, float]]
+) -> State:
+    """A request of a rule with its own quiet time waits until its unit is quiet for it; a
+    per-study request otherwise waits for its study's STUDY_STABLE, unless it fired already
+    and no instance came since (the router records the instance before it routes it, so a
+    request of a unit still arriving always finds it not quiet, not stable)."""
     context = request.context
+    seconds = context.get("quiet_seconds")
+    if seconds is not None:
+        unit = (str(context.get("unit_uid")), float(seconds))
+        return State.WAITING if unit in quiet else State.HELD
     if context.get("per") != "study" or context.get("study_instance_uid") in stable:
         return State.WAITING
     return State.HELD

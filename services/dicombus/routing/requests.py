@@ -59,6 +59,7 @@ def delivery_request(envelope: Mapping[str, Any], route: Route) -> DeliveryReque
             "retrieve_uri": envelope.get("retrieveuri"),
             "series_instance_uid": _first(envelope, rules.SERIES_INSTANCE_UID),
             "stored_size": data.get("stored_size"),
+            **({} if route.quiet_seconds is None else {"quiet_seconds": route.quiet_seconds}),
             **study_context(envelope),
         },
     )

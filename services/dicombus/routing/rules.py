@@ -43,6 +43,9 @@ class Rule:
     condition: Condition | None = None  # None: every stored instance
     summary: str = "every stored instance"
     description: str = ""
+    # Per series or study: hold the unit's deliveries until it has been quiet this long
+    # (None: per study, until STUDY_STABLE; per series, not held).
+    quiet_seconds: float | None = None
 
     def matches(self, envelope: Envelope) -> bool:
         return self.condition is None or self.condition(envelope)
@@ -58,6 +61,7 @@ class Route:
     per: Per
     uid: str
     sop_instance_uid: str
+    quiet_seconds: float | None = None
 
 
 # -- what a condition reads from the envelope --
@@ -216,5 +220,7 @@ def routes(rules: Sequence[Rule], envelope: Envelope) -> list[Route]:
         for destination in rule.destinations:
             if destination not in taken:
                 taken.add(destination)
-                found.append(Route(rule.name, destination, rule.per, uid, instance))
+                found.append(
+                    Route(rule.name, destination, rule.per, uid, instance, rule.quiet_seconds)
+                )
     return found

@@ -14,8 +14,10 @@ worker process that consumes the destination's queue. Each loop:
    acknowledged, retried after a back-off delay kept in the store, or a dead letter;
 4. publishes the steps as events (:mod:`.events`), one per destination and study.
 
-With nothing due it sleeps until the next row is due, a task wakes it, or ``POLL``
-seconds pass (a row added by another process, ``dicombus routes retry``).
+With nothing due it sleeps until the next row is due, or until it is woken: by the
+destination's task recording new rows, or by the study watch of the router's process
+releasing held ones (:mod:`.wakeup`); or ``SAFETY_POLL`` seconds pass (a row replayed by
+``dicombus routes retry``, a wake-up lost while Redis was away).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ LOGGER = logging.getLogger("dicombus_workers.routing")
 
 STOW_SOURCE_AE_TITLE = "DICOMBUS"
 # The longest a sender sleeps before it looks at the store again on its own.
-POLL = 1.0
+SAFETY_POLL = 5.0
 
 
 class DestinationSender:
@@ -116,7 +118,7 @@ class DestinationSender:
 
     def _sleep(self) -> float:
         due = self.store.next_due(self.destination.name)
-        return POLL if due is None else min(POLL, max(due - time.time(), 0.01))
+        return SAFETY_POLL if due is None else min(SAFETY_POLL, max(due - time.time(), 0.01))
 
     def step(self) -> bool:
         """One round: probe or send one batch. False when there was nothing to do."""
@@ -129,6 +131,12 @@ class DestinationSender:
             batch = self.transport.batch(claimed)
             self.store.put_back([d for d in claimed if d not in batch])
             self.send(batch, self.files.fetch(batch))
+        except BaseException:
+            # A failure mid-batch (the store locked too long, a bug): what was not settled
+            # waits again now, rather than staying claimed by this live process until the
+            # claim's lease runs out.
+            self.store.put_back(claimed)
+            raise
         finally:
             self.files.discard(claimed)
         return True

@@ -45,6 +45,7 @@ from dicombus_workers.routing.events import FOLDER as EVENTS_FOLDER
 from dicombus_workers.routing.events import RouteEventPublisher
 from dicombus_workers.routing.metrics import RoutingMetrics
 from dicombus_workers.routing.sender import DestinationSender
+from dicombus_workers.routing.wakeup import WakeListener, wake_senders
 
 LOGGER = logging.getLogger("dicombus_workers.routing")
 
@@ -53,6 +54,8 @@ STORE_ENV = "DICOMBUS_ROUTING_DB"
 ROUTER_TASK = "dicombus.route"
 ROUTER_QUEUE = "dicombus.route"
 DELIVER_TASK_PREFIX = "dicombus.route.deliver."
+# The units a rule's own quiet time can hold deliveries for.
+QUIET_PER = (rules.Per.STUDY, rules.Per.SERIES)
 
 
 class Routing:
@@ -64,6 +67,7 @@ class Routing:
         self.senders: dict[str, DestinationSender] = {}
         self.watch: StudyWatch | None = None
         self.events: RouteEventPublisher | None = None
+        self.wake_listener: WakeListener | None = None
 
     def route(self, records: list[EventRecord]) -> None:
         """Send each (instance, destination) the rules give to the destination's queue."""
@@ -87,7 +91,9 @@ class Routing:
             return
         study, series = found
         sop_instance_uid = str(record.data.get("sop_instance_uid"))
-        self.store.saw_instance(study, series, sop_instance_uid, study_context(record.envelope))
+        context = study_context(record.envelope)
+        if self.store.saw_instance(study, series, sop_instance_uid, context) and self.watch:
+            self.watch.saw_instance()
 
     def deliver(self, destination: str, envelopes: list[dict[str, Any]]) -> None:
         self.store.add(DeliveryRequest.from_json(found) for found in envelopes)
@@ -96,10 +102,17 @@ class Routing:
             sender.wake()
 
     def start_senders(self, consumed: set[str]) -> None:
-        events = RouteEventPublisher(broker_url(), self.store.path.parent / EVENTS_FOLDER)
+        url = broker_url()
+        events = RouteEventPublisher(url, self.store.path.parent / EVENTS_FOLDER)
         self.events = events
         if ROUTER_QUEUE in consumed:
-            self.watch = StudyWatch(self.store, events, self.config.study_quiet_seconds)
+            self.watch = StudyWatch(
+                self.store,
+                events,
+                self.config.study_quiet_seconds,
+                rule_quiets={per.value: self.config.quiet_times(per) for per in QUIET_PER},
+                released=lambda: wake_senders(url),
+            )
             self.watch.start()
         for destination in self.config.destinations.values():
             if destination.queue in consumed:
@@ -115,10 +128,19 @@ class Routing:
                     destination.address,
                     destination.concurrency,
                 )
+        if self.senders:
+            self.wake_listener = WakeListener(url, self._wake_senders)
+            self.wake_listener.start()
+
+    def _wake_senders(self) -> None:
+        for sender in self.senders.values():
+            sender.wake()
 
     def stop_senders(self) -> None:
         if self.watch is not None:
             self.watch.stop()
+        if self.wake_listener is not None:
+            self.wake_listener.stop()
         for sender in self.senders.values():
             sender.stop()
         if self.events is not None:
