@@ -73,8 +73,10 @@ class Worker:
         queues: str | None = None,
         env: dict[str, str] | None = None,
         prefix: Sequence[str] = (),
+        arguments: Sequence[str] = (),
     ) -> None:
-        """``prefix``: a command the worker runs under (it must exec the rest)."""
+        """``prefix``: a command the worker runs under (it must exec the rest);
+        ``arguments``: more options of ``dicombus worker``."""
         folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / f"worker-{time.monotonic_ns()}.log"
         command = [
@@ -86,6 +88,7 @@ class Worker:
             f"--concurrency={concurrency}",
             f"--pool={pool}",
             *(f"--include={module}" for module in include),
+            *arguments,
         ]
         if not builtin:
             command.append("--no-builtin")

@@ -68,6 +68,23 @@ def add_http_options(
     )
 
 
+def add_metrics_options(parser: argparse.ArgumentParser) -> None:
+    """``--metrics-port`` and ``--metrics-bind``: this process also serves the node's
+    Prometheus metrics (the same as ``dicombus metrics``), so each can be scraped."""
+    parser.add_argument(
+        "--metrics-port",
+        type=port_number,
+        metavar="PORT",
+        help="also serve the node's Prometheus metrics at http://BIND:PORT/metrics",
+    )
+    parser.add_argument(
+        "--metrics-bind",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="the address --metrics-port listens on (default 127.0.0.1: this host only)",
+    )
+
+
 def add_include_option(parser: argparse.ArgumentParser, *, where: str) -> None:
     """``--include MODULE``: a module of ``@on_event`` tasks to import ``where``."""
     parser.add_argument(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from dicombus.cli.common import (
     ExitCode,
     StopSignals,
+    add_metrics_options,
     add_verbosity_options,
     configure_logging,
     error,
@@ -44,6 +45,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--config", type=Path, required=True, metavar="FILE", help="the edge's TOML file"
     )
+    add_metrics_options(parser)
     add_verbosity_options(parser)
     parser.set_defaults(run=run)
 
@@ -59,15 +61,12 @@ def run(args: argparse.Namespace) -> int:
         error(COMMAND, str(exc))
         return ExitCode.USAGE
     configure_logging(args, quiet_by_default=False)
-    return serve(config)
+    return owning_data_folder(COMMAND, config.data_dir, lambda folder: _serve(config, folder, args))
 
 
-def serve(config: EdgeConfig) -> int:
-    return owning_data_folder(COMMAND, config.data_dir, lambda folder: _serve(config, folder))
-
-
-def _serve(config: EdgeConfig, folder: DataFolder) -> int:
+def _serve(config: EdgeConfig, folder: DataFolder, args: argparse.Namespace) -> int:
     from dicombus.bus.edge import EdgeNode
+    from dicombus.cli.metrics import MetricsServeError, start_metrics_server
 
     node = EdgeNode(config, folder=folder)
     with StopSignals() as signals:
@@ -89,7 +88,15 @@ def _serve(config: EdgeConfig, folder: DataFolder) -> int:
             "Press Ctrl-C to stop.",
             flush=True,
         )
+        try:
+            metrics = start_metrics_server(COMMAND, node.broker_url, args)
+        except MetricsServeError as exc:
+            error(COMMAND, str(exc))
+            node.stop()
+            return ExitCode.LOCAL_ERROR
         received = supervise(signals, folder, node, started)
+        if metrics is not None:
+            metrics.stop()
         final = node.stop()
     if final:
         print(f"dicombus {COMMAND}: events {format_metrics(final)}", flush=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+from typing import TYPE_CHECKING
 
 from dicombus.cli.common import (
     ExitCode,
@@ -18,6 +20,11 @@ from dicombus.cli.common import (
     error,
 )
 from dicombus.data_folder import broker_url_for, redact
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from redis import Redis
 
 COMMAND = "metrics"
 # Prometheus's registered default port range for exporters starts at 9100; 9464 is
@@ -42,27 +49,81 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
-    from dicombus.bus.redis_server import broker_client
-    from dicombus.metrics.collector import registry_for
-
     url = broker_url_for(args.data)
-    client = broker_client(url, timeout=REDIS_TIMEOUT)
     with StopSignals() as signals:
         try:
-            server, thread = start_http_server(args.port, args.bind, registry_for(client))
+            server = MetricsServer.start(url, args.port, args.bind)
         except OSError as exc:
             error(COMMAND, f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}")
             return ExitCode.LOCAL_ERROR
-        host, port = str(server.server_address[0]), int(server.server_address[1])
-        print(
-            f"dicombus metrics: serving http://{host}:{port}/metrics (Redis {redact(url)})",
-            flush=True,
-        )
+        print(f"dicombus metrics: serving {server.url} (Redis {redact(url)})", flush=True)
         signals.wait()
-        server.shutdown()
-        thread.join()
-    client.close()
+        server.stop()
     print("dicombus metrics: stopped", file=sys.stderr)
     return ExitCode.OK
+
+
+class MetricsServer:
+    """The node's metrics served at ``/metrics`` by a thread of this process: by
+    ``dicombus metrics``, and by an edge or a worker given ``--metrics-port``. Each
+    scrape reads the shared state in the broker's Redis, so every server of a node
+    answers the same numbers."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread, client: Redis) -> None:
+        self._server = server
+        self._thread = thread
+        self._client = client
+
+    @classmethod
+    def start(cls, broker_url: str, port: int, bind: str) -> MetricsServer:
+        """Listen on ``bind``:``port`` (0: any free one); OSError if it cannot."""
+        from prometheus_client import start_http_server
+
+        from dicombus.bus.redis_server import broker_client
+        from dicombus.metrics.collector import registry_for
+
+        client = broker_client(broker_url, timeout=REDIS_TIMEOUT)
+        try:
+            server, thread = start_http_server(port, bind, registry_for(client))
+        except OSError:
+            client.close()
+            raise
+        return cls(server, thread, client)
+
+    @property
+    def url(self) -> str:
+        host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/metrics"
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._client.close()
+
+
+class MetricsServeError(RuntimeError):
+    """``--metrics-port`` cannot be served: its address is taken, or there is no bus."""
+
+
+def start_metrics_server(
+    command: str, broker_url: str | None, args: argparse.Namespace
+) -> MetricsServer | None:
+    """The server ``--metrics-port`` asks ``command`` for (None if not asked), its URL
+    printed; MetricsServeError says why it cannot be."""
+    if args.metrics_port is None:
+        return None
+    if not broker_url:
+        raise MetricsServeError(
+            "--metrics-port: the metrics live in the broker's Redis, and this process has no broker"
+        )
+    try:
+        server = MetricsServer.start(broker_url, args.metrics_port, args.metrics_bind)
+    except OSError as exc:
+        raise MetricsServeError(
+            f"cannot serve metrics on {args.metrics_bind}:{args.metrics_port}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    print(f"dicombus {command}: metrics at {server.url}", flush=True)
+    return server

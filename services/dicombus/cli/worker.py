@@ -30,6 +30,7 @@ from dicombus.cli.common import (
     ExitCode,
     add_data_option,
     add_include_option,
+    add_metrics_options,
     error,
     positive_int,
 )
@@ -85,6 +86,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "-n", "--hostname", metavar="NAME", help="node name (default dicombus-PID@HOST)"
     )
     parser.add_argument("-l", "--loglevel", default="INFO", help="Celery log level (default INFO)")
+    add_metrics_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -109,10 +111,21 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.LOCAL_ERROR
     from dicombus_workers import app
 
+    from dicombus.cli.metrics import MetricsServeError, start_metrics_server
+
+    try:
+        # Served by the worker's main process, beside Celery's consumer.
+        metrics = start_metrics_server(COMMAND, os.environ[BROKER_URL_ENV], args)
+    except MetricsServeError as exc:
+        error(COMMAND, str(exc))
+        return ExitCode.LOCAL_ERROR
     try:
         app.worker_main(celery_argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else ExitCode.FAILED
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return ExitCode.OK
 
 
