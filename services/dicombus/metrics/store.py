@@ -5,6 +5,11 @@ of a batch. The script claims each event id (``SET NX EX``, the marker the
 counter task has always used) and applies that event's additions only if the
 claim is new, so a redelivered or replayed event counts once, and each event's
 claim and additions happen together or not at all (a script runs atomically).
+The additions of the events whose claim is new are summed per key and field
+and applied once each: events of one stream share nearly all of them, so a
+batch costs one ``SET`` per event and one ``HINCRBY`` per field it touches,
+where adding event by event cost about ten ``HINCRBY`` and three ``EXPIRE``
+per C-STORE (docs/performance.md).
 
 Capped labels (:data:`~dicombus.metrics.families.LABEL_CAPS`) are resolved in
 the script too, so every worker on every host agrees on which values are kept.
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
 PENDING_TTL = 3600
 
 # ARGV[1]: JSON {"ttl", "pending_ttl", "caps", "other", "values_prefix", "labels",
-# "ops", "events"}, the batch's additions gathered by :func:`_document`:
+# "ops", "events"}, the batch's additions gathered by :func:`_gathered`:
 # - labels: the distinct [label, value] pairs of the batch;
 # - ops: the distinct additions of the batch, [kind, key, field] (a field's
 #   parts: a number is the index of one of ``labels``, a string is taken as it
