@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dicombus_workers import transport
 from dicombus_workers.transport import Transport
 from kombu import Connection, Queue
 from kombu.message import Message
@@ -111,3 +112,30 @@ def test_a_brpop_s_messages_are_recorded_in_one_script_call(redis_url: str, publ
     assert (calls.get("cmdstat_brpop"), calls.get("cmdstat_evalsha")) == (1, 1)
     assert "cmdstat_eval" not in calls
     assert "cmdstat_multi" not in calls
+
+
+@pytest.mark.parametrize(("prefetch", "waits"), [(2, False), (100, True)])
+def test_only_a_consumer_with_room_for_many_waits_for_a_stream_to_gather(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, prefetch: int, waits: bool
+) -> None:
+    """In a stream (each fetch finds its message already there and empties the list) a
+    consumer that can take a batch's worth waits a moment before its next BRPOP; one with
+    room for a few (a single-message task's prefetch) never does: at most a few messages
+    per wait, it would fall behind a fast stream."""
+    slept: list[float] = []
+    monkeypatch.setattr(transport.time, "sleep", slept.append)  # a spy: the waits asked for
+    received: list[Message] = []
+    with (
+        Connection(redis_url, transport=TRANSPORT) as connection,
+        connection.Consumer(
+            QUEUE, callbacks=[lambda _b, m: received.append(m)], prefetch_count=prefetch
+        ),
+    ):
+        for _ in range(3):
+            _publish(redis_url, 1)
+            connection.drain_events(timeout=10)
+            for message in received:
+                message.ack()
+            received.clear()
+    assert bool(slept) is waits
+    assert all(0 < seconds <= transport.FETCH_LINGER for seconds in slept)

@@ -19,7 +19,8 @@ be paid every few events. So after a fetch that emptied the list while messages
 kept coming, the channel waits a few milliseconds before its next ``BRPOP``
 (:class:`~dicombus.bus.linger.AdaptiveLinger`, at most :data:`FETCH_LINGER`),
 and more arrive meanwhile to be taken together; after a quiet spell it does
-not wait. The messages it fetched are delivered before the wait, so no message
+not wait, nor when its prefetch has room for fewer than :data:`FETCH_TARGET`
+(it would only fall behind). The messages it fetched are delivered before the wait, so no message
 waits for it; what arrives during it waits at most :data:`FETCH_LINGER`.
 
 The script pops and records atomically, which kombu's own two steps do not: a
@@ -130,9 +131,11 @@ class BulkChannel(kombu_redis.Channel):
             self.connection._deliver(payload, queue)
         pause = self._fetch_linger.wait(idle)
         self._fetch_linger.taken(1 + len(more))
-        if len(more) < wanted and pause > 0:
+        if pause > 0 and len(more) < wanted and wanted >= FETCH_TARGET:
             # The list is empty and messages kept coming: let the next few gather
-            # before the next BRPOP (delivered ones are not held back).
+            # before the next BRPOP (delivered ones are not held back). Only when the
+            # prefetch can take them: a consumer of a few messages at a time (a
+            # single-message task) waiting would fall behind a fast stream.
             time.sleep(pause)
         return True
 
