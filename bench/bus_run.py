@@ -94,6 +94,7 @@ RUN_TIMEOUT = 300.0
 # The issue's targets.
 PUBLISH_TARGET = 5_000.0  # events/s
 WORKER_CPU_TARGET = 150.0  # us of worker CPU per event per task (issue 10)
+REDIS_CPU_TARGET = 50.0  # us of Redis CPU per event (issue 10)
 LATENCY_TARGET = 0.050  # p99 seconds at 1,000 events/s
 STORE_RATIO_TARGET = 0.9
 
@@ -563,8 +564,11 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
-def bench_builtin(url: str, tmp: Path, budget: Budget, mode: str) -> dict[str, float]:
-    """Worker CPU per event for the built-in audit and counters in ``mode`` (row 6)."""
+def bench_builtin(
+    url: str, tmp: Path, budget: Budget, mode: str, redis_pid: int
+) -> dict[str, float]:
+    """Worker CPU per event for the built-in audit and counters in ``mode`` (row 6), and
+    Redis's (the publishing, the worker's fetches, counters and acknowledgements)."""
     subs = BUILTIN_MODES[mode]
     client = redis.Redis.from_url(url)
     client.delete("dicombus:counts:type", "dicombus:counts:ae", "dicombus:counts:ae:BENCHSCU")
@@ -589,12 +593,14 @@ def bench_builtin(url: str, tmp: Path, budget: Budget, mode: str) -> dict[str, f
 
     with _workers(url, folder, queues, 1, pool="solo", builtin=True, env=settings) as pids:
         cpu_before, wall_before = _cpu_seconds(pids), time.monotonic()
+        redis_before = _cpu_seconds([redis_pid])
         broker = Broker(url, timeout=10)
         for start in range(0, len(messages), 500):
             broker.publish(messages[start : start + 500])
         broker.close()
         _wait(drained, f"the {mode} built-in tasks")
         cpu, wall = _cpu_seconds(pids) - cpu_before, time.monotonic() - wall_before
+        redis_cpu = _cpu_seconds([redis_pid]) - redis_before
     client.close()
     per_event = 1e6 * cpu / budget.consume_events
     return {
@@ -602,6 +608,7 @@ def bench_builtin(url: str, tmp: Path, budget: Budget, mode: str) -> dict[str, f
         "tasks": len(subs),
         "cpu_us_per_event": per_event,
         "cpu_us_per_event_per_task": per_event / len(subs),
+        "redis_cpu_us_per_event": 1e6 * redis_cpu / budget.consume_events,
         "events_per_s": budget.consume_events / wall,
     }
 
@@ -926,6 +933,11 @@ def _report_builtin(rows: dict[str, Any]) -> None:
             f"{WORKER_CPU_TARGET:.0f}   {_verdict(ok)}   ({row['events']} events, "
             f"{row['events_per_s']:.0f}/s)"
         )
+        redis_ok = row["redis_cpu_us_per_event"] <= REDIS_CPU_TARGET
+        print(
+            f"   {'':<10} Redis: {row['redis_cpu_us_per_event']:6.0f} us per event   target <= "
+            f"{REDIS_CPU_TARGET:.0f}   {_verdict(redis_ok)}"
+        )
 
 
 SECTIONS = ("publish", "latency", "consume", "store", "interference", "builtin")
@@ -993,7 +1005,8 @@ def main() -> None:
             if "builtin" in args.only:
                 print("built-in tasks ...", flush=True)
                 results["builtin"] = {
-                    mode: bench_builtin(url, tmp, budget, mode) for mode in BUILTIN_MODES
+                    mode: bench_builtin(url, tmp, budget, mode, server.pid or 0)
+                    for mode in BUILTIN_MODES
                 }
         finally:
             server.stop()

@@ -1,6 +1,7 @@
 """The whole node as users run it (issue 10), side by side in one run, on the same data.
 
-    python bench/node_run.py [--quick] [--json out.json] [--ct N] [--small N] [--associations N]
+    python bench/node_run.py [--quick] [--repeats N] [--json out.json] [--ct N] [--small N]
+        [--associations N]
 
 DCMTK's ``storescu`` (TCP_NODELAY=1) feeds over one association, bench/node_client.py
 (a dicombus SCU) over ``--associations`` concurrent ones:
@@ -16,7 +17,8 @@ DCMTK's ``storescu`` (TCP_NODELAY=1) feeds over one association, bench/node_clie
 
 For each: instances/s over the sends, the drain after the last send, and the
 CPU per C-STORE of each process (from /proc, bench/process_cpu.py) from the
-first send to the end of the drain. bench/node_scps.py starts and stops the
+first send to the end of the drain; every row ``--repeats`` times, reported (and its
+targets marked) on the medians. bench/node_scps.py starts and stops the
 SCPs. See bench/README.md.
 """
 
@@ -29,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,9 @@ CLIENT = Path(__file__).resolve().parent / "node_client.py"
 SEND_TIMEOUT = 600.0  # one storescu or node_client.py process
 DRAIN_TIMEOUT = 600.0
 ONE_FILE_RUNS = 3
+# Runs of every row: a single run on a shared machine swings by 2-3x in rate
+# (docs/performance.md); three keep --quick at about a minute and a half here.
+DEFAULT_REPEATS = 3
 WARM_UP_FILES = 5
 
 # The issue's targets.
@@ -119,6 +125,88 @@ class Measurement:
             found["end_to_end_rate"] = self.end_to_end_rate
             found["cpu_ms_per_instance"] = self.cpu_ms
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One SCP's measurements of a row over the repeats; its figures are the medians of
+    the runs that succeeded, so one run disturbed by the machine's load does not decide
+    a target."""
+
+    runs: tuple[Measurement, ...]
+
+    @property
+    def scp(self) -> str:
+        return self.runs[0].scp
+
+    @property
+    def ok(self) -> tuple[Measurement, ...]:
+        return tuple(m for m in self.runs if not m.error)
+
+    @property
+    def error(self) -> str:
+        """Why every run failed ('' when one succeeded)."""
+        return "" if self.ok else self.runs[0].error
+
+    @property
+    def instances(self) -> int:
+        return self.runs[0].instances
+
+    @property
+    def rate(self) -> float | None:
+        return _median([m.rate for m in self.ok])
+
+    @property
+    def end_to_end_rate(self) -> float | None:
+        return _median([m.end_to_end_rate for m in self.ok])
+
+    @property
+    def drain_seconds(self) -> float | None:
+        return _median([m.drain_seconds for m in self.ok])
+
+    @property
+    def cpu_ms(self) -> float | None:
+        return _median([m.cpu_ms for m in self.ok])
+
+    @property
+    def cpu_ms_by_process(self) -> dict[str, float]:
+        labels = sorted({label for m in self.ok for label in m.cpu_seconds})
+        found = {
+            label: _median([1000 * m.cpu_seconds.get(label, 0.0) / m.instances for m in self.ok])
+            for label in labels
+        }
+        return {label: value for label, value in found.items() if value is not None}
+
+    @property
+    def base_seconds(self) -> float | None:
+        return _median([m.base_seconds for m in self.ok])
+
+    @property
+    def client_cpu_ms(self) -> float | None:
+        return _median(
+            [
+                None if m.client_cpu_seconds is None else 1000 * m.client_cpu_seconds / m.instances
+                for m in self.ok
+            ]
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scp": self.scp,
+            "error": self.error,
+            "rate": self.rate,
+            "end_to_end_rate": self.end_to_end_rate,
+            "drain_seconds": self.drain_seconds,
+            "cpu_ms_per_instance": self.cpu_ms,
+            "cpu_ms_by_process": self.cpu_ms_by_process,
+            "runs": [m.as_json() for m in self.runs],
+        }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    """The median of the known values; None when there is none."""
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 def _finish(process: subprocess.Popen[str], what: str) -> str:
@@ -260,7 +348,7 @@ class Row:
     key: str
     dataset: str
     associations: int
-    measurements: tuple[Measurement, ...]  # ours first, then the baselines
+    measurements: tuple[Measured, ...]  # ours first, then the baselines
 
     def title(self, spec: data.DataSetSpec) -> str:
         where = (
@@ -280,14 +368,6 @@ def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs if ours is not None and theirs else None
 
 
-def _rate(m: Measurement) -> float | None:
-    return None if m.error else m.rate
-
-
-def _cpu(m: Measurement) -> float | None:
-    return None if m.error else m.cpu_ms
-
-
 def targets(row: Row) -> list[dict[str, Any]]:
     """The issue's targets for this row: what, the figure, PASS/MISS."""
     ours, *baselines = row.measurements
@@ -300,22 +380,22 @@ def targets(row: Row) -> list[dict[str, Any]]:
 
     if row.associations == 1:
         goal, user = UP_RATE[row.dataset], baselines[-1]
-        target(f"up >= {goal:.0f} inst/s", _rate(ours), lambda v: v >= goal)
-        target(f"up CPU per C-STORE <= {UP_CPU_MS} ms", _cpu(ours), lambda v: v <= UP_CPU_MS)
+        target(f"up >= {goal:.0f} inst/s", ours.rate, lambda v: v >= goal)
+        target(f"up CPU per C-STORE <= {UP_CPU_MS} ms", ours.cpu_ms, lambda v: v <= UP_CPU_MS)
         target(
             f"up >= {USER_RATE_FACTOR:g}x user-built inst/s",
-            _ratio(_rate(ours), _rate(user)),
+            _ratio(ours.rate, user.rate),
             lambda v: v >= USER_RATE_FACTOR,
         )
         target(
             f"up CPU per instance <= {USER_CPU_SHARE:g} of user-built's",
-            _ratio(_cpu(ours), _cpu(user)),
+            _ratio(ours.cpu_ms, user.cpu_ms),
             lambda v: v <= USER_CPU_SHARE,
         )
     else:
         target(
             "up >= storescp --fork inst/s",
-            _ratio(_rate(ours), _rate(baselines[0])),
+            _ratio(ours.rate, baselines[0].rate),
             lambda v: v >= 1.0,
         )
     return found
@@ -331,6 +411,13 @@ def _times(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def _runs(values: Sequence[float | None]) -> str:
+    """The individual runs' figures, in brackets after a median (none for a single run)."""
+    if len(values) < 2:
+        return ""
+    return " [" + " ".join(_figure(value) for value in values) + "]"
+
+
 def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
     print(f"\n[{index}] {row.title(spec)}")
     print(
@@ -343,16 +430,20 @@ def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
             print(f"{line}{'failed':>9}   {m.error}")
             continue
         drain = "-" if m.drain_seconds is None else f"{m.drain_seconds:.2f}"
-        parts = ", ".join(
-            f"{label} {1000 * seconds / m.instances:.2f}"
-            for label, seconds in sorted(m.cpu_seconds.items())
-        )
+        parts = ", ".join(f"{label} {ms:.2f}" for label, ms in m.cpu_ms_by_process.items())
         audited = "-" if m.drain_seconds is None else _figure(m.end_to_end_rate)
-        print(f"{line}{_figure(m.rate):>9}{drain:>9}{audited:>11}{m.cpu_ms:>13.2f}   {parts}")
+        print(f"{line}{_figure(m.rate):>9}{drain:>9}{audited:>11}{m.cpu_ms or 0:>13.2f}   {parts}")
+        if len(m.runs) > 1:
+            errors = [r.error for r in m.runs if r.error]
+            note = f", {len(errors)} failed: {errors[0]}" if errors else ""
+            print(
+                f"  {'':<34}runs: inst/s{_runs([r.rate for r in m.ok])}, "
+                f"CPU ms/inst{_runs([r.cpu_ms for r in m.ok])}{note}"
+            )
     ours, *baselines = row.measurements
     shown = [
-        f"/{other.scp}: inst/s {_times(_ratio(_rate(ours), _rate(other)))}, "
-        f"CPU per instance {_times(_ratio(_cpu(ours), _cpu(other)))}"
+        f"/{other.scp}: inst/s {_times(_ratio(ours.rate, other.rate))}, "
+        f"CPU per instance {_times(_ratio(ours.cpu_ms, other.cpu_ms))}"
         for other in baselines
     ]
     print(f"  ratio {ours.scp} " + "; ".join(shown))
@@ -360,14 +451,16 @@ def print_row(index: int, row: Row, spec: data.DataSetSpec) -> None:
         print(f"  target {found['target']}: {_figure(found['value'])} -> {found['verdict']}")
     if row.associations == 1:
         bases = ", ".join(
-            f"{m.scp} {1000 * m.base_seconds:.0f} ms" for m in row.measurements if not m.error
+            f"{m.scp} {1000 * (m.base_seconds or 0):.0f} ms"
+            for m in row.measurements
+            if not m.error
         )
         print(f"  (storescu's wall time minus that of the shortest one-file run: {bases})")
     else:
         clients = ", ".join(
-            f"{m.scp} {1000 * m.client_cpu_seconds / m.instances:.2f} ms"
+            f"{m.scp} {m.client_cpu_ms:.2f} ms"
             for m in row.measurements
-            if m.client_cpu_seconds is not None
+            if m.client_cpu_ms is not None
         )
         print("  (timed in the client from the start of the sends, associations established)")
         print(f"  (the client's CPU per instance, on the same two CPUs: {clients})")
@@ -444,7 +537,27 @@ def _measure_all(
         }
 
 
-def run_rows(ctx: Context, budget: Budget) -> list[Row]:
+def run_rows(ctx: Context, budget: Budget, repeats: int) -> list[Row]:
+    """Every row ``repeats`` times (fresh SCPs each time, in the same order), its
+    figures the medians over the repeats."""
+    runs = []
+    for repeat in range(1, repeats + 1):
+        if repeats > 1:
+            print(f"run {repeat} of {repeats}", flush=True)
+        runs.append(_run_rows_once(ctx, budget))
+    return [
+        dataclasses.replace(
+            rows[0],
+            measurements=tuple(
+                Measured(tuple(row.measurements[index].runs[0] for row in rows))
+                for index in range(len(rows[0].measurements))
+            ),
+        )
+        for rows in zip(*runs, strict=True)
+    ]
+
+
+def _run_rows_once(ctx: Context, budget: Budget) -> list[Row]:
     single = ("ct", "small")
     storescp = ctx.tools["storescp"]
     up = _measure_all(ctx, UpNode.label, lambda: up_node(ctx.work, 1), single, 1)
@@ -462,7 +575,7 @@ def run_rows(ctx: Context, budget: Budget) -> list[Row]:
             key=f"store-{name}",
             dataset=name,
             associations=1,
-            measurements=(up[name], dcmtk[name], user[name]),
+            measurements=(Measured((up[name],)), Measured((dcmtk[name],)), Measured((user[name],))),
         )
         for name in single
     ]
@@ -471,19 +584,20 @@ def run_rows(ctx: Context, budget: Budget) -> list[Row]:
             key=f"store-ct-{many}",
             dataset="ct",
             associations=many,
-            measurements=(up_many["ct"], fork["ct"]),
+            measurements=(Measured((up_many["ct"],)), Measured((fork["ct"],))),
         )
     )
     return rows
 
 
-def environment(ctx: Context, budget: Budget, scp_dir: Path) -> dict[str, Any]:
+def environment(ctx: Context, budget: Budget, repeats: int, scp_dir: Path) -> dict[str, Any]:
     import dicombus
     import pynetdicom
 
     return {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "budget": dataclasses.asdict(budget),
+        "repeats": repeats,
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "dicombus": dicombus.__version__,
@@ -496,7 +610,9 @@ def environment(ctx: Context, budget: Budget, scp_dir: Path) -> dict[str, Any]:
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer files (about two minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer files (about a minute and a half)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument(
         "--ct", type=int, help="CT instances per timed send (default 500; quick 120)"
@@ -506,6 +622,13 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--associations", type=int, help="concurrent associations of the last row (default 32)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=DEFAULT_REPEATS,
+        help=f"runs of every row, fresh SCPs each; figures and targets on their medians "
+        f"(default {DEFAULT_REPEATS})",
     )
     parser.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="generated data sets (cached)"
@@ -524,6 +647,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         if (value := getattr(args, name)) is not None
     }
     args.budget = dataclasses.replace(budget, **changes)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.budget.associations < 2:
         parser.error("--associations must be at least 2")
     if min(args.budget.ct, args.budget.small) <= args.budget.associations:
@@ -544,9 +669,9 @@ def main(argv: Sequence[str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="dicombus-node-bench-", dir=args.scp_dir))
     try:
         ctx = prepare(args.budget, args.quick, args.data_dir, work)
-        env = environment(ctx, args.budget, args.scp_dir)
+        env = environment(ctx, args.budget, args.repeats, args.scp_dir)
         print("dicombus node benchmark: " + ", ".join(f"{k} {v}" for k, v in env.items()))
-        rows = run_rows(ctx, args.budget)
+        rows = run_rows(ctx, args.budget, args.repeats)
         for index, row in enumerate(rows, start=1):
             print_row(index, row, ctx.specs[row.dataset])
         print_summary(rows)
@@ -565,7 +690,7 @@ def main(argv: Sequence[str]) -> int:
             args.json.write_text(json.dumps({"environment": env, "rows": results}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    failed = any(m.error for row in rows for m in row.measurements)
+    failed = any(r.error for row in rows for m in row.measurements for r in m.runs)
     return 1 if failed else 0
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.interop
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "node_run.py"
-RUN_TIMEOUT = 110.0
+RUN_TIMEOUT = 220.0  # two runs of every row
 SCPS = ("dicombus up", "DCMTK storescp", "user-built (pynetdicom + Celery)")
 
 
@@ -52,7 +52,7 @@ def test_node_run_quick_prints_every_row_and_stops_everything(tmp_path: Path) ->
     report = tmp_path / "node.json"
     command = [sys.executable, str(SCRIPT), "--quick", "--ct", "6", "--small", "6"]
     command += ["--associations", "3", "--data-dir", str(tmp_path / "data")]
-    command += ["--scp-dir", str(scp_dir), "--json", str(report)]
+    command += ["--scp-dir", str(scp_dir), "--json", str(report), "--repeats", "2"]
 
     result = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT)
 
@@ -70,6 +70,8 @@ def test_node_run_quick_prints_every_row_and_stops_everything(tmp_path: Path) ->
         # (or "-"), its audited/s (or "-"), its CPU per instance and the per-process breakdown.
         line = rf"^  {re.escape(scp)} +\S+ +\S+ +\S+ +\d+\.\d\d   \S"
         assert re.search(line, result.stdout, re.M), result.stdout
+        # The median's runs, each SCP started afresh per run.
+        assert re.search(rf"^  {re.escape(scp)} .*\n {{36}}runs: inst/s", result.stdout, re.M)
     assert re.search(r"^  store-ct: up >= 600 inst/s +\S+  (PASS|MISS|n/a)$", result.stdout, re.M)
 
     rows = json.loads(report.read_text())["rows"]
@@ -77,9 +79,12 @@ def test_node_run_quick_prints_every_row_and_stops_everything(tmp_path: Path) ->
     for row in rows:
         for measured in row["measurements"]:
             assert measured["error"] == "", measured
-            if measured["audited"] is not None:
-                # Every C-STORE sent so far audited and counted, each once.
-                assert measured["audited"]["EVT_C_STORE"] == measured["sent"], measured
+            assert len(measured["runs"]) == 2
+            for run in measured["runs"]:
+                assert run["error"] == "", run
+                if run["audited"] is not None:
+                    # Every C-STORE sent so far audited and counted, each once.
+                    assert run["audited"]["EVT_C_STORE"] == run["sent"], run
     assert {m["scp"] for row in rows for m in row["measurements"]} >= set(SCPS)
-    assert {"edge (up)", "redis-server"} <= set(rows[0]["measurements"][0]["cpu_seconds"])
+    assert {"edge (up)", "redis-server"} <= set(rows[0]["measurements"][0]["cpu_ms_by_process"])
     assert _processes_mentioning(str(scp_dir)) == []

@@ -136,6 +136,49 @@ def test_a_capped_label_folds_new_values_into_other(client: redis.Redis) -> None
     assert sum(by_ae.values()) == cap + 6
 
 
+def commands(client: redis.Redis) -> dict[str, int]:
+    """Redis's own count of each command run so far (scripts' commands included)."""
+    return {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in client.info("commandstats").items()
+    }
+
+
+def test_a_batch_adds_once_per_key_and_field_and_counts_only_its_new_events(
+    client: redis.Redis,
+) -> None:
+    stores = [c_store(size=100 + n) for n in range(40)]
+    assert count(client, stores[:10]) == 10
+    client.config_resetstat()
+    # Redelivered (the first ten, and one twice in the batch) beside thirty new ones.
+    assert count(client, [*stores, stores[20]]) == 30
+    calls = commands(client)
+    # One claim per event; the additions summed per key and field: the thirty
+    # C-STOREs of one stream share every one of them (old: ~7 HINCRBY per event).
+    assert calls["set"] == 41
+    assert calls["hincrby"] < 30
+    assert calls["evalsha"] == 1 and "eval" not in calls
+
+    samples = scrape(client)
+    ct = (("edge", "edge-1"), ("modality", "CT"), ("sop_class", CT_IMAGE))
+    assert samples["dicombus_cstore_instances_total"][(*ct, ("status_class", "success"))] == 40
+    total_bytes = sum(100 + n for n in range(40))
+    assert samples["dicombus_cstore_bytes_total"][(*ct, ("status_class", "success"))] == (
+        total_bytes
+    )
+    assert client.hget("dicombus:counts:type", "EVT_C_STORE") == "40"
+    assert client.hget("dicombus:counts:ae:CT1", "EVT_C_STORE") == "40"
+    minute_keys = client.keys("dicombus:metrics:*:minute:*")
+    assert minute_keys and all(client.ttl(key) > 0 for key in minute_keys)
+
+
+def test_the_script_is_loaded_again_after_redis_forgot_it(client: redis.Redis) -> None:
+    assert count(client, [c_store()]) == 1
+    client.script_flush()  # as a restarted Redis: it answers NOSCRIPT to EVALSHA
+    assert count(client, [c_store()]) == 1
+    assert client.hget("dicombus:counts:type", "EVT_C_STORE") == "2"
+
+
 def test_c_store_and_c_find_durations_are_the_service_seconds_their_outcomes_carry(
     client: redis.Redis,
 ) -> None:

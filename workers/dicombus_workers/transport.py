@@ -13,6 +13,16 @@ where kombu spent two per message, and the ``BRPOP``'s message is recorded
 before it is delivered, as kombu's ``QoS.append`` records it. The restore
 sweep, acknowledgements and redelivery work on them unchanged.
 
+In a steady stream each fetch would take the few messages of one publisher
+batch, and the per-fetch costs (the ``BRPOP``'s wake-up, the script call) would
+be paid every few events. So after a fetch that emptied the list while messages
+kept coming, the channel waits a few milliseconds before its next ``BRPOP``
+(:class:`~dicombus.bus.linger.AdaptiveLinger`, at most :data:`FETCH_LINGER`),
+and more arrive meanwhile to be taken together; after a quiet spell it does
+not wait, nor when its prefetch has room for fewer than :data:`FETCH_TARGET`
+(it would only fall behind). The messages it fetched are delivered before the wait, so no message
+waits for it; what arrives during it waits at most :data:`FETCH_LINGER`.
+
 The script pops and records atomically, which kombu's own two steps do not: a
 worker killed between them can lose no message here (the ``BRPOP``'s own
 message is exposed between its pop and the script, as it is in kombu).
@@ -24,14 +34,22 @@ import time
 from queue import Empty
 from typing import Any
 
+from dicombus.bus.linger import AdaptiveLinger
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
+from redis.commands.core import Script
 
 # At most this many messages per script call beyond the one BRPOP returned, also
 # when the prefetch is unlimited: bounds one call's time in Redis.
 BULK_LIMIT = 200
+
+# The wait before the next BRPOP in a stream (see the module docstring), and the
+# fetch size it aims at: a few milliseconds on top of a batch task's own linger
+# (dicombus_workers.batch, 50 ms), and the most a single-message task's event waits.
+FETCH_LINGER = 0.005
+FETCH_TARGET = 32
 
 # KEYS: the list, the unacked hash, the unacked index. ARGV: how many more, now,
 # the message the BRPOP returned. kombu's QoS.append stores [message, exchange,
@@ -56,6 +74,8 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return popped
 """
+# Sent as EVALSHA; redis-py loads it again when Redis answers NOSCRIPT (a restart).
+_pop_and_record: Script | None = None
 
 
 class BulkQoS(kombu_redis.QoS):
@@ -78,6 +98,10 @@ class BulkChannel(kombu_redis.Channel):
 
     QoS = BulkQoS
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._fetch_linger = AdaptiveLinger(FETCH_LINGER, FETCH_TARGET)
+
     def _brpop_read(self, **options: Any) -> bool:
         # kombu's _brpop_read, with the recording and the bulk step in one script.
         try:
@@ -99,28 +123,38 @@ class BulkChannel(kombu_redis.Channel):
             # A key prefix would need every key of the script rewritten: kombu's way.
             self.connection._deliver(first, queue)
             return True
-        for payload in [first, *self._record_and_take(key, item)]:
+        # How long the BRPOP waited (kombu notes when it sent it; unknown: a quiet spell).
+        idle = time.monotonic() - (self._brpop_sent_at or 0.0)
+        more, wanted = self._record_and_take(key, item)
+        for payload in [first, *more]:
             self.qos.recorded.add(payload["properties"]["delivery_tag"])
             self.connection._deliver(payload, queue)
+        pause = self._fetch_linger.wait(idle)
+        self._fetch_linger.taken(1 + len(more))
+        if pause > 0 and len(more) < wanted and wanted >= FETCH_TARGET:
+            # The list is empty and messages kept coming: let the next few gather
+            # before the next BRPOP (delivered ones are not held back). Only when the
+            # prefetch can take them: a consumer of a few messages at a time (a
+            # single-message task) waiting would fall behind a fast stream.
+            time.sleep(pause)
         return True
 
-    def _record_and_take(self, key: bytes, first: bytes) -> list[dict[str, Any]]:
+    def _record_and_take(self, key: bytes, first: bytes) -> tuple[list[dict[str, Any]], int]:
         """Record ``first`` (the BRPOP's message) and pop and record as many more as
-        the prefetch has room for beside it; the more, in the list's order."""
+        the prefetch has room for beside it: the more, in the list's order, and how
+        many were wanted."""
+        global _pop_and_record
         room = self.qos.can_consume_max_estimate()
         wanted = BULK_LIMIT if room is None else max(min(room - 1, BULK_LIMIT), 0)
         with self.conn_or_acquire() as client:
-            popped = client.eval(
-                _POP_AND_RECORD,
-                3,
-                key,
-                self.unacked_key,
-                self.unacked_index_key,
-                wanted,
-                time.time(),
-                first,
+            if _pop_and_record is None:
+                _pop_and_record = client.register_script(_POP_AND_RECORD)
+            popped = _pop_and_record(
+                keys=[key, self.unacked_key, self.unacked_index_key],
+                args=[wanted, time.time(), first],
+                client=client,
             )
-        return [loads(bytes_to_str(raw)) for raw in popped]
+        return [loads(bytes_to_str(raw)) for raw in popped], wanted
 
 
 class Transport(kombu_redis.Transport):

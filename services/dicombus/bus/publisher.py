@@ -90,6 +90,7 @@ from dicombus.bus.disk_reserve import DiskReserve
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.held_file import write_held
 from dicombus.bus.journal import Journal
+from dicombus.bus.linger import AdaptiveLinger
 from dicombus.bus.outbox import Outbox, OutboxError, OutboxMessage, StoredMessage
 from dicombus.bus.publisher_child import ProcessSender
 from dicombus.bus.sender import (
@@ -113,14 +114,15 @@ RECONNECT_FIRST = 0.05
 RECONNECT_CAP = 0.5
 # One line of metrics at DEBUG this often (the thread also wakes for it when idle).
 METRICS_INTERVAL = 30.0
-# How long the publisher thread waits for a batch to fill once an event is in.
-# One message per Redis pipeline costs about 70 us of CPU, one in a batch of
-# 2 about 55 us, of 50 about 25 us; at a steady C-STORE pace (~1,000/s)
-# batches were of one or two. Ten milliseconds make them about ten, which cut
-# the edge's CPU per published C-STORE by about 90 us (bench/bus_run.py row 4)
-# at a latency cost (5 ms on average) well under the 50 ms budget from DICOM
-# event to task start.
-BATCH_LINGER = 0.010
+# How long the publisher thread waits at most for a batch to fill once an event
+# is in (dicombus.bus.linger: not at all after a quiet spell, in a stream as
+# long as BATCH_TARGET events take to arrive, at most this). Each batch costs
+# about 300 us of CPU across the child and Redis whatever it holds; a fixed
+# 10 ms left batches of two to four events in a steady one-association C-STORE
+# stream (bench/bus_run.py row 4). 25 ms keeps an event's latency from DICOM
+# event to task start well under its 50 ms budget (row 2 at 1,000 events/s).
+BATCH_LINGER = 0.025
+BATCH_TARGET = 64
 # Messages the outbox could not store are held in memory; at this many per event
 # the queue holds the publisher is saturated: no C-STORE is answered Success and
 # the running associations are aborted (the edge accepts none while anything is
@@ -215,7 +217,7 @@ class Publisher:
         self._on_saturated = on_saturated
         self._give_up_held_at = 0.0  # set by stop(): then held messages go to the file
         self._batch_size = batch_size
-        self._linger = batch_linger
+        self._linger = AdaptiveLinger(batch_linger, BATCH_TARGET)
         self._metrics_interval = metrics_interval
         # None entries are wake-ups (stop), not events.
         self._queue: queue.Queue[_Submitted | None] = queue.Queue(maxsize=queue_size)
@@ -441,22 +443,24 @@ class Publisher:
             self._spool(self._take(wait=max(wait, 0.0)))
         return True
 
-    def _take(self, wait: float | None, linger: float = 0.0) -> list[_Submitted]:
+    def _take(self, wait: float | None, linger: AdaptiveLinger | None = None) -> list[_Submitted]:
         """Up to batch_size events; waits ``wait`` seconds for the first (None: no wait),
-        then ``linger`` seconds for more to arrive before taking them."""
+        then as long as ``linger`` says for more to arrive before taking them."""
         batch: list[_Submitted] = []
+        started = time.monotonic()
         try:
             first = self._queue.get_nowait() if wait is None else self._queue.get(timeout=wait)
         except queue.Empty:
             return batch
         if first is not None:
             batch.append(first)
-        if linger > 0 and first is not None:
+        pause = 0.0 if linger is None else linger.wait(time.monotonic() - started)
+        if pause > 0 and first is not None:
             self._inflight_since = first.created  # in hand: lag counts it (_send clears it)
             # A plain sleep, not a get() with a timeout: that would wake this
             # thread (and take the GIL from the association threads) once per
             # event submitted meanwhile; this wakes it once per batch.
-            time.sleep(linger)
+            time.sleep(pause)
         while len(batch) < self._batch_size:
             try:
                 item = self._queue.get_nowait()
@@ -464,6 +468,8 @@ class Publisher:
                 break
             if item is not None:
                 batch.append(item)
+        if linger is not None and batch:
+            linger.taken(len(batch))
         return batch
 
     def _drain(self) -> list[_Submitted]:

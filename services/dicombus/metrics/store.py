@@ -5,6 +5,11 @@ of a batch. The script claims each event id (``SET NX EX``, the marker the
 counter task has always used) and applies that event's additions only if the
 claim is new, so a redelivered or replayed event counts once, and each event's
 claim and additions happen together or not at all (a script runs atomically).
+The additions of the events whose claim is new are summed per key and field
+and applied once each: events of one stream share nearly all of them, so a
+batch costs one ``SET`` per event and one ``HINCRBY`` per field it touches,
+where adding event by event cost about ten ``HINCRBY`` and three ``EXPIRE``
+per C-STORE (docs/performance.md).
 
 Capped labels (:data:`~dicombus.metrics.families.LABEL_CAPS`) are resolved in
 the script too, so every worker on every host agrees on which values are kept.
@@ -23,17 +28,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dicombus.metrics.families import LABEL_CAPS, OTHER, VALUES_PREFIX, Family
 from dicombus.metrics.recorder import EventOps
 
 if TYPE_CHECKING:
     import redis
+    from redis.commands.core import Script
 
-# ARGV[1]: JSON {"ttl", "caps", "other", "values_prefix", "events": [{"marker", "values",
-# "ops"}]}. A field part that is a number is the index of one of the event's
-# resolved label values; a string is taken as it is.
+# ARGV[1]: JSON {"ttl", "caps", "other", "values_prefix", "labels",
+# "ops", "events"}, the batch's additions gathered by :func:`_gathered`:
+# - labels: the distinct [label, value] pairs of the batch;
+# - ops: the distinct additions of the batch, [kind, key, field] (a field's
+#   parts: a number is the index of one of ``labels``, a string is taken as it
+#   is), [kind, key, field text] for ``hincr``, ["expire", key, seconds];
+# - events: [marker, label indices, [op index, amount, ...]].
+# An event whose claim is new adds its amounts to the sums of its ops (in Lua,
+# no Redis command); the sums are applied once per op at the end: one HINCRBY
+# per key and field of the batch instead of one per event.
 _APPLY = """
 local doc = cjson.decode(ARGV[1])
 local counted = 0
@@ -48,33 +61,56 @@ local function admit(label, value)
   end
   return doc.other
 end
-local function field(parts, values)
+-- A label value is admitted once per batch, at its first claimed event: within
+-- one atomic script a set only grows, so later events would resolve it alike.
+local resolved = {}
+local function value(index)
+  local found = resolved[index]
+  if found == nil then
+    found = admit(doc.labels[index][1], doc.labels[index][2])
+    resolved[index] = found
+  end
+  return found
+end
+local function field(parts)
   local out = {}
   for j, part in ipairs(parts) do
-    if type(part) == 'number' then out[j] = values[part] else out[j] = part end
+    if type(part) == 'number' then out[j] = value(part) else out[j] = part end
   end
   return cjson.encode(out)
 end
+local sums = {}
 for _, event in ipairs(doc.events) do
-  if redis.call('SET', event.marker, 1, 'NX', 'EX', doc.ttl) then
-    local values = {}
-    for j, labelled in ipairs(event.values) do values[j] = admit(labelled[1], labelled[2]) end
-    for _, op in ipairs(event.ops) do
-      if op[1] == 'incr' then
-        redis.call('HINCRBY', op[2], field(op[3], values), op[4])
-      elseif op[1] == 'hincr' then
-        redis.call('HINCRBY', op[2], op[3], 1)
-      elseif op[1] == 'expire' then
-        redis.call('EXPIRE', op[2], op[3])
-      elseif op[1] == 'incrf' then
-        redis.call('HINCRBYFLOAT', op[2], field(op[3], values), op[4])
-      end
+  if redis.call('SET', event[1], 1, 'NX', 'EX', doc.ttl) then
+    for _, index in ipairs(event[2]) do value(index) end
+    local adds = event[3]
+    for k = 1, #adds, 2 do
+      local op = adds[k]
+      sums[op] = (sums[op] or 0) + adds[k + 1]
     end
     counted = counted + 1
   end
 end
+-- In the ops' order: a key's EXPIRE comes after the addition that made it.
+for index, op in ipairs(doc.ops) do
+  local total = sums[index]
+  if total ~= nil then
+    if op[1] == 'incr' then
+      redis.call('HINCRBY', op[2], field(op[3]), total)
+    elseif op[1] == 'hincr' then
+      redis.call('HINCRBY', op[2], op[3], total)
+    elseif op[1] == 'incrf' then
+      redis.call('HINCRBYFLOAT', op[2], field(op[3]), total)
+    else
+      redis.call('EXPIRE', op[2], op[3])
+    end
+  end
+end
 return counted
 """
+# Sent as EVALSHA (the script's text once per Redis, not once per batch); redis-py's
+# Script loads it again when Redis answers NOSCRIPT (a restarted or flushed Redis).
+_script: Script | None = None
 
 
 def apply(client: redis.Redis, events: Sequence[EventOps], *, marker_ttl: int) -> int:
@@ -86,11 +122,47 @@ def apply(client: redis.Redis, events: Sequence[EventOps], *, marker_ttl: int) -
         "caps": LABEL_CAPS,
         "other": OTHER,
         "values_prefix": VALUES_PREFIX,
-        "events": [
-            {"marker": event.marker, "values": event.values, "ops": event.ops} for event in events
-        ],
+        **_gathered(events),
     }
-    return int(client.eval(_APPLY, 0, json.dumps(document, separators=(",", ":"))))
+    global _script
+    if _script is None:
+        _script = client.register_script(_APPLY)
+    return int(_script(args=[json.dumps(document, separators=(",", ":"))], client=client))
+
+
+def _gathered(events: Sequence[EventOps]) -> dict[str, list[Any]]:
+    """The batch's distinct labels and additions, and each event's share of them (the
+    script's ``labels``, ``ops`` and ``events``): events of one stream share nearly
+    every key and field, so the script adds in Lua and calls Redis once per op."""
+    labels: dict[tuple[str, str], int] = {}
+    ops: dict[tuple[Any, ...], int] = {}
+    rows: list[list[Any]] = []
+    for event in events:
+        own = [labels.setdefault((name, value), len(labels) + 1) for name, value in event.values]
+        adds: list[Any] = []
+        for op in event.ops:
+            kind = op[0]
+            if kind in ("incr", "incrf"):
+                identity: tuple[Any, ...] = (kind, op[1], tuple(_parts(op[2], own)))
+                amount = op[3]
+            elif kind == "hincr":
+                identity, amount = (kind, op[1], op[2]), 1
+            else:  # expire: applied once if any claimed event asked for it
+                identity, amount = (kind, op[1], op[2]), 0
+            adds += [ops.setdefault(identity, len(ops) + 1), amount]
+        rows.append([event.marker, own, adds])
+    return {
+        "labels": [list(pair) for pair in labels],
+        "ops": [
+            [kind, key, list(rest) if isinstance(rest, tuple) else rest] for kind, key, rest in ops
+        ],
+        "events": rows,
+    }
+
+
+def _parts(parts: list[Any], own: list[int]) -> list[Any]:
+    """A field's parts with the event's label indices (1-based) made the batch's."""
+    return [own[part - 1] if isinstance(part, int) else part for part in parts]
 
 
 def increment(client: redis.Redis, family: Family, labels: Sequence[str], amount: int = 1) -> None:
