@@ -391,7 +391,8 @@ def render(envelopes: list[dict[str, Any]]) -> str:
         "attributes `sequence` (1, 2, 3 ... per association) and `schemaversion`, and `data`. "
         "An edge that serves C-GET (`[query_retrieve]`) adds the extension attribute "
         "`retrieveuri`, `dicom://<AE title>@<host>:<port>` (the AE title percent-encoded, an "
-        "IPv6 host in brackets): where what it stored can be retrieved, which routing workers "
+        "IPv6 host in brackets; `dicom-tls://` from an edge with `[tls]`, whose listener "
+        "speaks only DICOM over TLS): where what it stored can be retrieved, which routing workers "
         "on other hosts fetch from ([routing.md](routing.md#how-an-instance-travels)); the "
         "host is `[query_retrieve] host`, else `bind`, else (bound to every address) the "
         "host's name.",

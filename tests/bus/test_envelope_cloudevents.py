@@ -19,6 +19,7 @@ from dicombus.bus.envelope import (
     REQUIRED_ATTRIBUTES,
     SCHEMA_VERSION,
     PendingEvent,
+    RetrieveAddress,
     format_time,
     is_extension_name,
     parse_retrieve_uri,
@@ -85,12 +86,25 @@ def test_retrieve_uri_only_from_an_edge_that_serves_c_get() -> None:
     assert "retrieveuri" not in pending().to_envelope()
     envelope = pending(retrieve_uri=retrieve_uri("EDGE 1", "::1", 104)).to_envelope()
     assert envelope["retrieveuri"] == "dicom://EDGE%201@[::1]:104"
-    assert parse_retrieve_uri(envelope["retrieveuri"]) == ("EDGE 1", "::1", 104)
+    assert parse_retrieve_uri(envelope["retrieveuri"]) == RetrieveAddress("EDGE 1", "::1", 104)
 
 
-@pytest.mark.parametrize("text", ["dicom://host:104", "http://EDGE@host:104", "dicom://EDGE@host"])
+def test_an_edge_that_speaks_tls_says_dicom_tls() -> None:
+    # The scheme DIMSE destinations over TLS are shown with (PS3.15 B.1).
+    uri = retrieve_uri("EDGE", "edge-1.example", 2762, tls=True)
+    assert uri == "dicom-tls://EDGE@edge-1.example:2762"
+    assert parse_retrieve_uri(uri) == RetrieveAddress("EDGE", "edge-1.example", 2762, tls=True)
+    assert parse_retrieve_uri(retrieve_uri("EDGE", "edge-1.example", 104)).tls is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["dicom://host:104", "http://EDGE@host:104", "dicom://EDGE@host", "dicoms://EDGE@host:104"],
+)
 def test_a_bad_retrieve_uri_is_named(text: str) -> None:
-    with pytest.raises(ValueError, match="is not a dicom://<AE title>@<host>:<port> address"):
+    with pytest.raises(
+        ValueError, match="is not a dicom:// or dicom-tls://<AE title>@<host>:<port> address"
+    ):
         parse_retrieve_uri(text)
 
 

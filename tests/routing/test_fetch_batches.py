@@ -21,7 +21,7 @@ from dicombus.bus.edge import EdgeNode
 from dicombus.bus.envelope import retrieve_uri
 from dicombus.routing.delivery_policy import DeliveryPolicy
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
-from dicombus.routing.destinations import DimseDestination, EdgeSource
+from dicombus.routing.destinations import DimseDestination, EdgeSettings, EdgeSource
 from dicombus_workers.routing.events import RouteEventPublisher
 from dicombus_workers.routing.fetch import NOT_FOUND_TRIES
 from dicombus_workers.routing.metrics import RoutingMetrics
@@ -61,7 +61,7 @@ def requests_for(datasets: list[Dataset], uri: str, destination: str) -> list[De
 
 @contextmanager
 def sender_for(
-    url: str, folder: Path, port: int, edge: EdgeSource | None = None
+    url: str, folder: Path, port: int, edge: EdgeSettings | None = None
 ) -> Iterator[DestinationSender]:
     destination = DimseDestination(
         name="pacs", ae_title="STORESCP", host="127.0.0.1", port=port, delivery=FAST
@@ -205,7 +205,7 @@ def test_the_configured_edge_overrides_the_address_in_the_events(tmp_path: Path)
         running_edge(url, tmp_path / "edge") as node,
     ):
         store_datasets(node.address[1], [ds])
-        override = EdgeSource(ae_title="EDGE", host="127.0.0.1", port=node.address[1])
+        override = EdgeSettings(ae_title="EDGE", host="127.0.0.1", port=node.address[1])
         unreachable = retrieve_uri("EDGE", "127.0.0.1", free_port())
         with sender_for(url, tmp_path, pacs.port, override) as sender:
             sender.store.add(requests_for([ds], unreachable, "pacs"))

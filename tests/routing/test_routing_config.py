@@ -6,13 +6,20 @@ from pathlib import Path
 
 import pytest
 from dicombus.bus.edge_config import EdgeConfigError, parse_edge_config
+from dicombus.bus.envelope import RetrieveAddress
 from dicombus.routing import (
     RoutingConfig,
     RoutingConfigError,
     load_routing_config,
     parse_routing_config,
 )
-from dicombus.routing.destinations import DimseDestination, StowAuth, StowDestination
+from dicombus.routing.destinations import (
+    DimseDestination,
+    EdgeSettings,
+    EdgeSource,
+    StowAuth,
+    StowDestination,
+)
 from dicombus.routing.rules import Per
 from routing_support import real_dataset, store_envelope
 
@@ -259,6 +266,87 @@ def test_the_edge_to_fetch_from_is_read_and_checked() -> None:
         load(edge.replace("11112", '"x"'))
     with pytest.raises(RoutingConfigError, match=r"\[routing.edge\] hots: unknown key 'hots'"):
         load(edge.replace("host", "hots"))
+
+
+def test_the_edge_takes_tls_settings_as_a_dimse_destination_does(tmp_path: Path) -> None:
+    for name in ("ca.pem", "worker.pem", "worker.key"):
+        (tmp_path / name).write_text("PEM\n")
+    edge = """\
+[routing.edge]
+ae_title = "EDGE"
+host = "edge-1"
+port = 2762
+tls = true
+tls_ca = "ca.pem"
+tls_cert = "worker.pem"
+tls_key = "worker.key"
+"""
+    found = parse_routing_config(edge, name="node.toml", base=tmp_path)
+    assert found.edge == EdgeSettings(
+        ae_title="EDGE",
+        host="edge-1",
+        port=2762,
+        tls=True,
+        tls_ca=tmp_path / "ca.pem",
+        tls_cert=tmp_path / "worker.pem",
+        tls_key=tmp_path / "worker.key",
+    )
+    source = found.edge.source(RetrieveAddress("OTHER", "elsewhere", 104))
+    assert source is not None and source.address == "dicom-tls://EDGE@edge-1:2762"
+    # The destinations' checks, with the file, line and key.
+    mistakes = {
+        edge.replace(
+            "tls = true\n", ""
+        ): r"node.toml:5: \[routing.edge\] tls_ca: tls_ca needs tls = true",
+        edge.replace('tls_key = "worker.key"\n', ""): r"node.toml:7: \[routing.edge\] tls_cert: "
+        "tls_cert and tls_key go together",
+        edge.replace("ca.pem", "nowhere.pem"): r"\[routing.edge\] tls_ca: no such file",
+        edge.replace("tls = true", 'tls = "yes"'): r"\[routing.edge\] tls: expected",
+        edge.replace("tls_ca", "tls_cafile"): r"unknown key 'tls_cafile' \(did you mean 'tls_ca'",
+    }
+    for text, message in mistakes.items():
+        with pytest.raises(RoutingConfigError, match=message):
+            parse_routing_config(text, name="node.toml", base=tmp_path)
+
+
+def test_an_edge_table_without_an_address_keeps_the_events_address(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("PEM\n")
+    text = '[routing]\nedge = { tls_ca = "ca.pem", calling_ae_title = "ROUTER" }\n'
+    found = parse_routing_config(text, name="node.toml", base=tmp_path)
+    assert found.edge == EdgeSettings(calling_ae_title="ROUTER", tls_ca=tmp_path / "ca.pem")
+    # A dicom-tls:// edge is reached over TLS with the CA; a dicom:// one in the clear.
+    tls_edge = RetrieveAddress("EDGE", "edge-1", 2762, tls=True)
+    assert found.edge.source(tls_edge) == EdgeSource(
+        ae_title="EDGE",
+        host="edge-1",
+        port=2762,
+        calling_ae_title="ROUTER",
+        tls=True,
+        tls_ca=tmp_path / "ca.pem",
+    )
+    plain = found.edge.source(RetrieveAddress("EDGE", "edge-1", 104))
+    assert plain is not None and plain.address == "dicom://EDGE@edge-1:104"
+    assert found.edge.source(None) is None  # no address anywhere
+    # tls = true: TLS even where the events say dicom:// (a TLS-terminating proxy).
+    forced = parse_routing_config(
+        text.replace("}", ", tls = true }"), name="node.toml", base=tmp_path
+    )
+    assert forced.edge is not None
+    assert forced.edge.source(RetrieveAddress("EDGE", "edge-1", 104)) == EdgeSource(
+        ae_title="EDGE",
+        host="edge-1",
+        port=104,
+        calling_ae_title="ROUTER",
+        tls=True,
+        tls_ca=tmp_path / "ca.pem",
+    )
+    # Part of an address is a mistake, not an address.
+    with pytest.raises(
+        RoutingConfigError, match=r"node.toml:2: \[routing\] edge: missing key 'ae_title'"
+    ):
+        parse_routing_config(
+            text.replace("}", ', host = "edge-1" }'), name="node.toml", base=tmp_path
+        )
 
 
 def test_a_per_study_or_series_rule_has_its_own_quiet_time() -> None:

@@ -261,7 +261,10 @@ class EdgeNode:
         if self.capture is not None:
             if self.archive is not None:
                 self.capture.retrieve_uri = retrieve_uri(
-                    self.ae.ae_title, advertised_host(config), server.server_address[1]
+                    self.ae.ae_title,
+                    advertised_host(config),
+                    server.server_address[1],
+                    tls=config.tls is not None,  # [tls]: the listener speaks only TLS
                 )
             server.admission_check = self._admission
             with self._capture_lock:

@@ -18,9 +18,10 @@ Attributes (CloudEvents 1.0 "JSON Event Format"):
   (see :mod:`dicombus.bus.event_data` and docs/events.md);
 - extensions: ``sequence`` (1, 2, 3 ... per association, the order to restore)
   and ``schemaversion`` (the version of the ``data`` schema, "1"); and, from an
-  edge that serves C-GET, ``retrieveuri``: ``dicom://<AE title>@<host>:<port>``,
-  where the instances it stored can be retrieved (routing workers that cannot
-  read its storage fetch them from there, docs/routing.md).
+  edge that serves C-GET, ``retrieveuri``: ``dicom://<AE title>@<host>:<port>``
+  (``dicom-tls://`` when its listener speaks DICOM over TLS), where the instances
+  it stored can be retrieved (routing workers that cannot read its storage fetch
+  them from there, docs/routing.md).
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 SPEC_VERSION = "1.0"
 SCHEMA_VERSION = "1"
 DATA_CONTENT_TYPE = "application/json"
 SOURCE_SCHEME = "dicombus"
-RETRIEVE_SCHEME = "dicom"
+# The schemes of a DICOM network address, dicom://<AE title>@<host>:<port>: the plain one,
+# and DICOM over TLS (PS3.15 B.1, the Basic TLS Secure Transport Connection Profile).
+DICOM_SCHEME = "dicom"
+DICOM_TLS_SCHEME = "dicom-tls"
 
 # CloudEvents 1.0 "Attribute Naming Convention": extension names are lower-case
 # ASCII letters and digits only, so every binding (HTTP headers, AMQP, Kafka)
@@ -99,23 +103,43 @@ def source_uri(edge_id: str, ae_title: str) -> str:
     return f"{SOURCE_SCHEME}://{quote(edge_id, safe='')}/{quote(ae_title.strip(), safe='')}"
 
 
-def retrieve_uri(ae_title: str, host: str, port: int) -> str:
-    """``dicom://<AE title>@<host>:<port>``: an AE title may hold spaces, so it is quoted;
-    an IPv6 address is bracketed (RFC 3986 3.2.2)."""
+class RetrieveAddress(NamedTuple):
+    """Where an edge serves C-GET: a :func:`retrieve_uri` read back."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls: bool = False  # the listener speaks DICOM over TLS only
+
+
+def dicom_scheme(tls: bool) -> str:
+    """``dicom-tls`` for an association over TLS, else ``dicom``."""
+    return DICOM_TLS_SCHEME if tls else DICOM_SCHEME
+
+
+def retrieve_uri(ae_title: str, host: str, port: int, *, tls: bool = False) -> str:
+    """``dicom://<AE title>@<host>:<port>`` (``dicom-tls://`` with ``tls``): an AE title may
+    hold spaces, so it is quoted; an IPv6 address is bracketed (RFC 3986 3.2.2)."""
     shown = f"[{host}]" if ":" in host else host
-    return f"{RETRIEVE_SCHEME}://{quote(ae_title.strip(), safe='')}@{shown}:{port}"
+    return f"{dicom_scheme(tls)}://{quote(ae_title.strip(), safe='')}@{shown}:{port}"
 
 
-def parse_retrieve_uri(text: str) -> tuple[str, str, int]:
-    """The (AE title, host, port) of a :func:`retrieve_uri`; ValueError naming what is wrong."""
+def parse_retrieve_uri(text: str) -> RetrieveAddress:
+    """The address of a :func:`retrieve_uri`; ValueError naming what is wrong."""
     parts = urlsplit(text)
     try:
         port = parts.port
     except ValueError:
         port = None
-    if parts.scheme != RETRIEVE_SCHEME or not parts.username or not parts.hostname or not port:
-        raise ValueError(f"{text!r} is not a {RETRIEVE_SCHEME}://<AE title>@<host>:<port> address")
-    return unquote(parts.username), parts.hostname, port
+    schemes = (DICOM_SCHEME, DICOM_TLS_SCHEME)
+    if parts.scheme not in schemes or not parts.username or not parts.hostname or not port:
+        raise ValueError(
+            f"{text!r} is not a {DICOM_SCHEME}:// or {DICOM_TLS_SCHEME}://"
+            "<AE title>@<host>:<port> address"
+        )
+    return RetrieveAddress(
+        unquote(parts.username), parts.hostname, port, parts.scheme == DICOM_TLS_SCHEME
+    )
 
 
 def format_time(moment: datetime) -> str:

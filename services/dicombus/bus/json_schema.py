@@ -17,8 +17,9 @@ from typing import Any
 
 from dicombus.bus.envelope import (
     DATA_CONTENT_TYPE,
+    DICOM_SCHEME,
+    DICOM_TLS_SCHEME,
     REQUIRED_ATTRIBUTES,
-    RETRIEVE_SCHEME,
     SCHEMA_VERSION,
     SOURCE_SCHEME,
     SPEC_VERSION,
@@ -125,10 +126,11 @@ def _envelope_attributes() -> dict[str, Any]:
         "schemaversion": {"const": SCHEMA_VERSION},
         "retrieveuri": {
             "type": "string",
-            "pattern": f"^{RETRIEVE_SCHEME}://[^@/]+@[^/]+:[0-9]+$",
+            "pattern": f"^({DICOM_SCHEME}|{DICOM_TLS_SCHEME})://[^@/]+@[^/]+:[0-9]+$",
             "description": (
-                f"{RETRIEVE_SCHEME}://<AE title>@<host>:<port>: where the edge serves C-GET "
-                "for what it stored (absent: it does not)."
+                f"{DICOM_SCHEME}://<AE title>@<host>:<port>: where the edge serves C-GET "
+                f"for what it stored ({DICOM_TLS_SCHEME}://: over TLS only; absent: it does "
+                "not)."
             ),
         },
         "data": {"type": "object"},

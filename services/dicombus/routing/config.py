@@ -38,7 +38,7 @@ from dicombus.routing.destinations import (
     NAME,
     Destination,
     DimseDestination,
-    EdgeSource,
+    EdgeSettings,
     StowAuth,
     StowDestination,
 )
@@ -61,18 +61,11 @@ FIELDS: dict[str, ValuesOf] = {
     "modality": rules.attribute((rules.MODALITY,)),
 }
 DESTINATION_KEYS = ("name", "type", "concurrency", "transform", "delivery")
-DIMSE_KEYS = (
-    *DESTINATION_KEYS,
-    "ae_title",
-    "host",
-    "port",
-    "calling_ae_title",
-    "tls",
-    "tls_ca",
-    "tls_cert",
-    "tls_key",
-    "transfer_syntaxes",
-)
+# A DICOM peer's address, and how our SCU reaches it: a DIMSE destination's, the edge's.
+ADDRESS_KEYS = ("ae_title", "host", "port")
+TLS_FILE_KEYS = ("tls_ca", "tls_cert", "tls_key")
+REQUESTOR_KEYS = ("calling_ae_title", "tls", *TLS_FILE_KEYS)
+DIMSE_KEYS = (*DESTINATION_KEYS, *ADDRESS_KEYS, *REQUESTOR_KEYS, "transfer_syntaxes")
 STOW_KEYS = (
     *DESTINATION_KEYS,
     "url",
@@ -84,7 +77,7 @@ STOW_KEYS = (
     "tls_ca",
 )
 SECTION_KEYS = ("destinations", "rules", "study_quiet_seconds", "edge")
-EDGE_KEYS = ("ae_title", "host", "port", "calling_ae_title")
+EDGE_KEYS = (*ADDRESS_KEYS, *REQUESTOR_KEYS)
 # A study is complete (STUDY_STABLE) after this long without a new instance: longer than a
 # modality's pause between series, short enough for a reader waiting on the study.
 DEFAULT_STUDY_QUIET_SECONDS = 60.0
@@ -112,7 +105,7 @@ class RoutingConfig:
     rules: tuple[Rule, ...]
     study_quiet_seconds: float = DEFAULT_STUDY_QUIET_SECONDS
     # Where instances are fetched from when the stored file is not readable here.
-    edge: EdgeSource | None = None
+    edge: EdgeSettings | None = None
 
     def quiet_times(self, per: Per) -> frozenset[float]:
         """The rules' own quiet times for units ``per`` series or study."""
@@ -194,24 +187,15 @@ class _Parser:
         edge = self.edge(section["edge"], (*here, "edge")) if "edge" in section else None
         return RoutingConfig(destinations, tuple(found), quiet, edge)
 
-    def edge(self, table: Any, path: KeyPath) -> EdgeSource:
+    def edge(self, table: Any, path: KeyPath) -> EdgeSettings:
         if not isinstance(table, dict):
-            self.fail("expected a table {ae_title, host, port}", path)
+            self.fail("expected a table {ae_title, host, port} and/or TLS settings", path)
         self.known_keys(table, EDGE_KEYS, path)
-        values: dict[str, Any] = {
-            "ae_title": self.check(
-                ae_title_value, self.required(table, "ae_title", path), (*path, "ae_title")
-            ),
-            "host": self.check(nonempty_value, self.required(table, "host", path), (*path, "host")),
-            "port": self.check(
-                integer_value(1, 65535), self.required(table, "port", path), (*path, "port")
-            ),
-        }
-        if "calling_ae_title" in table:
-            values["calling_ae_title"] = self.check(
-                ae_title_value, table["calling_ae_title"], (*path, "calling_ae_title")
-            )
-        return EdgeSource(**values)
+        # Without an address, the TLS files serve the edges whose events say dicom-tls://.
+        has_address = any(key in table for key in ADDRESS_KEYS)
+        values = self.address(table, path) if has_address else {}
+        values.update(self.requestor(table, path, files_need_tls=has_address))
+        return EdgeSettings(**values)
 
     def tables(self, section: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
         value = section.get(key, [])
@@ -260,33 +244,47 @@ class _Parser:
         self.fail(f"expected 'dimse' or 'stow-rs', got {kind!r}", (*path, "type"))
 
     def dimse(self, table: dict[str, Any], path: KeyPath, common: dict[str, Any]) -> Destination:
-        values = dict(common)
-        values["ae_title"] = self.check(
-            ae_title_value, self.required(table, "ae_title", path), (*path, "ae_title")
-        )
-        values["host"] = self.check(
-            nonempty_value, self.required(table, "host", path), (*path, "host")
-        )
-        values["port"] = self.check(
-            integer_value(1, 65535), self.required(table, "port", path), (*path, "port")
-        )
+        values = {**common, **self.address(table, path)}
+        values.update(self.requestor(table, path, files_need_tls=True))
+        if "transfer_syntaxes" in table:
+            values["transfer_syntaxes"] = self.check(
+                transfer_syntaxes_value, table["transfer_syntaxes"], (*path, "transfer_syntaxes")
+            )
+        return DimseDestination(**values)
+
+    def address(self, table: Mapping[str, Any], path: KeyPath) -> dict[str, Any]:
+        """A DICOM peer's ``ae_title``, ``host`` and ``port``, all required."""
+        return {
+            "ae_title": self.check(
+                ae_title_value, self.required(table, "ae_title", path), (*path, "ae_title")
+            ),
+            "host": self.check(nonempty_value, self.required(table, "host", path), (*path, "host")),
+            "port": self.check(
+                integer_value(1, 65535), self.required(table, "port", path), (*path, "port")
+            ),
+        }
+
+    def requestor(
+        self, table: Mapping[str, Any], path: KeyPath, *, files_need_tls: bool
+    ) -> dict[str, Any]:
+        """How our SCU reaches a peer: ``calling_ae_title``, ``tls`` and its files (which
+        need ``tls = true`` when ``files_need_tls``)."""
         checks: dict[str, Callable[[Any, Path], Any]] = {
             "calling_ae_title": ae_title_value,
             "tls": boolean_value,
-            "tls_ca": existing_file_value,
-            "tls_cert": existing_file_value,
-            "tls_key": existing_file_value,
-            "transfer_syntaxes": transfer_syntaxes_value,
+            **dict.fromkeys(TLS_FILE_KEYS, existing_file_value),
         }
-        for key, check in checks.items():
-            if key in table:
-                values[key] = self.check(check, table[key], (*path, key))
-        for key in ("tls_ca", "tls_cert", "tls_key"):
-            if key in values and not values.get("tls"):
+        values = {
+            key: self.check(check, table[key], (*path, key))
+            for key, check in checks.items()
+            if key in table
+        }
+        for key in TLS_FILE_KEYS:
+            if files_need_tls and key in values and not values.get("tls"):
                 self.fail(f"{key} needs tls = true", (*path, key))
         if ("tls_cert" in values) != ("tls_key" in values):
             self.fail("tls_cert and tls_key go together", (*path, "tls_cert"))
-        return DimseDestination(**values)
+        return values
 
     def stow(self, table: dict[str, Any], path: KeyPath, common: dict[str, Any]) -> Destination:
         values = dict(common)

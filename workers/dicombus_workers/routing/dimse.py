@@ -18,10 +18,10 @@ from dicombus import AE
 from dicombus.association import Association
 from dicombus.routing.delivery_store import Delivery
 from dicombus.routing.destinations import DimseDestination
-from dicombus.tls import client_context
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicombus_workers.routing.fetch import InstanceFiles
+from dicombus_workers.routing.tls_args import tls_args
 from dicombus_workers.routing.transport import (
     ConnectionFailed,
     OnResponse,
@@ -76,12 +76,10 @@ def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, str]
     ae.connection_timeout = TIMEOUT
     for abstract_syntax, syntax in contexts:
         ae.add_requested_context(abstract_syntax, syntax)
-    tls: Any = None
-    if destination.tls:
-        ca = destination.tls_ca
-        if ca is None:
-            raise ConnectionFailed("tls = true needs tls_ca to verify the destination")
-        tls = (client_context(ca, destination.tls_cert, destination.tls_key), destination.host)
+    try:
+        tls = tls_args(destination, f"the destination {destination.name!r}")
+    except ValueError as exc:
+        raise ConnectionFailed(str(exc)) from exc
     try:
         assoc = ae.associate(
             destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls

@@ -4,7 +4,10 @@ A routing worker on the edge's host (or with its storage mounted at the same pat
 the file the C-STORE event names. Elsewhere that path is not readable, and the worker asks
 the edge for the batch's instances over **one association**: the edge it names in its
 events (``retrieveuri``, where it serves C-GET), or ``[routing] edge`` when configured (an
-override, for an edge behind NAT or with several addresses). On that association:
+override, for an edge behind NAT or with several addresses). An edge that speaks DICOM
+over TLS (``dicom-tls://``, or ``tls = true`` there) is reached over TLS (PS3.15 B.1) with
+``[routing] edge``'s ``tls_ca`` (and ``tls_cert`` / ``tls_key``); without a CA to verify
+it, its instances are a permanent failure naming the setting. On that association:
 
 - one C-GET per series of the batch, at the IMAGE level of the Study Root model (PS3.4
   C.4.3), the Study and Series Instance UIDs single-valued (PS3.4 C.4.3.2.1: hierarchical
@@ -42,9 +45,11 @@ from dicombus.bus.envelope import parse_retrieve_uri
 from dicombus.protocol.status import OUT_OF_RESOURCES_RANGE
 from dicombus.routing.delivery_policy import describe_status
 from dicombus.routing.delivery_store import Delivery
-from dicombus.routing.destinations import EdgeSource
+from dicombus.routing.destinations import EdgeSettings, EdgeSource
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from dicombus_workers.routing.tls_args import tls_args
 
 LOGGER = logging.getLogger("dicombus_workers.routing")
 
@@ -79,9 +84,10 @@ class Unfetched:
 class InstanceFiles:
     """The Part 10 file of each delivery, as readable on this host."""
 
-    def __init__(self, edge: EdgeSource | None) -> None:
-        """``edge``: the configured ``[routing] edge``, used instead of the events' address."""
-        self.edge = edge
+    def __init__(self, edge: EdgeSettings | None) -> None:
+        """``edge``: the configured ``[routing] edge``: an address used instead of the
+        events', and how the edge is reached."""
+        self.edge = edge or EdgeSettings()
         self._folder: Path | None = None
         self._lock = threading.Lock()  # the destination's sender threads share it
 
@@ -105,16 +111,14 @@ class InstanceFiles:
 
     def edge_of(self, delivery: Delivery) -> EdgeSource:
         """The configured edge, else the one the event names; ValueError without either."""
-        if self.edge is not None:
-            return self.edge
         uri = delivery.request.context.get("retrieve_uri")
-        if not uri:
+        edge = self.edge.source(parse_retrieve_uri(str(uri)) if uri else None)
+        if edge is None:
             raise ValueError(
                 f"the stored file {delivery.request.stored_path} is not readable on this host "
                 "and its event names no edge serving C-GET (set [routing] edge)"
             )
-        ae_title, host, port = parse_retrieve_uri(str(uri))
-        return EdgeSource(ae_title=ae_title, host=host, port=port)
+        return edge
 
     def path(self, delivery: Delivery) -> Path:
         """The stored file, or the copy :meth:`fetch` made; FileNotFoundError without."""
@@ -211,6 +215,10 @@ def _fetch_on_one_association(
         received.add(uid)
         return SUCCESS
 
+    try:
+        tls = tls_args(edge, "[routing] edge")
+    except ValueError as exc:  # a setting missing here: asking again cannot help
+        return _all(wanted, Unfetched(str(exc), True))
     ae = AE(edge.calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
     ae.connection_timeout = TIMEOUT
@@ -226,6 +234,7 @@ def _fetch_on_one_association(
             edge.port,
             ae_title=edge.ae_title,
             ext_neg=roles,
+            tls_args=tls,
             evt_handlers=[(evt.EVT_C_STORE, store)],
         )
     except OSError as exc:

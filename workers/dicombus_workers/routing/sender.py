@@ -31,7 +31,7 @@ from typing import Any
 
 from dicombus.routing.delivery_policy import Outcome, describe_status
 from dicombus.routing.delivery_store import Breaker, Delivery, DeliveryStore
-from dicombus.routing.destinations import Destination, DimseDestination, EdgeSource
+from dicombus.routing.destinations import Destination, DimseDestination, EdgeSettings
 from dicombus.routing.route_events import ROUTE_BEGIN, ROUTE_DEAD_LETTER, ROUTE_FAILED, ROUTE_SENT
 from dicombus.status import code_to_category
 
@@ -58,7 +58,7 @@ class DestinationSender:
         store: DeliveryStore,
         events: RouteEventPublisher,
         metrics: RoutingMetrics,
-        edge: EdgeSource | None = None,
+        edge: EdgeSettings | None = None,
     ) -> None:
         """``edge``: where instances whose stored file is not readable here are fetched."""
         self.destination = destination
