@@ -71,12 +71,15 @@ def stow_destination_toml(name: str, url: str, password_env: str, **delivery: An
     return "\n".join(lines) + "\n"
 
 
-def store_datasets(port: int, datasets: list[Dataset], *, calling: str = "SCU") -> None:
-    """Store ``datasets`` on the edge at ``port`` on one association, each Success."""
+def store_datasets(
+    port: int, datasets: list[Dataset], *, calling: str = "SCU", tls_args: Any = None
+) -> None:
+    """Store ``datasets`` on the edge at ``port`` on one association (over TLS with
+    ``tls_args``, as ``AE.associate`` takes them), each Success."""
     ae = AE(calling)
     for sop_class in dict.fromkeys(str(ds.SOPClassUID) for ds in datasets):
         ae.add_requested_context(sop_class)
-    assoc = ae.associate("127.0.0.1", port, ae_title="EDGE")
+    assoc = ae.associate("127.0.0.1", port, ae_title="EDGE", tls_args=tls_args)
     assert assoc.is_established
     try:
         for ds in datasets:

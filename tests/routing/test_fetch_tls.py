@@ -1,0 +1,133 @@
+"""Fetching a batch from an edge that speaks DICOM over TLS (PS3.15 B.1): the edge says
+``dicom-tls://`` in its events, and a worker with the CA (and its own certificate, for
+an edge that requires one) fetches over TLS; a worker without the CA has a dead letter
+naming the setting (docs/routing.md "Where the edge is").
+
+The edge is a dicombus edge node with ``[tls]``, in this process; the destination is
+DCMTK's ``storescp``; certificates come from ``trustme``, as in tests/security/test_tls.py.
+The deliveries name a stored path that does not exist here, so every instance is fetched.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from delivery_support import data_set_bytes, store_datasets, storescp
+from dicombus import tls
+from dicombus.bus.edge_config import TlsConfig
+from dicombus.bus.envelope import retrieve_uri
+from dicombus.routing.delivery_store import State
+from dicombus.routing.destinations import EdgeSettings
+from helpers import import_peer, small_dataset
+from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian
+from test_fetch_batches import (
+    MR_IMAGE_STORAGE,
+    fetch_associations,
+    requests_for,
+    rounds_until,
+    sender_for,
+)
+from worker_support import embedded_redis, running_edge
+
+pytestmark = pytest.mark.interop
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    edge: tuple[Path, Path]  # certificate, key
+    worker: tuple[Path, Path]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    trustme = import_peer("trustme")
+    folder = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+
+    def issue(name: str, host: str) -> tuple[Path, Path]:
+        issued = ca.issue_cert(host, common_name=name)
+        cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+        issued.cert_chain_pems[0].write_to_path(str(cert))
+        issued.private_key_pem.write_to_path(str(key))
+        return cert, key
+
+    # The edge's certificate names the host it advertises (the client checks it).
+    return Pki(folder / "ca.pem", issue("edge", "127.0.0.1"), issue("router", "router.test"))
+
+
+def tls_edge(pki: Pki) -> TlsConfig:
+    """``[tls]`` with a client certificate required (mutual TLS): the edge accepts no
+    association that did not present the worker's certificate."""
+    cert, key = pki.edge
+    return TlsConfig(cert=cert, key=key, ca=pki.ca, require_client_cert=True)
+
+
+def modality_tls(pki: Pki) -> tuple[ssl.SSLContext, str]:
+    """The modality's side of the TLS association that stores on the edge."""
+    return tls.client_context(pki.ca, *pki.worker), "127.0.0.1"
+
+
+def test_a_batch_is_fetched_over_tls_from_the_edge_the_events_name(
+    tmp_path: Path, pki: Pki
+) -> None:
+    datasets = [small_dataset() for _ in range(2)]
+    datasets[1].StudyInstanceUID = datasets[0].StudyInstanceUID
+    datasets.append(small_dataset(MR_IMAGE_STORAGE, ImplicitVRLittleEndian))
+    # The address from the events; the TLS settings from [routing] edge.
+    cert, key = pki.worker
+    worker_tls = EdgeSettings(tls_ca=pki.ca, tls_cert=cert, tls_key=key)
+    with (
+        storescp(tmp_path / "storescp") as pacs,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge", tls=tls_edge(pki)) as node,
+        sender_for(url, tmp_path, pacs.port, worker_tls) as sender,
+    ):
+        port = node.address[1]
+        store_datasets(port, datasets, tls_args=modality_tls(pki))
+        advertised = retrieve_uri("EDGE", "127.0.0.1", port, tls=True)
+        assert node.capture is not None and node.capture.retrieve_uri == advertised
+        assert advertised.startswith("dicom-tls://")
+        seen = fetch_associations(node)
+        sender.store.add(requests_for(datasets, advertised, "pacs"))
+        rounds_until(
+            sender,
+            lambda: [d.state for d in sender.store.deliveries()] == [State.ACKNOWLEDGED] * 3,
+        )
+        assert seen == ["DICOMBUS"]  # one TLS association for the whole batch
+    received = {dcmread(p).SOPInstanceUID: p for p in (tmp_path / "storescp").iterdir()}
+    stored = {dcmread(p).SOPInstanceUID: p for p in (tmp_path / "edge" / "storage").rglob("*.dcm")}
+    assert set(received) == set(stored) == {str(ds.SOPInstanceUID) for ds in datasets}
+    for uid, path in received.items():
+        assert data_set_bytes(path) == data_set_bytes(stored[uid])
+
+
+def test_a_worker_without_the_ca_has_a_dead_letter_naming_the_setting(
+    tmp_path: Path, pki: Pki
+) -> None:
+    ds = small_dataset()
+    with (
+        storescp(tmp_path / "storescp") as pacs,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge", tls=tls_edge(pki)) as node,
+        sender_for(url, tmp_path, pacs.port) as sender,  # no [routing] edge at all
+    ):
+        port = node.address[1]
+        store_datasets(port, [ds], tls_args=modality_tls(pki))
+        seen = fetch_associations(node)
+        advertised = retrieve_uri("EDGE", "127.0.0.1", port, tls=True)
+        sender.store.add(requests_for([ds], advertised, "pacs"))
+        rounds_until(sender, lambda: [d.state for d in sender.store.deliveries()] == [State.DEAD])
+        [dead] = sender.store.deliveries()
+        assert seen == []  # nothing was tried in the clear, nor without a way to verify
+    assert dead.attempts == 1  # asking again cannot help: a dead letter at once
+    assert dead.reason == (
+        f"DICOM over TLS to dicom-tls://EDGE@127.0.0.1:{port} needs tls_ca in [routing] edge, "
+        "to verify its certificate"
+    )
+    assert list((tmp_path / "storescp").iterdir()) == []
