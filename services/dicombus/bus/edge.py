@@ -113,7 +113,7 @@ class EdgeNode:
         self.heartbeat: EdgeHeartbeat | None = None
         self._capture_lock = threading.Lock()
         self._refusing = False
-        self._announced = False  # dicombus.node.started was published: a stop is due
+        self._announced = False  # the node started listening: dicombus.node.stopped is due
 
     @property
     def address(self) -> tuple[str, int]:
@@ -136,6 +136,7 @@ class EdgeNode:
             if self.broker_url is not None:
                 self._start_heartbeat(self.broker_url)
             self._announce(NODE_STARTED)
+            self._announced = True
         except BaseException:
             self.stop()
             raise
@@ -280,7 +281,10 @@ class EdgeNode:
     def _announce(self, event_type: str) -> None:
         """Publish ``dicombus.node.started`` / ``stopped`` (:mod:`dicombus.bus.node_events`),
         journaled like a Success's event: a node killed just after is still reported."""
-        if self.publisher is None or self.server is None:
+        if self.publisher is None or self.server is None or self.view is None:
+            return
+        # Like every event: built only when a task subscribed to it (the ATNA task).
+        if not self.view.wants(event_type):
             return
         host, port = self.server.server_address[:2]
         pending = node_event(
@@ -290,8 +294,6 @@ class EdgeNode:
             self.publisher.submit_durable(pending)
         except (JournalError, PublisherSaturated) as exc:
             LOGGER.error("cannot keep %s: %s", event_type, exc)
-            return
-        self._announced = event_type == NODE_STARTED
 
     def _subscriptions_changed(self) -> None:
         # Called from the view's thread; the capture is attached once the server runs.

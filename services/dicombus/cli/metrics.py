@@ -20,6 +20,7 @@ from dicombus.cli.common import (
     error,
 )
 from dicombus.data_folder import broker_url_for, redact
+from dicombus.protocol.errors import DicombusError
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -103,7 +104,7 @@ class MetricsServer:
         self._client.close()
 
 
-class MetricsServeError(RuntimeError):
+class MetricsServeError(DicombusError):
     """``--metrics-port`` cannot be served: its address is taken, or there is no bus."""
 
 
