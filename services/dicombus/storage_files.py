@@ -178,7 +178,7 @@ def instance_path(
     if layout is Layout.STUDY:
         study = check_uid(uids.study_instance_uid if uids else None, "Study Instance UID")
         series = check_uid(uids.series_instance_uid if uids else None, "Series Instance UID")
-        return root / study / series / name
+        return root.joinpath(study, series, name)
     sop_class = check_uid(
         _meta_uid(file_meta, "MediaStorageSOPClassUID"), "Media Storage SOP Class UID"
     )
@@ -264,9 +264,7 @@ def store_instance(
     else:
         header, transfer_syntax = encode_part10_header(file_meta), str(file_meta.TransferSyntaxUID)
     content = _Content(header, dataset_bytes, transfer_syntax, folder_sync or SHARED_FOLDER_SYNC)
-    _make_folders(final.parent)
     incoming = incoming_folder(root)
-    _make_folders(incoming)
     # Linked, never renamed, into place: of two associations storing the
     # same new instance at once, the second finds the first's file.
     if not final.exists() and content.write(incoming, final, replace=False):
@@ -360,7 +358,18 @@ class _Content:
 
     def write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
         """Write these bytes durably as ``final``; False (nothing written) if it exists
-        and ``replace`` is off."""
+        and ``replace`` is off. Makes ``incoming`` and ``final``'s folder if missing."""
+        try:
+            return self._write(incoming, final, replace=replace)
+        except FileNotFoundError:
+            # The folders are looked for only when a write finds one missing: a store
+            # into an existing series costs no stat of them (a new series, or a
+            # folder removed meanwhile, comes here once).
+            _make_folders(final.parent)
+            _make_folders(incoming)
+            return self._write(incoming, final, replace=replace)
+
+    def _write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
         handle, temporary = tempfile.mkstemp(suffix=".part", dir=incoming)
         try:
             with os.fdopen(handle, "wb") as stream:
