@@ -97,6 +97,19 @@ def read_instance_header(
 
     Raises UnreadableDatasetError when the bytes are not a data set in that syntax.
     """
+    try:
+        return _read_header(source, transfer_syntax, until)
+    except (OSError, zlib.error) as exc:
+        raise UnreadableDatasetError(f"cannot read the data set: {exc}") from exc
+    except Exception as exc:
+        # pydicom's reader raises whatever its parsing runs into (struct.error,
+        # ValueError, NotImplementedError ...) on bytes that are not a data set;
+        # so does the conversion of a Specific Character Set on the plain path.
+        name = UID(transfer_syntax).name
+        raise UnreadableDatasetError(f"not a data set in {name}: {exc}") from exc
+
+
+def _read_header(source: bytes | memoryview | Path, transfer_syntax: str, until: int) -> Dataset:
     implicit, plain_syntax = _plain_syntax(transfer_syntax)
     if plain_syntax and not isinstance(source, Path):
         data = source if isinstance(source, bytes) else source.tobytes()
@@ -109,21 +122,14 @@ def read_instance_header(
         # Elements are in ascending tag order (PS3.5 7.1): nothing after this is needed.
         return int(tag) > until
 
-    try:
-        with _dataset_stream(source, syntax) as stream:
-            return read_dataset(
-                stream,
-                syntax.is_implicit_VR,
-                syntax.is_little_endian,
-                stop_when=past_until,
-                defer_size=_SKIP_LONGER_THAN,
-            )
-    except (OSError, zlib.error) as exc:
-        raise UnreadableDatasetError(f"cannot read the data set: {exc}") from exc
-    except Exception as exc:
-        # pydicom's reader raises whatever its parsing runs into (struct.error,
-        # ValueError, NotImplementedError ...) on bytes that are not a data set.
-        raise UnreadableDatasetError(f"not a data set in {syntax.name}: {exc}") from exc
+    with _dataset_stream(source, syntax) as stream:
+        return read_dataset(
+            stream,
+            syntax.is_implicit_VR,
+            syntax.is_little_endian,
+            stop_when=past_until,
+            defer_size=_SKIP_LONGER_THAN,
+        )
 
 
 @functools.lru_cache(maxsize=64)
