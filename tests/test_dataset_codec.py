@@ -13,6 +13,7 @@ import pytest
 from dicombus import identity
 from dicombus.dataset_codec import (
     DatasetCodecError,
+    InstanceMeta,
     create_file_meta,
     decode_dataset,
     encode_dataset,
@@ -172,6 +173,25 @@ def test_create_file_meta() -> None:
     assert meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert meta.ImplementationClassUID == identity.IMPLEMENTATION_CLASS_UID
     assert meta.ImplementationVersionName == identity.IMPLEMENTATION_VERSION_NAME
+
+
+@pytest.mark.parametrize("syntax", UNCOMPRESSED, ids=lambda uid: UID(uid).name)
+@pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45"], ids=["even", "odd"])
+def test_instance_meta_is_the_file_meta_it_stands_for(syntax: UID, instance: str) -> None:
+    # The storage handler writes InstanceMeta's header instead of building the
+    # FileMetaDataset: the same bytes, padding of odd-length UIDs included.
+    meta = InstanceMeta(
+        sop_class_uid=CT_IMAGE_STORAGE, sop_instance_uid=instance, transfer_syntax=syntax
+    )
+    built = create_file_meta(
+        sop_class_uid=CT_IMAGE_STORAGE, sop_instance_uid=instance, transfer_syntax=syntax
+    )
+    assert meta.file_meta() == built
+    buffer = DicomBytesIO()
+    # Adds the group length to ``built``, as pydicom's file writer does.
+    write_file_meta_info(buffer, built, enforce_standard=True)
+    as_pydicom_writes_it = b"\x00" * 128 + b"DICM" + buffer.getvalue()
+    assert meta.part10_header() == encode_part10_header(built) == as_pydicom_writes_it
 
 
 @pytest.mark.parametrize("syntax", UNCOMPRESSED, ids=lambda uid: UID(uid).name)

@@ -91,6 +91,34 @@ def _refuse_transcoding(dataset: Dataset, syntax: UID) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceMeta:
+    """The File Meta Information of an instance we received, as its three UIDs.
+
+    What a Storage SCP writes and checks per instance, without the pydicom
+    FileMetaDataset (building one costs about 100 us, a tenth of a small
+    C-STORE's CPU on the edge): :meth:`part10_header` encodes the same bytes.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+    def part10_header(self) -> bytes:
+        return part10_header(
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+            transfer_syntax=self.transfer_syntax,
+        )
+
+    def file_meta(self) -> FileMetaDataset:
+        return create_file_meta(
+            sop_class_uid=self.sop_class_uid,
+            sop_instance_uid=self.sop_instance_uid,
+            transfer_syntax=self.transfer_syntax,
+        )
+
+
 def create_file_meta(
     *, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str
 ) -> FileMetaDataset:

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import BaseTag, Tag
 
-from dicombus.dataset_codec import create_file_meta, decode_dataset, part10_header
+from dicombus.dataset_codec import InstanceMeta, decode_dataset
 from dicombus.protocol.errors import DicombusError
 
 LOGGER = logging.getLogger("dicombus.events")
@@ -317,18 +317,27 @@ class Event:
 
     @property
     def file_meta(self) -> FileMetaDataset:
+        """PS3.10 7.1: the File Meta Information of the received instance, built on
+        first access and kept."""
+        cached = self.__dict__.get("_file_meta")
+        if cached is None:
+            cached = self.instance_meta.file_meta()
+            self.__dict__["_file_meta"] = cached
+        return cached
+
+    @property
+    def instance_meta(self) -> InstanceMeta:
+        """What :attr:`file_meta` holds, as the three UIDs of the C-STORE request and its
+        presentation context, without building a pydicom FileMetaDataset: the storage
+        handler's view (not in pynetdicom)."""
         request = self.__dict__.get("request")
         if request is None or "DataSet" not in getattr(request, "dataset_parameters", ()):
             raise AttributeError("the event is not a C-STORE request")
-        cached = self.__dict__.get("_file_meta")
-        if cached is None:
-            cached = create_file_meta(
-                sop_class_uid=request.AffectedSOPClassUID,
-                sop_instance_uid=request.AffectedSOPInstanceUID,
-                transfer_syntax=self._context().transfer_syntax,
-            )
-            self.__dict__["_file_meta"] = cached
-        return cached
+        return InstanceMeta(
+            sop_class_uid=request.AffectedSOPClassUID,
+            sop_instance_uid=request.AffectedSOPInstanceUID,
+            transfer_syntax=self._context().transfer_syntax,
+        )
 
     def encoded_dataset(self, include_meta: bool = True) -> bytes:
         """The C-STORE dataset exactly as the peer sent it, optionally as a Part 10 file."""
@@ -338,11 +347,7 @@ class Event:
         if not include_meta:
             encoded: bytes = request.parameter_bytes()
             return encoded
-        header = part10_header(
-            sop_class_uid=request.AffectedSOPClassUID,
-            sop_instance_uid=request.AffectedSOPInstanceUID,
-            transfer_syntax=self._context().transfer_syntax,
-        )
+        header = self.instance_meta.part10_header()
         # One copy of the dataset, however large (see SpoolingDatasetSink.prefixed).
         joined: bytes = request.parameter_bytes(prefix=header)
         return joined

@@ -57,7 +57,7 @@ from typing import BinaryIO
 
 from pydicom.dataset import FileMetaDataset
 
-from dicombus.dataset_codec import DatasetCodecError, encode_part10_header
+from dicombus.dataset_codec import DatasetCodecError, InstanceMeta, encode_part10_header
 from dicombus.group_commit import GroupCommit
 from dicombus.instance_content import EncodedDataSet, same_data_set
 from dicombus.instance_uids import InstanceUIDs
@@ -160,7 +160,7 @@ def check_uid(value: object, what: str) -> str:
 
 def instance_path(
     root: Path,
-    file_meta: FileMetaDataset,
+    file_meta: FileMetaDataset | InstanceMeta,
     layout: Layout,
     uids: InstanceUIDs | None = None,
 ) -> Path:
@@ -170,7 +170,7 @@ def instance_path(
     (read from the data set); a missing one is an InvalidUIDError.
     """
     instance = check_uid(
-        _text(file_meta.get("MediaStorageSOPInstanceUID")), "Media Storage SOP Instance UID"
+        _meta_uid(file_meta, "MediaStorageSOPInstanceUID"), "Media Storage SOP Instance UID"
     )
     name = f"{instance}.dcm"
     if layout is Layout.FLAT:
@@ -178,11 +178,19 @@ def instance_path(
     if layout is Layout.STUDY:
         study = check_uid(uids.study_instance_uid if uids else None, "Study Instance UID")
         series = check_uid(uids.series_instance_uid if uids else None, "Series Instance UID")
-        return root / study / series / name
+        return root.joinpath(study, series, name)
     sop_class = check_uid(
-        _text(file_meta.get("MediaStorageSOPClassUID")), "Media Storage SOP Class UID"
+        _meta_uid(file_meta, "MediaStorageSOPClassUID"), "Media Storage SOP Class UID"
     )
     return root / sop_class / name
+
+
+def _meta_uid(file_meta: FileMetaDataset | InstanceMeta, keyword: str) -> object:
+    if isinstance(file_meta, InstanceMeta):
+        if keyword == "MediaStorageSOPInstanceUID":
+            return file_meta.sop_instance_uid
+        return file_meta.sop_class_uid
+    return _text(file_meta.get(keyword))
 
 
 def _text(value: object) -> object:
@@ -229,7 +237,7 @@ def prepare_storage_root(root: Path, what: str = "storage root") -> Path:
 def store_instance(
     root: Path,
     *,
-    file_meta: FileMetaDataset,
+    file_meta: FileMetaDataset | InstanceMeta,
     dataset_bytes: bytes | memoryview | Path,
     layout: Layout = DEFAULT_LAYOUT,
     uids: InstanceUIDs | None = None,
@@ -238,6 +246,9 @@ def store_instance(
 ) -> StoredInstance:
     """Store one instance durably, unless the same instance is already stored.
 
+    ``file_meta`` is written as the file's File Meta Information; an
+    :class:`~dicombus.dataset_codec.InstanceMeta` (what a Storage SCP received)
+    writes the same bytes as the FileMetaDataset it stands for, for less CPU.
     ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
     path of a file holding them (a spooled dataset, copied in chunks without
     reading it into memory). ``folder_sync`` makes the new entry durable (by
@@ -248,15 +259,12 @@ def store_instance(
     temporary file is left behind in any case.
     """
     final = instance_path(root, file_meta, layout, uids)
-    content = _Content(
-        encode_part10_header(file_meta),
-        dataset_bytes,
-        str(file_meta.TransferSyntaxUID),
-        folder_sync or SHARED_FOLDER_SYNC,
-    )
-    _make_folders(final.parent)
+    if isinstance(file_meta, InstanceMeta):
+        header, transfer_syntax = file_meta.part10_header(), file_meta.transfer_syntax
+    else:
+        header, transfer_syntax = encode_part10_header(file_meta), str(file_meta.TransferSyntaxUID)
+    content = _Content(header, dataset_bytes, transfer_syntax, folder_sync or SHARED_FOLDER_SYNC)
     incoming = incoming_folder(root)
-    _make_folders(incoming)
     # Linked, never renamed, into place: of two associations storing the
     # same new instance at once, the second finds the first's file.
     if not final.exists() and content.write(incoming, final, replace=False):
@@ -363,7 +371,18 @@ class _Content:
 
     def write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
         """Write these bytes durably as ``final``; False (nothing written) if it exists
-        and ``replace`` is off."""
+        and ``replace`` is off. Makes ``incoming`` and ``final``'s folder if missing."""
+        try:
+            return self._write(incoming, final, replace=replace)
+        except FileNotFoundError:
+            # The folders are looked for only when a write finds one missing: a store
+            # into an existing series costs no stat of them (a new series, or a
+            # folder removed meanwhile, comes here once).
+            _make_folders(final.parent)
+            _make_folders(incoming)
+            return self._write(incoming, final, replace=replace)
+
+    def _write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
         handle, temporary = tempfile.mkstemp(suffix=".part", dir=incoming)
         try:
             with os.fdopen(handle, "wb") as stream:

@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 
 from dicombus import _config, evt
+from dicombus.dataset_codec import InstanceMeta
 from dicombus.instance_uids import (
     SERIES_INSTANCE_UID,
     InstanceUIDs,
@@ -78,7 +79,7 @@ def store_received(
     the header than the UIDs reads no byte twice."""
     received = _received_dataset(event)
     try:
-        header = read_instance_header(received, str(event.file_meta.TransferSyntaxUID), read_until)
+        header = read_instance_header(received, event.instance_meta.transfer_syntax, read_until)
     except UnreadableDatasetError as exc:
         LOGGER.error("refused an instance from %s: %s", event.assoc.requestor.ae_title, exc)
         # PS3.4 B.2.3: Error, Cannot understand (as DCMTK's storescp answers).
@@ -96,7 +97,8 @@ def _store(
     uids: InstanceUIDs,
 ) -> int | Dataset:
     peer = event.assoc.requestor.ae_title
-    file_meta = event.file_meta
+    # The three UIDs, not event.file_meta: no pydicom FileMetaDataset per instance.
+    file_meta = event.instance_meta
     # Event attributes such as ``request`` are set per event type, unknown to mypy.
     outcome = event.request.outcome  # type: ignore[attr-defined]
     mismatch = _mismatch(file_meta, uids)
@@ -138,7 +140,7 @@ def _store(
     return status.SUCCESS
 
 
-def _mismatch(file_meta: FileMetaDataset, uids: InstanceUIDs) -> tuple[int, str, str] | None:
+def _mismatch(file_meta: InstanceMeta, uids: InstanceUIDs) -> tuple[int, str, str] | None:
     """(status, ErrorComment, log line) when the data set is not the instance the command names.
 
     As DCMTK's storescp: no SOP Class or Instance UID in the data set is
@@ -150,10 +152,10 @@ def _mismatch(file_meta: FileMetaDataset, uids: InstanceUIDs) -> tuple[int, str,
         comment = "no SOP Class or Instance UID in the data set"
         return status.CANNOT_UNDERSTAND, comment, comment
     for what, in_command, in_dataset in (
-        ("SOP Class UID", file_meta.MediaStorageSOPClassUID, uids.sop_class_uid),
-        ("SOP Instance UID", file_meta.MediaStorageSOPInstanceUID, uids.sop_instance_uid),
+        ("SOP Class UID", file_meta.sop_class_uid, uids.sop_class_uid),
+        ("SOP Instance UID", file_meta.sop_instance_uid, uids.sop_instance_uid),
     ):
-        if in_dataset != str(in_command):
+        if in_dataset != in_command:
             comment = f"data set {what} differs from command"
             detail = f"{comment}: {in_dataset!r} in the data set, '{in_command}' in the command"
             return status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, comment, detail

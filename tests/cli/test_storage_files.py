@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from dicombus import storage_files
 from dicombus.dataset_codec import (
+    InstanceMeta,
     create_file_meta,
     decode_dataset,
     encode_dataset,
@@ -173,6 +174,38 @@ def test_store_instance_writes_a_valid_part10_file_and_no_temp_file(
     ]
     assert path.read_bytes() == encode_part10_header(meta) + dataset
     assert dcmread(path).SOPInstanceUID == meta.MediaStorageSOPInstanceUID
+
+
+def test_instance_meta_writes_the_file_its_file_meta_writes(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> None:
+    # What the storage handler passes: the three UIDs instead of a FileMetaDataset.
+    meta, dataset = encoded
+    uids = InstanceMeta(
+        sop_class_uid=meta.MediaStorageSOPClassUID,
+        sop_instance_uid=meta.MediaStorageSOPInstanceUID,
+        transfer_syntax=meta.TransferSyntaxUID,
+    )
+    by_meta = store_instance(tmp_path / "a", file_meta=meta, dataset_bytes=dataset, uids=_uids())
+    by_uids = store_instance(tmp_path / "b", file_meta=uids, dataset_bytes=dataset, uids=_uids())
+    assert by_uids.path.relative_to(tmp_path / "b") == by_meta.path.relative_to(tmp_path / "a")
+    assert by_uids.path.read_bytes() == by_meta.path.read_bytes()
+
+
+def test_folders_removed_after_a_store_are_made_again(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]
+) -> None:
+    # The folders are looked for only when a write finds one missing.
+    meta, dataset = encoded
+    first = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids()).path
+    first.unlink()
+    first.parent.rmdir()
+    (tmp_path / ".incoming").rmdir()
+    again = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids())
+    assert again == StoredInstance(first)
+    assert first.read_bytes() == encode_part10_header(meta) + dataset
+    assert (tmp_path / ".incoming").is_dir()
+    assert list((tmp_path / ".incoming").iterdir()) == []
 
 
 def test_flat_layout(tmp_path: Path, encoded: tuple[FileMetaDataset, bytes]) -> None:

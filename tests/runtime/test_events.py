@@ -23,7 +23,7 @@ import dicombus
 import pytest
 from dicombus import AE, _config, evt
 from dicombus.association import Association
-from dicombus.dataset_codec import encode_dataset
+from dicombus.dataset_codec import InstanceMeta, encode_dataset, encode_part10_header
 from dicombus.protocol.commands import CommandField, decode_command_set
 from dicombus.protocol.items import UserIdentityACSubItem, UserIdentityRQSubItem
 from dicombus.protocol.pdus import (
@@ -364,6 +364,9 @@ def test_c_store_handler_sees_the_request_context_and_dataset(serve: Serve) -> N
             patient=event.dataset.PatientID,
             pixels=event.dataset.PixelData,
             meta=(event.file_meta.TransferSyntaxUID, event.file_meta.MediaStorageSOPInstanceUID),
+            same_meta=event.file_meta is event.file_meta,
+            meta_header=encode_part10_header(event.file_meta),
+            instance_meta=event.instance_meta,
             part10=event.encoded_dataset(),
             encoded=event.encoded_dataset(include_meta=False),
             path=path,
@@ -389,6 +392,16 @@ def test_c_store_handler_sees_the_request_context_and_dataset(serve: Serve) -> N
     assert seen["encoded"] == seen["path_bytes"] == encoded
     assert seen["part10"][128:132] == b"DICM"
     assert seen["part10"].endswith(encoded)
+    # file_meta is built once, on first access; the storage handler's three UIDs
+    # (instance_meta) write the same header byte for byte.
+    assert seen["same_meta"]
+    assert seen["instance_meta"] == InstanceMeta(
+        sop_class_uid=CT_IMAGE_STORAGE,
+        sop_instance_uid=ds.SOPInstanceUID,
+        transfer_syntax=ExplicitVRLittleEndian,
+    )
+    assert seen["part10"] == seen["meta_header"] + encoded
+    assert seen["instance_meta"].part10_header() == seen["meta_header"]
     # The spool file is the handler's to move; left where it was, it is removed.
     assert wait_until(lambda: not Path(seen["path"]).exists())
 

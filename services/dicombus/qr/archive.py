@@ -92,7 +92,7 @@ class IndexedStorage:
             IndexEntry(
                 self._resolved(outcome["stored_path"]),
                 result.header if parsed else None,
-                str(event.file_meta.TransferSyntaxUID),
+                event.instance_meta.transfer_syntax,
             )
         )
         return result.reply
