@@ -55,6 +55,7 @@ from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from dicombus_workers import transport
 from dicombus_workers.app import app
 from dicombus_workers.dead_letter import DeadLetterTask
 from dicombus_workers.task_outcomes import RETRIED, SUCCEEDED, record
@@ -68,6 +69,7 @@ DEFAULT_BATCH_SIZE = 100
 # How long the first event of a partial batch waits for company: at a trickle
 # an event runs at most this much later; under load batches fill first.
 DEFAULT_BATCH_LINGER = 0.05
+_JSON = "application/json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,12 +276,15 @@ class _BatchBuffer:
 
 
 def _acknowledge(messages: list[Message]) -> None:
-    """Acknowledge messages together: one Redis transaction for the whole batch.
+    """Acknowledge messages together: one Redis transaction of two commands for the batch.
 
     kombu's Redis transport acknowledges a message with a MULTI/EXEC of its own
     (ZREM of the unacked index, HDEL of the unacked hash): a round trip, and
-    with ``appendfsync always`` an fsync, per message. Here the same commands
-    for every message of the batch go in one transaction; other transports
+    with ``appendfsync always`` an fsync, per message. Here one ``ZREM`` and one
+    ``HDEL`` name every delivery tag of the batch (both take many members), in
+    one transaction: the same keys and entries removed, with two commands to
+    encode and two replies to parse where a command pair per message cost the
+    worker more CPU than the audit row (docs/performance.md). Other transports
     acknowledge one by one.
     """
     channel = messages[0].channel
@@ -288,9 +293,9 @@ def _acknowledge(messages: list[Message]) -> None:
         for message in messages:
             message.ack()
         return
+    tags = [message.delivery_tag for message in messages]
     with channel.conn_or_acquire() as client, client.pipeline() as pipe:
-        for message in messages:
-            qos._remove_from_indices(message.delivery_tag, pipe)
+        pipe.zrem(qos.unacked_index_key, *tags).hdel(qos.unacked_key, *tags)
         pipe.execute()
     for message in messages:
         # What kombu's QoS.ack does after its Redis commands: forget the delivery
@@ -370,11 +375,20 @@ def _seconds_until(eta: str | None) -> float:
     return max(0.0, float((moment - datetime.now(UTC)).total_seconds()))
 
 
+def _body_of(message: Message) -> Any:
+    """The message's body decoded: JSON (the workers' only content type) by the
+    transport's reader, anything else by kombu (which refuses what is not accepted)."""
+    accept = message.accept
+    if message.content_type == _JSON and (accept is None or _JSON in accept):
+        return transport.loads(message.body)
+    return message.decode()
+
+
 def _item_of(message: Message) -> BatchItem:
     """The event of a Celery protocol-2 message whose only argument is its envelope."""
     headers = message.headers or {}
     task_id = headers.get("id")
-    decoded = message.decode()
+    decoded = _body_of(message)
     args = decoded[0] if isinstance(decoded, list | tuple) and decoded else None
     if not isinstance(task_id, str) or not isinstance(args, list | tuple) or len(args) != 1:
         raise ValueError(

@@ -14,14 +14,22 @@ before it is delivered, as kombu's ``QoS.append`` records it. The restore
 sweep, acknowledgements and redelivery work on them unchanged.
 
 In a steady stream each fetch would take the few messages of one publisher
-batch, and the per-fetch costs (the ``BRPOP``'s wake-up, the script call) would
-be paid every few events. So after a fetch that emptied the list while messages
-kept coming, the channel waits a few milliseconds before its next ``BRPOP``
-(:class:`~dicombus.bus.linger.AdaptiveLinger`, at most :data:`FETCH_LINGER`),
-and more arrive meanwhile to be taken together; after a quiet spell it does
-not wait, nor when its prefetch has room for fewer than :data:`FETCH_TARGET`
-(it would only fall behind). The messages it fetched are delivered before the wait, so no message
-waits for it; what arrives during it waits at most :data:`FETCH_LINGER`.
+batch, and the per-fetch costs (the ``BRPOP``'s wake-up, the script call, an
+fsync of Redis's append-only file, the event loop's turn) would be paid every
+few events: about 1 ms of worker CPU per fetch in ``dicombus up``'s stream,
+more than the events themselves (docs/performance.md). So after a fetch that
+emptied the list while messages kept coming, the channel holds its next
+``BRPOP`` (:class:`~dicombus.bus.linger.AdaptiveLinger`, at most
+:data:`FETCH_LINGER`), and more arrive meanwhile to be taken together; after a
+quiet spell it does not wait, nor when its prefetch has room for fewer than
+:data:`FETCH_TARGET` (it would only fall behind). In a worker the hold does
+not stop the event loop: the QoS takes nothing until it ends (kombu's poller
+sends no ``BRPOP`` then), a timer wakes the loop when it does, and meanwhile
+the loop runs its batches, acknowledgements and timers; without an event loop
+(``drain_events``) the channel sleeps instead. The messages it fetched are
+delivered before the hold, so no message waits for it; what arrives during it
+waits at most :data:`FETCH_LINGER`, and another worker's ``BRPOP`` on the same
+queue may take it first.
 
 The script pops and records atomically, which kombu's own two steps do not: a
 worker killed between them can lose no message here (the ``BRPOP``'s own
@@ -34,21 +42,25 @@ import time
 from queue import Empty
 from typing import Any
 
+import orjson
 from dicombus.bus.linger import AdaptiveLinger
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
 from redis.commands.core import Script
 
 # At most this many messages per script call beyond the one BRPOP returned, also
 # when the prefetch is unlimited: bounds one call's time in Redis.
 BULK_LIMIT = 200
 
-# The wait before the next BRPOP in a stream (see the module docstring), and the
-# fetch size it aims at: a few milliseconds on top of a batch task's own linger
-# (dicombus_workers.batch, 50 ms), and the most a single-message task's event waits.
-FETCH_LINGER = 0.005
+# The hold before the next BRPOP in a stream (see the module docstring), and the
+# fetch size it aims at. As long as a batch task's own linger (dicombus_workers.batch,
+# 50 ms): in a stream a fetch then fills about one batch, and an event waits at most
+# twice that before its batch runs; a single-message task's event on the same
+# worker waits at most this much more. In `up`'s stream (publisher batches about
+# 25 ms apart, two workers) a shorter hold would not wait at all after most fetches.
+FETCH_LINGER = 0.05
 FETCH_TARGET = 32
 
 # KEYS: the list, the unacked hash, the unacked index. ARGV: how many more, now,
@@ -77,13 +89,47 @@ return popped
 # Sent as EVALSHA; redis-py loads it again when Redis answers NOSCRIPT (a restart).
 _pop_and_record: Script | None = None
 
+# kombu's JSON marks the values it extends JSON with (datetimes, decimals, UUIDs) as
+# objects with this key; only its own loads turns them back.
+_KOMBU_TYPE_MARKER = '"__type__"'
+_KOMBU_TYPE_MARKER_BYTES = _KOMBU_TYPE_MARKER.encode()
+
+
+def loads(raw: bytes | str) -> Any:
+    """A JSON document of a message, as kombu's ``loads`` reads it, by orjson.
+
+    kombu's ``loads`` calls a Python hook for every object of the document, which
+    made decoding a worker's largest cost per message after the acknowledgements
+    (docs/performance.md). orjson gives the same values for the documents the edge
+    and Celery write; what it reads differently goes to kombu's: a document with
+    kombu's type markers, and what orjson refuses (``NaN``, integers beyond 64 bits,
+    lone surrogates), for which kombu's gives its own value or error.
+    """
+    marked = (
+        _KOMBU_TYPE_MARKER_BYTES in raw if isinstance(raw, bytes) else _KOMBU_TYPE_MARKER in raw
+    )
+    if not marked:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return kombu_json.loads(raw)
+
 
 class BulkQoS(kombu_redis.QoS):
-    """kombu's Redis QoS that does not record again what the bulk script recorded."""
+    """kombu's Redis QoS that does not record again what the bulk script recorded, and
+    that takes nothing while the channel holds its next fetch (``held_until``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self.recorded: set[str] = set()
+        self.held_until = 0.0  # time.monotonic() before which no BRPOP is sent
+
+    def can_consume(self) -> bool:
+        # kombu's poller sends the next BRPOP only when this says yes.
+        if time.monotonic() < self.held_until:
+            return False
+        return bool(super().can_consume())  # type: ignore[no-untyped-call]
 
     def append(self, message: Any, delivery_tag: str) -> None:
         if delivery_tag in self.recorded:
@@ -118,7 +164,7 @@ class BulkChannel(kombu_redis.Channel):
         finally:
             self._in_poll = None  # type: ignore[assignment]  # kombu's own reset
             self._flush_brpop_reauth()  # type: ignore[no-untyped-call]
-        first = loads(bytes_to_str(item))
+        first = loads(item)
         if self.global_keyprefix:
             # A key prefix would need every key of the script rewritten: kombu's way.
             self.connection._deliver(first, queue)
@@ -136,8 +182,19 @@ class BulkChannel(kombu_redis.Channel):
             # before the next BRPOP (delivered ones are not held back). Only when the
             # prefetch can take them: a consumer of a few messages at a time (a
             # single-message task) waiting would fall behind a fast stream.
-            time.sleep(pause)
+            self._hold_fetch(pause)
         return True
+
+    def _hold_fetch(self, pause: float) -> None:
+        """No BRPOP for ``pause`` seconds. In a worker's event loop the loop goes on
+        (its timers, the batches' flushes and acknowledgements) and a timer wakes it when
+        the hold ends; without a loop (``drain_events``) nothing else would run: sleep."""
+        loop = self.connection.event_loop
+        if loop is None:
+            time.sleep(pause)
+            return
+        self.qos.held_until = time.monotonic() + pause
+        loop.call_later(pause, _held_fetch_over)
 
     def _record_and_take(self, key: bytes, first: bytes) -> tuple[list[dict[str, Any]], int]:
         """Record ``first`` (the BRPOP's message) and pop and record as many more as
@@ -154,10 +211,22 @@ class BulkChannel(kombu_redis.Channel):
                 args=[wanted, time.time(), first],
                 client=client,
             )
-        return [loads(bytes_to_str(raw)) for raw in popped], wanted
+        return [loads(raw) for raw in popped], wanted
+
+
+def _held_fetch_over() -> None:
+    """A timer's callback: the event loop's next turn sends the held BRPOP (it polls
+    for the channels whose QoS can consume at every turn)."""
 
 
 class Transport(kombu_redis.Transport):
     """``broker_transport`` of the dicombus workers: Redis, with :class:`BulkChannel`."""
 
     Channel = BulkChannel
+    # The worker's event loop (kombu's Hub) once registered: what a held fetch's timer
+    # goes on; None for a consumer that drains without one.
+    event_loop: Any = None
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)  # type: ignore[no-untyped-call]
+        self.event_loop = loop
