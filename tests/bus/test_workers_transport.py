@@ -11,6 +11,7 @@ when the consumer goes away.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -127,7 +128,17 @@ def test_only_a_consumer_with_room_for_many_waits_for_a_stream_to_gather(
     room for a few (a single-message task's prefetch) never does: at most a few messages
     per wait, it would fall behind a fast stream."""
     slept: list[float] = []
-    monkeypatch.setattr(transport.time, "sleep", slept.append)  # a spy: the waits asked for
+    consumer_thread, real_sleep = threading.get_ident(), time.sleep
+
+    def spy(seconds: float) -> None:
+        """The waits the consumer asked for; time.sleep is the process's, so another
+        thread's (a test's leftover) still sleeps and is not counted."""
+        if threading.get_ident() == consumer_thread:
+            slept.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(transport.time, "sleep", spy)
     received: list[Message] = []
     with (
         Connection(redis_url, transport=TRANSPORT) as connection,
