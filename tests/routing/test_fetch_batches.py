@@ -9,6 +9,7 @@ destination's sender (driven one round at a time) must fetch every instance.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +21,12 @@ from dicombus import evt
 from dicombus.bus.edge import EdgeNode
 from dicombus.bus.envelope import retrieve_uri
 from dicombus.routing.delivery_policy import DeliveryPolicy
-from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
+from dicombus.routing.delivery_store import Breaker, DeliveryRequest, DeliveryStore, State
 from dicombus.routing.destinations import DimseDestination, EdgeSettings, EdgeSource
 from dicombus_workers.routing.events import RouteEventPublisher
 from dicombus_workers.routing.fetch import NOT_FOUND_TRIES
 from dicombus_workers.routing.metrics import RoutingMetrics
-from dicombus_workers.routing.sender import DestinationSender
+from dicombus_workers.routing.sender import SAFETY_POLL, DestinationSender
 from helpers import free_port, small_dataset
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -217,3 +218,23 @@ def _states(sender: DestinationSender) -> dict[State, int]:
     for delivery in sender.store.deliveries():
         found[delivery.state] = found.get(delivery.state, 0) + 1
     return found
+
+
+def test_an_open_breaker_holds_due_rows_until_its_probe_instead_of_spinning(
+    tmp_path: Path,
+) -> None:
+    """While a destination's breaker is open, rows already due cannot go before its probe:
+    the sender sleeps until the probe (at most its safety poll), not the 10 ms minimum a
+    due row would give, which spun the thread at 100 rounds a second during an outage."""
+    with (
+        embedded_redis(tmp_path / "redis") as url,
+        sender_for(url, tmp_path, free_port()) as sender,
+    ):
+        [request] = requests_for([small_dataset()], "dicom://EDGE@127.0.0.1:1", "pacs")
+        sender.store.add([request])
+        now = time.time()
+        sender.store.set_breaker("pacs", Breaker(failures=3, opened=now, probe_due=now + 60))
+        assert sender.store.next_due("pacs") is not None  # the row is due now
+        assert sender._sleep() == SAFETY_POLL
+        sender.store.set_breaker("pacs", Breaker())
+        assert sender._sleep() == pytest.approx(0.01)  # closed: the due row goes at once

@@ -117,7 +117,13 @@ class DestinationSender:
                 self._wake.clear()
 
     def _sleep(self) -> float:
-        due = self.store.next_due(self.destination.name)
+        """How long to wait for the next round: until the next row is due, or, while the
+        breaker is open, until its next probe (due rows wait for it: no round before)."""
+        name = self.destination.name
+        due = self.store.next_due(name)
+        breaker = self.store.breaker(name)
+        if breaker.is_open and breaker.probe_due is not None:
+            due = breaker.probe_due if due is None else max(due, breaker.probe_due)
         return SAFETY_POLL if due is None else min(SAFETY_POLL, max(due - time.time(), 0.01))
 
     def step(self) -> bool:
