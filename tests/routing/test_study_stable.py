@@ -8,15 +8,19 @@ worker (router, study watch, sender), a task subscribed to the event, and a pyne
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from delivery_support import counting_scp, states, store_datasets
+from dicombus.bus.redis_server import EmbeddedRedis
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
 from dicombus.routing.route_events import STUDY_STABLE
+from dicombus_workers.routing import wakeup
 from dicombus_workers.routing.wakeup import WakeListener, wake_senders
 from helpers import small_dataset
 from pydicom.dataset import Dataset
@@ -177,6 +181,43 @@ def test_a_release_wakes_the_senders_of_other_processes(tmp_path: Path) -> None:
             wait_for(woken.is_set, "the wake-up")
         finally:
             listener.stop()
+
+
+def test_a_redis_outage_is_logged_once_and_the_listener_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis away: the listener tries again with a growing wait and says so once, not once
+    a second; back, it listens again and a release wakes it."""
+    caplog.set_level(logging.INFO, logger=wakeup.LOGGER.name)
+    monkeypatch.setattr(wakeup, "LISTEN", 0.05)
+    monkeypatch.setattr(wakeup, "RECONNECT_CAP", 0.2)
+    attempts: list[str] = []
+    real_client = wakeup.broker_client
+
+    def counted(url: str, **options: Any) -> Any:
+        attempts.append(url)
+        return real_client(url, **options)
+
+    monkeypatch.setattr(wakeup, "broker_client", counted)
+    woken = threading.Event()
+    server = EmbeddedRedis(tmp_path / "redis")
+    url = server.start()
+    listener = WakeListener(url, woken.set)
+    listener.start()
+    try:
+        wait_for(woken.is_set, "the look at subscribing")
+        server.kill()
+        wait_for(lambda: len(attempts) >= 5, "several attempts while Redis is away")
+        lost = [r for r in caplog.records if "routing wake-ups" in r.getMessage()]
+        assert [r.levelno for r in lost] == [logging.WARNING]
+        server.start()  # the same port
+        wait_for(lambda: "listening again" in caplog.text, "the listener to come back")
+        woken.clear()
+        wake_senders(url)
+        wait_for(woken.is_set, "the wake-up")
+    finally:
+        listener.stop()
+        server.stop()
 
 
 def series(study: str, count: int) -> list[Dataset]:

@@ -21,9 +21,11 @@ LOGGER = logging.getLogger("dicombus_workers.routing")
 
 CHANNEL = "dicombus.route.wake"
 TIMEOUT = 5.0
-# How long the listener waits for a message before it checks whether it is stopping, and
-# waits after losing Redis before it subscribes again.
+# How long the listener waits for a message before it checks whether it is stopping.
 LISTEN = 1.0
+# After losing Redis it subscribes again after 1 s, then waits twice as long each time
+# it fails, up to this: an outage is logged once, not every second it lasts.
+RECONNECT_CAP = 30.0
 
 
 def wake_senders(broker_url: str) -> None:
@@ -56,18 +58,26 @@ class WakeListener:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        backoff = LISTEN
         while not self._stopping.is_set():
             client = broker_client(self.broker_url, timeout=TIMEOUT)
             try:
                 with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     pubsub.subscribe(CHANNEL)
+                    if backoff > LISTEN:
+                        LOGGER.info("routing wake-ups: listening again")
+                    backoff = LISTEN
                     # Subscribed: what was released meanwhile was missed; look now.
                     self.wake()
                     while not self._stopping.is_set():
                         if pubsub.get_message(timeout=LISTEN) is not None:
                             self.wake()
             except RedisError as exc:
-                LOGGER.warning("routing wake-ups: %s; listening again", exc)
-                self._stopping.wait(LISTEN)
+                if backoff == LISTEN:
+                    LOGGER.warning(
+                        "routing wake-ups: %s; the senders look on their own meanwhile", exc
+                    )
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_CAP)
             finally:
                 client.close()
