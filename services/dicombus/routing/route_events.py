@@ -1,8 +1,8 @@
 """The events routing publishes about itself, so audit and analytics see every step.
 
 Each is a CloudEvents envelope like the edge's (docs/events.md), ``source``
-``dicombus://<edge id>/<our calling AE title>``, ``subject`` the send's id, with the
-``data`` docs/audit.md gives for ``dicombus.route.begin`` / ``dicombus.route.sent``: one
+``dicombus://<edge id>/<our calling AE title>``, ``subject`` the event's own id (the
+study's UID for STUDY_STABLE), with the ``data`` docs/audit.md gives for ``dicombus.route.begin`` / ``dicombus.route.sent``: one
 event per destination and study.
 
 - ``dicombus.route.begin``: before the association (PS3.15 A.5.3.3 Begin Transferring);
