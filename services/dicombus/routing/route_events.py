@@ -2,8 +2,8 @@
 
 Each is a CloudEvents envelope like the edge's (docs/events.md), ``source``
 ``dicombus://<edge id>/<our calling AE title>``, ``subject`` the event's own id (the
-study's UID for STUDY_STABLE), with the ``data`` docs/audit.md gives for ``dicombus.route.begin`` / ``dicombus.route.sent``: one
-event per destination and study.
+study's UID for STUDY_STABLE), with the ``data`` docs/audit.md gives for
+``dicombus.route.begin`` / ``dicombus.route.sent``: one event per destination and study.
 
 - ``dicombus.route.begin``: before the association (PS3.15 A.5.3.3 Begin Transferring);
 - ``dicombus.route.sent``: after the last C-STORE response, each instance with the
