@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ DICOMWEB_PLUGINS = (
 )
 USER = "router"
 STOP_TIMEOUT = 20.0
+START_TIMEOUT = 30.0
 
 
 @dataclass
@@ -54,6 +57,14 @@ class Orthanc:
 
     def instance_count(self) -> int:
         return int(json.loads(self.get("/statistics"))["CountInstances"])
+
+    def answers_dicomweb(self) -> bool:
+        """Whether the DICOMweb plugin answers a QIDO-RS search yet (its port may open first)."""
+        try:
+            self.get("/dicom-web/studies?limit=1")
+        except (urllib.error.URLError, ConnectionError):
+            return False
+        return True
 
     def _url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
@@ -101,7 +112,12 @@ def orthanc(folder: Path, password: str) -> Iterator[Orthanc]:
         )
     peer = Orthanc(process, http_port, password, log)
     try:
-        wait_for_port(http_port, timeout=30.0)
+        wait_for_port(http_port, timeout=START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not peer.answers_dicomweb():
+            assert process.poll() is None, f"Orthanc exited: {log.read_text(errors='replace')}"
+            assert time.monotonic() < deadline, "Orthanc's DICOMweb plugin never answered"
+            time.sleep(0.1)
         yield peer
     finally:
         process.terminate()  # by its PID: this Orthanc and nothing else

@@ -69,7 +69,13 @@ def test_instances_reach_orthanc_once_each_tag_for_tag(tmp_path: Path) -> None:
         db = DeliveryStore(tmp_path / "worker" / "routing.sqlite3")
         try:
             store_datasets(edge.address[1], datasets)
-            wait_for(lambda: states(db, "orthanc")[State.ACKNOWLEDGED] == 4, "4 acknowledged")
+            try:
+                wait_for(lambda: states(db, "orthanc")[State.ACKNOWLEDGED] == 4, "4 acknowledged")
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}; deliveries {dict(states(db, 'orthanc'))}; worker log:\n"
+                    f"{worker.log()}\nOrthanc log:\n{server.log.read_text(errors='replace')}"
+                ) from None
         finally:
             worker.stop()
         assert server.instance_count() == 4
