@@ -20,11 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import redis
 from dicombus.bus.dicom_json import to_dicom_json
 from dicombus_workers.records import EventRecord
 from helpers import import_peer, require_tool, small_dataset, wait_for_port
 from lxml import etree
 from pydicom.dataset import Dataset
+from up_support import UpProcess
 
 SCHEMA = Path(__file__).resolve().parent / "schema" / "audit-message.rng"
 STOP_TIMEOUT = 10.0
@@ -219,3 +221,42 @@ def rsyslog_folder() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- `dicombus up` auditing to a real rsyslog ---------------------------------------------------
+
+
+def syslog_node_toml(
+    folder: Path, syslog_port: int, ca: Path, *, edge_id: str, ae_title: str, more: str = ""
+) -> Path:
+    """The node's TOML file: ``[edge]``, then ``more`` (e.g. a ``[tls]`` table), then
+    ``[audit.syslog]`` to rsyslog over TLS on ``syslog_port``, trusting ``ca``."""
+    path = folder / "node.toml"
+    path.write_text(
+        f'[edge]\nid = "{edge_id}"\nae_title = "{ae_title}"\n\n{more}'
+        "[audit.syslog]\n"
+        f'host = "127.0.0.1"\nport = {syslog_port}\nca = "{ca}"\n'
+        'hostname = "audit-host"\nmax_backoff = 1\n'
+    )
+    return path
+
+
+def atna_registered(node: UpProcess) -> bool:
+    """The worker has registered the ATNA task: the edge now publishes for it."""
+    client = redis.Redis.from_url(node.record["broker_url"])
+    try:
+        return bool(client.hexists("dicombus:subscriptions", "dicombus.atna"))
+    finally:
+        client.close()
+
+
+def received_messages(rsyslog: Rsyslog, event_id: str) -> list[etree._Element]:
+    """The schema-valid audit messages of ``event_id`` (the EventID code) rsyslog received,
+    in order (the XML after each message's RFC 5424 header)."""
+    found = []
+    for raw in rsyslog.messages():
+        xml = raw.encode("utf-8")
+        document = validate(xml[xml.index(b"<?xml") :])
+        if document.find("EventIdentification/EventID").get("csd-code") == event_id:
+            found.append(document)
+    return found

@@ -16,8 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from atna_support import Rsyslog, issue_certificates, rsyslog_folder, validate
+from atna_support import (
+    Rsyslog,
+    atna_registered,
+    issue_certificates,
+    received_messages,
+    rsyslog_folder,
+    syslog_node_toml,
+)
 from dicombus import __version__
 from helpers import free_port
 from lxml import etree
@@ -34,36 +40,6 @@ APPLICATION, LAUNCHER = "110150", "110151"  # PS3.16 CID 402
 def rsyslog_dir() -> Iterator[Path]:
     with rsyslog_folder() as folder:
         yield folder
-
-
-def node_toml(folder: Path, syslog_port: int, ca: Path) -> Path:
-    path = folder / "node.toml"
-    path.write_text(
-        f'[edge]\nid = "{EDGE_ID}"\nae_title = "{EDGE_AE}"\n\n'
-        "[audit.syslog]\n"
-        f'host = "127.0.0.1"\nport = {syslog_port}\nca = "{ca}"\n'
-        'hostname = "audit-host"\nmax_backoff = 1\n'
-    )
-    return path
-
-
-def atna_registered(node: UpProcess) -> bool:
-    client = redis.Redis.from_url(node.record["broker_url"])
-    try:
-        return bool(client.hexists("dicombus:subscriptions", "dicombus.atna"))
-    finally:
-        client.close()
-
-
-def activities(rsyslog: Rsyslog) -> list[etree._Element]:
-    """The valid Application Activity messages received, in order."""
-    found = []
-    for raw in rsyslog.messages():
-        xml = raw.encode("utf-8")
-        document = validate(xml[xml.index(b"<?xml") :])
-        if document.find("EventIdentification/EventID").get("csd-code") == APPLICATION_ACTIVITY:
-            found.append(document)
-    return found
 
 
 def participant(message: etree._Element, role: str) -> etree._Element | None:
@@ -95,21 +71,30 @@ def test_the_edge_start_and_stop_are_application_activity(
     rsyslog.start()
     node = UpProcess(
         tmp_path / "node",
-        *["--config", str(node_toml(tmp_path, syslog_port, ca)), "--workers", "1"],
+        *[
+            "--config",
+            str(syslog_node_toml(tmp_path, syslog_port, ca, edge_id=EDGE_ID, ae_title=EDGE_AE)),
+            "--workers",
+            "1",
+        ],
     )
     try:
         node.wait_ready()
         wait_for(lambda: atna_registered(node), "the worker's ATNA subscription", TIMEOUT)
         started = wait_for(
-            lambda: of_edge(activities(rsyslog), START), "the edge's Application Start", TIMEOUT
+            lambda: of_edge(received_messages(rsyslog, APPLICATION_ACTIVITY), START),
+            "the edge's Application Start",
+            TIMEOUT,
         )
         stopped = node.stop()
         assert stopped == 0, node.text
         # Sent by the worker as it stops: no restart is needed for it to arrive.
         ended = wait_for(
-            lambda: of_edge(activities(rsyslog), STOP), "the edge's Application Stop", TIMEOUT
+            lambda: of_edge(received_messages(rsyslog, APPLICATION_ACTIVITY), STOP),
+            "the edge's Application Stop",
+            TIMEOUT,
         )
-        received = activities(rsyslog)
+        received = received_messages(rsyslog, APPLICATION_ACTIVITY)
     finally:
         node.kill()
         rsyslog.stop()

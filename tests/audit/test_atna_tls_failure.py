@@ -17,8 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from atna_support import Rsyslog, issue_certificates, rsyslog_folder, validate
+from atna_support import (
+    Rsyslog,
+    atna_registered,
+    issue_certificates,
+    received_messages,
+    rsyslog_folder,
+    syslog_node_toml,
+)
 from dicombus import AE, tls
 from dicombus.sop_class import Verification
 from helpers import free_port, import_peer, require_tool
@@ -35,37 +41,6 @@ SECURITY_ALERT, NODE_AUTHENTICATION = "110113", "110126"  # PS3.15 A.5.3.11, CID
 def rsyslog_dir() -> Iterator[Path]:
     with rsyslog_folder() as folder:
         yield folder
-
-
-def node_toml(folder: Path, syslog_port: int, ca: Path, cert: Path, key: Path) -> Path:
-    path = folder / "node.toml"
-    path.write_text(
-        f'[edge]\nid = "edge-tls"\nae_title = "{EDGE_AE}"\n\n'
-        f'[tls]\ncert = "{cert}"\nkey = "{key}"\n\n'
-        "[audit.syslog]\n"
-        f'host = "127.0.0.1"\nport = {syslog_port}\nca = "{ca}"\n'
-        'hostname = "audit-host"\nmax_backoff = 1\n'
-    )
-    return path
-
-
-def atna_registered(node: UpProcess) -> bool:
-    client = redis.Redis.from_url(node.record["broker_url"])
-    try:
-        return bool(client.hexists("dicombus:subscriptions", "dicombus.atna"))
-    finally:
-        client.close()
-
-
-def security_alerts(rsyslog: Rsyslog) -> list[etree._Element]:
-    """The valid Security Alerts received (the XML after the RFC 5424 header)."""
-    alerts = []
-    for raw in rsyslog.messages():
-        xml = raw.encode("utf-8")
-        document = validate(xml[xml.index(b"<?xml") :])
-        if document.find("EventIdentification/EventID").get("csd-code") == SECURITY_ALERT:
-            alerts.append(document)
-    return alerts
 
 
 def alert_description(alert: etree._Element) -> str:
@@ -93,7 +68,21 @@ def test_failed_tls_handshakes_are_security_alerts(tmp_path: Path, rsyslog_dir: 
     rsyslog.start()
     node = UpProcess(
         tmp_path / "node",
-        *["--config", str(node_toml(tmp_path, syslog_port, ca, cert, key)), "--workers", "1"],
+        *[
+            "--config",
+            str(
+                syslog_node_toml(
+                    tmp_path,
+                    syslog_port,
+                    ca,
+                    edge_id="edge-tls",
+                    ae_title=EDGE_AE,
+                    more=f'[tls]\ncert = "{cert}"\nkey = "{key}"\n\n',
+                )
+            ),
+            "--workers",
+            "1",
+        ],
     )
     try:
         node.wait_ready()
@@ -108,7 +97,7 @@ def test_failed_tls_handshakes_are_security_alerts(tmp_path: Path, rsyslog_dir: 
         assert plain.returncode != 0, plain.stdout + plain.stderr
         assert not untrusting_requestor(node.port, other_ca)
         alerts = wait_for(
-            lambda: len(found := security_alerts(rsyslog)) >= 2 and found,
+            lambda: len(found := received_messages(rsyslog, SECURITY_ALERT)) >= 2 and found,
             "two Security Alerts",
             TIMEOUT,
         )

@@ -25,8 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
-from atna_support import Rsyslog, issue_certificates, rsyslog_folder, validate
+from atna_support import (
+    Rsyslog,
+    atna_registered,
+    issue_certificates,
+    received_messages,
+    rsyslog_folder,
+    syslog_node_toml,
+)
 from helpers import free_port, require_tool, small_dataset, wait_for_port, write_part10
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
@@ -55,17 +61,6 @@ def fetch(url: str) -> str:
         return str(response.read().decode())
 
 
-def node_toml(folder: Path, syslog_port: int, ca: Path) -> Path:
-    path = folder / "node.toml"
-    path.write_text(
-        f'[edge]\nid = "{EDGE_ID}"\nae_title = "{EDGE_AE}"\n\n'
-        "[audit.syslog]\n"
-        f'host = "127.0.0.1"\nport = {syslog_port}\nca = "{ca}"\n'
-        'hostname = "audit-host"\nmax_backoff = 1\n'
-    )
-    return path
-
-
 def study_files(folder: Path) -> tuple[str, list[list[Path]]]:
     """The study's Study Instance UID and its Part 10 files, grouped by association."""
     folder.mkdir()
@@ -81,15 +76,6 @@ def study_files(folder: Path) -> tuple[str, list[list[Path]]]:
             number += 1
         groups.append(group)
     return str(first.StudyInstanceUID), groups
-
-
-def atna_registered(node: UpProcess) -> bool:
-    """The worker has registered the ATNA task: the edge now publishes for it."""
-    client = redis.Redis.from_url(node.record["broker_url"])
-    try:
-        return bool(client.hexists("dicombus:subscriptions", "dicombus.atna"))
-    finally:
-        client.close()
 
 
 # -- each view, read as its user reads it ----------------------------------------------------
@@ -122,17 +108,6 @@ def dashboard_edge(url: str) -> dict[str, Any]:
     return next((edge for edge in edges if edge["edge"] == EDGE_ID), {})
 
 
-def instances_transferred(rsyslog: Rsyslog) -> list[etree._Element]:
-    """The valid DICOM Instances Transferred messages received (XML after the header)."""
-    messages = []
-    for raw in rsyslog.messages():
-        xml = raw.encode("utf-8")
-        document = validate(xml[xml.index(b"<?xml") :])
-        if document.find("EventIdentification/EventID").get("csd-code") == INSTANCES_TRANSFERRED:
-            messages.append(document)
-    return messages
-
-
 def counted_in(message: etree._Element, study: str) -> int:
     [study_object] = message.findall(
         f"ParticipantObjectIdentification[@ParticipantObjectID='{study}']"
@@ -162,7 +137,12 @@ def test_a_study_sent_to_dicombus_up_shows_the_same_in_every_view(
     metrics_port, dashboard_port = free_port(), free_port()
     node = UpProcess(
         data,
-        *["--config", str(node_toml(tmp_path, syslog_port, ca)), "--workers", "1"],
+        *[
+            "--config",
+            str(syslog_node_toml(tmp_path, syslog_port, ca, edge_id=EDGE_ID, ae_title=EDGE_AE)),
+            "--workers",
+            "1",
+        ],
         *["--metrics-port", str(metrics_port), "--dashboard-port", str(dashboard_port)],
     )
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
@@ -260,7 +240,10 @@ def test_a_study_sent_to_dicombus_up_shows_the_same_in_every_view(
 
         # The audit record repository: one Instances Transferred per association.
         messages = wait_for(
-            lambda: len(found := instances_transferred(rsyslog)) >= associations and found,
+            lambda: (
+                len(found := received_messages(rsyslog, INSTANCES_TRANSFERRED)) >= associations
+                and found
+            ),
             "the Instances Transferred messages",
             AGREE_TIMEOUT,
         )
