@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from dicombus.audit.location import store_url
-from postgres_support import PostgresServer
+from postgres_support import PostgresServer, running_postgres
 
 ENGINES = ("sqlite", "postgresql")
 
@@ -15,12 +15,8 @@ ENGINES = ("sqlite", "postgresql")
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One cluster for the session; each test takes a database of its own."""
-    server = PostgresServer()
-    try:
-        server.start()
+    with running_postgres() as server:
         yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture(params=ENGINES)

@@ -18,7 +18,7 @@ import pytest
 from dicombus.audit.engine import reader_engine
 from dicombus.bus import dead_letters
 from dicombus.cli.main import main
-from postgres_support import PostgresServer
+from postgres_support import PostgresServer, running_postgres
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from worker_support import client_for, echo, embedded_redis, running_edge, running_worker, wait_for
@@ -29,12 +29,8 @@ AUDIT = "dicombus.audit_count"  # the combined built-in batch task
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
     """A cluster of this test's own: the test stops it."""
-    server = PostgresServer()
-    try:
-        server.start()
+    with running_postgres() as server:
         yield server
-    finally:
-        server.remove()
 
 
 def audited(url: str) -> list[str]:

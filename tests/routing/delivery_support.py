@@ -38,18 +38,20 @@ def destination_toml(name: str, ae_title: str, port: int, **delivery: Any) -> st
         'host = "127.0.0.1"',
         f"port = {port}",
     ]
-    if delivery:
-        lines.append("[routing.destinations.delivery]")
-        lines += [f"{key} = {value!r}".replace("'", '"') for key, value in delivery.items()]
-    return "\n".join(lines) + "\n"
+    return _with_delivery(lines, delivery)
 
 
-def write_config(folder: Path, destinations: str, rule_to: list[str]) -> Path:
+def write_config(
+    folder: Path, destinations: str, rule_to: list[str], *, routing: str = "", rule: str = ""
+) -> Path:
+    """The node's file: ``destinations``, one rule sending everything to ``rule_to``
+    (``rule``: more of its keys, e.g. ``per``), ``routing``: more ``[routing]`` keys."""
     path = folder / "node.toml"
     names = ", ".join(f'"{name}"' for name in rule_to)
+    section = f"[routing]\n{routing}\n" if routing else ""
     path.write_text(
-        f'[edge]\ndata_dir = "{folder / "node"}"\n\n{destinations}\n'
-        f'[[routing.rules]]\nname = "all"\ndestinations = [{names}]\n'
+        f'[edge]\ndata_dir = "{folder / "node"}"\n\n{section}{destinations}\n'
+        f'[[routing.rules]]\nname = "all"\n{rule}destinations = [{names}]\n'
     )
     return path
 
@@ -65,6 +67,11 @@ def stow_destination_toml(name: str, url: str, password_env: str, **delivery: An
         'username = "router"',
         f'password_env = "{password_env}"',
     ]
+    return _with_delivery(lines, delivery)
+
+
+def _with_delivery(lines: list[str], delivery: dict[str, Any]) -> str:
+    """A destination's table, and its ``delivery`` sub-table when there are settings."""
     if delivery:
         lines.append("[routing.destinations.delivery]")
         lines += [f"{key} = {value!r}".replace("'", '"') for key, value in delivery.items()]
@@ -95,11 +102,15 @@ def routing_worker(
     queues: list[str],
     env: dict[str, str] | None = None,
     prefix: list[str] | None = None,
+    tasks: tuple[str, ...] = (),
 ) -> Worker:
+    """A ``dicombus worker`` routing by ``config``, consuming the router's queue and
+    ``queues``; ``tasks``: more task modules, from this folder."""
     return Worker(
         url,
         folder,
-        include=("dicombus_workers.routing.task",),
+        include=("dicombus_workers.routing.task", *tasks),
+        tasks_folder=Path(__file__).parent,
         pool="solo",
         queues=",".join([ROUTE_QUEUES, *queues]),
         env={

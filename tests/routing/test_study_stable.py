@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 import redis
-from delivery_support import counting_scp, states, store_datasets
+from delivery_support import (
+    counting_scp,
+    destination_toml,
+    routing_worker,
+    states,
+    store_datasets,
+    write_config,
+)
 from dicombus.bus.redis_server import EmbeddedRedis
 from dicombus.routing.delivery_store import DeliveryRequest, DeliveryStore, State
 from dicombus.routing.route_events import STUDY_STABLE
@@ -26,7 +33,7 @@ from helpers import small_dataset
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from study_tasks import STUDIES
-from worker_support import Worker, embedded_redis, running_edge, wait_for
+from worker_support import embedded_redis, running_edge, wait_for
 
 pytestmark = pytest.mark.interop
 
@@ -242,24 +249,21 @@ def test_per_study_route_waits_for_study_stable_then_one_association(tmp_path: P
         embedded_redis(tmp_path / "redis") as url,
         running_edge(url, tmp_path / "edge") as edge,
     ):
-        config = tmp_path / "node.toml"
-        config.write_text(
-            f'[edge]\ndata_dir = "{tmp_path / "node"}"\n\n[routing]\nstudy_quiet_seconds = 2\n\n'
-            '[[routing.destinations]]\nname = "pacs"\ntype = "dimse"\nae_title = "PYSCP"\n'
-            f'host = "127.0.0.1"\nport = {pacs.port}\n\n'
-            '[[routing.rules]]\nname = "studies"\nper = "study"\ndestinations = ["pacs"]\n'
+        config = write_config(
+            tmp_path,
+            destination_toml("pacs", "PYSCP", pacs.port),
+            ["pacs"],
+            routing="study_quiet_seconds = 2\n",
+            rule='per = "study"\n',
         )
-        store_path = tmp_path / "worker" / "routing.sqlite3"
-        worker = Worker(
+        worker = routing_worker(
             url,
             tmp_path / "worker",
-            include=("dicombus_workers.routing.task", "study_tasks"),
-            tasks_folder=Path(__file__).parent,
-            pool="solo",
-            queues="dicombus.route,dicombus.route.pacs,test.study",
-            env={"DICOMBUS_CONFIG": str(config), "DICOMBUS_ROUTING_DB": str(store_path)},
+            config,
+            ["dicombus.route.pacs", "test.study"],
+            tasks=("study_tasks",),
         )
-        db = DeliveryStore(store_path)
+        db = DeliveryStore(tmp_path / "worker" / "routing.sqlite3")
         client = redis.Redis.from_url(url)
         try:
             store_datasets(edge.address[1], first)
@@ -296,26 +300,21 @@ def test_a_series_rule_with_its_own_quiet_time_delivers_before_study_stable(
         embedded_redis(tmp_path / "redis") as url,
         running_edge(url, tmp_path / "edge") as edge,
     ):
-        config = tmp_path / "node.toml"
-        config.write_text(
-            f'[edge]\ndata_dir = "{tmp_path / "node"}"\n\n'
-            "[routing]\nstudy_quiet_seconds = 3600\n\n"
-            '[[routing.destinations]]\nname = "ai"\ntype = "dimse"\nae_title = "PYSCP"\n'
-            f'host = "127.0.0.1"\nport = {ai.port}\n\n'
-            '[[routing.rules]]\nname = "series"\nper = "series"\nquiet_seconds = 3\n'
-            'destinations = ["ai"]\n'
+        config = write_config(
+            tmp_path,
+            destination_toml("ai", "PYSCP", ai.port),
+            ["ai"],
+            routing="study_quiet_seconds = 3600\n",
+            rule='per = "series"\nquiet_seconds = 3\n',
         )
-        store_path = tmp_path / "worker" / "routing.sqlite3"
-        worker = Worker(
+        worker = routing_worker(
             url,
             tmp_path / "worker",
-            include=("dicombus_workers.routing.task", "study_tasks"),
-            tasks_folder=Path(__file__).parent,
-            pool="solo",
-            queues="dicombus.route,dicombus.route.ai,test.study",
-            env={"DICOMBUS_CONFIG": str(config), "DICOMBUS_ROUTING_DB": str(store_path)},
+            config,
+            ["dicombus.route.ai", "test.study"],
+            tasks=("study_tasks",),
         )
-        db = DeliveryStore(store_path)
+        db = DeliveryStore(tmp_path / "worker" / "routing.sqlite3")
         client = redis.Redis.from_url(url)
         try:
             store_datasets(edge.address[1], first)
