@@ -201,3 +201,42 @@ def echo(port: int, *, calling: str = "SCU") -> None:
         assert assoc.send_c_echo().Status == 0
     finally:
         assoc.release()
+
+
+# `dicombus edge` as an operator runs it: its file names the broker, none from the environment.
+EDGE_ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "DICOMBUS_BROKER_URL"}
+EDGE_STOP_TIMEOUT = 30.0
+
+
+def edge_command(config: Path, *arguments: str) -> list[str]:
+    return [sys.executable, "-m", "dicombus.cli.main", "edge", "--config", str(config), *arguments]
+
+
+@contextmanager
+def dicombus_edge(
+    config: Path,
+    output: Path,
+    *arguments: str,
+    ready: str = "Press Ctrl-C",
+    stop_signal: int = signal.SIGTERM,
+    stop_timeout: float = EDGE_STOP_TIMEOUT,
+) -> Iterator[int]:
+    """``dicombus edge --config`` (and ``arguments``), its output in ``output``; yields its
+    port once it printed ``ready``. On leaving, ``stop_signal``: it must exit 0 within
+    ``stop_timeout``."""
+    with output.open("wb") as sink:
+        process = subprocess.Popen(
+            edge_command(config, *arguments),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=EDGE_ENVIRONMENT,
+        )
+    try:
+        banner = wait_for(lambda: ready in output.read_text() and output.read_text(), ready)
+        yield int(banner.split("address:")[1].split()[0].rsplit(":", 1)[1])
+        process.send_signal(stop_signal)
+        assert process.wait(stop_timeout) == 0, output.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(stop_timeout)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ from dicombus.bus.edge_config import TlsConfig
 from dicombus.bus.redis_server import free_port
 from dicombus.bus.subscriptions import Subscription
 from helpers import VERIFICATION, import_peer
-from worker_support import client_for, embedded_redis, running_edge, wait_for
+from worker_support import client_for, dicombus_edge, embedded_redis, running_edge, wait_for
 
 STOP_TIMEOUT = 10.0
 
@@ -77,28 +75,11 @@ def test_dicombus_edge_runs_from_a_config_file_and_stops_on_sigterm(
     config = tmp_path / "edge.toml"
     config.write_text(f'[edge]\nae_title = "EDGE"\nport = 0\n\n[bus]\nbroker_url = "{redis_url}"\n')
     output = tmp_path / "edge.out"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dicombus.cli.main", "edge", "--config", str(config)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "DICOMBUS_BROKER_URL"},
-        )
-    try:
-        banner = wait_for(
-            lambda: "Press Ctrl-C" in output.read_text() and output.read_text(), "the banner"
-        )
-        port = int(banner.split("address:")[1].split()[0].rsplit(":", 1)[1])
+    with dicombus_edge(config, output, stop_timeout=STOP_TIMEOUT) as port:
         assoc = _associate(port)
         assert assoc.is_established
         assoc.release()
         assert (tmp_path / "dicombus-data" / "storage").is_dir()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(STOP_TIMEOUT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
     assert "SIGTERM received, stopped" in output.read_text()
 
 

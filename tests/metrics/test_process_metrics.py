@@ -5,7 +5,6 @@ all of them read the shared state in Redis, so they answer the same numbers as
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -14,7 +13,15 @@ import urllib.request
 from pathlib import Path
 
 from helpers import free_port, wait_for_port
-from worker_support import Worker, embedded_redis, store, wait_for
+from worker_support import (
+    EDGE_ENVIRONMENT,
+    Worker,
+    dicombus_edge,
+    edge_command,
+    embedded_redis,
+    store,
+    wait_for,
+)
 
 STOP_TIMEOUT = 30.0
 STORED = 3
@@ -31,57 +38,47 @@ def stored_count(exposition: str) -> float:
     return sum(map(float, samples))
 
 
-def edge_command(folder: Path, broker_url: str, metrics_port: int) -> list[str]:
-    """``dicombus edge`` with a file of its own in ``folder``, publishing to ``broker_url``."""
+def edge_config(folder: Path, broker_url: str) -> Path:
+    """A file of its own in ``folder`` for ``dicombus edge``, publishing to ``broker_url``."""
     config = folder / "edge.toml"
     config.write_text(
         f'[edge]\nid = "edge-1"\nae_title = "EDGE"\nport = 0\n'
         f'data_dir = "{folder / "edge-data"}"\n\n[bus]\nbroker_url = "{broker_url}"\n'
     )
-    edge = [sys.executable, "-m", "dicombus.cli.main", "edge", "--config", str(config)]
-    return [*edge, "--metrics-port", str(metrics_port)]
-
-
-# The file names the broker; none from the environment.
-EDGE_ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "DICOMBUS_BROKER_URL"}
+    return config
 
 
 def test_the_edge_and_the_worker_each_serve_the_same_metrics(tmp_path: Path) -> None:
     edge_metrics, worker_metrics = free_port(), free_port()
     with embedded_redis(tmp_path / "redis") as url:
-        output = tmp_path / "edge.out"
-        with output.open("wb") as sink:
-            edge = subprocess.Popen(
-                edge_command(tmp_path, url, edge_metrics),
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=EDGE_ENVIRONMENT,
+        # The edge says where it serves them once it serves them, after its banner.
+        served = f"metrics at http://127.0.0.1:{edge_metrics}/metrics"
+        with dicombus_edge(
+            edge_config(tmp_path, url),
+            tmp_path / "edge.out",
+            "--metrics-port",
+            str(edge_metrics),
+            ready=served,
+            stop_signal=signal.SIGINT,
+            stop_timeout=STOP_TIMEOUT,
+        ) as port:
+            worker = Worker(
+                url,
+                tmp_path / "worker",
+                include=(),
+                pool="solo",
+                builtin=True,
+                arguments=("--metrics-port", str(worker_metrics)),
             )
-        worker = Worker(
-            url,
-            tmp_path / "worker",
-            include=(),
-            pool="solo",
-            builtin=True,
-            arguments=("--metrics-port", str(worker_metrics)),
-        )
-        try:
-            # The edge says where it serves them once it serves them, after its banner.
-            served = f"metrics at http://127.0.0.1:{edge_metrics}/metrics"
-            banner = wait_for(
-                lambda: served in output.read_text() and output.read_text(), "the metrics line"
-            )
-            wait_for_port(edge_metrics)
-            wait_for_port(worker_metrics)
-            port = int(banner.split("address:")[1].split()[0].rsplit(":", 1)[1])
-            store(port, STORED)
-            # The worker's counter task counts them; then both servers say so.
-            wait_for(lambda: stored_count(scrape(edge_metrics)) == STORED, "the edge's count")
-            assert stored_count(scrape(worker_metrics)) == STORED
-        finally:
-            worker.stop()
-            edge.send_signal(signal.SIGINT)
-            assert edge.wait(STOP_TIMEOUT) == 0, output.read_text()
+            try:
+                wait_for_port(edge_metrics)
+                wait_for_port(worker_metrics)
+                store(port, STORED)
+                # The worker's counter task counts them; then both servers say so.
+                wait_for(lambda: stored_count(scrape(edge_metrics)) == STORED, "the edge's count")
+                assert stored_count(scrape(worker_metrics)) == STORED
+            finally:
+                worker.stop()
     assert f"metrics at http://127.0.0.1:{worker_metrics}/metrics" in worker.log()
 
 
@@ -96,7 +93,7 @@ def test_a_taken_metrics_port_is_named_and_the_edge_does_not_start(tmp_path: Pat
             try:
                 wait_for_port(taken)
                 result = subprocess.run(
-                    edge_command(tmp_path, url, taken),
+                    edge_command(edge_config(tmp_path, url), "--metrics-port", str(taken)),
                     capture_output=True,
                     text=True,
                     timeout=60,

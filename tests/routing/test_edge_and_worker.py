@@ -9,12 +9,7 @@ Checked: the files there byte for byte, the delivery store's rows and the route 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,35 +22,12 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from route_tasks import SENT
 from study_tasks import STUDIES
-from worker_support import Worker, embedded_redis, wait_for
+from worker_support import Worker, dicombus_edge, embedded_redis, wait_for
 
 pytestmark = pytest.mark.interop
 
 TASKS = Path(__file__).parent
 STOP_TIMEOUT = 30.0
-
-
-@contextmanager
-def dicombus_edge(config: Path, output: Path) -> Iterator[int]:
-    """``dicombus edge --config``; yields its port, from its banner."""
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "dicombus.cli.main", "edge", "--config", str(config)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if k != "DICOMBUS_BROKER_URL"},
-        )
-    try:
-        banner = wait_for(
-            lambda: "Press Ctrl-C" in output.read_text() and output.read_text(), "the banner"
-        )
-        yield int(banner.split("address:")[1].split()[0].rsplit(":", 1)[1])
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(STOP_TIMEOUT) == 0, output.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
 
 
 def listed(url: str, key: str) -> list[dict[str, object]]:
