@@ -6,12 +6,19 @@ the body with ``recv_into`` into a buffer reused for the life of the
 association. A PDU must arrive whole before its deadline,
 so a peer that drips one byte a second is cut off instead of holding a thread
 forever (a per-read timeout would never fire).
+
+A plain socket is put in non-blocking mode once: each read or write is tried
+at once and waits in ``poll()`` for the time left only when the peer has
+nothing for us (or no room). A socket timeout would cost a mode switch and a
+``poll()`` before every ``recv_into``, several per C-STORE. TLS sockets, and
+platforms without ``poll()``, keep socket timeouts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import ssl
 import time
@@ -72,6 +79,15 @@ class PduChannel:
         self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
         is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._quickack = _QUICKACK if is_tcp else None
+        # One poll object per direction: the reader thread and a sending thread
+        # may wait at the same time.
+        self._readable: select.poll | None = None
+        self._writable: select.poll | None = None
+        if self._can_sendmsg and hasattr(select, "poll"):
+            sock.setblocking(False)
+            self._readable, self._writable = select.poll(), select.poll()
+            self._readable.register(sock, select.POLLIN)
+            self._writable.register(sock, select.POLLOUT)
         self.bytes_received = 0
         self.bytes_sent = 0
 
@@ -105,20 +121,26 @@ class PduChannel:
                 return pdu_type, body, framer.header
 
     def _recv_some(self, view: memoryview, deadline: float | None, *, mid_pdu: bool) -> int:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu)
-            self.sock.settimeout(remaining)
-        else:
-            self.sock.settimeout(None)
         if self._quickack is not None:
             # Linux leaves quick-ACK mode on its own; re-arm it before every
             # read, also mid-PDU: a peer that writes a PDU's header and body
             # separately holds the body until the header is ACKed.
             self.sock.setsockopt(socket.IPPROTO_TCP, self._quickack, 1)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu)
+        readable = self._readable
         try:
-            count = self.sock.recv_into(view)
+            if readable is None:
+                self.sock.settimeout(remaining)
+                count = self.sock.recv_into(view)
+            else:
+                while True:
+                    try:
+                        count = self.sock.recv_into(view)
+                        break
+                    except BlockingIOError:
+                        _wait(readable, deadline)
         except TimeoutError as exc:
             raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu) from exc
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError) as exc:
@@ -129,16 +151,26 @@ class PduChannel:
 
     def send_segments(self, segments: Sequence[Buffer], *, timeout: float | None) -> None:
         """Send one PDU given as segments (scatter-gather, no joining on plain TCP)."""
-        self.sock.settimeout(timeout)
         try:
             if not self._can_sendmsg:
+                self.sock.settimeout(timeout)
                 data = b"".join(segments)
                 self.sock.sendall(data)
                 self.bytes_sent += len(data)
                 return
+            writable = self._writable
+            if writable is None:
+                self.sock.settimeout(timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
             pending = [memoryview(segment).cast("B") for segment in segments if len(segment)]
             while pending:
-                sent = self.sock.sendmsg(pending[:_IOV_MAX])
+                try:
+                    sent = self.sock.sendmsg(pending[:_IOV_MAX])
+                except BlockingIOError:
+                    if writable is None:
+                        raise
+                    _wait(writable, deadline)
+                    continue
                 self.bytes_sent += sent
                 pending = _advance(pending, sent)
         except TimeoutError as exc:
@@ -154,6 +186,16 @@ class PduChannel:
     def close(self) -> None:
         self.shutdown()
         self.sock.close()
+
+
+def _wait(poller: select.poll, deadline: float | None) -> None:
+    """Wait until ``poller``'s socket is ready, or raise TimeoutError at ``deadline``."""
+    if deadline is None:
+        poller.poll()
+        return
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not poller.poll(remaining * 1000):
+        raise TimeoutError
 
 
 def _advance(segments: list[memoryview], sent: int) -> list[memoryview]:
