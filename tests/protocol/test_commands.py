@@ -811,3 +811,82 @@ def test_status_category_agrees_with_pynetdicom() -> None:
     from pynetdicom.status import code_to_category
 
     assert all(status.status_category(code) == code_to_category(code) for code in range(0x10000))
+
+
+# ------------------------------------ the C-STORE-RQ fast path (PS3.7 9.3.1.1)
+
+
+def _general_outcome(data: bytes) -> CommandSet | str:
+    """What the general, element-by-element decoder makes of ``data``: the set, or its error."""
+    try:
+        return c._decode_any(data)
+    except RemoteProtocolError as exc:
+        return f"{exc} {exc.abort_reason}"
+
+
+def _outcome(data: bytes) -> CommandSet | str:
+    try:
+        return decode_command_set(data)
+    except RemoteProtocolError as exc:
+        return f"{exc} {exc.abort_reason}"
+
+
+def test_the_c_store_rq_vector_takes_the_fast_path() -> None:
+    # C_STORE_RQ_BYTES is the layout DCMTK's storescu and pynetdicom send.
+    fast = c._decode_c_store_rq(C_STORE_RQ_BYTES)
+    assert fast == c._decode_any(C_STORE_RQ_BYTES) == c.c_store_rq(7, CT_IMAGE_STORAGE, INSTANCE)
+    assert fast is not None and fast.command_field is CommandField.C_STORE_RQ
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        C_ECHO_RQ_BYTES,
+        encode_command_set(c.c_store_rq(7, CT_IMAGE_STORAGE, INSTANCE, 0, "MOVESCU", 3)),
+        C_STORE_RQ_BYTES[12:],  # no group length: the general decoder accepts it
+        C_STORE_RQ_BYTES + _us(0x0001, 0),  # a retired element after the last one
+    ],
+    ids=["c-echo-rq", "move-originator", "no-group-length", "trailing-retired-element"],
+)
+def test_other_layouts_go_to_the_general_decoder(data: bytes) -> None:
+    assert c._decode_c_store_rq(data) is None
+    assert decode_command_set(data) == c._decode_any(data)
+
+
+@given(
+    message_id=_us_values,
+    class_uid=_uids,
+    instance_uid=_uids,
+    priority=_us_values,
+    originator=st.none() | st.tuples(_ae_titles, _us_values),
+)
+@settings(max_examples=300, deadline=None)
+def test_fast_c_store_rq_decode_equals_the_general_decoder(
+    message_id: int,
+    class_uid: str,
+    instance_uid: str,
+    priority: int,
+    originator: tuple[str, int] | None,
+) -> None:
+    command = c.c_store_rq(message_id, class_uid, instance_uid, priority, *(originator or ()))
+    data = encode_command_set(command)
+    assert decode_command_set(data) == c._decode_any(data) == command
+
+
+@given(
+    command=st.builds(c.c_store_rq, _us_values, _uids, _uids, _us_values),
+    edits=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4),
+    cut=st.integers(0, 200),
+)
+@settings(max_examples=1000, deadline=None)
+def test_a_damaged_c_store_rq_fares_as_in_the_general_decoder(
+    command: CommandSet, edits: list[tuple[int, int]], cut: int
+) -> None:
+    # Bytes changed anywhere (tags, lengths, values, UID characters) and the
+    # set cut short: the same command set, or the same error, either way.
+    data = bytearray(encode_command_set(command))
+    for position, value in edits:
+        if position < len(data):
+            data[position] = value
+    damaged = bytes(data[: max(cut, len(data) - cut)])
+    assert _outcome(damaged) == _general_outcome(damaged)

@@ -788,3 +788,34 @@ def test_pynetdicom_reads_what_we_write(pdu: PDU) -> None:
     if isinstance(pdu, AAssociateRQ | AAssociateAC):
         return  # covered field by field above; pynetdicom validates UIDs differently
     assert _peer_pdu(pdu.encode()).encode() == pdu.encode()
+
+
+@given(pdata)
+def test_decoded_pdvs_are_what_the_public_constructor_builds(pdu: PDataTF) -> None:
+    # decode_body builds its PDVs without the constructor's checks (it made them):
+    # the same fields, of the same types, as a PDV built field by field.
+    for decoded, built in zip(PDataTF.decode_body(pdu.encode()[6:]).pdvs, pdu.pdvs, strict=True):
+        rebuilt = PresentationDataValue(
+            context_id=decoded.context_id,
+            is_command=decoded.is_command,
+            is_last=decoded.is_last,
+            data=decoded.data,
+        )
+        assert decoded == rebuilt == built
+        assert [type(getattr(decoded, f.name)) for f in fields(decoded)] == [
+            int,
+            bool,
+            bool,
+            memoryview,
+        ]
+
+
+@pytest.mark.parametrize("context_id", [0, 2, 254])
+def test_an_even_context_id_is_refused_as_the_constructor_refuses_it(context_id: int) -> None:
+    with pytest.raises(LocalProtocolError) as built:
+        PresentationDataValue(context_id=context_id, is_command=True, is_last=True, data=b"")
+    body = bytes([0, 0, 0, 2, context_id, 3])  # PS3.8 9.3.5.1: length 2, context, control
+    with pytest.raises(RemoteProtocolError) as decoded:
+        PDataTF.decode_body(body)
+    assert str(decoded.value) == str(built.value)
+    assert decoded.value.abort_reason == AbortReason.INVALID_PDU_PARAMETER_VALUE

@@ -403,6 +403,11 @@ def decode_command_set(data: bytes | bytearray | memoryview) -> CommandSet:
     """
     if len(data) > MAX_COMMAND_SET_LENGTH:
         raise _malformed(f"{len(data)} bytes, the limit is {MAX_COMMAND_SET_LENGTH}")
+    return _decode_c_store_rq(data) or _decode_any(data)
+
+
+def _decode_any(data: bytes | bytearray | memoryview) -> CommandSet:
+    """The general decoder: any command set, element by element."""
     values = _decode_elements(data)
     field = values.get("CommandField")
     if not isinstance(field, int):
@@ -412,6 +417,68 @@ def decode_command_set(data: bytes | bytearray | memoryview) -> CommandSet:
         raise _malformed(f"CommandField 0x{field:04X} is not a DIMSE command")
     values["CommandField"] = command_field
     return CommandSet(**values)
+
+
+# The C-STORE-RQ as DCMTK, pynetdicom and dicombus encode it (PS3.7 Table
+# 9.3-1, elements in tag order, no optional ones): (0000,0000) UL, (0000,0002)
+# UI, then (0000,0100), (0000,0110), (0000,0700), (0000,0800) US, then
+# (0000,1000) UI. Each tag is read as one little-endian 32-bit number, the
+# element number in its high half (PS3.5 7.1.1).
+_TAG_AND_LENGTH: Final = struct.Struct("<II")
+_GROUP_LENGTH_ELEMENT: Final = struct.Struct("<III")
+_FOUR_US_ELEMENTS: Final = struct.Struct("<IIHIIHIIHIIH")
+_AFFECTED_SOP_CLASS_UID: Final = 0x0002 << 16
+_C_STORE_RQ_US_TAGS: Final = (0x0100 << 16, 0x0110 << 16, 0x0700 << 16, 0x0800 << 16)
+_AFFECTED_SOP_INSTANCE_UID: Final = 0x1000 << 16
+_SHORTEST_C_STORE_RQ: Final = (
+    _GROUP_LENGTH_ELEMENT.size + 2 * _TAG_AND_LENGTH.size + _FOUR_US_ELEMENTS.size
+)
+
+
+def _decode_c_store_rq(data: bytes | bytearray | memoryview) -> CommandSet | None:
+    """A C-STORE-RQ in the layout above, decoded in a few unpacks; None for any
+    other command set or layout, which the general decoder then takes.
+
+    It returns what the general decoder would, or None: a value it cannot take
+    as is (a length that runs past the end, say) is left to that decoder,
+    whose error is the one the peer hears.
+    """
+    end = len(data)
+    if end < _SHORTEST_C_STORE_RQ or _GROUP_LENGTH_ELEMENT.unpack_from(data)[:2] != (0, 4):
+        return None
+    offset = _GROUP_LENGTH_ELEMENT.size
+    tag, class_length = _TAG_AND_LENGTH.unpack_from(data, offset)
+    offset += _TAG_AND_LENGTH.size
+    class_end = offset + class_length
+    if tag != _AFFECTED_SOP_CLASS_UID or class_end + _FOUR_US_ELEMENTS.size > end:
+        return None
+    class_uid = data[offset:class_end]
+    (
+        field_tag, field_length, field,
+        id_tag, id_length, message_id,
+        priority_tag, priority_length, priority,
+        type_tag, type_length, dataset_type,
+    ) = _FOUR_US_ELEMENTS.unpack_from(data, class_end)  # fmt: skip
+    offset = class_end + _FOUR_US_ELEMENTS.size
+    if (
+        (field_tag, id_tag, priority_tag, type_tag) != _C_STORE_RQ_US_TAGS
+        or (field_length, id_length, priority_length, type_length) != (2, 2, 2, 2)
+        or field != CommandField.C_STORE_RQ
+        or end - offset < _TAG_AND_LENGTH.size
+    ):
+        return None
+    tag, instance_length = _TAG_AND_LENGTH.unpack_from(data, offset)
+    offset += _TAG_AND_LENGTH.size
+    if tag != _AFFECTED_SOP_INSTANCE_UID or offset + instance_length != end:
+        return None
+    return CommandSet(
+        AffectedSOPClassUID=_decode_text(class_uid, "UI"),
+        CommandField=CommandField.C_STORE_RQ,
+        MessageID=message_id,
+        Priority=priority,
+        CommandDataSetType=dataset_type,
+        AffectedSOPInstanceUID=_decode_text(data[offset:end], "UI"),
+    )
 
 
 # ---------------------------------------------------------------- validation

@@ -416,6 +416,18 @@ class PresentationDataValue:
     def message_control_header(self) -> int:
         return message_control_header(is_command=self.is_command, is_last=self.is_last)
 
+    @classmethod
+    def _decoded(cls, context_id: int, control: int, data: memoryview) -> Self:
+        """A PDV that :meth:`PDataTF.decode_body` framed: its fields need no check
+        but the context ID's (odd; one byte, so at most 255), which the caller made."""
+        pdv = object.__new__(cls)
+        set_field = object.__setattr__
+        set_field(pdv, "context_id", context_id)
+        set_field(pdv, "is_command", bool(control & _COMMAND_BIT))
+        set_field(pdv, "is_last", bool(control & _LAST_BIT))
+        set_field(pdv, "data", data)
+        return pdv
+
 
 def message_control_header(*, is_command: bool, is_last: bool) -> int:
     """PS3.8 E.2: bit 0 command, bit 1 last fragment; bits 2-7 are 0."""
@@ -456,12 +468,19 @@ class PDataTF:
     @classmethod
     @wire_input
     def decode_body(cls, body: bytes | memoryview) -> Self:
-        """Each PDV's data is a memoryview slice of ``body``, never a copy."""
+        """Each PDV's data is a memoryview slice of ``body``, never a copy.
+
+        The hot path of every C-STORE: the bounds are checked here, once, so
+        the PDVs and the PDU are built without the public constructors'
+        checks, which would repeat them.
+        """
         view = memoryview(body)
+        size = len(view)
         pdvs: list[PresentationDataValue] = []
+        decoded = PresentationDataValue._decoded
         offset = 0
-        while offset < len(view):
-            if len(view) - offset < _PDV_HEADER.size:
+        while offset < size:
+            if size - offset < _PDV_HEADER.size:
                 raise wire_error(f"P-DATA-TF: truncated PDV header at offset {offset}")
             length, context_id, control = _PDV_HEADER.unpack_from(view, offset)
             # PS3.8 9.3.5.1: the item length counts the context ID and the
@@ -469,20 +488,17 @@ class PDataTF:
             if length < 2:
                 raise wire_error(f"P-DATA-TF: PDV item length {length} is below 2")
             end = offset + 4 + length
-            if end > len(view):
+            if end > size:
                 raise wire_error(f"P-DATA-TF: PDV item of {length} bytes runs past the PDU")
-            pdvs.append(
-                PresentationDataValue(
-                    context_id=context_id,
-                    is_command=bool(control & _COMMAND_BIT),
-                    is_last=bool(control & _LAST_BIT),
-                    data=view[offset + _PDV_HEADER.size : end],
-                )
-            )
+            if not context_id & 1:
+                check_context_id(context_id)  # raises: PS3.8 9.3.2.2, odd IDs only
+            pdvs.append(decoded(context_id, control, view[offset + _PDV_HEADER.size : end]))
             offset = end
         if not pdvs:
             raise wire_error("P-DATA-TF without a presentation data value")
-        return cls(pdvs=tuple(pdvs))
+        pdu = object.__new__(cls)
+        object.__setattr__(pdu, "pdvs", tuple(pdvs))
+        return pdu
 
 
 # One PDV as it is framed: presentation context ID, message control header, data.
