@@ -15,6 +15,7 @@ import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 import trustme
@@ -33,6 +34,7 @@ from dicombus.protocol.pdus import (
     PresentationDataValue,
 )
 from dicombus.runtime.transport import (
+    READ_AHEAD,
     ConnectionClosed,
     DeadlineExpired,
     PduChannel,
@@ -179,6 +181,54 @@ def test_body_buffer_grows_for_a_large_pdu_and_is_reused() -> None:
         assert bytes(body) == large[6:]
         _, body, _ = channel.read_pdu(idle_deadline=None, pdu_timeout=5)
         assert bytes(body) == small[6:]
+    finally:
+        sender.join(JOIN_TIMEOUT)
+        channel.close()
+        theirs.close()
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts its reads: how many system calls a PDU costs."""
+
+    reads = 0
+
+    def recv_into(self, *args: Any, **kwargs: Any) -> int:
+        self.reads += 1
+        return super().recv_into(*args, **kwargs)
+
+
+def test_pdus_already_sent_are_read_with_one_recv_and_reported_as_input() -> None:
+    # A C-STORE's command PDU and its small data set PDU, as storescu sends
+    # them, then a release request, all in the socket before the first read.
+    ours, theirs = socket.socketpair()
+    counting = CountingSocket(ours.family, ours.type, fileno=ours.detach())
+    channel = PduChannel(counting, max_pdata_length=MAX_PDATA, max_associate_length=MAX_ASSOCIATE)
+    pdus = [p_data(150, seed=1), p_data(2048, seed=2), AReleaseRQ().encode()]
+    theirs.sendall(b"".join(pdus))
+    try:
+        received = []
+        for _ in pdus:
+            _, body, head = channel.read_pdu(idle_deadline=None, pdu_timeout=LONG)
+            received.append(bytes(head) + bytes(body))
+            assert channel.has_read_ahead == (len(received) < len(pdus))
+        assert received == pdus
+        assert counting.reads == 1
+    finally:
+        channel.close()
+        theirs.close()
+
+
+def test_a_body_longer_than_the_read_ahead_is_read_into_place() -> None:
+    ours, theirs = socket.socketpair()
+    counting = CountingSocket(ours.family, ours.type, fileno=ours.detach())
+    channel = PduChannel(counting, max_pdata_length=0, max_associate_length=MAX_ASSOCIATE)
+    large = p_data(4 * READ_AHEAD, seed=3)
+    sender = threading.Thread(target=theirs.sendall, args=(large,), daemon=True)
+    sender.start()
+    try:
+        _, body, head = channel.read_pdu(idle_deadline=None, pdu_timeout=LONG)
+        assert bytes(head) + bytes(body) == large
+        assert not channel.has_read_ahead
     finally:
         sender.join(JOIN_TIMEOUT)
         channel.close()

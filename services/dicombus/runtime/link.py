@@ -261,6 +261,8 @@ class UpperLayerLink:
         """Whether a read would find bytes (or the end of the stream) at once: no waiting."""
         if self._closed.is_set():
             return False
+        if self.channel.has_read_ahead:
+            return True
         sock = self.channel.sock
         # TLS may hold decrypted bytes that the socket no longer shows.
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
