@@ -140,6 +140,26 @@ def test_getvalue_is_identical_in_memory_and_on_disk(spool_dir: Path, threshold:
     sink.close()
 
 
+@pytest.mark.parametrize("threshold", [0, 1024, 1 << 30])
+@pytest.mark.parametrize("fragments", [0, 1, 7])
+def test_prefixed_is_the_prefix_then_the_data_set(
+    spool_dir: Path, threshold: int, fragments: int
+) -> None:
+    sink = SpoolingDatasetSink(threshold=threshold, spool_dir=spool_dir)
+    data = write_chunks(sink, fragments)
+    assert sink.prefixed(b"DICM") == b"DICM" + data
+    assert sink.prefixed(b"") == data
+    assert sink.prefixed(b"") == data  # asking again gives the same bytes
+    sink.close()
+
+
+def test_an_unprefixed_data_set_of_one_fragment_is_not_copied(spool_dir: Path) -> None:
+    sink = SpoolingDatasetSink(spool_dir=spool_dir)
+    sink.write(memoryview(b"\x08\x00\x16\x00" * 512))
+    assert sink.prefixed(b"") is sink.prefixed(b"")
+    sink.close()
+
+
 def test_close_removes_the_spool_file_and_is_idempotent(spool_dir: Path) -> None:
     sink = SpoolingDatasetSink(threshold=0, spool_dir=spool_dir)
     write_chunks(sink, 3)

@@ -102,6 +102,9 @@ class SpoolingDatasetSink:
         copy of a large dataset over reading it back and then concatenating.
         """
         if self._memory is not None:
+            if not prefix:
+                # A data set that came in one fragment is handed over as it is.
+                return _joined(self._memory)
             return b"".join((prefix, *self._memory))
         spool = self._spooled()[0]
         # Through the open handle, not the path: a handler may have moved the file away.
