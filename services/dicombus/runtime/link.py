@@ -233,7 +233,8 @@ class UpperLayerLink:
         PDU, a timeout of the link's own or the end of the connection has
         been handled.
         """
-        idle_deadline = self._idle_deadline()
+        state = self.connection.state
+        idle_deadline = self._idle_deadline(state)
         caller_bound = wait_until is not None and (
             idle_deadline is None or wait_until < idle_deadline
         )
@@ -241,7 +242,7 @@ class UpperLayerLink:
             idle_deadline = wait_until
         try:
             pdu_type, body, _header = self.channel.read_pdu(
-                idle_deadline=idle_deadline, pdu_timeout=self._pdu_timeout()
+                idle_deadline=idle_deadline, pdu_timeout=self._pdu_timeout(state)
             )
         except RemoteProtocolError as exc:
             # The framer refused a header (type, length): the A-ABORT goes out and
@@ -352,17 +353,25 @@ class UpperLayerLink:
 
     # -- deadlines ---------------------------------------------------------------
 
-    def _idle_deadline(self) -> float | None:
-        """How long the reader may wait for the next PDU to start."""
-        candidates = [d for d in (self._artim_deadline, self._awaiting_deadline) if d is not None]
-        if self.network_timeout is not None and self.state is State.STA6:
-            candidates.append(time.monotonic() + self.network_timeout)
-        return min(candidates) if candidates else None
+    def _idle_deadline(self, state: State) -> float | None:
+        """How long the reader may wait for the next PDU to start (read before every PDU:
+        the earliest of ARTIM, the ACSE timeout and, in Sta6, the network timeout)."""
+        deadline = self._artim_deadline
+        awaited = self._awaiting_deadline
+        if awaited is not None and (deadline is None or awaited < deadline):
+            deadline = awaited
+        if self.network_timeout is not None and state is State.STA6:
+            idle = time.monotonic() + self.network_timeout
+            if deadline is None or idle < deadline:
+                deadline = idle
+        return deadline
 
-    def _pdu_timeout(self) -> float | None:
+    def _pdu_timeout(self, state: State) -> float | None:
         """How long one PDU may take to arrive once it has started."""
-        if self.state in (State.STA2, State.STA5):
-            return self.artim_timeout if self.state is State.STA2 else self.acse_timeout
+        if state is State.STA2:
+            return self.artim_timeout
+        if state is State.STA5:
+            return self.acse_timeout
         return self.network_timeout
 
 
