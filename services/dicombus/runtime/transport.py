@@ -94,6 +94,8 @@ class PduChannel:
             self._readable, self._writable = select.poll(), select.poll()
             self._readable.register(sock, select.POLLIN)
             self._writable.register(sock, select.POLLOUT)
+        # Whether the last read took less than it asked for: the socket was empty.
+        self._drained = False
         self._read_ahead = memoryview(bytearray(READ_AHEAD))
         # What the last read-ahead took that the framer has not: the start of the next PDU.
         self._ahead = self._read_ahead[:0]
@@ -160,12 +162,17 @@ class PduChannel:
                 self.sock.settimeout(remaining)
                 count = self.sock.recv_into(view)
             else:
+                if self._drained:
+                    # The last read emptied the socket: waiting first saves a
+                    # read that would find nothing (most of a large body's reads).
+                    _wait(readable, deadline)
                 while True:
                     try:
                         count = self.sock.recv_into(view)
                         break
                     except BlockingIOError:
                         _wait(readable, deadline)
+                self._drained = count < len(view)
         except TimeoutError as exc:
             raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu) from exc
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError, OSError) as exc:
