@@ -165,7 +165,7 @@ def test_a_record_with_a_bad_crc_ends_its_segment_and_the_next_segments_are_read
     monkeypatch.setattr(journal_module, "SEGMENT_RECORDS", 3)
     path = tmp_path / "journal"
     events = _recorded(path, 6)
-    first, second = sorted(path.iterdir())
+    first, _second = sorted(path.iterdir())
     data = bytearray(first.read_bytes())
     (first_length,) = struct.unpack_from("<I", data, HEADER_SIZE)
     second_record = HEADER_SIZE + FRAME_SIZE + first_length
