@@ -9,6 +9,7 @@ tests/faults/test_bus_edge_kill_store.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -19,12 +20,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterable
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from dicombus.bus import journal as journal_module
 from dicombus.bus.envelope import PendingEvent
-from dicombus.bus.journal import Journal, JournalError
+from dicombus.bus.journal import Journal, JournalError, event_from_payload, event_payload
 from dicombus.bus.journal_records import FRAME_SIZE, HEADER_SIZE, Record, encode_record
 from dicombus.bus.redis_server import EmbeddedRedis
 from disk_support import fill, small_tmpfs
@@ -63,6 +65,30 @@ def test_recorded_events_come_back_after_a_restart_with_their_ids_and_data(
         again.close()
     assert [event.id for event in back] == [event.id for event in events]
     assert [event.to_envelope() for event in back] == [event.to_envelope() for event in events]
+
+
+def test_a_record_holds_the_event_s_fields_and_its_exact_time(tmp_path: Path) -> None:
+    event = pending()
+    back = event_from_payload(event_payload(event))
+    for field in dataclasses.fields(PendingEvent):
+        if field.name != "build_data":
+            assert getattr(back, field.name) == getattr(event, field.name), field.name
+    assert back.time.tzinfo is UTC
+    assert back.to_envelope() == event.to_envelope()
+
+
+def test_a_record_of_fewer_fields_or_a_whole_pickled_event_loads() -> None:
+    """Fields are added at the end: a record written before one existed gets its
+    default; an event pickled whole (the SQLite journal's rows, a time not in UTC)
+    loads as it is."""
+    event = dataclasses.replace(pending(), retrieve_uri="dicom://EDGE@127.0.0.1:104")
+    state = pickle.loads(event_payload(event))
+    older = event_from_payload(pickle.dumps(state[:-1]))
+    assert older.retrieve_uri is None and older.id == event.id
+    elsewhere = dataclasses.replace(event, time=event.time.astimezone(timezone(timedelta(hours=2))))
+    assert event_from_payload(event_payload(elsewhere)).time.tzinfo == elsewhere.time.tzinfo
+    with pytest.raises(ValueError, match="a record of a dict, not an event"):
+        event_from_payload(pickle.dumps({"id": event.id}))
 
 
 def test_concurrent_records_are_all_durable_and_forgotten_ones_go_with_their_segment(
