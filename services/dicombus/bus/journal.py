@@ -289,7 +289,7 @@ class Journal:
         if not items:
             return
         try:
-            segment = self._segment_for_append()
+            segment, retired = self._segment_for_append()
         except OSError as exc:
             raise self._failed(f"cannot create a segment: {exc}") from exc
         data = b"".join(frame for _, frame in items)
@@ -301,6 +301,10 @@ class Journal:
         except OSError as exc:
             self._undo(segment)
             raise self._failed(f"cannot append to segment {segment.number}: {exc}") from exc
+        finally:
+            # After the append: the room it frees is not what the append was given.
+            if retired is not None:
+                self._unlink(retired)
         segment.size += len(data)
         segment.records += len(items)
         segment.last_write = time.monotonic()
@@ -310,9 +314,9 @@ class Journal:
                 live.add(record.event_id)
                 self._segment_of[record.event_id] = segment.number
 
-    def _segment_for_append(self) -> _Segment:
+    def _segment_for_append(self) -> tuple[_Segment, int | None]:
         """The segment to append to: a new one if there is none, or the current one is
-        full or sealed (the old one unlinked if nothing in it is live)."""
+        full or sealed; and the old one's number if nothing in it is live (to unlink)."""
         segment = self._current
         if (
             segment is not None
@@ -320,7 +324,7 @@ class Journal:
             and segment.records < SEGMENT_RECORDS
             and segment.size < SEGMENT_BYTES
         ):
-            return segment
+            return segment, None
         path = self._segment_path(self._next_number)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
@@ -337,11 +341,10 @@ class Journal:
             retired = segment is not None and not self._live[segment.number]
             if segment is not None and retired:
                 del self._live[segment.number]
-        if segment is not None:
-            os.close(segment.fd)
-            if retired:
-                self._unlink(segment.number)
-        return fresh
+        if segment is None:
+            return fresh, None
+        os.close(segment.fd)
+        return fresh, segment.number if retired else None
 
     def _undo(self, segment: _Segment) -> None:
         """A failed append: cut the segment back to its acknowledged records, so that no
