@@ -47,6 +47,7 @@ MEASURED = [
     ("dicombus.storage_files", "_Content.write"),
     ("dicombus.association", "Association.report_outcome"),
     ("dicombus.bus.journal", "Journal.record"),
+    ("dicombus.bus.journal", "Journal._commit"),
     ("dicombus.association", "Association.send_message"),
 ]
 

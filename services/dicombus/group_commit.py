@@ -10,8 +10,8 @@ concurrent callers cost about two commits instead of N; alone, a caller pays
 one commit in its own thread and no hand-off to another (a committer thread
 would add two thread switches per item).
 
-Used by the event journal (:mod:`dicombus.bus.journal`: one SQLite transaction
-per group) and the storage folder (:mod:`dicombus.storage_files`: one fsync
+Used by the event journal (:mod:`dicombus.bus.journal`: one write and one
+fdatasync per group) and the storage folder (:mod:`dicombus.storage_files`: one fsync
 per distinct folder per group).
 """
 

@@ -85,7 +85,7 @@ from dicombus.storage_handler import handle_store
 LOGGER = logging.getLogger("dicombus.bus.edge")
 
 OUTBOX_FULL = "the event outbox is full: temporary congestion"
-JOURNAL_FILE = "journal.sqlite3"  # in the data folder
+JOURNAL_FOLDER = "journal"  # in the data folder (an earlier journal.sqlite3 is upgraded)
 # The publisher gets this long to hand its queue to Redis or the outbox on stop.
 PUBLISHER_STOP_TIMEOUT = 10.0
 
@@ -193,7 +193,7 @@ class EdgeNode:
                 self.reserve.path,
                 self.reserve.size,
             )
-        self.journal = Journal(config.data_dir / JOURNAL_FILE)
+        self.journal = Journal(config.data_dir / JOURNAL_FOLDER)
         self.publisher = Publisher(
             self.broker_url,
             self.view,
