@@ -41,6 +41,7 @@ MEASURED = [
     ("dicombus.runtime.transport", "PduChannel.read_pdu"),
     ("dicombus.protocol.connection", "DimseConnection.receive_pdu"),
     ("dicombus.protocol.commands", "decode_command_set"),
+    ("dicombus.qr.archive", "IndexedStorage.handle_store"),
     ("dicombus.storage_handler", "store_received"),
     ("dicombus.instance_uids", "read_instance_header"),
     ("dicombus.storage_files", "store_instance"),
@@ -48,6 +49,8 @@ MEASURED = [
     ("dicombus.association", "Association.report_outcome"),
     ("dicombus.bus.journal", "Journal.record"),
     ("dicombus.association", "Association.send_message"),
+    # Not on the association thread: the Q/R index writer's (dicombus-index) batches.
+    ("dicombus.qr.index", "Index.write_queued"),
 ]
 
 

@@ -53,7 +53,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom.dataset import FileMetaDataset
 
@@ -79,6 +78,17 @@ _COPY_CHUNK = 1 << 20
 # copy_file_range refuses some pairs of files (across file systems on older
 # kernels, some network and overlay file systems); a plain copy then does it.
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
+
+# A new file is written unnamed (O_TMPFILE, Linux 3.11) and named by linking it from
+# /proc: no name to make up, nothing to remove, nothing left behind by a crash.
+_PROC_FD = "/proc/self/fd"
+_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir(_PROC_FD)
+_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC
+_FOLDER_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
+# open(2) refusing O_TMPFILE: a file system without it (EOPNOTSUPP), a kernel older
+# than it (EISDIR or EINVAL). Those folders get named temporary files from then on.
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+_NAMED_ONLY: set[str] = set()
 
 # Hidden (UIDs never start with a dot), so no layout ever names a file in it,
 # and the Q/R index's walk skips it.
@@ -243,6 +253,7 @@ def store_instance(
     uids: InstanceUIDs | None = None,
     duplicates: Duplicates = Duplicates.KEEP_FIRST,
     folder_sync: FolderSync | None = None,
+    unnamed: bool = True,
 ) -> StoredInstance:
     """Store one instance durably, unless the same instance is already stored.
 
@@ -252,7 +263,9 @@ def store_instance(
     ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
     path of a file holding them (a spooled dataset, copied in chunks without
     reading it into memory). ``folder_sync`` makes the new entry durable (by
-    default the process's :data:`SHARED_FOLDER_SYNC`, one fsync per store). Raises
+    default the process's :data:`SHARED_FOLDER_SYNC`, one fsync per store). The bytes
+    go to an unnamed temporary file (O_TMPFILE) where the system has them, else (and
+    with ``unnamed`` off) to a named one in ``.incoming``. Raises
     InvalidUIDError before touching the disk when a UID is invalid,
     DuplicateInstanceError when a different instance holds the name and is kept,
     and OSError when the disk refuses (full, read-only, not a folder); no
@@ -263,11 +276,19 @@ def store_instance(
         header, transfer_syntax = file_meta.part10_header(), file_meta.transfer_syntax
     else:
         header, transfer_syntax = encode_part10_header(file_meta), str(file_meta.TransferSyntaxUID)
-    content = _Content(header, dataset_bytes, transfer_syntax, folder_sync or SHARED_FOLDER_SYNC)
+    content = _Content(
+        header,
+        dataset_bytes,
+        transfer_syntax,
+        folder_sync or SHARED_FOLDER_SYNC,
+        unnamed=unnamed and _UNNAMED,
+    )
     incoming = incoming_folder(root)
     # Linked, never renamed, into place: of two associations storing the
-    # same new instance at once, the second finds the first's file.
-    if not final.exists() and content.write(incoming, final, replace=False):
+    # same new instance at once, the second finds the first's file. The link
+    # finding the name taken is the test (a retry writes its bytes for nothing,
+    # a new instance, the common case, saves a stat).
+    if content.write(incoming, final, replace=False):
         return StoredInstance(final)
     if content.is_stored_in(final):
         return StoredInstance(content.make_durable(final), Duplicate.IDENTICAL)
@@ -297,11 +318,14 @@ class _Content:
         dataset: bytes | memoryview | Path,
         transfer_syntax: str,
         folder_sync: FolderSync,
+        *,
+        unnamed: bool,
     ) -> None:
         self.header = header
         self.dataset = dataset
         self.transfer_syntax = transfer_syntax
         self.folder_sync = folder_sync
+        self.unnamed = unnamed
 
     @property
     def size(self) -> int:
@@ -348,14 +372,6 @@ class _Content:
             hasher.update(chunk)
         return hasher.hexdigest()[:_DIGEST_LENGTH]
 
-    def write_to(self, stream: BinaryIO) -> None:
-        stream.write(self.header)
-        if isinstance(self.dataset, Path):
-            stream.flush()
-            _copy_file(self.dataset, stream)
-        else:
-            stream.write(self.dataset)
-
     def make_durable(self, stored: Path) -> Path:
         """Make an instance found already stored durable before it is answered Success.
 
@@ -383,14 +399,43 @@ class _Content:
             return self._write(incoming, final, replace=replace)
 
     def _write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
+        if replace or not self.unnamed or (_NAMED_ONLY and str(incoming) in _NAMED_ONLY):
+            return self._write_named(incoming, final, replace=replace)
+        # Opened first: a new series' missing folder is found before anything is written.
+        folder = os.open(final.parent, _FOLDER_FLAGS)
+        try:
+            try:
+                handle = os.open(incoming, _UNNAMED_FLAGS, FILE_MODE)
+            except OSError as exc:
+                if exc.errno not in _NO_UNNAMED:
+                    raise
+                _NAMED_ONLY.add(str(incoming))
+                return self._write_named(incoming, final, replace=False)
+            try:
+                self._fill(handle)
+                # linkat(2) with AT_SYMLINK_FOLLOW (a dst_dir_fd makes os.link call it):
+                # the only way to name an O_TMPFILE file without CAP_DAC_READ_SEARCH.
+                os.link(
+                    f"{_PROC_FD}/{handle}", final.name, dst_dir_fd=folder, follow_symlinks=True
+                )
+            except FileExistsError:
+                return False
+            finally:
+                os.close(handle)
+        finally:
+            os.close(folder)
+        self.folder_sync.sync(final.parent)
+        return True
+
+    def _write_named(self, incoming: Path, final: Path, *, replace: bool) -> bool:
+        """:meth:`_write` through a temporary file with a name in ``incoming``: where
+        the file system has no unnamed ones, and for a replace (rename is atomic)."""
         handle, temporary = tempfile.mkstemp(suffix=".part", dir=incoming)
         try:
-            with os.fdopen(handle, "wb") as stream:
-                # mkstemp's 0600 is masked by the umask; the mode must not depend on it.
-                os.fchmod(stream.fileno(), FILE_MODE)
-                self.write_to(stream)
-                stream.flush()
-                os.fsync(stream.fileno())
+            try:
+                self._fill(handle)
+            finally:
+                os.close(handle)
             if replace:
                 os.replace(temporary, final)
             else:
@@ -403,6 +448,29 @@ class _Content:
                 os.unlink(temporary)
         self.folder_sync.sync(final.parent)
         return True
+
+    def _fill(self, handle: int) -> None:
+        """Write the bytes to the new file ``handle``, set its mode, fsync it."""
+        # The mode a file is created with is masked by the umask; PHI stays 0600.
+        os.fchmod(handle, FILE_MODE)
+        if isinstance(self.dataset, Path):
+            _write_all(handle, [self.header])
+            _copy_file(self.dataset, handle)
+        else:
+            _write_all(handle, [self.header, self.dataset])
+        os.fsync(handle)
+
+
+def _write_all(handle: int, buffers: list[bytes | memoryview]) -> None:
+    """Write ``buffers`` in order to ``handle``: one writev(2) unless the kernel writes
+    less than asked (a signal, a huge buffer), then what is left."""
+    views = [memoryview(buffer).cast("B") for buffer in buffers]
+    while views:
+        written = os.writev(handle, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]
 
 
 def _make_folders(folder: Path) -> None:
@@ -486,14 +554,14 @@ class FolderSync:
 SHARED_FOLDER_SYNC = FolderSync(grouped=False)
 
 
-def _copy_file(source: Path, target: BinaryIO) -> None:
-    """Append the bytes of ``source`` to ``target`` (whose buffer is flushed) in chunks."""
+def _copy_file(source: Path, target: int) -> None:
+    """Append the bytes of ``source`` to the file ``target`` in chunks."""
     with source.open("rb") as reader:
         remaining = os.fstat(reader.fileno()).st_size
         kernel_copy = getattr(os, "copy_file_range", None)
         while remaining > 0 and kernel_copy is not None:
             try:
-                copied = kernel_copy(reader.fileno(), target.fileno(), min(remaining, _COPY_CHUNK))
+                copied = kernel_copy(reader.fileno(), target, min(remaining, _COPY_CHUNK))
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY:
                     raise
@@ -503,4 +571,5 @@ def _copy_file(source: Path, target: BinaryIO) -> None:
             remaining -= copied
         # Both file offsets moved with every kernel copy, so the plain copy
         # (the fallback, or the whole job without copy_file_range) resumes there.
-        shutil.copyfileobj(reader, target, _COPY_CHUNK)
+        while chunk := reader.read(_COPY_CHUNK):
+            _write_all(target, [chunk])
