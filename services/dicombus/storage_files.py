@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -149,9 +150,10 @@ class StorageRootError(DicombusError, OSError):
 
 @dataclass(frozen=True, slots=True)
 class StoredInstance:
-    """Where the received bytes now are, and whether the name was taken before."""
+    """Where the received bytes now are, their size, and whether the name was taken before."""
 
     path: Path
+    size: int
     duplicate: Duplicate | None = None
 
 
@@ -179,20 +181,43 @@ def instance_path(
     The study layout takes the Study and Series Instance UIDs from ``uids``
     (read from the data set); a missing one is an InvalidUIDError.
     """
+    folder, name = _place(root, file_meta, layout, uids)
+    return folder / name
+
+
+def _place(
+    root: Path,
+    file_meta: FileMetaDataset | InstanceMeta,
+    layout: Layout,
+    uids: InstanceUIDs | None,
+) -> tuple[Path, str]:
+    """:func:`instance_path` as its folder and the file's name."""
     instance = check_uid(
         _meta_uid(file_meta, "MediaStorageSOPInstanceUID"), "Media Storage SOP Instance UID"
     )
     name = f"{instance}.dcm"
     if layout is Layout.FLAT:
-        return root / name
+        return root, name
     if layout is Layout.STUDY:
-        study = check_uid(uids.study_instance_uid if uids else None, "Study Instance UID")
-        series = check_uid(uids.series_instance_uid if uids else None, "Series Instance UID")
-        return root.joinpath(study, series, name)
-    sop_class = check_uid(
-        _meta_uid(file_meta, "MediaStorageSOPClassUID"), "Media Storage SOP Class UID"
+        study = uids.study_instance_uid if uids else None
+        series = uids.series_instance_uid if uids else None
+        return _series_folder(root, study, series), name
+    sop_class = _meta_uid(file_meta, "MediaStorageSOPClassUID")
+    return _sop_class_folder(root, sop_class), name
+
+
+# The instances of a series share their folder: one Path (and its text, what every
+# system call takes) made and its UIDs checked once, not per instance.
+@functools.lru_cache(maxsize=256)
+def _series_folder(root: Path, study: str | None, series: str | None) -> Path:
+    return root.joinpath(
+        check_uid(study, "Study Instance UID"), check_uid(series, "Series Instance UID")
     )
-    return root / sop_class / name
+
+
+@functools.lru_cache(maxsize=256)
+def _sop_class_folder(root: Path, sop_class: object) -> Path:
+    return root / check_uid(sop_class, "Media Storage SOP Class UID")
 
 
 def _meta_uid(file_meta: FileMetaDataset | InstanceMeta, keyword: str) -> object:
@@ -211,6 +236,11 @@ def _text(value: object) -> object:
 
 def incoming_folder(root: Path) -> Path:
     """The folder of partly written instances (and of the node's spool files)."""
+    return _incoming_folder(root)
+
+
+@functools.lru_cache(maxsize=16)
+def _incoming_folder(root: Path) -> Path:
     return root / INCOMING_FOLDER
 
 
@@ -271,7 +301,7 @@ def store_instance(
     and OSError when the disk refuses (full, read-only, not a folder); no
     temporary file is left behind in any case.
     """
-    final = instance_path(root, file_meta, layout, uids)
+    folder, name = _place(root, file_meta, layout, uids)
     if isinstance(file_meta, InstanceMeta):
         header, transfer_syntax = file_meta.part10_header(), file_meta.transfer_syntax
     else:
@@ -288,25 +318,32 @@ def store_instance(
     # same new instance at once, the second finds the first's file. The link
     # finding the name taken is the test (a retry writes its bytes for nothing,
     # a new instance, the common case, saves a stat).
-    if content.write(incoming, final, replace=False):
-        return StoredInstance(final)
+    if content.write(incoming, folder, name, replace=False):
+        return StoredInstance(folder / name, content.size)
+    final = folder / name
     if content.is_stored_in(final):
-        return StoredInstance(content.make_durable(final), Duplicate.IDENTICAL)
+        return _found(content.make_durable(final))
     if duplicates is Duplicates.REPLACE:
         LOGGER.warning("replacing %s with a different instance of the same UID", final)
-        content.write(incoming, final, replace=True)
-        return StoredInstance(final, Duplicate.DIFFERENT)
+        content.write(incoming, folder, name, replace=True)
+        return StoredInstance(final, content.size, Duplicate.DIFFERENT)
     if duplicates is Duplicates.KEEP_BOTH:
         # A retry of the second instance in another syntax has another digest:
         # every copy kept beside is looked at, not only the one of this digest.
-        for kept in sorted(final.parent.glob(f"{final.stem}-*.dcm")):
+        for kept in sorted(folder.glob(f"{final.stem}-*.dcm")):
             if content.is_stored_in(kept):
-                return StoredInstance(content.make_durable(kept), Duplicate.IDENTICAL)
+                return _found(content.make_durable(kept))
         beside = final.with_name(f"{final.stem}-{content.digest()}.dcm")
-        if content.write(incoming, beside, replace=False):
+        if content.write(incoming, folder, beside.name, replace=False):
             LOGGER.warning("%s holds a different instance of the same UID; kept %s", final, beside)
-            return StoredInstance(beside, Duplicate.DIFFERENT)
+            return StoredInstance(beside, content.size, Duplicate.DIFFERENT)
     raise DuplicateInstanceError(final)
+
+
+def _found(stored: Path) -> StoredInstance:
+    """The instance found stored at ``stored``: its size is the file's (it may have
+    come in another transfer syntax than the bytes that found it)."""
+    return StoredInstance(stored, stored.stat().st_size, Duplicate.IDENTICAL)
 
 
 class _Content:
@@ -385,24 +422,24 @@ class _Content:
         self.folder_sync.sync(stored.parent)
         return stored
 
-    def write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
-        """Write these bytes durably as ``final``; False (nothing written) if it exists
-        and ``replace`` is off. Makes ``incoming`` and ``final``'s folder if missing."""
+    def write(self, incoming: Path, folder: Path, name: str, *, replace: bool) -> bool:
+        """Write these bytes durably as ``name`` in ``folder``; False (nothing written)
+        if it exists and ``replace`` is off. Makes ``incoming`` and ``folder`` if missing."""
         try:
-            return self._write(incoming, final, replace=replace)
+            return self._write(incoming, folder, name, replace=replace)
         except FileNotFoundError:
             # The folders are looked for only when a write finds one missing: a store
             # into an existing series costs no stat of them (a new series, or a
             # folder removed meanwhile, comes here once).
-            _make_folders(final.parent)
+            _make_folders(folder)
             _make_folders(incoming)
-            return self._write(incoming, final, replace=replace)
+            return self._write(incoming, folder, name, replace=replace)
 
-    def _write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
+    def _write(self, incoming: Path, folder: Path, name: str, *, replace: bool) -> bool:
         if replace or not self.unnamed or (_NAMED_ONLY and str(incoming) in _NAMED_ONLY):
-            return self._write_named(incoming, final, replace=replace)
+            return self._write_named(incoming, folder / name, replace=replace)
         # Opened first: a new series' missing folder is found before anything is written.
-        folder = os.open(final.parent, _FOLDER_FLAGS)
+        entries = os.open(folder, _FOLDER_FLAGS)
         try:
             try:
                 handle = os.open(incoming, _UNNAMED_FLAGS, FILE_MODE)
@@ -410,21 +447,19 @@ class _Content:
                 if exc.errno not in _NO_UNNAMED:
                     raise
                 _NAMED_ONLY.add(str(incoming))
-                return self._write_named(incoming, final, replace=False)
+                return self._write_named(incoming, folder / name, replace=False)
             try:
                 self._fill(handle)
                 # linkat(2) with AT_SYMLINK_FOLLOW (a dst_dir_fd makes os.link call it):
                 # the only way to name an O_TMPFILE file without CAP_DAC_READ_SEARCH.
-                os.link(
-                    f"{_PROC_FD}/{handle}", final.name, dst_dir_fd=folder, follow_symlinks=True
-                )
+                os.link(f"{_PROC_FD}/{handle}", name, dst_dir_fd=entries, follow_symlinks=True)
             except FileExistsError:
                 return False
             finally:
                 os.close(handle)
+            self.folder_sync.sync(folder, entries)
         finally:
-            os.close(folder)
-        self.folder_sync.sync(final.parent)
+            os.close(entries)
         return True
 
     def _write_named(self, incoming: Path, final: Path, *, replace: bool) -> bool:
@@ -522,15 +557,22 @@ class FolderSync:
     def __init__(
         self, *, grouped: bool = True, sync_one: Callable[[Path], None] | None = None
     ) -> None:
+        self._given_sync_one = sync_one
         self._sync_one = sync_one or fsync_folder
         self._group = GroupCommit(self._sync_all) if grouped else None
 
-    def sync(self, folder: Path) -> None:
-        """Return once the entries ``folder`` holds now are durable; OSError if not."""
-        if self._group is None:
-            self._sync_one(folder)
-        else:
+    def sync(self, folder: Path, descriptor: int | None = None) -> None:
+        """Return once the entries ``folder`` holds now are durable; OSError if not.
+
+        ``descriptor``: ``folder`` opened already by the caller, fsynced instead of
+        opening it again when the fsync is the caller's own (not grouped).
+        """
+        if self._group is not None:
             self._group.submit(folder)
+        elif descriptor is not None and self._given_sync_one is None:
+            os.fsync(descriptor)
+        else:
+            self._sync_one(folder)
 
     @property
     def waiting(self) -> int:

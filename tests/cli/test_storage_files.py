@@ -202,7 +202,7 @@ def test_folders_removed_after_a_store_are_made_again(
     first.parent.rmdir()
     (tmp_path / ".incoming").rmdir()
     again = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids())
-    assert again == StoredInstance(first)
+    assert again == StoredInstance(first, first.stat().st_size)
     assert first.read_bytes() == encode_part10_header(meta) + dataset
     assert (tmp_path / ".incoming").is_dir()
     assert list((tmp_path / ".incoming").iterdir()) == []
@@ -405,7 +405,7 @@ def test_the_same_instance_spooled_in_another_syntax_is_identical(
         encode_dataset(decode_dataset(dataset, ExplicitVRLittleEndian), implicit.TransferSyntaxUID)
     )
     again = store_instance(tmp_path, file_meta=implicit, dataset_bytes=spool, layout=Layout.FLAT)
-    assert again == StoredInstance(first.path, Duplicate.IDENTICAL)
+    assert again == StoredInstance(first.path, first.size, Duplicate.IDENTICAL)
     assert part10_dataset_bytes(first.path) == dataset
     assert _files(tmp_path) == [Path(first.path.name)]
 
