@@ -3,9 +3,9 @@
 :func:`store_instance` is what a Storage SCP calls before it answers Success:
 it writes the preamble, the File Meta Information and the dataset bytes
 exactly as the peer sent them to a temporary file in the root's ``.incoming``
-folder, fsyncs it, links it under its final name and fsyncs that folder. Only
-then has the instance survived a power cut, and only then may the peer forget
-it.
+folder (unnamed, ``O_TMPFILE``, where the file system has them), fsyncs it,
+links it under its final name and fsyncs that folder. Only then has the
+instance survived a power cut, and only then may the peer forget it.
 
 File names come from UIDs after checking them against PS3.5 9.1, never from
 anything else a peer sent: a UID holds only digits and dots, so it cannot
