@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
@@ -209,8 +208,6 @@ _COLUMNS = {
 _TAGS = {level: tuple(column.tag for column in columns) for level, columns in _COLUMNS.items()}
 # What the matching compares a PN, DA or TM value with (see dicombus.qr.matching).
 _NORMAL_FORM = {"PN": fold_person_name, "DA": normalize_date, "TM": normalize_time}
-# An element as a header holds it: as read (value still encoded), or set after.
-_Element = RawDataElement | DataElement
 # PS3.5 6.1.2.3: the VRs whose values the Specific Character Set applies to; the
 # others indexed (UI, CS, DA, TM, IS) hold the default repertoire only.
 _CHARACTER_SET_VRS = frozenset({"SH", "LO", "PN"})
