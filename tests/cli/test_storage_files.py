@@ -35,6 +35,7 @@ from dicombus.storage_files import (
     prepare_storage_root,
     store_instance,
 )
+from disk_support import fill, small_tmpfs
 from helpers import CT_IMAGE_STORAGE, part10_dataset_bytes, small_dataset, write_part10
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
@@ -551,3 +552,29 @@ def test_two_stores_of_the_same_new_instance_keep_one_file(
         assert results[0].path.read_bytes() == encode_part10_header(meta) + dataset
     assert len(_files(tmp_path)) == 20
     assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named"])
+def test_a_full_disk_refuses_the_store_and_keeps_nothing_of_it(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], unnamed: bool
+) -> None:
+    """A real disk that is full: OSError (ENOSPC), no file and no temporary one left;
+    once room returns, the same instance is stored."""
+    meta, dataset = encoded
+    with small_tmpfs(tmp_path / "small-disk", "1m") as disk:
+        root = disk / "store"
+        prepare_storage_root(root)
+        filler = fill(disk)
+
+        def store() -> StoredInstance:
+            return store_instance(
+                root, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT, unnamed=unnamed
+            )
+
+        with pytest.raises(OSError) as refused:
+            store()
+        assert refused.value.errno == errno.ENOSPC
+        assert _everything_under(root) == [Path(".incoming")]
+        filler.unlink()
+        assert store().path.read_bytes() == encode_part10_header(meta) + dataset
+        assert list((root / ".incoming").iterdir()) == []
