@@ -41,6 +41,7 @@ MEASURED = [
     ("dicombus.runtime.transport", "PduChannel.read_pdu"),
     ("dicombus.protocol.connection", "DimseConnection.receive_pdu"),
     ("dicombus.protocol.commands", "decode_command_set"),
+    ("dicombus.qr.archive", "IndexedStorage.handle_store"),
     ("dicombus.storage_handler", "store_received"),
     ("dicombus.instance_uids", "read_instance_header"),
     ("dicombus.storage_files", "store_instance"),
@@ -49,6 +50,8 @@ MEASURED = [
     ("dicombus.bus.journal", "Journal.record"),
     ("dicombus.bus.journal", "Journal._commit"),
     ("dicombus.association", "Association.send_message"),
+    # Not on the association thread: the Q/R index writer's (dicombus-index) batches.
+    ("dicombus.qr.index", "Index.write_queued"),
 ]
 
 

@@ -3,9 +3,9 @@
 :func:`store_instance` is what a Storage SCP calls before it answers Success:
 it writes the preamble, the File Meta Information and the dataset bytes
 exactly as the peer sent them to a temporary file in the root's ``.incoming``
-folder, fsyncs it, links it under its final name and fsyncs that folder. Only
-then has the instance survived a power cut, and only then may the peer forget
-it.
+folder (unnamed, ``O_TMPFILE``, where the file system has them), fsyncs it,
+links it under its final name and fsyncs that folder. Only then has the
+instance survived a power cut, and only then may the peer forget it.
 
 File names come from UIDs after checking them against PS3.5 9.1, never from
 anything else a peer sent: a UID holds only digits and dots, so it cannot
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -53,7 +54,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
 
 from pydicom.dataset import FileMetaDataset
 
@@ -79,6 +79,17 @@ _COPY_CHUNK = 1 << 20
 # copy_file_range refuses some pairs of files (across file systems on older
 # kernels, some network and overlay file systems); a plain copy then does it.
 _NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP})
+
+# A new file is written unnamed (O_TMPFILE, Linux 3.11) and named by linking it from
+# /proc: no name to make up, nothing to remove, nothing left behind by a crash.
+_PROC_FD = "/proc/self/fd"
+_UNNAMED = hasattr(os, "O_TMPFILE") and os.path.isdir(_PROC_FD)
+_UNNAMED_FLAGS = getattr(os, "O_TMPFILE", 0) | os.O_WRONLY | os.O_CLOEXEC
+_FOLDER_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
+# open(2) refusing O_TMPFILE: a file system without it (EOPNOTSUPP), a kernel older
+# than it (EISDIR or EINVAL). Those folders get named temporary files from then on.
+_NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+_NAMED_ONLY: set[str] = set()
 
 # Hidden (UIDs never start with a dot), so no layout ever names a file in it,
 # and the Q/R index's walk skips it.
@@ -139,9 +150,10 @@ class StorageRootError(DicombusError, OSError):
 
 @dataclass(frozen=True, slots=True)
 class StoredInstance:
-    """Where the received bytes now are, and whether the name was taken before."""
+    """Where the received bytes now are, their size, and whether the name was taken before."""
 
     path: Path
+    size: int
     duplicate: Duplicate | None = None
 
 
@@ -169,20 +181,43 @@ def instance_path(
     The study layout takes the Study and Series Instance UIDs from ``uids``
     (read from the data set); a missing one is an InvalidUIDError.
     """
+    folder, name = _place(root, file_meta, layout, uids)
+    return folder / name
+
+
+def _place(
+    root: Path,
+    file_meta: FileMetaDataset | InstanceMeta,
+    layout: Layout,
+    uids: InstanceUIDs | None,
+) -> tuple[Path, str]:
+    """:func:`instance_path` as its folder and the file's name."""
     instance = check_uid(
         _meta_uid(file_meta, "MediaStorageSOPInstanceUID"), "Media Storage SOP Instance UID"
     )
     name = f"{instance}.dcm"
     if layout is Layout.FLAT:
-        return root / name
+        return root, name
     if layout is Layout.STUDY:
-        study = check_uid(uids.study_instance_uid if uids else None, "Study Instance UID")
-        series = check_uid(uids.series_instance_uid if uids else None, "Series Instance UID")
-        return root.joinpath(study, series, name)
-    sop_class = check_uid(
-        _meta_uid(file_meta, "MediaStorageSOPClassUID"), "Media Storage SOP Class UID"
+        study = uids.study_instance_uid if uids else None
+        series = uids.series_instance_uid if uids else None
+        return _series_folder(root, study, series), name
+    sop_class = _meta_uid(file_meta, "MediaStorageSOPClassUID")
+    return _sop_class_folder(root, sop_class), name
+
+
+# The instances of a series share their folder: one Path (and its text, what every
+# system call takes) made and its UIDs checked once, not per instance.
+@functools.lru_cache(maxsize=256)
+def _series_folder(root: Path, study: str | None, series: str | None) -> Path:
+    return root.joinpath(
+        check_uid(study, "Study Instance UID"), check_uid(series, "Series Instance UID")
     )
-    return root / sop_class / name
+
+
+@functools.lru_cache(maxsize=256)
+def _sop_class_folder(root: Path, sop_class: object) -> Path:
+    return root / check_uid(sop_class, "Media Storage SOP Class UID")
 
 
 def _meta_uid(file_meta: FileMetaDataset | InstanceMeta, keyword: str) -> object:
@@ -201,6 +236,11 @@ def _text(value: object) -> object:
 
 def incoming_folder(root: Path) -> Path:
     """The folder of partly written instances (and of the node's spool files)."""
+    return _incoming_folder(root)
+
+
+@functools.lru_cache(maxsize=16)
+def _incoming_folder(root: Path) -> Path:
     return root / INCOMING_FOLDER
 
 
@@ -243,6 +283,7 @@ def store_instance(
     uids: InstanceUIDs | None = None,
     duplicates: Duplicates = Duplicates.KEEP_FIRST,
     folder_sync: FolderSync | None = None,
+    unnamed: bool = True,
 ) -> StoredInstance:
     """Store one instance durably, unless the same instance is already stored.
 
@@ -252,40 +293,57 @@ def store_instance(
     ``dataset_bytes`` is the dataset as received (no file meta): bytes, or the
     path of a file holding them (a spooled dataset, copied in chunks without
     reading it into memory). ``folder_sync`` makes the new entry durable (by
-    default the process's :data:`SHARED_FOLDER_SYNC`, one fsync per store). Raises
+    default the process's :data:`SHARED_FOLDER_SYNC`, one fsync per store). The bytes
+    go to an unnamed temporary file (O_TMPFILE) where the system has them, else (and
+    with ``unnamed`` off) to a named one in ``.incoming``. Raises
     InvalidUIDError before touching the disk when a UID is invalid,
     DuplicateInstanceError when a different instance holds the name and is kept,
     and OSError when the disk refuses (full, read-only, not a folder); no
     temporary file is left behind in any case.
     """
-    final = instance_path(root, file_meta, layout, uids)
+    folder, name = _place(root, file_meta, layout, uids)
     if isinstance(file_meta, InstanceMeta):
         header, transfer_syntax = file_meta.part10_header(), file_meta.transfer_syntax
     else:
         header, transfer_syntax = encode_part10_header(file_meta), str(file_meta.TransferSyntaxUID)
-    content = _Content(header, dataset_bytes, transfer_syntax, folder_sync or SHARED_FOLDER_SYNC)
+    content = _Content(
+        header,
+        dataset_bytes,
+        transfer_syntax,
+        folder_sync or SHARED_FOLDER_SYNC,
+        unnamed=unnamed and _UNNAMED,
+    )
     incoming = incoming_folder(root)
     # Linked, never renamed, into place: of two associations storing the
-    # same new instance at once, the second finds the first's file.
-    if not final.exists() and content.write(incoming, final, replace=False):
-        return StoredInstance(final)
+    # same new instance at once, the second finds the first's file. The link
+    # finding the name taken is the test (a retry writes its bytes for nothing,
+    # a new instance, the common case, saves a stat).
+    if content.write(incoming, folder, name, replace=False):
+        return StoredInstance(folder / name, content.size)
+    final = folder / name
     if content.is_stored_in(final):
-        return StoredInstance(content.make_durable(final), Duplicate.IDENTICAL)
+        return _found(content.make_durable(final))
     if duplicates is Duplicates.REPLACE:
         LOGGER.warning("replacing %s with a different instance of the same UID", final)
-        content.write(incoming, final, replace=True)
-        return StoredInstance(final, Duplicate.DIFFERENT)
+        content.write(incoming, folder, name, replace=True)
+        return StoredInstance(final, content.size, Duplicate.DIFFERENT)
     if duplicates is Duplicates.KEEP_BOTH:
         # A retry of the second instance in another syntax has another digest:
         # every copy kept beside is looked at, not only the one of this digest.
-        for kept in sorted(final.parent.glob(f"{final.stem}-*.dcm")):
+        for kept in sorted(folder.glob(f"{final.stem}-*.dcm")):
             if content.is_stored_in(kept):
-                return StoredInstance(content.make_durable(kept), Duplicate.IDENTICAL)
+                return _found(content.make_durable(kept))
         beside = final.with_name(f"{final.stem}-{content.digest()}.dcm")
-        if content.write(incoming, beside, replace=False):
+        if content.write(incoming, folder, beside.name, replace=False):
             LOGGER.warning("%s holds a different instance of the same UID; kept %s", final, beside)
-            return StoredInstance(beside, Duplicate.DIFFERENT)
+            return StoredInstance(beside, content.size, Duplicate.DIFFERENT)
     raise DuplicateInstanceError(final)
+
+
+def _found(stored: Path) -> StoredInstance:
+    """The instance found stored at ``stored``: its size is the file's (it may have
+    come in another transfer syntax than the bytes that found it)."""
+    return StoredInstance(stored, stored.stat().st_size, Duplicate.IDENTICAL)
 
 
 class _Content:
@@ -297,11 +355,14 @@ class _Content:
         dataset: bytes | memoryview | Path,
         transfer_syntax: str,
         folder_sync: FolderSync,
+        *,
+        unnamed: bool,
     ) -> None:
         self.header = header
         self.dataset = dataset
         self.transfer_syntax = transfer_syntax
         self.folder_sync = folder_sync
+        self.unnamed = unnamed
 
     @property
     def size(self) -> int:
@@ -348,14 +409,6 @@ class _Content:
             hasher.update(chunk)
         return hasher.hexdigest()[:_DIGEST_LENGTH]
 
-    def write_to(self, stream: BinaryIO) -> None:
-        stream.write(self.header)
-        if isinstance(self.dataset, Path):
-            stream.flush()
-            _copy_file(self.dataset, stream)
-        else:
-            stream.write(self.dataset)
-
     def make_durable(self, stored: Path) -> Path:
         """Make an instance found already stored durable before it is answered Success.
 
@@ -369,28 +422,55 @@ class _Content:
         self.folder_sync.sync(stored.parent)
         return stored
 
-    def write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
-        """Write these bytes durably as ``final``; False (nothing written) if it exists
-        and ``replace`` is off. Makes ``incoming`` and ``final``'s folder if missing."""
+    def write(self, incoming: Path, folder: Path, name: str, *, replace: bool) -> bool:
+        """Write these bytes durably as ``name`` in ``folder``; False (nothing written)
+        if it exists and ``replace`` is off. Makes ``incoming`` and ``folder`` if missing."""
         try:
-            return self._write(incoming, final, replace=replace)
+            return self._write(incoming, folder, name, replace=replace)
         except FileNotFoundError:
             # The folders are looked for only when a write finds one missing: a store
             # into an existing series costs no stat of them (a new series, or a
             # folder removed meanwhile, comes here once).
-            _make_folders(final.parent)
+            _make_folders(folder)
             _make_folders(incoming)
-            return self._write(incoming, final, replace=replace)
+            return self._write(incoming, folder, name, replace=replace)
 
-    def _write(self, incoming: Path, final: Path, *, replace: bool) -> bool:
+    def _write(self, incoming: Path, folder: Path, name: str, *, replace: bool) -> bool:
+        if replace or not self.unnamed or (_NAMED_ONLY and str(incoming) in _NAMED_ONLY):
+            return self._write_named(incoming, folder / name, replace=replace)
+        # Opened first: a new series' missing folder is found before anything is written.
+        entries = os.open(folder, _FOLDER_FLAGS)
+        try:
+            try:
+                handle = os.open(incoming, _UNNAMED_FLAGS, FILE_MODE)
+            except OSError as exc:
+                if exc.errno not in _NO_UNNAMED:
+                    raise
+                _NAMED_ONLY.add(str(incoming))
+                return self._write_named(incoming, folder / name, replace=False)
+            try:
+                self._fill(handle)
+                # linkat(2) with AT_SYMLINK_FOLLOW (a dst_dir_fd makes os.link call it):
+                # the only way to name an O_TMPFILE file without CAP_DAC_READ_SEARCH.
+                os.link(f"{_PROC_FD}/{handle}", name, dst_dir_fd=entries, follow_symlinks=True)
+            except FileExistsError:
+                return False
+            finally:
+                os.close(handle)
+            self.folder_sync.sync(folder, entries)
+        finally:
+            os.close(entries)
+        return True
+
+    def _write_named(self, incoming: Path, final: Path, *, replace: bool) -> bool:
+        """:meth:`_write` through a temporary file with a name in ``incoming``: where
+        the file system has no unnamed ones, and for a replace (rename is atomic)."""
         handle, temporary = tempfile.mkstemp(suffix=".part", dir=incoming)
         try:
-            with os.fdopen(handle, "wb") as stream:
-                # mkstemp's 0600 is masked by the umask; the mode must not depend on it.
-                os.fchmod(stream.fileno(), FILE_MODE)
-                self.write_to(stream)
-                stream.flush()
-                os.fsync(stream.fileno())
+            try:
+                self._fill(handle)
+            finally:
+                os.close(handle)
             if replace:
                 os.replace(temporary, final)
             else:
@@ -403,6 +483,29 @@ class _Content:
                 os.unlink(temporary)
         self.folder_sync.sync(final.parent)
         return True
+
+    def _fill(self, handle: int) -> None:
+        """Write the bytes to the new file ``handle``, set its mode, fsync it."""
+        # The mode a file is created with is masked by the umask; PHI stays 0600.
+        os.fchmod(handle, FILE_MODE)
+        if isinstance(self.dataset, Path):
+            _write_all(handle, [self.header])
+            _copy_file(self.dataset, handle)
+        else:
+            _write_all(handle, [self.header, self.dataset])
+        os.fsync(handle)
+
+
+def _write_all(handle: int, buffers: list[bytes | memoryview]) -> None:
+    """Write ``buffers`` in order to ``handle``: one writev(2) unless the kernel writes
+    less than asked (a signal, a huge buffer), then what is left."""
+    views = [memoryview(buffer).cast("B") for buffer in buffers]
+    while views:
+        written = os.writev(handle, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views:
+            views[0] = views[0][written:]
 
 
 def _make_folders(folder: Path) -> None:
@@ -454,15 +557,22 @@ class FolderSync:
     def __init__(
         self, *, grouped: bool = True, sync_one: Callable[[Path], None] | None = None
     ) -> None:
+        self._given_sync_one = sync_one
         self._sync_one = sync_one or fsync_folder
         self._group = GroupCommit(self._sync_all) if grouped else None
 
-    def sync(self, folder: Path) -> None:
-        """Return once the entries ``folder`` holds now are durable; OSError if not."""
-        if self._group is None:
-            self._sync_one(folder)
-        else:
+    def sync(self, folder: Path, descriptor: int | None = None) -> None:
+        """Return once the entries ``folder`` holds now are durable; OSError if not.
+
+        ``descriptor``: ``folder`` opened already by the caller, fsynced instead of
+        opening it again when the fsync is the caller's own (not grouped).
+        """
+        if self._group is not None:
             self._group.submit(folder)
+        elif descriptor is not None and self._given_sync_one is None:
+            os.fsync(descriptor)
+        else:
+            self._sync_one(folder)
 
     @property
     def waiting(self) -> int:
@@ -486,14 +596,14 @@ class FolderSync:
 SHARED_FOLDER_SYNC = FolderSync(grouped=False)
 
 
-def _copy_file(source: Path, target: BinaryIO) -> None:
-    """Append the bytes of ``source`` to ``target`` (whose buffer is flushed) in chunks."""
+def _copy_file(source: Path, target: int) -> None:
+    """Append the bytes of ``source`` to the file ``target`` in chunks."""
     with source.open("rb") as reader:
         remaining = os.fstat(reader.fileno()).st_size
         kernel_copy = getattr(os, "copy_file_range", None)
         while remaining > 0 and kernel_copy is not None:
             try:
-                copied = kernel_copy(reader.fileno(), target.fileno(), min(remaining, _COPY_CHUNK))
+                copied = kernel_copy(reader.fileno(), target, min(remaining, _COPY_CHUNK))
             except OSError as exc:
                 if exc.errno not in _NO_KERNEL_COPY:
                     raise
@@ -503,4 +613,5 @@ def _copy_file(source: Path, target: BinaryIO) -> None:
             remaining -= copied
         # Both file offsets moved with every kernel copy, so the plain copy
         # (the fallback, or the whole job without copy_file_range) resumes there.
-        shutil.copyfileobj(reader, target, _COPY_CHUNK)
+        while chunk := reader.read(_COPY_CHUNK):
+            _write_all(target, [chunk])

@@ -32,6 +32,7 @@ from dicombus.storage_files import (
     Duplicates,
     InvalidUIDError,
     Layout,
+    StoredInstance,
     store_instance,
 )
 
@@ -64,6 +65,10 @@ class StoreResult:
     # The top-level elements up to the tag asked for, values as encoded (see
     # dicombus.instance_uids.read_instance_header); None when unreadable.
     header: Dataset | None = None
+    # Where the instance is stored (or was found stored), and the UIDs and transfer
+    # syntax it came with; None unless Success.
+    stored: StoredInstance | None = None
+    meta: InstanceMeta | None = None
 
 
 def store_received(
@@ -77,30 +82,36 @@ def store_received(
     """What :func:`handle_store` does, parsing the data set up to tag ``read_until``
     (at least its UIDs) and handing back what it parsed: a caller that needs more of
     the header than the UIDs reads no byte twice."""
-    received = _received_dataset(event)
+    # Event attributes such as ``request`` are set per event type, unknown to mypy.
+    request: ServiceRequest = event.request  # type: ignore[attr-defined]
+    received = _received_dataset(event, request)
+    # The three UIDs, not event.file_meta: no pydicom FileMetaDataset per instance.
+    file_meta = event.instance_meta
     try:
-        header = read_instance_header(received, event.instance_meta.transfer_syntax, read_until)
+        header = read_instance_header(received, file_meta.transfer_syntax, read_until)
     except UnreadableDatasetError as exc:
         LOGGER.error("refused an instance from %s: %s", event.assoc.requestor.ae_title, exc)
         # PS3.4 B.2.3: Error, Cannot understand (as DCMTK's storescp answers).
         return StoreResult(failure_reply(status.CANNOT_UNDERSTAND, "cannot read the data set"))
-    reply = _store(event, received, root, layout, duplicates, instance_uids(header))
-    return StoreResult(reply, header)
+    stored = _store(event, request.outcome, received, file_meta, root, layout, duplicates, header)
+    if isinstance(stored, Dataset):
+        return StoreResult(stored, header)
+    return StoreResult(status.SUCCESS, header, stored, file_meta)
 
 
 def _store(
     event: evt.Event,
+    outcome: dict[str, object],
     received: bytes | Path,
+    file_meta: InstanceMeta,
     root: Path,
     layout: Layout,
     duplicates: Duplicates,
-    uids: InstanceUIDs,
-) -> int | Dataset:
+    header: Dataset,
+) -> StoredInstance | Dataset:
+    """The instance stored (recorded in ``outcome``), or the failure to answer."""
     peer = event.assoc.requestor.ae_title
-    # The three UIDs, not event.file_meta: no pydicom FileMetaDataset per instance.
-    file_meta = event.instance_meta
-    # Event attributes such as ``request`` are set per event type, unknown to mypy.
-    outcome = event.request.outcome  # type: ignore[attr-defined]
+    uids = instance_uids(header)
     mismatch = _mismatch(file_meta, uids)
     if mismatch is not None:
         code, comment, detail = mismatch
@@ -134,10 +145,10 @@ def _store(
     LOGGER.info("stored %s", stored.path)
     # Published with the C-STORE outcome: where the event's bulk data lives.
     outcome["stored_path"] = str(stored.path.absolute())
-    outcome["stored_size"] = stored.path.stat().st_size
+    outcome["stored_size"] = stored.size
     if stored.duplicate is not None:
         outcome["duplicate"] = stored.duplicate.value
-    return status.SUCCESS
+    return stored
 
 
 def _mismatch(file_meta: InstanceMeta, uids: InstanceUIDs) -> tuple[int, str, str] | None:
@@ -171,7 +182,7 @@ def _invalid_uid(exc: InvalidUIDError) -> Dataset:
     return failure_reply(status.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"invalid {exc.what}")
 
 
-def _received_dataset(event: evt.Event) -> bytes | Path:
+def _received_dataset(event: evt.Event, request: ServiceRequest) -> bytes | Path:
     """The dataset as received: from the spool file when the association spooled it.
 
     The association spools a C-STORE dataset to disk once it outgrows
@@ -179,8 +190,6 @@ def _received_dataset(event: evt.Event) -> bytes | Path:
     such a dataset back into memory is what spooling avoids, and asking for
     the path of one still in memory would write it out for nothing.
     """
-    # Event attributes such as ``request`` are set per event type, unknown to mypy.
-    request: ServiceRequest = event.request  # type: ignore[attr-defined]
     spooled = (
         _config.STORE_RECV_CHUNKED_DATASET or request.dataset_size > _config.STORE_SPOOL_THRESHOLD
     )

@@ -6,7 +6,9 @@ import errno
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,14 @@ from dicombus.storage_files import (
     prepare_storage_root,
     store_instance,
 )
+from disk_support import fill, small_tmpfs
 from helpers import CT_IMAGE_STORAGE, part10_dataset_bytes, small_dataset, write_part10
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 INSTANCE = "1.2.826.0.1.3680043.8.498.1"
+WAIT = 30.0
 # pydicom warns when file meta holds an invalid UID; these tests make some on purpose.
 INVALID_UI_WARNING = "ignore:Invalid value for VR UI"
 
@@ -202,7 +206,7 @@ def test_folders_removed_after_a_store_are_made_again(
     first.parent.rmdir()
     (tmp_path / ".incoming").rmdir()
     again = store_instance(tmp_path, file_meta=meta, dataset_bytes=dataset, uids=_uids())
-    assert again == StoredInstance(first)
+    assert again == StoredInstance(first, first.stat().st_size)
     assert first.read_bytes() == encode_part10_header(meta) + dataset
     assert (tmp_path / ".incoming").is_dir()
     assert list((tmp_path / ".incoming").iterdir()) == []
@@ -405,7 +409,7 @@ def test_the_same_instance_spooled_in_another_syntax_is_identical(
         encode_dataset(decode_dataset(dataset, ExplicitVRLittleEndian), implicit.TransferSyntaxUID)
     )
     again = store_instance(tmp_path, file_meta=implicit, dataset_bytes=spool, layout=Layout.FLAT)
-    assert again == StoredInstance(first.path, Duplicate.IDENTICAL)
+    assert again == StoredInstance(first.path, first.size, Duplicate.IDENTICAL)
     assert part10_dataset_bytes(first.path) == dataset
     assert _files(tmp_path) == [Path(first.path.name)]
 
@@ -455,3 +459,122 @@ def test_a_root_that_is_a_file_raises_oserror(
     root.write_text("a file")
     with pytest.raises(OSError):
         store_instance(root, file_meta=encoded[0], dataset_bytes=encoded[1], layout=Layout.FLAT)
+
+
+@pytest.mark.usefixtures("open_umask")
+@pytest.mark.parametrize("spooled", [False, True], ids=["in-memory", "spooled"])
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named"])
+def test_unnamed_and_named_temporary_files_store_the_same_durable_file(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], unnamed: bool, spooled: bool
+) -> None:
+    """O_TMPFILE linked into place, or (forced here, as where the file system has no
+    unnamed files) a named temporary file in .incoming: the same bytes, 0600 under any
+    umask, the folder fsynced, nothing left behind."""
+    meta, dataset = encoded
+    source: bytes | Path = dataset
+    if spooled:
+        source = tmp_path.parent / f"{tmp_path.name}-spool.bin"
+        source.write_bytes(dataset)
+    synced: list[Path] = []
+
+    def counting(folder: Path) -> None:
+        synced.append(folder)
+        storage_files.fsync_folder(folder)
+
+    root = tmp_path / "store"
+    stored = store_instance(
+        root,
+        file_meta=meta,
+        dataset_bytes=source,
+        uids=_uids(),
+        folder_sync=storage_files.FolderSync(grouped=False, sync_one=counting),
+        unnamed=unnamed,
+    )
+    assert stored.path.read_bytes() == encode_part10_header(meta) + dataset
+    assert stored.size == stored.path.stat().st_size
+    assert stat.S_IMODE(stored.path.stat().st_mode) == 0o600
+    assert synced[-1] == stored.path.parent
+    assert list((root / ".incoming").iterdir()) == []
+    assert [path for path in root.rglob("*") if path.is_file()] == [stored.path]
+
+
+def test_a_file_system_refusing_unnamed_files_gets_named_ones(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open(O_TMPFILE) refused: the store goes on with a named temporary file, and that
+    folder is not asked for an unnamed one again."""
+    # A fake: no file system this machine mounts refuses O_TMPFILE (tmpfs, ext4, ramfs
+    # and overlay all have it); NFS, FAT and older kernels answer EOPNOTSUPP or EISDIR.
+    real_open = os.open
+    refused: list[str] = []
+
+    def no_unnamed(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            refused.append(str(path))
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_unnamed)
+    monkeypatch.setattr(storage_files, "_NAMED_ONLY", set())
+    _, dataset = encoded
+    for instance in (f"{INSTANCE}.1", f"{INSTANCE}.2"):
+        stored = store_instance(
+            tmp_path, file_meta=_meta(instance), dataset_bytes=dataset, layout=Layout.FLAT
+        )
+        assert stored.path.read_bytes() == encode_part10_header(_meta(instance)) + dataset
+    assert refused == [str(tmp_path / ".incoming")]
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named"])
+def test_two_stores_of_the_same_new_instance_keep_one_file(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], unnamed: bool
+) -> None:
+    """Two associations storing the same new instance at once, released together: one
+    writes the file, the other finds it (identical), whichever links first; never two
+    files, never an overwrite, nothing left in .incoming."""
+    _, dataset = encoded
+    for attempt in range(20):
+        meta = _meta(f"{INSTANCE}.{attempt}")
+        start = threading.Barrier(2)
+
+        def store(meta: FileMetaDataset = meta, start: threading.Barrier = start) -> StoredInstance:
+            start.wait(WAIT)
+            return store_instance(
+                tmp_path, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT, unnamed=unnamed
+            )
+
+        with ThreadPoolExecutor(2) as pool:
+            results = [future.result(WAIT) for future in [pool.submit(store), pool.submit(store)]]
+        assert sorted(str(result.duplicate) for result in results) == ["None", "identical"]
+        name = f"{meta.MediaStorageSOPInstanceUID}.dcm"
+        assert results[0].path == results[1].path == tmp_path / name
+        assert results[0].path.read_bytes() == encode_part10_header(meta) + dataset
+    assert len(_files(tmp_path)) == 20
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named"])
+def test_a_full_disk_refuses_the_store_and_keeps_nothing_of_it(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], unnamed: bool
+) -> None:
+    """A real disk that is full: OSError (ENOSPC), no file and no temporary one left;
+    once room returns, the same instance is stored."""
+    meta, dataset = encoded
+    with small_tmpfs(tmp_path / "small-disk", "1m") as disk:
+        root = disk / "store"
+        prepare_storage_root(root)
+        filler = fill(disk)
+
+        def store() -> StoredInstance:
+            return store_instance(
+                root, file_meta=meta, dataset_bytes=dataset, layout=Layout.FLAT, unnamed=unnamed
+            )
+
+        with pytest.raises(OSError) as refused:
+            store()
+        assert refused.value.errno == errno.ENOSPC
+        assert _everything_under(root) == [Path(".incoming")]
+        filler.unlink()
+        assert store().path.read_bytes() == encode_part10_header(meta) + dataset
+        assert list((root / ".incoming").iterdir()) == []

@@ -202,3 +202,42 @@ def _indexed_values(index: Index) -> dict[str, object]:
         [],
     )
     return {attribute.column: row[attribute.column] for attribute in ATTRIBUTES.values()}
+
+
+def test_the_instances_of_a_series_share_what_they_hold_alike_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    """The values above the instance are decoded once for the instances that encode them
+    alike (a series): each instance keeps its own row and path, and a later instance
+    with another study value is what the study row holds, in a batch or across batches."""
+    first = small_dataset()
+    first.PatientID = ""
+    first.StudyDescription = "FIRST"
+    entries = []
+    for number, description in enumerate(["FIRST", "FIRST", "LATER"], start=1):
+        dataset = small_dataset()
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "SeriesInstanceUID"):
+            setattr(dataset, keyword, getattr(first, keyword))
+        dataset.StudyDescription = description
+        dataset.InstanceNumber = number
+        path = write_part10(dataset, tmp_path / f"{number}.dcm").resolve()
+        syntax = read_part10_header(path).transfer_syntax
+        header = read_instance_header(part10_dataset_bytes(path), syntax, LAST_INDEXED_TAG)
+        entries.append((IndexEntry(str(path), header, syntax), dataset.SOPInstanceUID))
+    for batches in ([entries], [entries[:2], entries[2:]]):
+        with Index(":memory:") as index:
+            for batch in batches:
+                for entry, _ in batch:
+                    index.submit(entry)
+                index.write_queued()
+            rows = index.select(
+                "SELECT im.path, im.sop_instance_uid, im.instance_number, st.study_description,"
+                " pa.patient_id FROM instances im JOIN series se ON se.id = im.parent_id"
+                " JOIN studies st ON st.id = se.parent_id JOIN patients pa ON pa.id = st.parent_id"
+                " ORDER BY im.instance_number",
+                [],
+            )
+            assert [tuple(row) for row in rows] == [
+                (entry.path, uid, number, "LATER", "")
+                for number, (entry, uid) in enumerate(entries, start=1)
+            ]

@@ -22,7 +22,6 @@ from types import TracebackType
 from pydicom.dataset import Dataset
 
 from dicombus import evt
-from dicombus.protocol import status
 from dicombus.qr.index import LAST_INDEXED_TAG, Index, IndexEntry, ScanReport
 from dicombus.qr.index_writer import IndexWriter
 from dicombus.storage_files import Duplicate, Duplicates, Layout
@@ -82,17 +81,17 @@ class IndexedStorage:
         result = store_received(
             event, self.root, self.layout, self.duplicates, read_until=LAST_INDEXED_TAG
         )
-        if result.reply != status.SUCCESS:
+        stored, meta = result.stored, result.meta
+        if stored is None or meta is None:
             return result.reply
-        outcome = event.request.outcome  # type: ignore[attr-defined]
         # The same instance found stored may be in another transfer syntax than the
         # one received: its file's own header is read then.
-        parsed = outcome.get("duplicate") != Duplicate.IDENTICAL.value
+        parsed = stored.duplicate is not Duplicate.IDENTICAL
         self.writer.submit(
             IndexEntry(
-                self._resolved(outcome["stored_path"]),
+                self._resolved(str(stored.path.absolute())),
                 result.header if parsed else None,
-                event.instance_meta.transfer_syntax,
+                meta.transfer_syntax,
             )
         )
         return result.reply

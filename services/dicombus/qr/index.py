@@ -35,8 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydicom.charset import convert_encodings, decode_bytes, default_encoding
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
@@ -205,16 +204,21 @@ _COLUMNS = {
     ]
     for level in LEVEL_ORDER
 }
+# The tags of each level's columns, in their order.
+_TAGS = {level: tuple(column.tag for column in columns) for level, columns in _COLUMNS.items()}
 # What the matching compares a PN, DA or TM value with (see dicombus.qr.matching).
 _NORMAL_FORM = {"PN": fold_person_name, "DA": normalize_date, "TM": normalize_time}
-# An element as a header holds it: as read (value still encoded), or set after.
-_Element = RawDataElement | DataElement
 # PS3.5 6.1.2.3: the VRs whose values the Specific Character Set applies to; the
 # others indexed (UI, CS, DA, TM, IS) hold the default repertoire only.
 _CHARACTER_SET_VRS = frozenset({"SH", "LO", "PN"})
 # PS3.5 6.1.2.5.3: the control characters (TAB, LF, FF, CR) after which a text
 # value is back in its first character set; as pydicom decodes text values.
 _TEXT_DELIMITERS = {0x09, 0x0A, 0x0C, 0x0D}
+# pydicom's default_encoding ("iso8859") under the name CPython decodes without a
+# codec lookup.
+_DEFAULT_REPERTOIRE = "latin-1"
+# PS3.5 6.1.2.5.3: the escape that starts a code extension (ISO 2022).
+_ESC = 0x1B
 
 
 @dataclass(frozen=True, slots=True)
@@ -671,24 +675,25 @@ def _row_values(
     dataset: Dataset, transfer_syntax: str, path: str
 ) -> dict[Level, dict[str, object]] | None:
     """The column values of the instance in ``dataset`` at each level, in the order of
-    :data:`_UPSERT_SQL`; None if it lacks a UID of the Q/R hierarchy or is a DICOMDIR."""
-    # The elements as read, none converted by pydicom (see _element_text).
-    elements: dict[int, _Element] = dict(dataset.items())
-    encodings = _encodings(elements.get(_SPECIFIC_CHARACTER_SET))
+    :data:`_UPSERT_SQL`; None if it lacks a UID of the Q/R hierarchy or is a DICOMDIR.
+
+    The values of the levels above the instance are shared by the rows of every
+    instance with the same encoded values (a series' instances): not to be changed.
+    """
+    # The values as read, none converted by pydicom (see _element_text); by plain
+    # int, which a lookup compares in C (a BaseTag key compares in Python).
+    read = {int(tag): element.value for tag, element in dataset.items()}
+    encodings = _encodings(read.get(_SPECIFIC_CHARACTER_SET))
     values: dict[Level, dict[str, object]] = {}
-    for level, columns in _COLUMNS.items():
-        level_values: dict[str, object] = {}
-        values[level] = level_values
-        for column in columns:
-            text = _element_text(elements.get(column.tag), column.vr, encodings)
-            if column.vr == "IS":
-                level_values[column.column] = _integer(text)
-                continue
-            level_values[column.column] = text
-            if column.key_column is not None:
-                normal = None if text is None else _NORMAL_FORM[column.vr](text)
-                level_values[column.key_column] = normal
-    image = values[Level.IMAGE]
+    for level, shared in _SHARED_COLUMN_VALUES.items():
+        encoded = tuple(map(read.get, _TAGS[level]))
+        try:
+            values[level] = shared(encodings, encoded)
+        except TypeError:  # a value set after reading that is no bytes (a list)
+            values[level] = _column_values(level, encodings, encoded)
+    image = values[Level.IMAGE] = _column_values(
+        Level.IMAGE, encodings, tuple(map(read.get, _TAGS[Level.IMAGE]))
+    )
     uids = (
         image["sop_instance_uid"],
         image["sop_class_uid"],
@@ -698,15 +703,42 @@ def _row_values(
     if not all(uids) or image["sop_class_uid"] == _MEDIA_STORAGE_DIRECTORY:
         LOGGER.debug("not indexed: %s lacks a UID of the Q/R hierarchy", path)
         return None
-    values[Level.PATIENT]["patient_id"] = values[Level.PATIENT]["patient_id"] or ""
     image["path"] = path
     image["transfer_syntax"] = transfer_syntax
     return values
 
 
-def _encodings(element: _Element | None) -> tuple[str, ...]:
-    """The Python codecs of a Specific Character Set (0008,0005) element."""
-    terms = _element_text(element, "CS", ())
+def _column_values(
+    level: Level, encodings: tuple[str, ...], encoded: tuple[object, ...]
+) -> dict[str, object]:
+    """The column values of ``level`` from its attributes' ``encoded`` values (as
+    :func:`_element_text` takes them), in :data:`_COLUMNS` order."""
+    values: dict[str, object] = {}
+    for column, value in zip(_COLUMNS[level], encoded, strict=True):
+        text = _element_text(value, column.vr, encodings)
+        if column.vr == "IS":
+            values[column.column] = _integer(text)
+            continue
+        values[column.column] = text
+        if column.key_column is not None:
+            normal = None if text is None else _NORMAL_FORM[column.vr](text)
+            values[column.key_column] = normal
+    if level is Level.PATIENT and not values["patient_id"]:
+        values["patient_id"] = ""
+    return values
+
+
+# The instances of a series share the values of the levels above theirs: decoded once
+# (a few hundred bytes each, for many series arriving interleaved).
+_SHARED_COLUMN_VALUES = {
+    level: functools.lru_cache(maxsize=800)(functools.partial(_column_values, level))
+    for level in LEVEL_ORDER[:-1]
+}
+
+
+def _encodings(value: object) -> tuple[str, ...]:
+    """The Python codecs of a Specific Character Set (0008,0005) value (as read)."""
+    terms = _element_text(value, "CS", ())
     return _codecs(terms or "")
 
 
@@ -716,23 +748,32 @@ def _codecs(terms: str) -> tuple[str, ...]:
     return tuple(convert_encodings([term.strip(" ") for term in terms.split("\\")]))
 
 
-def _element_text(element: _Element | None, vr: str, encodings: Sequence[str]) -> str | None:
-    """An element's value as pydicom would give it, multiple values joined by backslashes;
-    None if absent or empty. ``vr``: the attribute's, whatever the encoding says (an
-    implicit VR encoding says none).
+def _element_text(value: object, vr: str, encodings: Sequence[str]) -> str | None:
+    """An element's value as read (encoded bytes, or set after reading) as pydicom would give it,
+    multiple values joined by backslashes; None if absent or empty. ``vr``: the
+    attribute's, whatever the encoding says (an implicit VR encoding says none).
 
     Decoded from the encoded value here, not by pydicom's conversion of the element
     (which builds a value object per element, several times the cost).
     """
-    if element is None or element.value is None:
+    if value is None:
         return None  # absent, or too long to have been read
-    value = element.value
     if not isinstance(value, bytes):
         return value_text(value)  # set after reading (see _read_instance)
-    if vr in _CHARACTER_SET_VRS:
+    if vr not in _CHARACTER_SET_VRS:
+        text = value.decode(_DEFAULT_REPERTOIRE)
+    elif _ESC in value:
         text = decode_bytes(value, encodings, _TEXT_DELIMITERS)
     else:
-        text = value.decode(default_encoding)
+        # What decode_bytes does without an escape sequence, but for its handling
+        # of a value its codec refuses (a warning or an error), which it does then.
+        try:
+            text = value.decode(encodings[0])
+        except (UnicodeError, LookupError):
+            text = decode_bytes(value, encodings, _TEXT_DELIMITERS)
+    if "\\" not in text:
+        text = text.rstrip("\x00 ")
+        return (text.rstrip("=") if vr == "PN" else text).strip(" \x00") or None
     parts = [part.rstrip("\x00 ") for part in text.split("\\")]
     if vr == "PN":
         # As pydicom's PersonName: no trailing empty component groups.
