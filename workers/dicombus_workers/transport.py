@@ -113,7 +113,8 @@ end
 redis.call('ZADD', KEYS[3], unpack(scores))
 redis.call('HSET', KEYS[2], unpack(entries))
 return popped
-"""# Sent as EVALSHA; redis-py loads it again when Redis answers NOSCRIPT (a restart).
+"""
+# Sent as EVALSHA; redis-py loads it again when Redis answers NOSCRIPT (a restart).
 _pop_and_record: Script | None = None
 
 # kombu's JSON marks the values it extends JSON with (datetimes, decimals, UUIDs) as
