@@ -22,6 +22,7 @@ from dicombus.audit.engine import reader_engine, writer_engine
 from dicombus.audit.location import store_url
 from dicombus.audit.migrate import current_revision, head, upgrade
 from dicombus.audit.query import DEFAULT_LIMIT, AuditFilter, export, search, search_statement
+from dicombus.audit.schema import events
 from dicombus.audit.store import AuditStore, UnsupportedEngineError
 from dicombus.bus.envelope import format_time
 from dicombus.cli.main import main
@@ -422,3 +423,33 @@ def test_each_search_reads_its_index(tmp_path: Path, wanted: AuditFilter, index:
         compiled = statement.compile(connection, compile_kwargs={"literal_binds": True})
         plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
     assert any(f"USING INDEX {index} " in row[-1] for row in plan), plan
+
+
+def test_a_row_keeps_every_column_and_the_envelope_as_json(audit_url: str) -> None:
+    """The SQLite store inserts through the driver with the row as a tuple: each value
+    lands in its own column, and the envelope text (written by orjson, UTF-8) reads back
+    as the same JSON value, non-ASCII names included."""
+    event = envelope("01ROW", minute=4, calling="CT1", patient="PAT-Ü")
+    event["data"]["dataset"]["00100010"]["Value"] = [{"Alphabetic": "Müller^Zoë"}]
+    assert AuditStore(audit_url).write([event]) == 1
+    engine = reader_engine(audit_url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(select(events)).one()._asdict()
+    finally:
+        engine.dispose()
+    assert json.loads(row.pop("envelope")) == event
+    assert row == {
+        "id": "01ROW",
+        "type": "EVT_C_STORE",
+        "time": event["time"],
+        "edge": "edge-1",
+        "subject": event["subject"],
+        "sequence": 4,
+        "calling_ae_title": "CT1",
+        "called_ae_title": "EDGE",
+        "status": 0,
+        "patient_id": "PAT-Ü",
+        "study_instance_uid": "1.2.3.1",
+        "accession_number": "ACC-1",
+    }

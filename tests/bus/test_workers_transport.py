@@ -90,6 +90,38 @@ def test_messages_taken_in_bulk_and_not_acknowledged_come_back_whole(redis_url: 
     assert sorted(message.payload["n"] for message in again) == list(range(8))
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # Keys the script reads where they stand in the text, occurring again in a header:
+        # the message is decoded whole, and the properties' own values are recorded.
+        {"delivery_tag": "not-the-tag", "delivery_info": {"exchange": "x", "routing_key": "y"}},
+        {"note": {"delivery_info": "}{"}},
+        # Inside a string value the keys are escaped text, not keys.
+        {"argsrepr": '{"delivery_tag": "x", "delivery_info": {}}'},
+    ],
+)
+def test_each_message_is_recorded_by_its_own_properties(
+    redis_url: str, headers: dict[str, Any]
+) -> None:
+    """The bulk script reads the delivery tag, exchange and routing key from the text
+    when each key occurs once in it, and decodes the whole message when not: either way
+    the entry is kombu's (checked by _consume), for a header that looks like them too."""
+    with Connection(redis_url) as connection:
+        producer = connection.Producer()
+        for number in range(3):
+            producer.publish(
+                {"n": number},
+                exchange="",
+                routing_key=QUEUE.name,
+                declare=[QUEUE],
+                headers=headers,
+            )
+    taken = _consume(redis_url, prefetch=3, ack=True)
+    assert [message.payload["n"] for message in taken] == [0, 1, 2]
+    assert all(message.headers == headers for message in taken)
+
+
 @pytest.mark.parametrize("published", [1, 6])
 def test_a_brpop_s_messages_are_recorded_in_one_script_call(redis_url: str, published: int) -> None:
     """The BRPOP's own message is recorded by the bulk script, not by kombu's per-message

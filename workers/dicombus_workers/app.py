@@ -35,6 +35,8 @@ from typing import Any
 
 from celery import Celery
 
+from dicombus_workers import heap  # noqa: F401  (start-up objects left out of the collector's scans)
+
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_QUEUE = "events"
 

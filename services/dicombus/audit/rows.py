@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from dicombus.bus.envelope import format_time, parse_time
+from dicombus.bus.json_text import dumps
 
 # PS3.18 F.2: DICOM JSON keys are the tag as eight upper-case hex digits.
 PATIENT_ID = "00100020"
@@ -41,7 +41,9 @@ def audit_row(envelope: Mapping[str, Any]) -> dict[str, Any]:
         "calling_ae_title": association.get("calling_ae_title"),
         "called_ae_title": association.get("called_ae_title"),
         "status": int(status) if status is not None else None,
-        "envelope": json.dumps(envelope, separators=(",", ":")),
+        # orjson (dicombus.bus.json_text), as the publisher wrote it: the standard
+        # module's dumps was two thirds of a row's cost in the worker.
+        "envelope": dumps(envelope).decode(),
         **dicom_attributes(data),
     }
 

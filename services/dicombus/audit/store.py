@@ -10,6 +10,7 @@ the schema to the newest revision (:mod:`dicombus.audit.migrate`).
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -39,7 +40,9 @@ class AuditStore:
         self._engine: Engine | None = None
         self._pid = 0
         # Checked here: a URL naming another database fails at once, not at the first event.
-        self._insert = insert_once(make_url(url).get_backend_name())
+        dialect = make_url(url).get_backend_name()
+        self._insert = insert_once(dialect)
+        self._sqlite = dialect == "sqlite"
 
     def write(self, envelopes: Sequence[Mapping[str, Any]]) -> int:
         """Insert the events in one transaction; how many were not there before."""
@@ -48,6 +51,12 @@ class AuditStore:
         rows = [audit_row(envelope) for envelope in envelopes]
         engine, insert = self._writer()
         with engine.begin() as connection:
+            if self._sqlite:
+                # The driver's executemany with the rows as tuples: SQLAlchemy's statement
+                # path (compiled statement, per-row parameter processing) cost more CPU per
+                # row than SQLite's own insert. The same statement, so the same rows.
+                values = [_sqlite_values(row) for row in rows]
+                return int(connection.exec_driver_sql(SQLITE_INSERT, values).rowcount)
             result = connection.execute(insert, rows)
             return len(result.all()) if result.returns_rows else result.rowcount
 
@@ -66,6 +75,15 @@ class AuditStore:
                     raise
                 self._engine, self._pid = engine, os.getpid()
             return self._engine, self._insert
+
+
+# insert_once's statement for SQLite as the driver's text, its parameters in table order.
+_COLUMNS = tuple(column.name for column in events.columns)
+SQLITE_INSERT = (
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_sqlite_values = operator.itemgetter(*_COLUMNS)
 
 
 def insert_once(dialect: str) -> Insert:

@@ -30,6 +30,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from dicombus.bus.json_text import dumps
 from dicombus.metrics.families import LABEL_CAPS, OTHER, VALUES_PREFIX, Family
 from dicombus.metrics.recorder import EventOps
 
@@ -127,7 +128,9 @@ def apply(client: redis.Redis, events: Sequence[EventOps], *, marker_ttl: int) -
     global _script
     if _script is None:
         _script = client.register_script(_APPLY)
-    return int(_script(args=[json.dumps(document, separators=(",", ":"))], client=client))
+    # orjson (dicombus.bus.json_text): the standard module's dumps of the document was
+    # about a sixth of the Python work of counting a batch; cjson reads the same values.
+    return int(_script(args=[dumps(document)], client=client))
 
 
 def _gathered(events: Sequence[EventOps]) -> dict[str, list[Any]]:
