@@ -18,6 +18,7 @@ and chooses persistence for us. Here the configuration is ours:
   pipelined LPUSH traffic lost between 38 and 28,440 of them; none of 20 with
   ``always``, which still took 44,000 LPUSH/s (docs/bus.md);
 - RDB snapshots off (``save ""``): the AOF is the record;
+- sorted sets always in their skip-list encoding (``zset-max-ziplist-entries 0``);
 - the data (``appendonly.aof``, ``redis.log``) in the node's data folder, so a
   restarted server on the same folder replays what it had accepted;
 - a password (``requirepass``) when one is given: it goes in a 0600 config file
@@ -258,6 +259,11 @@ class EmbeddedRedis:
             LOG_FILE,
             "--loglevel",
             "notice",
+            # The workers' index of unacknowledged messages is a sorted set of up to a
+            # few hundred entries; in the compact encoding each ZADD scans it, which
+            # cost their fetch script 5-7 us more per message (docs/performance.md).
+            "--zset-max-ziplist-entries",
+            "0",
         ]
         # A session of its own: Ctrl-C in the terminal reaches the parent only,
         # which then stops Redis last, after the edge has flushed its events.
