@@ -36,6 +36,7 @@ import base64
 import dataclasses
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -821,7 +822,7 @@ def _stored_dataset(
     """(DICOM JSON, where it came from, bulk data left out), where the publisher builds."""
     threshold = options.bulk_threshold
     if stored_path is not None:
-        path = Path(stored_path)
+        path = os.fspath(stored_path)  # a str is all the common case needs
         try:
             # Values over the threshold are skipped, never read: they become
             # BulkDataURIs into this very file. The common case first (no
@@ -829,7 +830,7 @@ def _stored_dataset(
             fast = stored_file_json(path, threshold=threshold)
             if fast is not None:
                 return fast, "stored_file", []
-            header = read_header(path, defer_size=threshold)
+            header = read_header(Path(path), defer_size=threshold)
         except Exception as exc:
             LOGGER.warning("cannot read the stored instance %s for its event: %s", path, exc)
             return None, None, []
