@@ -63,6 +63,11 @@ class SendItem:
     pending: PendingEvent
     deliveries: tuple[Delivery, ...]
 
+    def __reduce__(self) -> tuple[type[SendItem], tuple[Any, ...]]:
+        # Pickled for the publisher child with every event: its arguments, not the
+        # dataclass default's state (which calls fields() both ways).
+        return SendItem, (self.order, self.created, self.pending, self.deliveries)
+
 
 @dataclass(frozen=True, slots=True)
 class Failure:
