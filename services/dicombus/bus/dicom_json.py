@@ -29,6 +29,7 @@ import base64
 import functools
 import json
 import logging
+import operator
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -68,15 +69,15 @@ _BINARY_NUMBERS = {
 # padding; PS3.18 F.2.3: IS and DS as numbers). LT, ST, UT and UR hold one
 # value, backslashes and all; UC keeps its leading spaces.
 _ONE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+# (methodcaller: no Python frame per value.)
 _TEXT_VALUES: dict[str, Callable[[str], Any]] = {
     **dict.fromkeys(("AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM"), str.strip),
-    **dict.fromkeys(("LT", "ST", "UT", "UR", "UC"), lambda text: text.rstrip("\x00 ")),
-    "UI": lambda text: text.strip("\x00 "),
+    **dict.fromkeys(("LT", "ST", "UT", "UR", "UC"), operator.methodcaller("rstrip", "\x00 ")),
+    "UI": operator.methodcaller("strip", "\x00 "),
     "IS": int,
     "DS": float,
 }
 _NUMBER_STRUCTS = {vr: struct.Struct(f"<{code}") for vr, code in _BINARY_NUMBERS.items()}
-_FAST_VRS = frozenset(_TEXT_VALUES) | frozenset(_BINARY_NUMBERS) | (_BINARY_VRS - {"UN"})
 _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 # PS3.3 C.12.1.1.2: the character sets that one Python codec decodes whole.
 _PLAIN_CHARACTER_SETS = {"": "iso8859", "ISO_IR 6": "iso8859", "ISO_IR 100": "latin_1",
@@ -203,9 +204,6 @@ _LONG_LENGTH = struct.Struct("<I")
 _ITEM_HEADER = struct.Struct("<HHI")
 _ITEM_GROUP = 0xFFFE
 _ITEM, _ITEM_DELIMITATION, _SEQUENCE_DELIMITATION = 0xE000, 0xE00D, 0xE0DD
-_VR_NAMES = {
-    name.encode(): name for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "PN", "SQ")
-}
 # The VRs whose values are decoded with the dataset's character set.
 _DECODED_VRS = frozenset({*_TEXT_VALUES, "PN"})
 _READ_SIZE = 16 * 1024
@@ -360,12 +358,14 @@ class _HeaderReader:
                 if end is None and raw_tag >> 16 == _ITEM_DELIMITATION:  # PS3.5 7.5.2
                     return self._ordered(model, ordered), start
                 raise _NotPlain("an item tag among elements")
-            vr = _VR_NAMES.get(vr_bytes) or vr_bytes.decode("ascii", "replace")
+            vr, value_json = _READER_VRS.get(vr_bytes) or (
+                vr_bytes.decode("ascii", "replace"),
+                None,
+            )
             key = _TAG_KEYS.get(raw_tag) or _tag_key(raw_tag)
             if key <= last:
                 ordered = False
             last = key
-            element_json: dict[str, Any] | None
             if vr == "SQ":
                 if depth == _MAX_DEPTH:
                     raise _NotPlain("sequences nested too deep")
@@ -393,10 +393,7 @@ class _HeaderReader:
                 self._character_set(value, depth)
             elif vr in _DECODED_VRS and not self.set_seen:
                 self.text_decoded = True
-            if vr == "PN":
-                element_json = _person_name_json(value, self.encoding)
-            else:
-                element_json = _value_json(vr, value, self.encoding)
+            element_json = value_json(vr, value, self.encoding) if value_json else None
             if element_json is None:
                 raise _NotPlain(f"({key}) {vr} is pydicom's to convert")
             model[key] = element_json
@@ -470,7 +467,7 @@ def _plain_encoding(value: bytes) -> str | None:
     return _PLAIN_CHARACTER_SETS.get(terms[0].strip()) if len(terms) == 1 else None
 
 
-def _person_name_json(value: bytes, encoding: str | None) -> dict[str, Any] | None:
+def _person_name_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
     """PN of one value and one (alphabetic) component group; None: pydicom decides."""
     if encoding is None or b"\\" in value or b"=" in value:
         return None
@@ -593,30 +590,58 @@ def _fast_json(raw: RawDataElement, vr: str, encoding: str | None) -> dict[str, 
 
 def _value_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
     """The JSON of a Little Endian value of a common VR (see :func:`_fast_json`)."""
+    convert = _VALUE_JSON.get(vr)
+    return None if convert is None else convert(vr, value, encoding)
+
+
+def _text_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
     if not value:
-        return {"vr": vr} if vr in _FAST_VRS else None
-    parse = _TEXT_VALUES.get(vr)
-    if parse is not None:  # text first: most elements of a header are
-        if encoding is None:
-            return None
-        try:
-            text = value.decode(encoding)
-            if vr in _ONE_TEXT_VRS or "\\" not in text:
-                single = parse(text)
-                return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
-            values = [parse(item) for item in text.split("\\")]
-        except ValueError:  # UnicodeDecodeError included
-            return None
-        # PS3.18 F.2.5: an empty value among several is null.
-        return {"vr": vr, "Value": [None if item == "" else item for item in values]}
-    numbers = _NUMBER_STRUCTS.get(vr)
-    if numbers is not None:
-        if len(value) % numbers.size:
-            return None
-        return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
-    if vr in _BINARY_VRS and vr != "UN":
-        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
-    return None
+        return {"vr": vr}
+    if encoding is None:
+        return None
+    parse = _TEXT_VALUES[vr]
+    try:
+        text = value.decode(encoding)
+        if vr in _ONE_TEXT_VRS or "\\" not in text:
+            single = parse(text)
+            return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
+        values = [parse(item) for item in text.split("\\")]
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    # PS3.18 F.2.5: an empty value among several is null.
+    return {"vr": vr, "Value": [None if item == "" else item for item in values]}
+
+
+def _numbers_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+    if not value:
+        return {"vr": vr}
+    numbers = _NUMBER_STRUCTS[vr]
+    if len(value) % numbers.size:
+        return None
+    return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
+
+
+def _inline_binary_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+    if not value:
+        return {"vr": vr}
+    return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
+
+
+# A value's JSON, by VR, for the VRs converted without pydicom (text first: most
+# elements of a header are).
+_ValueJson = Callable[[str, bytes, "str | None"], "dict[str, Any] | None"]
+_VALUE_JSON: dict[str, _ValueJson] = {
+    **dict.fromkeys(_TEXT_VALUES, _text_json),
+    **dict.fromkeys(_NUMBER_STRUCTS, _numbers_json),
+    **dict.fromkeys(_BINARY_VRS - {"UN"}, _inline_binary_json),
+}
+# Each VR the reader knows, by its bytes: its name and its value's JSON (None: SQ,
+# which the reader reads itself, and UN, which only bulk data may be).
+_READER_VRS: dict[bytes, tuple[str, _ValueJson | None]] = {
+    name.encode(): (name, _VALUE_JSON.get(name))
+    for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "SQ")
+}
+_READER_VRS[b"PN"] = ("PN", _person_name_json)
 
 
 def _text_encoding(dataset: Dataset, inherited: str | None) -> str | None:

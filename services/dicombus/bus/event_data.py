@@ -118,6 +118,12 @@ class EventSpec:
     capture: Callable[[Any, DataOptions], Body]
     # EVT_ACCEPTED / EVT_ESTABLISHED: the association block lists the contexts.
     with_contexts: bool = False
+    # The names of ``fields``: one tuple that every event of the type shares (the
+    # publisher child receives a batch's events in one pickle, which keeps it once).
+    field_names: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field_names", tuple(field.name for field in self.fields))
 
     @property
     def name(self) -> str:
@@ -144,7 +150,7 @@ class EventSpec:
             association_context(assoc),
             contexts,
             self.capture(source, options),
-            tuple(field.name for field in self.fields),
+            self.field_names,
         )
 
 
