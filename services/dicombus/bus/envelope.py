@@ -80,6 +80,10 @@ class PendingEvent:
         # The journal keeps events pickled across an upgrade: a row written by an edge
         # of an earlier version holds only the fields it had. Fields are only ever
         # added at the end, with a default, so the missing ones take theirs.
+        if len(state) == len(_PENDING_FIELDS):  # the usual case: this version's row
+            for (name, _), value in zip(_PENDING_FIELDS, state, strict=True):
+                object.__setattr__(self, name, value)
+            return
         for position, (name, default) in enumerate(_PENDING_FIELDS):
             object.__setattr__(self, name, state[position] if position < len(state) else default)
 
@@ -154,7 +158,8 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-22T21:00:00.123456Z``."""
     if moment.tzinfo is None:
         raise ValueError("event times are timezone-aware (UTC); got a naive datetime")
-    utc = moment.astimezone(UTC)  # formatted by hand: strftime costs half as much again
+    # Formatted by hand: strftime costs half as much again. Captured times are UTC already.
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     return (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
         f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"
