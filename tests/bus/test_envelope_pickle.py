@@ -8,6 +8,7 @@ original builds.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,11 @@ def test_an_event_journaled_by_an_earlier_edge_loads_with_the_fields_added_since
     loaded: PendingEvent = pickle.loads(old_row)
     assert loaded.retrieve_uri is None
     assert loaded.to_envelope() == pending.to_envelope()
+
+
+def test_the_pickled_state_is_the_dataclass_default(tour: list[PendingEvent]) -> None:
+    """Rows already in a journal, and rows an earlier edge reads after a downgrade, hold
+    the state the dataclass default made: every field's value, in order."""
+    for pending in tour:
+        state = pending.__reduce_ex__(PROTOCOL)[2]
+        assert state == [getattr(pending, field.name) for field in dataclasses.fields(pending)]

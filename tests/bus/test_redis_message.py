@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from dicombus.bus.redis_message import redis_payload
+from dicombus.bus.redis_message import redis_payloads
 from dicombus.bus.redis_server import EmbeddedRedis
 from dicombus.bus.sender import Broker, TaskMessageBuilder
 from kombu import Connection
@@ -61,7 +61,8 @@ def _kombu_document(url: str, message: Any) -> dict[str, Any]:
 
 def test_the_document_is_kombus(redis_server: EmbeddedRedis) -> None:
     [message] = _messages(1, "audit")
-    ours = json.loads(redis_payload(message))
+    [payload] = redis_payloads([message])
+    ours = json.loads(payload)
     theirs = _kombu_document(redis_server.url, message)
     theirs["properties"]["delivery_info"]["routing_key"] = "audit"
     # A fresh delivery tag each time, as kombu makes one per publish.
@@ -73,7 +74,8 @@ def test_every_publish_has_its_own_delivery_tag() -> None:
     """A worker's transport keys unacknowledged messages by delivery tag: a replayed copy
     must not share its tag with the first."""
     [message] = _messages(1, "audit")
-    tags = {json.loads(redis_payload(message))["properties"]["delivery_tag"] for _ in range(3)}
+    payloads = [*redis_payloads([message, message]), *redis_payloads([message])]
+    tags = {json.loads(payload)["properties"]["delivery_tag"] for payload in payloads}
     assert len(tags) == 3
 
 

@@ -29,6 +29,7 @@ import base64
 import functools
 import json
 import logging
+import operator
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -68,15 +69,15 @@ _BINARY_NUMBERS = {
 # padding; PS3.18 F.2.3: IS and DS as numbers). LT, ST, UT and UR hold one
 # value, backslashes and all; UC keeps its leading spaces.
 _ONE_TEXT_VRS = frozenset({"LT", "ST", "UT", "UR"})
+# (methodcaller: no Python frame per value.)
 _TEXT_VALUES: dict[str, Callable[[str], Any]] = {
     **dict.fromkeys(("AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM"), str.strip),
-    **dict.fromkeys(("LT", "ST", "UT", "UR", "UC"), lambda text: text.rstrip("\x00 ")),
-    "UI": lambda text: text.strip("\x00 "),
+    **dict.fromkeys(("LT", "ST", "UT", "UR", "UC"), operator.methodcaller("rstrip", "\x00 ")),
+    "UI": operator.methodcaller("strip", "\x00 "),
     "IS": int,
     "DS": float,
 }
 _NUMBER_STRUCTS = {vr: struct.Struct(f"<{code}") for vr, code in _BINARY_NUMBERS.items()}
-_FAST_VRS = frozenset(_TEXT_VALUES) | frozenset(_BINARY_NUMBERS) | (_BINARY_VRS - {"UN"})
 _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 # PS3.3 C.12.1.1.2: the character sets that one Python codec decodes whole.
 _PLAIN_CHARACTER_SETS = {"": "iso8859", "ISO_IR 6": "iso8859", "ISO_IR 100": "latin_1",
@@ -162,32 +163,31 @@ def read_header(path: Path, *, defer_size: int) -> Dataset:
     )
 
 
-def stored_file_json(path: Path, *, threshold: int = DEFAULT_THRESHOLD) -> dict[str, Any] | None:
+def stored_file_json(
+    path: str | os.PathLike[str], *, threshold: int = DEFAULT_THRESHOLD
+) -> dict[str, Any] | None:
     """The JSON model of a stored instance, parsed straight from the file; None: not here.
 
     The common case -- a Part 10 file in Explicit VR Little Endian (native pixel
     data), sequences of defined or undefined length included, plain character
     sets, PN values of one alphabetic group -- costs one open, a read or two and
-    one pass over the header bytes: bulk values are skipped by seeking past them,
-    never read. Anything else returns None, and the caller goes the general way
-    (:func:`read_header` + :func:`to_dicom_json`), which gives the same model.
+    one pass over the header bytes that builds the model as it goes: bulk values
+    are skipped by seeking past them, never read. Anything else returns None, and
+    the caller goes the general way (:func:`read_header` + :func:`to_dicom_json`),
+    which gives the same model.
     """
     # A bare descriptor and pread(): no buffered file object, no seeks.
     descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         window = _Window(descriptor)
-        start = _dataset_start(window)
-        elements, _ = _read_elements(window, start, window.size, threshold, 0)
+        reader = _HeaderReader(window, threshold, _file_uri(os.fspath(path)) + "?tag=")
+        model, _ = reader.dataset(_dataset_start(window), window.size, "", 0)
     except _NotPlain:
         return None
     finally:
         os.close(descriptor)
-    return _elements_json(elements, f"{_file_uri(path)}?tag=", "", _DEFAULT_ENCODING)
+    return model
 
-
-# A dataset as read: (tag key, VR, value) in file order; the value is the bytes,
-# None for bulk data, or for a sequence its items, each a dataset as read.
-_Elements = list[tuple[str, str, Any]]
 
 _SPECIFIC_CHARACTER_SET_KEY = "00080005"
 _META_GROUP = 0x0002
@@ -197,21 +197,23 @@ _LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b
                               b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
 # PS3.5 7.1.2: tag, VR, 2-byte length (in a long-length VR: reserved, then a 4-byte length).
 _SHORT_HEADER = struct.Struct("<HH2sH")
+# The same 8 bytes with the tag as one number: group + (element << 16), Little Endian.
+_SHORT_HEADER_RAW_TAG = struct.Struct("<I2sH")
 _LONG_LENGTH = struct.Struct("<I")
 # PS3.5 7.5: an item, item delimitation or sequence delimitation tag, then a 4-byte length.
 _ITEM_HEADER = struct.Struct("<HHI")
 _ITEM_GROUP = 0xFFFE
 _ITEM, _ITEM_DELIMITATION, _SEQUENCE_DELIMITATION = 0xE000, 0xE00D, 0xE0DD
-_VR_NAMES = {
-    name.encode(): name for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "PN", "SQ")
-}
+# The VRs whose values are decoded with the dataset's character set.
+_DECODED_VRS = frozenset({*_TEXT_VALUES, "PN"})
 _READ_SIZE = 16 * 1024
 _PREAMBLE_LENGTH = 128  # PS3.10 7.1: then "DICM"
 # Deeper nesting than this is left to pydicom (and keeps a crafted file from
 # exhausting the interpreter's recursion limit here).
 _MAX_DEPTH = 32
 _PLAIN_SYNTAXES: dict[bytes, bool] = {}
-# "GGGGEEEE" of each tag seen: formatting it costs more than the rest of an element.
+# "GGGGEEEE" of each tag seen, by its 4 bytes read as one Little Endian number:
+# formatting it costs more than the rest of an element.
 _TAG_KEYS: dict[int, str] = {}
 _TAG_KEYS_LIMIT = 4096  # private tags are unbounded; the standard's common ones fit
 
@@ -265,12 +267,8 @@ class _Window:
 def _element_header(window: _Window, offset: int) -> tuple[int, int, bytes, int, int]:
     """(group, element, VR bytes, value length, value offset) of the element at
     ``offset``, read as Explicit VR Little Endian (PS3.5 7.1.2)."""
-    buffer = window.buffer
-    index = offset - window.base
-    if index < 0 or index + 12 > len(buffer):  # the usual case inline: no call to at()
-        index = window.at(offset, 8)
-        buffer = window.buffer
-    group, element, vr, length = _SHORT_HEADER.unpack_from(buffer, index)
+    index = window.at(offset, 8)
+    group, element, vr, length = _SHORT_HEADER.unpack_from(window.buffer, index)
     if vr not in _LONG_LENGTH_VRS:
         return group, element, vr, length, offset + 8
     index = window.at(offset, 12)
@@ -298,139 +296,170 @@ def _dataset_start(window: _Window) -> int:
     return offset
 
 
-def _read_elements(
-    window: _Window, offset: int, end: int | None, threshold: int, depth: int
-) -> tuple[_Elements, int]:
-    """The elements from ``offset`` to ``end`` (None: to an item delimitation item), and
-    the offset after them.
+def _tag_key(raw_tag: int) -> str:
+    """The key "GGGGEEEE" of a tag read as one Little Endian number (group + element << 16)."""
+    key = _TAG_KEYS.get(raw_tag)
+    if key is None:
+        key = f"{raw_tag & 0xFFFF:04X}{raw_tag >> 16:04X}"
+        if len(_TAG_KEYS) < _TAG_KEYS_LIMIT:
+            _TAG_KEYS[raw_tag] = key
+    return key
 
-    Raises _NotPlain at an encapsulated (undefined length) value, a VR that may not
-    be bulk data yet is over ``threshold``, an element that runs past its item or
-    the file, or nesting deeper than _MAX_DEPTH.
+
+class _HeaderReader:
+    """One pass over a stored dataset's bytes that builds its JSON model.
+
+    The character set of the top-level dataset applies to all of it (PS3.5
+    6.1.2.5). Its element, (0008,0005), comes before every element whose text
+    it decodes in a file in tag order; a file that decoded such text before it
+    and then names another codec than the default is left to pydicom, as is an
+    item with a character set of its own.
     """
-    elements: _Elements = []
-    while end is None or offset < end:
-        group, element, vr_bytes, length, start = _element_header(window, offset)
-        if group == _ITEM_GROUP:
-            if end is None and element == _ITEM_DELIMITATION:  # PS3.5 7.5.2
-                return elements, start
-            raise _NotPlain("an item tag among elements")
-        vr = _VR_NAMES.get(vr_bytes) or vr_bytes.decode("ascii", "replace")
-        tag = group << 16 | element
-        key = _TAG_KEYS.get(tag)
-        if key is None:
-            key = f"{tag:08X}"
-            if len(_TAG_KEYS) < _TAG_KEYS_LIMIT:
-                _TAG_KEYS[tag] = key
-        value: Any
-        if vr == "SQ":
-            if depth == _MAX_DEPTH:
-                raise _NotPlain("sequences nested too deep")
-            value, offset = _read_items(window, start, length, threshold, depth + 1)
-            elements.append((key, vr, value))
-            continue
-        if length == _UNDEFINED_LENGTH:
-            raise _NotPlain("undefined length (encapsulated pixel data)")
-        if length > threshold:
-            if vr not in BULK_DATA_VRS:
-                raise _NotPlain(f"({group:04X},{element:04X}) {vr} over the threshold")
-            value = None
-        else:
-            buffer = window.buffer
-            index = start - window.base
-            if index + length > len(buffer):  # the usual case inline: no call to at()
+
+    __slots__ = ("encoding", "set_seen", "text_decoded", "threshold", "uri", "window")
+
+    def __init__(self, window: _Window, threshold: int, uri: str) -> None:
+        self.window = window
+        self.threshold = threshold
+        self.uri = uri  # the file's URI + "?tag="
+        self.encoding = _DEFAULT_ENCODING
+        self.set_seen = False  # (0008,0005) of the top-level dataset read
+        self.text_decoded = False  # text in the default codec before (0008,0005)
+
+    def dataset(
+        self, offset: int, end: int | None, prefix: str, depth: int
+    ) -> tuple[dict[str, Any], int]:
+        """The JSON model of the elements from ``offset`` to ``end`` (None: to an item
+        delimitation item), and the offset after them; ``prefix``: the tag path of the
+        item (empty at the top level).
+
+        Raises _NotPlain at an encapsulated (undefined length) value, a VR that may
+        not be bulk data yet is over the threshold, a value the fast conversion does
+        not take, an element that runs past its item or the file, or nesting deeper
+        than _MAX_DEPTH.
+        """
+        window, threshold = self.window, self.threshold
+        buffer, base = window.buffer, window.base
+        model: dict[str, Any] = {}
+        last, ordered = "", True
+        while end is None or offset < end:
+            index = offset - base
+            if index >= 0 and index + 12 <= len(buffer):  # the usual case: no call
+                raw_tag, vr_bytes, length = _SHORT_HEADER_RAW_TAG.unpack_from(buffer, index)
+                start = offset + 8
+                if vr_bytes in _LONG_LENGTH_VRS:
+                    (length,) = _LONG_LENGTH.unpack_from(buffer, index + 8)
+                    start += 4
+            else:
+                group, element, vr_bytes, length, start = _element_header(window, offset)
+                raw_tag = group | element << 16
+                buffer, base = window.buffer, window.base
+            if raw_tag & 0xFFFF == _ITEM_GROUP:
+                if end is None and raw_tag >> 16 == _ITEM_DELIMITATION:  # PS3.5 7.5.2
+                    return self._ordered(model, ordered), start
+                raise _NotPlain("an item tag among elements")
+            vr, value_json = _READER_VRS.get(vr_bytes) or (
+                vr_bytes.decode("ascii", "replace"),
+                None,
+            )
+            key = _TAG_KEYS.get(raw_tag) or _tag_key(raw_tag)
+            if key <= last:
+                ordered = False
+            last = key
+            if vr == "SQ":
+                if depth == _MAX_DEPTH:
+                    raise _NotPlain("sequences nested too deep")
+                items, offset = self._items(start, length, f"{prefix}{key}/", depth + 1)
+                buffer, base = window.buffer, window.base
+                # PS3.18 F.2.5: an empty sequence has no Value.
+                model[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                continue
+            if length == _UNDEFINED_LENGTH:
+                raise _NotPlain("undefined length (encapsulated pixel data)")
+            offset = start + length
+            if length > threshold and vr not in BULK_DATA_VRS:
+                raise _NotPlain(f"({key}) {vr} over the threshold")
+            if raw_tag >> 16 == 0:  # PS3.18 F.2.2: no group lengths
+                continue
+            if length > threshold:
+                model[key] = {"vr": vr, "BulkDataURI": self.uri + prefix + key}
+                continue
+            index = start - base
+            if index < 0 or index + length > len(buffer):
                 index = window.at(start, length)
-                buffer = window.buffer
+                buffer, base = window.buffer, window.base
             value = buffer[index : index + length]
-        if element != 0:  # PS3.18 F.2.2: no group lengths
-            elements.append((key, vr, value))
-        offset = start + length
-    if offset != end:
-        raise _NotPlain("an element runs past its item or the file")
-    return elements, offset
+            if key == _SPECIFIC_CHARACTER_SET_KEY:
+                self._character_set(value, depth)
+            elif vr in _DECODED_VRS and not self.set_seen:
+                self.text_decoded = True
+            element_json = value_json(vr, value, self.encoding) if value_json else None
+            if element_json is None:
+                raise _NotPlain(f"({key}) {vr} is pydicom's to convert")
+            model[key] = element_json
+        if offset != end:
+            raise _NotPlain("an element runs past its item or the file")
+        return self._ordered(model, ordered), offset
 
+    def _items(
+        self, offset: int, length: int, prefix: str, depth: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The items of a sequence whose value starts at ``offset`` (PS3.5 7.5), each of
+        defined or undefined length, and the offset after the sequence."""
+        window = self.window
+        end = None if length == _UNDEFINED_LENGTH else offset + length
+        items: list[dict[str, Any]] = []
+        while end is None or offset < end:
+            index = window.at(offset, 8)
+            group, element, item_length = _ITEM_HEADER.unpack_from(window.buffer, index)
+            offset += 8
+            if group != _ITEM_GROUP:
+                raise _NotPlain("not an item in a sequence")
+            if element == _SEQUENCE_DELIMITATION and end is None:
+                return items, offset
+            if element != _ITEM:
+                raise _NotPlain("not an item in a sequence")
+            item_end = None if item_length == _UNDEFINED_LENGTH else offset + item_length
+            item, offset = self.dataset(offset, item_end, f"{prefix}{len(items)}/", depth)
+            items.append(item)
+        if offset != end:
+            raise _NotPlain("an item runs past its sequence")
+        return items, offset
 
-def _read_items(
-    window: _Window, offset: int, length: int, threshold: int, depth: int
-) -> tuple[list[_Elements], int]:
-    """The items of a sequence whose value starts at ``offset`` (PS3.5 7.5), each of
-    defined or undefined length, and the offset after the sequence."""
-    end = None if length == _UNDEFINED_LENGTH else offset + length
-    items: list[_Elements] = []
-    while end is None or offset < end:
-        index = window.at(offset, 8)
-        group, element, item_length = _ITEM_HEADER.unpack_from(window.buffer, index)
-        offset += 8
-        if group != _ITEM_GROUP:
-            raise _NotPlain("not an item in a sequence")
-        if element == _SEQUENCE_DELIMITATION and end is None:
-            return items, offset
-        if element != _ITEM:
-            raise _NotPlain("not an item in a sequence")
-        item_end = None if item_length == _UNDEFINED_LENGTH else offset + item_length
-        elements, offset = _read_elements(window, offset, item_end, threshold, depth)
-        items.append(elements)
-    if offset != end:
-        raise _NotPlain("an item runs past its sequence")
-    return items, offset
+    def _character_set(self, value: bytes, depth: int) -> None:
+        if depth:
+            raise _NotPlain("an item's own character set")  # PS3.5 6.1.2.5: pydicom's
+        encoding = _plain_encoding(value)
+        if encoding is None:
+            raise _NotPlain("not one plain character set")
+        if self.text_decoded and encoding != _DEFAULT_ENCODING:
+            raise _NotPlain("text before its character set")
+        self.encoding, self.set_seen = encoding, True
 
-
-def _elements_json(
-    elements: _Elements, uri: str, prefix: str, encoding: str | None
-) -> dict[str, Any] | None:
-    """The JSON model of a dataset as read; None: pydicom decides.
-
-    ``prefix`` is the tag path of the item (empty at the top level), ``encoding``
-    the codec of the enclosing dataset's Specific Character Set.
-    """
-    for key, _, value in elements:
-        if key == _SPECIFIC_CHARACTER_SET_KEY:
-            if prefix:
-                return None  # PS3.5 6.1.2.5: an item's own character set; pydicom's
-            encoding = _plain_encoding(value or b"")
-            if encoding is None:
-                return None
-            break
-    model: dict[str, Any] = {}
-    for key, vr, value in elements:
-        element: dict[str, Any] | None
-        if vr == "SQ":
-            items = []
-            for index, item in enumerate(value):
-                item_json = _elements_json(item, uri, f"{prefix}{key}/{index}/", encoding)
-                if item_json is None:
-                    return None
-                items.append(item_json)
-            # PS3.18 F.2.5: an empty sequence has no Value.
-            element = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-        elif value is None:
-            element = {"vr": vr, "BulkDataURI": uri + prefix + key}
-        elif vr == "PN":
-            element = _person_name_json(value, encoding)
-        else:
-            element = _value_json(vr, value, encoding)
-        if element is None:
-            return None
-        model[key] = element
-    # PS3.18 F.2.2: ascending tag order; a file out of order is put in order.
-    return model if list(model) == sorted(model) else dict(sorted(model.items()))
+    @staticmethod
+    def _ordered(model: dict[str, Any], ordered: bool) -> dict[str, Any]:
+        # PS3.18 F.2.2: ascending tag order; a file out of order is put in order.
+        return model if ordered else dict(sorted(model.items()))
 
 
 @functools.lru_cache(maxsize=1024)
-def _real_directory(directory: str) -> str:
-    """``os.path.realpath(directory)`` of an absolute, normalized path, from its parent's
-    (cached): a new study's or series' folder costs one lstat, not one per component."""
+def _directory_uri(directory: str) -> str:
+    """The ``file:`` URI of ``os.path.realpath(directory)`` (absolute, normalized) and a
+    slash, from its parent's (cached): a new study's or series' folder costs one lstat,
+    not one per component, and the quoting of its name only."""
     parent, name = os.path.split(directory)
     if not name or os.path.islink(directory):
-        return os.path.realpath(directory)
-    return os.path.join(_real_directory(parent), name)
+        real = os.path.realpath(directory)
+        return "file://" + quote_from_bytes(os.fsencode(real)).rstrip("/") + "/"
+    return _directory_uri(parent) + quote_from_bytes(os.fsencode(name)) + "/"
 
 
-def _file_uri(path: Path) -> str:
-    """``path.resolve().as_uri()``, the directory's resolution cached: stored files are
-    written in a few directories, and resolving costs a system call per component."""
-    real = os.path.join(_real_directory(os.path.dirname(os.path.abspath(path))), path.name)
-    return "file://" + quote_from_bytes(os.fsencode(real))
+def _file_uri(path: str) -> str:
+    """``Path(path).resolve().as_uri()`` of a stored file, its directory's resolution
+    cached: stored files are written in a few directories, and resolving costs a
+    system call per component."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return _directory_uri(directory) + quote_from_bytes(os.fsencode(name))
 
 
 def _plain_encoding(value: bytes) -> str | None:
@@ -438,7 +467,7 @@ def _plain_encoding(value: bytes) -> str | None:
     return _PLAIN_CHARACTER_SETS.get(terms[0].strip()) if len(terms) == 1 else None
 
 
-def _person_name_json(value: bytes, encoding: str | None) -> dict[str, Any] | None:
+def _person_name_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
     """PN of one value and one (alphabetic) component group; None: pydicom decides."""
     if encoding is None or b"\\" in value or b"=" in value:
         return None
@@ -561,30 +590,58 @@ def _fast_json(raw: RawDataElement, vr: str, encoding: str | None) -> dict[str, 
 
 def _value_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
     """The JSON of a Little Endian value of a common VR (see :func:`_fast_json`)."""
+    convert = _VALUE_JSON.get(vr)
+    return None if convert is None else convert(vr, value, encoding)
+
+
+def _text_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
     if not value:
-        return {"vr": vr} if vr in _FAST_VRS else None
-    parse = _TEXT_VALUES.get(vr)
-    if parse is not None:  # text first: most elements of a header are
-        if encoding is None:
-            return None
-        try:
-            text = value.decode(encoding)
-            if vr in _ONE_TEXT_VRS or "\\" not in text:
-                single = parse(text)
-                return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
-            values = [parse(item) for item in text.split("\\")]
-        except ValueError:  # UnicodeDecodeError included
-            return None
-        # PS3.18 F.2.5: an empty value among several is null.
-        return {"vr": vr, "Value": [None if item == "" else item for item in values]}
-    numbers = _NUMBER_STRUCTS.get(vr)
-    if numbers is not None:
-        if len(value) % numbers.size:
-            return None
-        return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
-    if vr in _BINARY_VRS and vr != "UN":
-        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
-    return None
+        return {"vr": vr}
+    if encoding is None:
+        return None
+    parse = _TEXT_VALUES[vr]
+    try:
+        text = value.decode(encoding)
+        if vr in _ONE_TEXT_VRS or "\\" not in text:
+            single = parse(text)
+            return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
+        values = [parse(item) for item in text.split("\\")]
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    # PS3.18 F.2.5: an empty value among several is null.
+    return {"vr": vr, "Value": [None if item == "" else item for item in values]}
+
+
+def _numbers_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+    if not value:
+        return {"vr": vr}
+    numbers = _NUMBER_STRUCTS[vr]
+    if len(value) % numbers.size:
+        return None
+    return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
+
+
+def _inline_binary_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+    if not value:
+        return {"vr": vr}
+    return {"vr": vr, "InlineBinary": base64.b64encode(value).decode()}
+
+
+# A value's JSON, by VR, for the VRs converted without pydicom (text first: most
+# elements of a header are).
+_ValueJson = Callable[[str, bytes, "str | None"], "dict[str, Any] | None"]
+_VALUE_JSON: dict[str, _ValueJson] = {
+    **dict.fromkeys(_TEXT_VALUES, _text_json),
+    **dict.fromkeys(_NUMBER_STRUCTS, _numbers_json),
+    **dict.fromkeys(_BINARY_VRS - {"UN"}, _inline_binary_json),
+}
+# Each VR the reader knows, by its bytes: its name and its value's JSON (None: SQ,
+# which the reader reads itself, and UN, which only bulk data may be).
+_READER_VRS: dict[bytes, tuple[str, _ValueJson | None]] = {
+    name.encode(): (name, _VALUE_JSON.get(name))
+    for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "SQ")
+}
+_READER_VRS[b"PN"] = ("PN", _person_name_json)
 
 
 def _text_encoding(dataset: Dataset, inherited: str | None) -> str | None:

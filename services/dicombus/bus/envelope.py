@@ -70,13 +70,25 @@ class PendingEvent:
         """The CloudEvents structure, ``data`` built now (each call builds it again)."""
         return to_envelope(self)
 
+    # The pickled state is the dataclass default's, the field values in order, made
+    # and read from a table instead of fields() per event (the journal and the
+    # publisher child pickle every event).
+    def __getstate__(self) -> list[Any]:
+        return [getattr(self, name) for name, _ in _PENDING_FIELDS]
+
     def __setstate__(self, state: list[Any]) -> None:
         # The journal keeps events pickled across an upgrade: a row written by an edge
         # of an earlier version holds only the fields it had. Fields are only ever
         # added at the end, with a default, so the missing ones take theirs.
-        for position, field in enumerate(fields(self)):
-            value = state[position] if position < len(state) else field.default
-            object.__setattr__(self, field.name, value)
+        if len(state) == len(_PENDING_FIELDS):  # the usual case: this version's row
+            for (name, _), value in zip(_PENDING_FIELDS, state, strict=True):
+                object.__setattr__(self, name, value)
+            return
+        for position, (name, default) in enumerate(_PENDING_FIELDS):
+            object.__setattr__(self, name, state[position] if position < len(state) else default)
+
+
+_PENDING_FIELDS = tuple((field.name, field.default) for field in fields(PendingEvent))
 
 
 def to_envelope(pending: PendingEvent) -> dict[str, Any]:
@@ -146,7 +158,12 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-22T21:00:00.123456Z``."""
     if moment.tzinfo is None:
         raise ValueError("event times are timezone-aware (UTC); got a naive datetime")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Formatted by hand: strftime costs half as much again. Captured times are UTC already.
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"
+    )
 
 
 def parse_time(text: str) -> datetime:

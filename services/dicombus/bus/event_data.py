@@ -36,6 +36,7 @@ import base64
 import dataclasses
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -117,6 +118,12 @@ class EventSpec:
     capture: Callable[[Any, DataOptions], Body]
     # EVT_ACCEPTED / EVT_ESTABLISHED: the association block lists the contexts.
     with_contexts: bool = False
+    # The names of ``fields``: one tuple that every event of the type shares (the
+    # publisher child receives a batch's events in one pickle, which keeps it once).
+    field_names: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field_names", tuple(field.name for field in self.fields))
 
     @property
     def name(self) -> str:
@@ -143,7 +150,7 @@ class EventSpec:
             association_context(assoc),
             contexts,
             self.capture(source, options),
-            tuple(field.name for field in self.fields),
+            self.field_names,
         )
 
 
@@ -821,7 +828,7 @@ def _stored_dataset(
     """(DICOM JSON, where it came from, bulk data left out), where the publisher builds."""
     threshold = options.bulk_threshold
     if stored_path is not None:
-        path = Path(stored_path)
+        path = os.fspath(stored_path)  # a str is all the common case needs
         try:
             # Values over the threshold are skipped, never read: they become
             # BulkDataURIs into this very file. The common case first (no
@@ -829,7 +836,7 @@ def _stored_dataset(
             fast = stored_file_json(path, threshold=threshold)
             if fast is not None:
                 return fast, "stored_file", []
-            header = read_header(path, defer_size=threshold)
+            header = read_header(Path(path), defer_size=threshold)
         except Exception as exc:
             LOGGER.warning("cannot read the stored instance %s for its event: %s", path, exc)
             return None, None, []

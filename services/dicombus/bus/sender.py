@@ -13,6 +13,7 @@ docs/performance.md). Where it runs is a :class:`Sender`:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 import uuid
@@ -26,7 +27,7 @@ from redis.connection import ConnectionInterface
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.json_text import dumps
 from dicombus.bus.outbox import OutboxMessage
-from dicombus.bus.redis_message import redis_payload
+from dicombus.bus.redis_message import redis_payloads, uuid_text
 from dicombus.bus.redis_server import broker_client
 from dicombus.bus.subscriptions import Delivery, Subscription
 from dicombus.protocol.errors import DicombusError
@@ -39,8 +40,14 @@ TASK_ID_NAMESPACE = uuid.UUID("6f1c3c8e-5a57-4f0e-9d55-2d1f1b7d0b1e")
 
 
 def task_id_for(event_id: str, task: str) -> str:
-    """The Celery task id of ``event_id``'s message to ``task`` (deterministic)."""
-    return str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task}"))
+    """The Celery task id of ``event_id``'s message to ``task`` (deterministic):
+    ``str(uuid.uuid5(TASK_ID_NAMESPACE, f"{event_id}/{task}"))``, without the UUID
+    objects (RFC 9562 5.5: the SHA-1 of the namespace and the name)."""
+    digest = hashlib.sha1(_NAMESPACE_OCTETS + f"{event_id}/{task}".encode()).digest()
+    return uuid_text(digest, 5)
+
+
+_NAMESPACE_OCTETS = TASK_ID_NAMESPACE.bytes
 
 
 class BrokerError(DicombusError, RuntimeError):
@@ -55,6 +62,11 @@ class SendItem:
     created: float  # Unix time of submit: lag is measured from it
     pending: PendingEvent
     deliveries: tuple[Delivery, ...]
+
+    def __reduce__(self) -> tuple[type[SendItem], tuple[Any, ...]]:
+        # Pickled for the publisher child with every event: its arguments, not the
+        # dataclass default's state (which calls fields() both ways).
+        return SendItem, (self.order, self.created, self.pending, self.deliveries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +173,7 @@ class TaskMessageBuilder:
                     task=delivery.task,
                     queue=delivery.queue,
                     task_id=task_id,
-                    body=head + dumps(kwargs).decode() + self._embed_end,
+                    body=head + (dumps(kwargs).decode() if kwargs else "{}") + self._embed_end,
                     headers=headers,
                     order=order,
                     created=created,
@@ -217,8 +229,8 @@ class Broker:
         if not messages:
             return
         by_queue: dict[str, list[bytes]] = {}
-        for message in messages:
-            by_queue.setdefault(message.queue, []).append(redis_payload(message))
+        for message, payload in zip(messages, redis_payloads(messages), strict=True):
+            by_queue.setdefault(message.queue, []).append(payload)
         commands = [("LPUSH", queue, *payloads) for queue, payloads in by_queue.items()]
         try:
             connection = self._connection or self._connect()
