@@ -61,7 +61,8 @@ class RouteEventPublisher:
             self.slot / "outbox.sqlite3", max_bytes=OUTBOX_MAX_BYTES, synchronous="FULL"
         )
         replay_held(self.slot / HELD_FILE, self.outbox)
-        self.journal = Journal(self.slot / "journal.sqlite3")
+        # A journal.sqlite3 that an earlier version left in the slot is upgraded.
+        self.journal = Journal(self.slot / "journal")
         self.publisher = Publisher(
             broker_url,
             self.view,
