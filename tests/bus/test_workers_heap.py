@@ -16,7 +16,7 @@ import gc
 from celery.signals import worker_process_init, worker_ready
 from dicombus_workers import heap
 assert gc.get_freeze_count() == 0, gc.get_freeze_count()
-assert heap.freeze_start_up_objects in [ref for _, ref in worker_ready.receivers]
+assert heap.freeze_when_ready in [ref for _, ref in worker_ready.receivers]
 worker_process_init.send(sender=None)
 print(gc.get_freeze_count())
 """

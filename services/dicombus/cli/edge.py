@@ -24,6 +24,7 @@ from dicombus.cli.common import (
     owning_data_folder,
 )
 from dicombus.data_folder import DataFolder, NodeRecord, redact
+from dicombus.heap import freeze_start_up_objects
 
 if TYPE_CHECKING:
     from dicombus.bus.edge import EdgeNode
@@ -75,6 +76,8 @@ def _serve(config: EdgeConfig, folder: DataFolder, args: argparse.Namespace) -> 
         except (OSError, RuntimeError) as exc:
             error(COMMAND, f"cannot start the edge node: {exc}")
             return ExitCode.LOCAL_ERROR
+        # The process is the edge's: what it is made of stays out of the collector's scans.
+        freeze_start_up_objects()
         host, port = node.address
         broker = redact(node.broker_url) if node.broker_url else "none (publishing off)"
         started = time.time()

@@ -59,6 +59,7 @@ from dicombus.cli.common import (
 )
 from dicombus.cli.edge import format_metrics
 from dicombus.data_folder import DEFAULT_DATA, DataFolder, NodeRecord, redact
+from dicombus.heap import freeze_start_up_objects
 from dicombus.lifeline import die_with_parent
 
 LOGGER = logging.getLogger("dicombus.cli.up")
@@ -430,6 +431,9 @@ class Node:
         config = dataclasses.replace(self.config, broker_url=self.broker_url)
         self.edge = edge = EdgeNode(config)
         edge.start()
+        # This process is the edge's (workers, Redis and the publisher are children):
+        # what it is made of stays out of the collector's full scans from now on.
+        freeze_start_up_objects()
         return edge
 
     def record(self) -> None:
