@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from dicombus.bus.dicom_json import to_dicom_json
 from dicombus_workers.records import EventRecord
-from helpers import import_peer, require_tool, small_dataset, wait_for_port
+from helpers import free_port, import_peer, require_tool, small_dataset, wait_for_port
 from lxml import etree
 from pydicom.dataset import Dataset
 from up_support import UpProcess
@@ -204,6 +204,15 @@ def issue_certificates(folder: Path) -> tuple[Path, Path, Path, Path]:
     server.cert_chain_pems[0].write_to_path(str(cert_file))
     server.private_key_pem.write_to_path(str(key_file))
     return folder, ca_file, cert_file, key_file
+
+
+def started_tls_rsyslog(folder: Path, rsyslog_dir: Path) -> tuple[Rsyslog, Path, Path, Path]:
+    """A real rsyslog receiving over TLS on a free port, started; with the CA, certificate
+    and key issued for it under ``folder`` (an edge's own TLS may use them too)."""
+    _folder, ca, cert, key = issue_certificates(folder / "certs")
+    rsyslog = Rsyslog(rsyslog_dir, free_port(), (ca, cert, key))
+    rsyslog.start()
+    return rsyslog, ca, cert, key
 
 
 def _copy(path: Path, folder: Path) -> Path:

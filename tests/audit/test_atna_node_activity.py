@@ -17,15 +17,13 @@ from pathlib import Path
 
 import pytest
 from atna_support import (
-    Rsyslog,
     atna_registered,
-    issue_certificates,
     received_messages,
     rsyslog_folder,
+    started_tls_rsyslog,
     syslog_node_toml,
 )
 from dicombus import __version__
-from helpers import free_port
 from lxml import etree
 from up_support import UpProcess
 from worker_support import wait_for
@@ -65,15 +63,12 @@ def of_edge(messages: list[etree._Element], event_type: str) -> list[etree._Elem
 def test_the_edge_start_and_stop_are_application_activity(
     tmp_path: Path, rsyslog_dir: Path
 ) -> None:
-    _folder, ca, cert, key = issue_certificates(tmp_path / "certs")
-    syslog_port = free_port()
-    rsyslog = Rsyslog(rsyslog_dir, syslog_port, (ca, cert, key))
-    rsyslog.start()
+    rsyslog, ca, _cert, _key = started_tls_rsyslog(tmp_path, rsyslog_dir)
     node = UpProcess(
         tmp_path / "node",
         *[
             "--config",
-            str(syslog_node_toml(tmp_path, syslog_port, ca, edge_id=EDGE_ID, ae_title=EDGE_AE)),
+            str(syslog_node_toml(tmp_path, rsyslog.port, ca, edge_id=EDGE_ID, ae_title=EDGE_AE)),
             "--workers",
             "1",
         ],

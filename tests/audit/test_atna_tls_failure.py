@@ -18,16 +18,15 @@ from pathlib import Path
 
 import pytest
 from atna_support import (
-    Rsyslog,
     atna_registered,
-    issue_certificates,
     received_messages,
     rsyslog_folder,
+    started_tls_rsyslog,
     syslog_node_toml,
 )
 from dicombus import AE, tls
 from dicombus.sop_class import Verification
-from helpers import free_port, import_peer, require_tool
+from helpers import import_peer, require_tool
 from lxml import etree
 from up_support import UpProcess
 from worker_support import wait_for
@@ -60,12 +59,9 @@ def untrusting_requestor(port: int, other_ca: Path) -> bool:
 
 def test_failed_tls_handshakes_are_security_alerts(tmp_path: Path, rsyslog_dir: Path) -> None:
     echoscu = require_tool("echoscu")
-    _folder, ca, cert, key = issue_certificates(tmp_path / "certs")
     other_ca = tmp_path / "other-ca.pem"
     import_peer("trustme").CA().cert_pem.write_to_path(str(other_ca))
-    syslog_port = free_port()
-    rsyslog = Rsyslog(rsyslog_dir, syslog_port, (ca, cert, key))
-    rsyslog.start()
+    rsyslog, ca, cert, key = started_tls_rsyslog(tmp_path, rsyslog_dir)
     node = UpProcess(
         tmp_path / "node",
         *[
@@ -73,7 +69,7 @@ def test_failed_tls_handshakes_are_security_alerts(tmp_path: Path, rsyslog_dir: 
             str(
                 syslog_node_toml(
                     tmp_path,
-                    syslog_port,
+                    rsyslog.port,
                     ca,
                     edge_id="edge-tls",
                     ae_title=EDGE_AE,

@@ -26,11 +26,10 @@ from typing import Any
 
 import pytest
 from atna_support import (
-    Rsyslog,
     atna_registered,
-    issue_certificates,
     received_messages,
     rsyslog_folder,
+    started_tls_rsyslog,
     syslog_node_toml,
 )
 from helpers import free_port, require_tool, small_dataset, wait_for_port, write_part10
@@ -129,17 +128,14 @@ def test_a_study_sent_to_dicombus_up_shows_the_same_in_every_view(
     tmp_path: Path, rsyslog_dir: Path
 ) -> None:
     storescu = require_tool("storescu")
-    _folder, ca, cert, key = issue_certificates(tmp_path / "certs")
-    syslog_port = free_port()
-    rsyslog = Rsyslog(rsyslog_dir, syslog_port, (ca, cert, key))
-    rsyslog.start()
+    rsyslog, ca, _cert, _key = started_tls_rsyslog(tmp_path, rsyslog_dir)
     data = tmp_path / "node"
     metrics_port, dashboard_port = free_port(), free_port()
     node = UpProcess(
         data,
         *[
             "--config",
-            str(syslog_node_toml(tmp_path, syslog_port, ca, edge_id=EDGE_ID, ae_title=EDGE_AE)),
+            str(syslog_node_toml(tmp_path, rsyslog.port, ca, edge_id=EDGE_ID, ae_title=EDGE_AE)),
             "--workers",
             "1",
         ],
