@@ -10,6 +10,7 @@ import base64
 import getpass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from atna_support import c_store, conn_close, envelope, study, validate
 from dicombus.dataset_codec import decode_dataset
@@ -18,6 +19,7 @@ from dicombus_workers.atna.from_events import Reporter
 from dicombus_workers.atna.messages import to_xml
 from dicombus_workers.atna.spool import Spool
 from lxml import etree
+from pydicom.dataset import Dataset
 
 REPORTER = Reporter(hostname="audit-host")
 
@@ -247,10 +249,10 @@ def test_a_failed_tls_handshake_is_a_security_alert() -> None:
     assert b"WRONG_VERSION_NUMBER" in detail
 
 
-def test_routing_send_begin_and_transferred() -> None:
-    # The shape routing will publish (docs/audit.md, "Routing events").
-    ds = study()
-    data = {
+def _route_send(ds: Dataset, instance: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """A routing send's event data (docs/audit.md, "Routing events"): one instance of ``ds``
+    to PACS at 10.0.0.5, with ``instance``'s outcome fields."""
+    return {
         "destination": {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104},
         "calling_ae_title": "EDGE",
         "study_instance_uid": str(ds.StudyInstanceUID),
@@ -261,11 +263,16 @@ def test_routing_send_begin_and_transferred() -> None:
             {
                 "sop_class_uid": str(ds.SOPClassUID),
                 "sop_instance_uid": str(ds.SOPInstanceUID),
-                "status_category": "Success",
+                **instance,
             }
         ],
-        "error": None,
+        "error": error,
     }
+
+
+def test_routing_send_begin_and_transferred() -> None:
+    # The shape routing will publish (docs/audit.md, "Routing events").
+    data = _route_send(study(), {"status_category": "Success"}, None)
     begin = validate(
         to_xml(from_events.route_send(envelope(from_events.ROUTE_BEGIN, data), REPORTER))
     )
@@ -288,25 +295,13 @@ def test_a_send_that_failed_as_a_whole_is_one_failed_instances_transferred() -> 
     # No association (docs/audit.md): the instances have no status, and one event of the
     # send, ``closes_send``, stands for the Instances Transferred that ``begin`` opened.
     ds = study()
-    data = {
-        "destination": {"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104},
-        "calling_ae_title": "EDGE",
-        "study_instance_uid": str(ds.StudyInstanceUID),
-        "patient_id": "P-0001",
-        "patient_name": "Doe^Jane",
-        "accession_number": "ACC-1",
-        "instances": [
-            {
-                "sop_class_uid": str(ds.SOPClassUID),
-                "sop_instance_uid": str(ds.SOPInstanceUID),
-                "status": None,
-                "status_category": "Failure",
-                "outcome": "retry",
-                "reason": "cannot connect",
-            }
-        ],
-        "error": "cannot connect to 10.0.0.5:104: connection refused",
+    failed = {
+        "status": None,
+        "status_category": "Failure",
+        "outcome": "retry",
+        "reason": "cannot connect",
     }
+    data = _route_send(ds, failed, "cannot connect to 10.0.0.5:104: connection refused")
     for event_type, outcome in (
         (from_events.ROUTE_FAILED, "4"),  # A.5.1.1: minor failure, tried again
         (from_events.ROUTE_DEAD_LETTER, "8"),  # serious failure, given up
