@@ -234,13 +234,9 @@ def _text(value: object) -> object:
     return str(value) if isinstance(value, str) else value
 
 
+@functools.lru_cache(maxsize=16)
 def incoming_folder(root: Path) -> Path:
     """The folder of partly written instances (and of the node's spool files)."""
-    return _incoming_folder(root)
-
-
-@functools.lru_cache(maxsize=16)
-def _incoming_folder(root: Path) -> Path:
     return root / INCOMING_FOLDER
 
 
@@ -557,7 +553,6 @@ class FolderSync:
     def __init__(
         self, *, grouped: bool = True, sync_one: Callable[[Path], None] | None = None
     ) -> None:
-        self._given_sync_one = sync_one
         self._sync_one = sync_one or fsync_folder
         self._group = GroupCommit(self._sync_all) if grouped else None
 
@@ -569,7 +564,7 @@ class FolderSync:
         """
         if self._group is not None:
             self._group.submit(folder)
-        elif descriptor is not None and self._given_sync_one is None:
+        elif descriptor is not None and self._sync_one is fsync_folder:
             os.fsync(descriptor)
         else:
             self._sync_one(folder)
