@@ -63,6 +63,7 @@ from dicombus.instance_content import EncodedDataSet, same_data_set
 from dicombus.instance_uids import InstanceUIDs
 from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.limits import MAX_UID_LENGTH
+from dicombus.scatter_gather import IOV_MAX, advance
 
 LOGGER = logging.getLogger("dicombus.storage")
 
@@ -497,11 +498,7 @@ def _write_all(handle: int, buffers: list[bytes | memoryview]) -> None:
     less than asked (a signal, a huge buffer), then what is left."""
     views = [memoryview(buffer).cast("B") for buffer in buffers]
     while views:
-        written = os.writev(handle, views)
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if views:
-            views[0] = views[0][written:]
+        views = advance(views, os.writev(handle, views[:IOV_MAX]))
 
 
 def _make_folders(folder: Path) -> None:

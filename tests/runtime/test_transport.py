@@ -38,9 +38,9 @@ from dicombus.runtime.transport import (
     ConnectionClosed,
     DeadlineExpired,
     PduChannel,
-    _advance,
     configure_socket,
 )
+from dicombus.scatter_gather import advance
 
 MAX_PDATA = 64 * 1024
 MAX_ASSOCIATE = 1 << 20
@@ -406,7 +406,7 @@ def test_send_segments_survives_partial_sends_and_many_segments() -> None:
 def test_advance_drops_what_was_sent(sizes: list[int], sent: int, left: list[int]) -> None:
     segments = [memoryview(bytes(range(size))) for size in sizes]
     stream = b"".join(bytes(segment) for segment in segments)
-    remaining = _advance(segments, sent)
+    remaining = advance(segments, sent)
     assert [len(segment) for segment in remaining] == left
     assert b"".join(bytes(segment) for segment in remaining) == stream[sent:]
 

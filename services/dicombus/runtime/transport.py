@@ -17,7 +17,6 @@ platforms without ``poll()``, keep socket timeouts.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import ssl
@@ -27,6 +26,7 @@ from collections.abc import Sequence
 from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.framing import PduFramer
 from dicombus.protocol.limits import PDU_HEADER_LENGTH
+from dicombus.scatter_gather import IOV_MAX, advance
 
 Buffer = bytes | bytearray | memoryview
 
@@ -36,11 +36,6 @@ Buffer = bytes | bytearray | memoryview
 # that stall on our side of the conversation; measured with DCMTK storescu as
 # the sender, 2 KB instances went from about 22 to 850 per second.
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
-
-# POSIX caps the buffers of one sendmsg at IOV_MAX (1024 on Linux and macOS);
-# a longer list fails with EMSGSIZE instead of sending part of it. 16 is the
-# least POSIX allows.
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16
 
 # A header, or a body with less than this left to come, is read through a
 # read-ahead buffer of this size: one recv then takes what the peer has sent,
@@ -197,14 +192,14 @@ class PduChannel:
             pending = [memoryview(segment).cast("B") for segment in segments if len(segment)]
             while pending:
                 try:
-                    sent = self.sock.sendmsg(pending[:_IOV_MAX])
+                    sent = self.sock.sendmsg(pending[:IOV_MAX])
                 except BlockingIOError:
                     if writable is None:
                         raise
                     _wait(writable, deadline)
                     continue
                 self.bytes_sent += sent
-                pending = _advance(pending, sent)
+                pending = advance(pending, sent)
         except TimeoutError as exc:
             raise DeadlineExpired("peer did not accept our data in time", mid_pdu=True) from exc
         except (ConnectionResetError, BrokenPipeError, ssl.SSLError) as exc:
@@ -228,13 +223,3 @@ def _wait(poller: select.poll, deadline: float | None) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0 or not poller.poll(remaining * 1000):
         raise TimeoutError
-
-
-def _advance(segments: list[memoryview], sent: int) -> list[memoryview]:
-    """Drop ``sent`` bytes from the front of a segment list after a partial sendmsg."""
-    while segments and sent >= len(segments[0]):
-        sent -= len(segments[0])
-        segments.pop(0)
-    if segments and sent:
-        segments[0] = segments[0][sent:]
-    return segments
