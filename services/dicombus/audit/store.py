@@ -56,7 +56,7 @@ class AuditStore:
                 # path (compiled statement, per-row parameter processing) cost more CPU per
                 # row than SQLite's own insert. The same statement, so the same rows.
                 values = [_sqlite_values(row) for row in rows]
-                return int(connection.exec_driver_sql(SQLITE_INSERT, values).rowcount)
+                return int(connection.exec_driver_sql(_SQLITE_INSERT, values).rowcount)
             result = connection.execute(insert, rows)
             return len(result.all()) if result.returns_rows else result.rowcount
 
@@ -77,15 +77,6 @@ class AuditStore:
             return self._engine, self._insert
 
 
-# insert_once's statement for SQLite as the driver's text, its parameters in table order.
-_COLUMNS = tuple(column.name for column in events.columns)
-SQLITE_INSERT = (
-    f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))}) "
-    "ON CONFLICT (id) DO NOTHING"
-)
-_sqlite_values = operator.itemgetter(*_COLUMNS)
-
-
 def insert_once(dialect: str) -> Insert:
     """``INSERT INTO events ... ON CONFLICT (id) DO NOTHING`` for ``dialect``."""
     if dialect == "sqlite":
@@ -97,3 +88,10 @@ def insert_once(dialect: str) -> Insert:
         statement = postgresql.insert(events).on_conflict_do_nothing(index_elements=[events.c.id])
         return statement.returning(events.c.id)
     raise UnsupportedEngineError(f"the audit store runs on SQLite or PostgreSQL, not {dialect}")
+
+
+# insert_once's statement for SQLite compiled once to the driver's text, and a row's
+# values in the order of its parameters.
+_SQLITE_COMPILED = insert_once("sqlite").compile(dialect=sqlite.dialect())
+_SQLITE_INSERT = _SQLITE_COMPILED.string
+_sqlite_values = operator.itemgetter(*(_SQLITE_COMPILED.positiontup or ()))

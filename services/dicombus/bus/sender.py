@@ -37,6 +37,7 @@ LOGGER = logging.getLogger("dicombus.bus.sender")
 # Task ids are uuid5(namespace, "<event id>/<task name>"): stable across replays
 # and restarts, different for each subscribed task of one event.
 TASK_ID_NAMESPACE = uuid.UUID("6f1c3c8e-5a57-4f0e-9d55-2d1f1b7d0b1e")
+_NAMESPACE_OCTETS = TASK_ID_NAMESPACE.bytes
 
 
 def task_id_for(event_id: str, task: str) -> str:
@@ -45,9 +46,6 @@ def task_id_for(event_id: str, task: str) -> str:
     objects (RFC 9562 5.5: the SHA-1 of the namespace and the name)."""
     digest = hashlib.sha1(_NAMESPACE_OCTETS + f"{event_id}/{task}".encode()).digest()
     return uuid_text(digest, 5)
-
-
-_NAMESPACE_OCTETS = TASK_ID_NAMESPACE.bytes
 
 
 class BrokerError(DicombusError, RuntimeError):
