@@ -80,10 +80,6 @@ class PendingEvent:
         # The journal keeps events pickled across an upgrade: a row written by an edge
         # of an earlier version holds only the fields it had. Fields are only ever
         # added at the end, with a default, so the missing ones take theirs.
-        if len(state) == len(_PENDING_FIELDS):  # the usual case: this version's row
-            for (name, _), value in zip(_PENDING_FIELDS, state, strict=True):
-                object.__setattr__(self, name, value)
-            return
         for position, (name, default) in enumerate(_PENDING_FIELDS):
             object.__setattr__(self, name, state[position] if position < len(state) else default)
 
