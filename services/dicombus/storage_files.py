@@ -90,6 +90,10 @@ _FOLDER_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
 # open(2) refusing O_TMPFILE: a file system without it (EOPNOTSUPP), a kernel older
 # than it (EISDIR or EINVAL). Those folders get named temporary files from then on.
 _NO_UNNAMED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+# linkat(2) refusing to name one from /proc: a security module's policy (EPERM, EACCES)
+# or a file system that cannot (EOPNOTSUPP, EINVAL). Not a full disk or an I/O error:
+# those refuse a named file too, and the store fails as it should.
+_NO_LINK_FROM_PROC = frozenset({errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.EINVAL})
 _NAMED_ONLY: set[str] = set()
 
 # Hidden (UIDs never start with a dot), so no layout ever names a file in it,
@@ -452,6 +456,17 @@ class _Content:
                 os.link(f"{_PROC_FD}/{handle}", name, dst_dir_fd=entries, follow_symlinks=True)
             except FileExistsError:
                 return False
+            except OSError as exc:
+                if exc.errno not in _NO_LINK_FROM_PROC:
+                    raise
+                LOGGER.warning(
+                    "storage: %s refuses to link unnamed files into place (%s); "
+                    "new instances are written through named temporary files",
+                    incoming,
+                    exc,
+                )
+                _NAMED_ONLY.add(str(incoming))
+                return self._write_named(incoming, folder / name, replace=False)
             finally:
                 os.close(handle)
             self.folder_sync.sync(folder, entries)

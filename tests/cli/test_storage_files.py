@@ -526,6 +526,66 @@ def test_a_file_system_refusing_unnamed_files_gets_named_ones(
     assert list((tmp_path / ".incoming").iterdir()) == []
 
 
+def _link_from_proc_refused(monkeypatch: pytest.MonkeyPatch, error: int) -> list[str]:
+    """os.link raising ``error`` for a source in /proc (the unnamed file's link); the
+    sources it was asked to link are listed in the list returned."""
+    # A fake: no security module on this machine refuses linkat(2) of /proc/self/fd/N
+    # (SELinux or AppArmor policies can, with EPERM or EACCES), and a full disk cannot
+    # be made to refuse only the link after the file's bytes were written.
+    real_link = os.link
+    asked: list[str] = []
+
+    def refusing(source: Any, *args: Any, **kwargs: Any) -> None:
+        if str(source).startswith("/proc/"):
+            asked.append(str(source))
+            raise OSError(error, os.strerror(error))
+        real_link(source, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", refusing)
+    monkeypatch.setattr(storage_files, "_NAMED_ONLY", set())
+    return asked
+
+
+def test_a_refused_link_from_proc_gets_named_files(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_TMPFILE works but linking it from /proc is refused (EPERM): the instance is
+    stored through a named temporary file, not refused, and that folder is not asked
+    for an unnamed one again; nothing is left in .incoming."""
+    asked = _link_from_proc_refused(monkeypatch, errno.EPERM)
+    _, dataset = encoded
+    for instance in (f"{INSTANCE}.1", f"{INSTANCE}.2"):
+        stored = store_instance(
+            tmp_path, file_meta=_meta(instance), dataset_bytes=dataset, layout=Layout.FLAT
+        )
+        assert stored.duplicate is None
+        assert stored.path.read_bytes() == encode_part10_header(_meta(instance)) + dataset
+        assert stat.S_IMODE(stored.path.stat().st_mode) == 0o600
+    assert len(asked) == 1
+    assert sorted(storage_files._NAMED_ONLY) == [str(tmp_path / ".incoming")]
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
+def test_a_link_failing_for_want_of_room_fails_the_store(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link refused for want of room (ENOSPC) is a store that failed, not a file
+    system without unnamed files: the error reaches the caller, no file is named, and
+    the next store tries an unnamed file again."""
+    asked = _link_from_proc_refused(monkeypatch, errno.ENOSPC)
+    _, dataset = encoded
+    for instance in (f"{INSTANCE}.1", f"{INSTANCE}.2"):
+        with pytest.raises(OSError) as refused:
+            store_instance(
+                tmp_path, file_meta=_meta(instance), dataset_bytes=dataset, layout=Layout.FLAT
+            )
+        assert refused.value.errno == errno.ENOSPC
+    assert len(asked) == 2
+    assert not storage_files._NAMED_ONLY
+    assert _files(tmp_path) == []
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
 @pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named"])
 def test_two_stores_of_the_same_new_instance_keep_one_file(
     tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], unnamed: bool
