@@ -4,6 +4,7 @@ through prometheus-client's exposition as Prometheus would scrape it."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,11 +19,20 @@ from dicombus.bus.redis_server import EmbeddedRedis
 from dicombus.bus.sender import Broker, TaskMessageBuilder
 from dicombus.bus.subscriptions import Subscription, register_subscriptions
 from dicombus.metrics.collector import registry_for
-from dicombus.metrics.families import LABEL_CAPS, ROUTING_DELIVERIES
+from dicombus.metrics.families import (
+    CSTORE_DURATION,
+    EVENT_TO_TASK,
+    LABEL_CAPS,
+    ROUTING_DELIVERIES,
+    Family,
+    bound_text,
+)
 from dicombus.metrics.heartbeat import EdgeHeartbeat
-from dicombus.metrics.recorder import event_ops
+from dicombus.metrics.recorder import EventOps, event_ops
 from dicombus.metrics.snapshot import BREAKERS_KEY, read_snapshot
 from dicombus.metrics.store import apply, increment
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -209,6 +219,32 @@ def test_event_to_task_latency_is_observed_per_counting_task(client: redis.Redis
     assert samples["dicombus_event_to_task_seconds_sum"][task] == pytest.approx(2.0)
     assert samples["dicombus_event_to_task_seconds_bucket"][(("le", "1.0"), *task)] == 0
     assert samples["dicombus_event_to_task_seconds_bucket"][(("le", "2.5"), *task)] == 1
+
+
+_BOUNDS = sorted({*CSTORE_DURATION.buckets, *EVENT_TO_TASK.buckets})
+
+
+@given(
+    seconds=st.one_of(
+        st.sampled_from(_BOUNDS),
+        st.sampled_from(_BOUNDS).map(lambda bound: math.nextafter(bound, math.inf)),
+        st.sampled_from(_BOUNDS).map(lambda bound: math.nextafter(bound, 0.0)),
+        st.floats(min_value=0.0, max_value=1e6, allow_nan=False),
+    ),
+    family=st.sampled_from([CSTORE_DURATION, EVENT_TO_TASK]),
+)
+def test_an_observation_counts_in_the_first_bucket_whose_bound_it_does_not_exceed(
+    seconds: float, family: Family
+) -> None:
+    """Prometheus' ``le``: the bucket of the smallest bound at or over the value, a value on a
+    bound in that bound's bucket, a value over them all in ``+Inf``."""
+    ops = EventOps("marker")
+    ops.observe(family, ["edge-1"], seconds)
+    (kind, key, parts, amount), (sum_kind, sum_key, _, observed) = ops.ops
+    at_or_over = [bound for bound in family.buckets if seconds <= bound]
+    assert parts[-1] == (bound_text(at_or_over[0]) if at_or_over else "+Inf")
+    assert (kind, key, amount) == ("incr", family.buckets_key, 1)
+    assert (sum_kind, sum_key, observed) == ("incrf", family.sum_key, seconds)
 
 
 def test_queue_depth_and_oldest_age_come_from_the_queue_lists(

@@ -18,6 +18,8 @@ nothing of the worker but the envelope, the task's name and the time:
 
 from __future__ import annotations
 
+import functools
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,15 +80,24 @@ class EventOps:
         self, family: Family, parts: list[Any], minute: int, amount: int = 1
     ) -> None:
         """Add to a counter family and to its hash of ``minute`` (kept :data:`MINUTE_TTL`)."""
+        key = minute_key(family, minute)
         self.incr(family.key, parts, amount)
-        self.incr(minute_key(family, minute), parts, amount)
-        self.ops.append(["expire", minute_key(family, minute), MINUTE_TTL])
+        self.incr(key, parts, amount)
+        self.ops.append(["expire", key, MINUTE_TTL])
 
     def observe(self, family: Family, parts: list[Any], seconds: float) -> None:
-        """One observation of a histogram whose bucket is known here."""
-        bucket = next((bound_text(b) for b in family.buckets if seconds <= b), "+Inf")
+        """One observation of a histogram whose bucket is known here: the first bound
+        ``seconds`` is at or under (Prometheus' ``le``), or ``+Inf``."""
+        index = bisect_left(family.buckets, seconds)
+        bucket = _bound_texts(family.buckets)[index] if index < len(family.buckets) else "+Inf"
         self.incr(family.buckets_key, [*parts, bucket])
         self.ops.append(["incrf", family.sum_key, parts, seconds])
+
+
+@functools.cache
+def _bound_texts(buckets: tuple[float, ...]) -> tuple[str, ...]:
+    # Formatting a bound (json.dumps) per observation was a tenth of counting an event.
+    return tuple(map(bound_text, buckets))
 
 
 def event_ops(envelope: Mapping[str, Any], *, marker: str, task: str, now: datetime) -> EventOps:
