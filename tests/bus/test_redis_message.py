@@ -8,13 +8,16 @@ the settings the publisher used before it built the document itself.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis
-from dicombus.bus.redis_message import redis_payloads
+from dicombus.bus.redis_message import lpush_commands, redis_payloads
 from dicombus.bus.redis_server import EmbeddedRedis
 from dicombus.bus.sender import Broker, TaskMessageBuilder
+from hypothesis import given
+from hypothesis import strategies as st
 from kombu import Connection
 from publisher_support import (
     Association,
@@ -94,6 +97,54 @@ def test_a_batch_is_one_lpush_per_queue_in_order(redis_server: EmbeddedRedis) ->
         received = consume(redis_server.url, queue, 50)
         assert_in_sequence(received)
         assert len(received) == 50
+
+
+@given(
+    batch=st.dictionaries(
+        st.text(min_size=1, max_size=20),
+        st.lists(
+            st.one_of(st.binary(max_size=64), st.binary(min_size=6_000, max_size=7_000)),
+            min_size=1,
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_the_commands_are_the_bytes_redis_py_packs(batch: dict[str, list[bytes]]) -> None:
+    """One buffer holding what redis-py's own packing sends, piece by piece, for the same
+    LPUSHes (payloads under and over its 6 KB pieces, non-ASCII queue names)."""
+    packer = redis.Connection()
+    commands = [("LPUSH", queue, *payloads) for queue, payloads in batch.items()]
+    assert lpush_commands(batch) == b"".join(packer.pack_commands(commands))
+
+
+def test_a_batch_is_sent_in_one_write(
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of 100 documents of about 3 KB (0.3 MB) goes to the connection as one
+    buffer: one write, where redis-py's packing made some fifty 6 KB pieces, each
+    written on its own. A spy on the real connection counts the pieces."""
+    pieces: list[int] = []
+    send = redis.Connection.send_packed_command
+
+    def counting(self: redis.Connection, command: Any, *args: Any, **kwargs: Any) -> None:
+        pieces.append(len(command))
+        send(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Connection, "send_packed_command", counting)
+    padding = "[[" + " " * 3000
+    messages = [
+        replace(message, body=message.body.replace("[[", padding, 1))
+        for message in _messages(100, "audit")
+    ]
+    broker = Broker(redis_server.url, timeout=5)
+    try:
+        broker.publish(messages)
+    finally:
+        broker.close()
+    assert pieces[-1] == 1
+    assert len(consume(redis_server.url, "audit", 100)) == 100
 
 
 def test_a_broken_connection_is_replaced(redis_server: EmbeddedRedis) -> None:

@@ -27,7 +27,7 @@ from redis.connection import ConnectionInterface
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.json_text import dumps
 from dicombus.bus.outbox import OutboxMessage
-from dicombus.bus.redis_message import redis_payloads, uuid_text
+from dicombus.bus.redis_message import lpush_commands, redis_payloads, uuid_text
 from dicombus.bus.redis_server import broker_client
 from dicombus.bus.subscriptions import Delivery, Subscription
 from dicombus.protocol.errors import DicombusError
@@ -229,12 +229,10 @@ class Broker:
         by_queue: dict[str, list[bytes]] = {}
         for message, payload in zip(messages, redis_payloads(messages), strict=True):
             by_queue.setdefault(message.queue, []).append(payload)
-        commands = [("LPUSH", queue, *payloads) for queue, payloads in by_queue.items()]
         try:
             connection = self._connection or self._connect()
-            packed = connection.pack_commands(commands)  # type: ignore[no-untyped-call]
-            connection.send_packed_command(packed)  # type: ignore[no-untyped-call]
-            for _ in commands:
+            connection.send_packed_command([lpush_commands(by_queue)])  # type: ignore[no-untyped-call]
+            for _ in by_queue:
                 connection.read_response()  # the list's length; an error reply raises
         except BaseException:
             self.close()
