@@ -77,6 +77,9 @@ class Association:
         self.is_aborted = False
         self.is_released = False
         self.rejection: Rejection | None = None
+        # Requestor: why the connection to the acceptor could not be opened (the socket
+        # error, or the TLS handshake's failure); None when it was, or was not tried.
+        self.connection_error: str | None = None
         self.accepted_contexts: list[PresentationContext] = []
         self.rejected_contexts: list[PresentationContext] = []
         self.requested_contexts: list[PresentationContext] = []

@@ -212,8 +212,14 @@ class AssociationSession:
                 tls=self._tls,
             )
         except OSError as exc:
+            why = (
+                f"TLS handshake failed: {handshake_failure(exc)}"
+                if isinstance(exc, ssl.SSLError)
+                else str(exc) or type(exc).__name__
+            )
+            self.assoc.connection_error = why
             LOGGER.error(
-                "association request failed: unable to connect to %s:%s (%s)", address, port, exc
+                "association request failed: unable to connect to %s:%s (%s)", address, port, why
             )
             self._mark_aborted("(the connection could not be opened)")
             return None

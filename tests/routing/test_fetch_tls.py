@@ -131,3 +131,36 @@ def test_a_worker_without_the_ca_has_a_dead_letter_naming_the_setting(
         "to verify its certificate"
     )
     assert list((tmp_path / "storescp").iterdir()) == []
+
+
+def test_a_failed_tls_handshake_with_the_edge_is_named_in_the_reason(
+    tmp_path: Path, pki: Pki
+) -> None:
+    """A worker that trusts another CA cannot verify the edge: its delivery waits for
+    another try with the handshake's failure as the reason, in OpenSSL's words."""
+    other = import_peer("trustme").CA()
+    other.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+    cert, key = pki.worker
+    worker_tls = EdgeSettings(tls_ca=tmp_path / "other-ca.pem", tls_cert=cert, tls_key=key)
+    ds = small_dataset()
+    with (
+        storescp(tmp_path / "storescp") as pacs,
+        embedded_redis(tmp_path / "redis") as url,
+        running_edge(url, tmp_path / "edge", tls=tls_edge(pki)) as node,
+        sender_for(url, tmp_path, pacs.port, worker_tls) as sender,
+    ):
+        port = node.address[1]
+        store_datasets(port, [ds], tls_args=modality_tls(pki))
+        seen = fetch_associations(node)
+        advertised = retrieve_uri("EDGE", "127.0.0.1", port, tls=True)
+        sender.store.add(requests_for([ds], advertised, "pacs"))
+        rounds_until(sender, lambda: sender.store.deliveries()[0].reason is not None)
+        [waiting] = sender.store.deliveries()
+        assert seen == []
+    assert waiting.state == State.WAITING  # a certificate may be replaced: tried again
+    assert waiting.reason is not None
+    assert waiting.reason.startswith(
+        f"cannot connect to the edge dicom-tls://EDGE@127.0.0.1:{port}: "
+        "TLS handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED]"
+    )
+    assert list((tmp_path / "storescp").iterdir()) == []

@@ -5,6 +5,7 @@ on a TLS port. A few tests run against pynetdicom (named in the test name)."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -156,6 +157,24 @@ def test_an_acceptor_from_an_untrusted_ca_is_refused(pki: Pki, tls_server: Any) 
     server, _ = tls_server()
     assert echo(server, tls.client_context(pki.other_ca)) == -1
     assert echo(server, tls.client_context(pki.ca)) == 0x0000
+
+
+def test_a_requestor_is_told_why_its_connection_failed(pki: Pki, tls_server: Any) -> None:
+    """``connection_error``: the TLS handshake's failure in OpenSSL's words, or the
+    socket's error; None once a connection was opened."""
+    server, _ = tls_server()
+    untrusted = associate(server, tls.client_context(pki.other_ca), "localhost")
+    assert untrusted.is_aborted and not untrusted.is_established
+    assert untrusted.connection_error is not None
+    assert untrusted.connection_error.startswith("TLS handshake failed: [SSL: CERTIFICATE_VERIFY")
+    assert "_ssl.c" not in untrusted.connection_error
+    with socket.socket() as unused:  # a port nobody listens on: bound, never listening
+        unused.bind(("127.0.0.1", 0))
+        refused = requestor().associate("127.0.0.1", unused.getsockname()[1])
+    assert refused.connection_error is not None and "refused" in refused.connection_error
+    trusted = associate(server, tls.client_context(pki.ca), "localhost")
+    assert trusted.is_established and trusted.connection_error is None
+    trusted.release()
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated")

@@ -86,6 +86,8 @@ def _associate(destination: DimseDestination, contexts: Sequence[tuple[str, str]
         )
     except OSError as exc:
         raise ConnectionFailed(f"cannot connect to {destination.address}: {exc}") from exc
+    if assoc.connection_error is not None:
+        raise ConnectionFailed(f"cannot connect to {destination.address}: {assoc.connection_error}")
     if not assoc.is_established:
         how = (
             "rejected"

@@ -246,7 +246,10 @@ def _fetch_on_one_association(
                 f"the edge {edge.address} rejected the C-GET association ({rejection.explanation})"
             )
             return _all(wanted, Unfetched(why, rejection.result == REJECTED_PERMANENT))
-        return _all(wanted, Unfetched(f"no C-GET association with the edge {edge.address}", False))
+        why = f"no C-GET association with the edge {edge.address}"
+        if assoc.connection_error is not None:
+            why = f"cannot connect to the edge {edge.address}: {assoc.connection_error}"
+        return _all(wanted, Unfetched(why, False))
     finals: dict[str, int | None] = {}
     try:
         for (study, series), uids in _by_series(deliveries).items():
