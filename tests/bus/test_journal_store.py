@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import logging
 import os
 import pickle
@@ -22,6 +24,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dicombus.bus import journal as journal_module
@@ -396,6 +399,50 @@ def test_on_a_full_disk_record_raises_and_no_failed_record_is_read_back(
         back = {event.id for event in again.leftovers()}
         again.close()
     assert back == {event.id for event in acknowledged}
+
+
+@pytest.mark.parametrize("earlier", [0, 2], ids=["new-segment", "after-records"])
+def test_a_group_refused_by_fdatasync_is_never_read_back_even_if_it_cannot_be_cut(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    earlier: int,
+) -> None:
+    """A group written whole, then refused (its fdatasync fails), in a segment that cannot
+    be truncated back: its records stay out of a later start's leftovers, where they
+    would otherwise be read as intact; the acknowledged ones before it come back."""
+    # Fakes: an I/O error (EIO) from fdatasync and from ftruncate. No device here fails
+    # those on demand; a full disk refuses the write itself, which leaves no whole record.
+    path = tmp_path / "journal"
+    journal = Journal(path)
+    acknowledged = [pending() for _ in range(earlier)]
+    for event in acknowledged:
+        journal.record(event)
+    real_fdatasync, real_ftruncate = os.fdatasync, os.ftruncate
+
+    def failing(call: Any) -> Any:
+        def fake(fd: int, *args: Any) -> Any:
+            # The segment's own descriptor (it appends); not another one on the file.
+            if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            return call(fd, *args)
+
+        return fake
+
+    monkeypatch.setattr(os, "fdatasync", failing(real_fdatasync))
+    monkeypatch.setattr(os, "ftruncate", failing(real_ftruncate))
+    refused = pending()
+    with pytest.raises(JournalError, match="Input/output error"):
+        journal.record(refused)
+    monkeypatch.undo()
+    # The edge dies here, without closing the journal (a close would remove a segment
+    # with nothing acknowledged in it).
+    caplog.set_level(logging.WARNING, "dicombus.bus.journal")
+    again = Journal(path)
+    back = [event.id for event in again.leftovers()]
+    again.close()
+    assert back == [event.id for event in acknowledged]
+    assert "a record of 0 bytes whose CRC-32 does not match" in caplog.text
 
 
 def test_the_publisher_forgets_a_journaled_event_once_redis_has_it(tmp_path: Path) -> None:

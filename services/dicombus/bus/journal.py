@@ -57,6 +57,8 @@ from typing import Any
 
 from dicombus.bus.envelope import PendingEvent
 from dicombus.bus.journal_records import (
+    FRAME_SIZE,
+    HEADER_SIZE,
     JournalError,
     Record,
     SegmentRead,
@@ -358,8 +360,36 @@ class Journal:
                 "journal %s: cannot cut segment %d back: %s", self.path, segment.number, exc
             )
             segment.sealed = True
+            self._void_failed_group(segment)
         if segment.records:
             segment.sealed = True
+
+    def _void_failed_group(self, segment: _Segment) -> None:
+        """The segment could not be cut back: overwrite the frame of the failed group's
+        first record with zeros (a record whose CRC cannot match), so that reading stops
+        before the group after a restart too. The group's records may be whole: written,
+        then refused by an fdatasync that failed. Overwriting allocates nothing where a
+        full disk refused the append; the segment's descriptor appends only, so a
+        second one writes at the offset."""
+        start = segment.size or HEADER_SIZE  # a new segment's group came after its header
+        try:
+            written = os.fstat(segment.fd).st_size
+            if written <= start:
+                return  # nothing of the group reached the file
+            fd = os.open(self._segment_path(segment.number), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.pwrite(fd, bytes(min(FRAME_SIZE, written - start)), start)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            LOGGER.critical(
+                "journal %s: segment %d keeps a group of records refused to their callers "
+                "(%s); after a restart their events may be published",
+                self.path,
+                segment.number,
+                exc,
+            )
 
     def _failed(self, reason: str) -> JournalError:
         message = f"cannot write the event journal {self.path}: {reason}"
