@@ -11,6 +11,8 @@ The deliveries name a stored path that does not exist here, so every instance is
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +23,10 @@ from dicombus.bus.edge_config import TlsConfig
 from dicombus.bus.envelope import retrieve_uri
 from dicombus.routing.delivery_store import State
 from dicombus.routing.destinations import EdgeSettings
+from dicombus_workers.routing.sender import DestinationSender
 from helpers import import_peer, small_dataset
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 from pydicom.uid import ImplicitVRLittleEndian
 from test_fetch_batches import (
     MR_IMAGE_STORAGE,
@@ -73,15 +77,21 @@ def modality_tls(pki: Pki) -> tuple[ssl.SSLContext, str]:
     return tls.client_context(pki.ca, *pki.worker), "127.0.0.1"
 
 
-def test_a_batch_is_fetched_over_tls_from_the_edge_the_events_name(
-    tmp_path: Path, pki: Pki
-) -> None:
-    datasets = [small_dataset() for _ in range(2)]
-    datasets[1].StudyInstanceUID = datasets[0].StudyInstanceUID
-    datasets.append(small_dataset(MR_IMAGE_STORAGE, ImplicitVRLittleEndian))
-    # The address from the events; the TLS settings from [routing] edge.
-    cert, key = pki.worker
-    worker_tls = EdgeSettings(tls_ca=pki.ca, tls_cert=cert, tls_key=key)
+@dataclass(frozen=True)
+class TlsEdge:
+    """A TLS edge holding the instances a modality stored over TLS, and a sender to
+    DCMTK's storescp whose worker fetches from that edge."""
+
+    sender: DestinationSender
+    advertised: str  # the retrieve URI in the edge's events
+    fetches: list[str]  # calling AE titles of the associations the edge accepted since
+
+
+@contextmanager
+def tls_edge_holding(
+    tmp_path: Path, pki: Pki, datasets: list[Dataset], worker_tls: EdgeSettings | None
+) -> Iterator[TlsEdge]:
+    """``datasets`` stored on a TLS edge; the sender's ``[routing] edge`` is ``worker_tls``."""
     with (
         storescp(tmp_path / "storescp") as pacs,
         embedded_redis(tmp_path / "redis") as url,
@@ -92,14 +102,27 @@ def test_a_batch_is_fetched_over_tls_from_the_edge_the_events_name(
         store_datasets(port, datasets, tls_args=modality_tls(pki))
         advertised = retrieve_uri("EDGE", "127.0.0.1", port, tls=True)
         assert node.capture is not None and node.capture.retrieve_uri == advertised
-        assert advertised.startswith("dicom-tls://")
-        seen = fetch_associations(node)
-        sender.store.add(requests_for(datasets, advertised, "pacs"))
+        yield TlsEdge(sender, advertised, fetch_associations(node))
+
+
+def test_a_batch_is_fetched_over_tls_from_the_edge_the_events_name(
+    tmp_path: Path, pki: Pki
+) -> None:
+    datasets = [small_dataset() for _ in range(2)]
+    datasets[1].StudyInstanceUID = datasets[0].StudyInstanceUID
+    datasets.append(small_dataset(MR_IMAGE_STORAGE, ImplicitVRLittleEndian))
+    # The address from the events; the TLS settings from [routing] edge.
+    cert, key = pki.worker
+    worker_tls = EdgeSettings(tls_ca=pki.ca, tls_cert=cert, tls_key=key)
+    with tls_edge_holding(tmp_path, pki, datasets, worker_tls) as edge:
+        assert edge.advertised.startswith("dicom-tls://")
+        sender = edge.sender
+        sender.store.add(requests_for(datasets, edge.advertised, "pacs"))
         rounds_until(
             sender,
             lambda: [d.state for d in sender.store.deliveries()] == [State.ACKNOWLEDGED] * 3,
         )
-        assert seen == ["DICOMBUS"]  # one TLS association for the whole batch
+        assert edge.fetches == ["DICOMBUS"]  # one TLS association for the whole batch
     received = {dcmread(p).SOPInstanceUID: p for p in (tmp_path / "storescp").iterdir()}
     stored = {dcmread(p).SOPInstanceUID: p for p in (tmp_path / "edge" / "storage").rglob("*.dcm")}
     assert set(received) == set(stored) == {str(ds.SOPInstanceUID) for ds in datasets}
@@ -111,23 +134,15 @@ def test_a_worker_without_the_ca_has_a_dead_letter_naming_the_setting(
     tmp_path: Path, pki: Pki
 ) -> None:
     ds = small_dataset()
-    with (
-        storescp(tmp_path / "storescp") as pacs,
-        embedded_redis(tmp_path / "redis") as url,
-        running_edge(url, tmp_path / "edge", tls=tls_edge(pki)) as node,
-        sender_for(url, tmp_path, pacs.port) as sender,  # no [routing] edge at all
-    ):
-        port = node.address[1]
-        store_datasets(port, [ds], tls_args=modality_tls(pki))
-        seen = fetch_associations(node)
-        advertised = retrieve_uri("EDGE", "127.0.0.1", port, tls=True)
-        sender.store.add(requests_for([ds], advertised, "pacs"))
+    with tls_edge_holding(tmp_path, pki, [ds], None) as edge:  # no [routing] edge at all
+        sender = edge.sender
+        sender.store.add(requests_for([ds], edge.advertised, "pacs"))
         rounds_until(sender, lambda: [d.state for d in sender.store.deliveries()] == [State.DEAD])
         [dead] = sender.store.deliveries()
-        assert seen == []  # nothing was tried in the clear, nor without a way to verify
+        assert edge.fetches == []  # nothing was tried in the clear, nor without a way to verify
     assert dead.attempts == 1  # asking again cannot help: a dead letter at once
     assert dead.reason == (
-        f"DICOM over TLS to dicom-tls://EDGE@127.0.0.1:{port} needs tls_ca in [routing] edge, "
+        f"DICOM over TLS to {edge.advertised} needs tls_ca in [routing] edge, "
         "to verify its certificate"
     )
     assert list((tmp_path / "storescp").iterdir()) == []
@@ -143,24 +158,16 @@ def test_a_failed_tls_handshake_with_the_edge_is_named_in_the_reason(
     cert, key = pki.worker
     worker_tls = EdgeSettings(tls_ca=tmp_path / "other-ca.pem", tls_cert=cert, tls_key=key)
     ds = small_dataset()
-    with (
-        storescp(tmp_path / "storescp") as pacs,
-        embedded_redis(tmp_path / "redis") as url,
-        running_edge(url, tmp_path / "edge", tls=tls_edge(pki)) as node,
-        sender_for(url, tmp_path, pacs.port, worker_tls) as sender,
-    ):
-        port = node.address[1]
-        store_datasets(port, [ds], tls_args=modality_tls(pki))
-        seen = fetch_associations(node)
-        advertised = retrieve_uri("EDGE", "127.0.0.1", port, tls=True)
-        sender.store.add(requests_for([ds], advertised, "pacs"))
+    with tls_edge_holding(tmp_path, pki, [ds], worker_tls) as edge:
+        sender = edge.sender
+        sender.store.add(requests_for([ds], edge.advertised, "pacs"))
         rounds_until(sender, lambda: sender.store.deliveries()[0].reason is not None)
         [waiting] = sender.store.deliveries()
-        assert seen == []
+        assert edge.fetches == []
     assert waiting.state == State.WAITING  # a certificate may be replaced: tried again
     assert waiting.reason is not None
     assert waiting.reason.startswith(
-        f"cannot connect to the edge dicom-tls://EDGE@127.0.0.1:{port}: "
+        f"cannot connect to the edge {edge.advertised}: "
         "TLS handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED]"
     )
     assert list((tmp_path / "storescp").iterdir()) == []
