@@ -451,22 +451,24 @@ class _Content:
                 return self._write_named(incoming, folder / name, replace=False)
             try:
                 self._fill(handle)
-                # linkat(2) with AT_SYMLINK_FOLLOW (a dst_dir_fd makes os.link call it):
-                # the only way to name an O_TMPFILE file without CAP_DAC_READ_SEARCH.
-                os.link(f"{_PROC_FD}/{handle}", name, dst_dir_fd=entries, follow_symlinks=True)
-            except FileExistsError:
-                return False
-            except OSError as exc:
-                if exc.errno not in _NO_LINK_FROM_PROC:
-                    raise
-                LOGGER.warning(
-                    "storage: %s refuses to link unnamed files into place (%s); "
-                    "new instances are written through named temporary files",
-                    incoming,
-                    exc,
-                )
-                _NAMED_ONLY.add(str(incoming))
-                return self._write_named(incoming, folder / name, replace=False)
+                try:
+                    # linkat(2) with AT_SYMLINK_FOLLOW (a dst_dir_fd makes os.link call
+                    # it): the only way to name an O_TMPFILE file without
+                    # CAP_DAC_READ_SEARCH.
+                    os.link(f"{_PROC_FD}/{handle}", name, dst_dir_fd=entries, follow_symlinks=True)
+                except FileExistsError:
+                    return False
+                except OSError as exc:
+                    if exc.errno not in _NO_LINK_FROM_PROC:
+                        raise
+                    LOGGER.warning(
+                        "storage: %s refuses to link unnamed files into place (%s); "
+                        "new instances are written through named temporary files",
+                        incoming,
+                        exc,
+                    )
+                    _NAMED_ONLY.add(str(incoming))
+                    return self._write_named(incoming, folder / name, replace=False)
             finally:
                 os.close(handle)
             self.folder_sync.sync(folder, entries)

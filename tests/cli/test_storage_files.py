@@ -566,6 +566,28 @@ def test_a_refused_link_from_proc_gets_named_files(
     assert list((tmp_path / ".incoming").iterdir()) == []
 
 
+def test_a_refused_write_is_not_taken_for_a_refused_link(
+    tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EPERM while the unnamed file is written (its fchmod, say) fails the store: only
+    the link's refusal means the folder cannot take unnamed files."""
+
+    # A fake: nothing here refuses the fchmod of a file this process just created.
+    def refused(*_: Any) -> None:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "fchmod", refused)
+    monkeypatch.setattr(storage_files, "_NAMED_ONLY", set())
+    _, dataset = encoded
+    with pytest.raises(PermissionError):
+        store_instance(
+            tmp_path, file_meta=_meta(INSTANCE), dataset_bytes=dataset, layout=Layout.FLAT
+        )
+    assert not storage_files._NAMED_ONLY
+    assert _files(tmp_path) == []
+    assert list((tmp_path / ".incoming").iterdir()) == []
+
+
 def test_a_link_failing_for_want_of_room_fails_the_store(
     tmp_path: Path, encoded: tuple[FileMetaDataset, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
