@@ -18,6 +18,7 @@ The subject of a verified peer certificate is recorded as
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from typing import cast
 
@@ -83,5 +84,11 @@ def handshake_failure(exc: OSError) -> str:
     """Why a TLS handshake failed, in words for logs and the audit trail: OpenSSL's
     reason and message (``[SSL: WRONG_VERSION_NUMBER] wrong version number``: a
     plaintext peer; ``... TLSV1_ALERT_UNKNOWN_CA ...``: the peer does not trust our
-    certificate) without CPython's source location, or the socket error (a timeout)."""
-    return str(exc).split(" (_ssl.c:", 1)[0] or type(exc).__name__
+    certificate) without CPython's source location, or the socket error (a timeout,
+    which CPython words ``_ssl.c:NNN: The handshake operation timed out``)."""
+    text = _SOURCE_PREFIX.sub("", str(exc).split(" (_ssl.c:", 1)[0])
+    return text or type(exc).__name__
+
+
+# CPython's location in its own source, before a TLS timeout's message.
+_SOURCE_PREFIX = re.compile(r"^_ssl\.c:\d+: ")

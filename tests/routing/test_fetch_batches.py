@@ -145,7 +145,6 @@ def test_an_edge_that_is_down_is_retried_with_back_off_then_delivers(tmp_path: P
             assert delivery.state is State.WAITING
             assert delivery.reason is not None
             assert delivery.reason.startswith("cannot connect to the edge dicom://EDGE@")
-            assert "refused" in delivery.reason  # the socket's own words
             assert delivery.due > delivery.updated  # a back-off delay, kept in the store
         # The edge's absence is not the destination's: its breaker counted nothing.
         assert sender.store.breaker("pacs").failures == 0

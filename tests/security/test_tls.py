@@ -172,6 +172,14 @@ def test_a_requestor_is_told_why_its_connection_failed(pki: Pki, tls_server: Any
         unused.bind(("127.0.0.1", 0))
         refused = requestor().associate("127.0.0.1", unused.getsockname()[1])
     assert refused.connection_error is not None and "refused" in refused.connection_error
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, says nothing
+        patient = requestor()
+        patient.acse_timeout = 0.5  # the handshake's deadline
+        port = silent.getsockname()[1]
+        timed_out = patient.associate(
+            "127.0.0.1", port, tls_args=(tls.client_context(pki.ca), "localhost")
+        )
+    assert timed_out.connection_error == "TLS handshake failed: The handshake operation timed out"
     trusted = associate(server, tls.client_context(pki.ca), "localhost")
     assert trusted.is_established and trusted.connection_error is None
     trusted.release()

@@ -13,7 +13,14 @@ import socket
 import ssl
 from collections.abc import Callable
 
+from dicombus.protocol.errors import DicombusError
 from dicombus.runtime.transport import configure_socket
+from dicombus.tls import handshake_failure
+
+
+class HandshakeFailed(DicombusError, ConnectionError):
+    """The TCP connection was made, and the TLS handshake on it failed (OpenSSL's
+    refusal, or the handshake's deadline); the cause is chained."""
 
 
 def open_connection(
@@ -26,7 +33,8 @@ def open_connection(
     tls: tuple[ssl.SSLContext, str | None] | None,
 ) -> socket.socket:
     """A connected socket to the acceptor, TLS-wrapped when ``tls`` is
-    (context, server hostname); OSError (ssl.SSLError included) when it fails."""
+    (context, server hostname); OSError when it fails: :class:`HandshakeFailed` when
+    the connection was made and its TLS handshake failed."""
     sock = socket.create_connection(
         (address, port), timeout=connection_timeout, source_address=bind_address
     )
@@ -36,7 +44,10 @@ def open_connection(
             return sock
         context, hostname = tls
         sock.settimeout(handshake_timeout)
-        return context.wrap_socket(sock, server_hostname=hostname)
+        try:
+            return context.wrap_socket(sock, server_hostname=hostname)
+        except OSError as exc:  # ssl.SSLError, or the deadline (TimeoutError)
+            raise HandshakeFailed(handshake_failure(exc)) from exc
     except BaseException:
         sock.close()
         raise
