@@ -368,9 +368,10 @@ class Journal:
         """The segment could not be cut back: overwrite the frame of the failed group's
         first record with zeros (a record whose CRC cannot match), so that reading stops
         before the group after a restart too. The group's records may be whole: written,
-        then refused by an fdatasync that failed. Overwriting allocates nothing where a
-        full disk refused the append; the segment's descriptor appends only, so a
-        second one writes at the offset."""
+        then refused by an fdatasync that failed. Overwriting in place needs no new
+        blocks where a full disk refused the append (a copy-on-write file system may
+        still refuse it: the CRITICAL log below says so); the segment's descriptor
+        appends only, so a second one writes at the offset."""
         start = segment.size or HEADER_SIZE  # a new segment's group came after its header
         try:
             written = os.fstat(segment.fd).st_size

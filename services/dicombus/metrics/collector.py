@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from dicombus.metrics.families import COUNTERS, HISTOGRAMS, Family, bound_text
+from dicombus.metrics.families import COUNTERS, HISTOGRAMS, Family
 from dicombus.metrics.snapshot import BREAKER_STATES, Histogram, Snapshot, read_snapshot
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def _counter(family: Family, series: dict[tuple[str, ...], float]) -> CounterMet
 
 def _histogram(family: Family, series: dict[tuple[str, ...], Histogram]) -> HistogramMetricFamily:
     metric = HistogramMetricFamily(family.name, family.help, labels=list(family.labels))
-    bounds = [bound_text(bound) for bound in family.buckets] + ["+Inf"]
+    bounds = [*family.bound_texts, "+Inf"]
     for labels, histogram in sorted(series.items()):
         cumulative, buckets = 0.0, []
         for bound in bounds:

@@ -19,7 +19,7 @@ association) would grow its memory without end.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 KEY_PREFIX = "dicombus:metrics:"
 VALUES_PREFIX = KEY_PREFIX + "values:"
@@ -89,6 +89,12 @@ class Family:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()  # a histogram's upper bounds; () for a counter
+    # Each bound as :func:`bound_text` writes it, made once: an observation per event
+    # looks its bucket's text up here.
+    bound_texts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bound_texts", tuple(map(bound_text, self.buckets)))
 
     @property
     def key(self) -> str:

@@ -18,7 +18,6 @@ nothing of the worker but the envelope, the task's name and the time:
 
 from __future__ import annotations
 
-import functools
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,7 +38,6 @@ from dicombus.metrics.families import (
     TASKS,
     UNKNOWN,
     Family,
-    bound_text,
     minute_key,
 )
 
@@ -87,17 +85,13 @@ class EventOps:
 
     def observe(self, family: Family, parts: list[Any], seconds: float) -> None:
         """One observation of a histogram whose bucket is known here: the first bound
-        ``seconds`` is at or under (Prometheus' ``le``), or ``+Inf``."""
-        index = bisect_left(family.buckets, seconds)
-        bucket = _bound_texts(family.buckets)[index] if index < len(family.buckets) else "+Inf"
+        ``seconds`` is at or under (Prometheus' ``le``), or ``+Inf`` (NaN too)."""
+        # The bounds ascend: bisection finds the first at or over ``seconds``. NaN is
+        # at or under none of them.
+        index = bisect_left(family.buckets, seconds) if seconds == seconds else -1
+        bucket = family.bound_texts[index] if 0 <= index < len(family.buckets) else "+Inf"
         self.incr(family.buckets_key, [*parts, bucket])
         self.ops.append(["incrf", family.sum_key, parts, seconds])
-
-
-@functools.cache
-def _bound_texts(buckets: tuple[float, ...]) -> tuple[str, ...]:
-    # Formatting a bound (json.dumps) per observation was a tenth of counting an event.
-    return tuple(map(bound_text, buckets))
 
 
 def event_ops(envelope: Mapping[str, Any], *, marker: str, task: str, now: datetime) -> EventOps:
