@@ -14,8 +14,11 @@ events.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from atna_support import validate
 from dicombus.bus.redis_server import broker_client
 from dicombus.bus.subscriptions import Subscription, register_subscriptions
@@ -55,11 +58,20 @@ def audit_messages(auditor: AtnaAuditor) -> list[etree._Element]:
     return documents
 
 
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port bound and never listening: every connection to it is refused, and
+    no other process can take it meanwhile (as one free a moment ago could be)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
 def test_a_send_to_a_destination_that_is_down_ends_with_a_failed_instances_transferred(
-    tmp_path: Path,
+    tmp_path: Path, refused_port: int
 ) -> None:
     assert {"dicombus.route.failed", "dicombus.route.dead_letter"} <= set(ATNA_EVENTS)
-    down = free_port()  # nothing listens there: every association is refused
+    down = refused_port
     config = node_toml(tmp_path, down)
     with embedded_redis(tmp_path / "redis") as url, running_edge(url, tmp_path / "edge") as edge:
         client = broker_client(url)
