@@ -20,8 +20,10 @@ import contextlib
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dicombus.protocol.errors import DicombusError
 from dicombus.protocol.framing import PduFramer
@@ -42,6 +44,10 @@ _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 # often a C-STORE's command PDU and its small data set PDU together (one
 # system call instead of four). A larger body is read straight into place.
 READ_AHEAD = 16 * 1024
+# A TLS write hands OpenSSL this much at a time (it makes records of 16 KiB).
+_TLS_WRITE_CHUNK = 256 * 1024
+# How long a TLS write that must first read waits before it tries again.
+_TLS_RETRY = 0.05
 
 
 class ConnectionClosed(DicombusError, ConnectionError):
@@ -77,18 +83,28 @@ class PduChannel:
         self.framer = PduFramer(
             max_pdata_length=max_pdata_length, max_associate_length=max_associate_length
         )
-        self._can_sendmsg = not isinstance(sock, ssl.SSLSocket)
+        is_tls = isinstance(sock, ssl.SSLSocket)
+        self._can_sendmsg = not is_tls
         is_tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         self._quickack = _QUICKACK if is_tcp else None
         # One poll object per direction: the reader thread and a sending thread
         # may wait at the same time.
         self._readable: select.poll | None = None
         self._writable: select.poll | None = None
-        if self._can_sendmsg and hasattr(select, "poll"):
+        # OpenSSL's connection object is not safe for a read in one thread and a
+        # write in another at the same time (reads failed as a false end of stream
+        # now and then). Every call into it takes this lock; the socket is
+        # non-blocking, so no call waits for the peer while holding it.
+        self._tls: _TlsIo | None = None
+        if hasattr(select, "poll"):
+            # Non-blocking once and for all: a timeout set per call would also flip
+            # the descriptor's mode under a call in the other thread.
             sock.setblocking(False)
             self._readable, self._writable = select.poll(), select.poll()
             self._readable.register(sock, select.POLLIN)
             self._writable.register(sock, select.POLLOUT)
+            if is_tls:
+                self._tls = _TlsIo(threading.Lock(), self._readable, self._writable)
         # Whether the last read took less than it asked for: the socket was empty.
         self._drained = False
         self._read_ahead = memoryview(bytearray(READ_AHEAD))
@@ -153,7 +169,9 @@ class PduChannel:
             raise DeadlineExpired("the peer did not send in time", mid_pdu=mid_pdu)
         readable = self._readable
         try:
-            if readable is None:
+            if self._tls is not None:
+                count = self._tls.recv_into(self.sock, view, deadline)
+            elif readable is None:
                 self.sock.settimeout(remaining)
                 count = self.sock.recv_into(view)
             else:
@@ -179,6 +197,12 @@ class PduChannel:
     def send_segments(self, segments: Sequence[Buffer], *, timeout: float | None) -> None:
         """Send one PDU given as segments (scatter-gather, no joining on plain TCP)."""
         try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if self._tls is not None:
+                data = b"".join(segments)
+                self._tls.send(self.sock, data, deadline)
+                self.bytes_sent += len(data)
+                return
             if not self._can_sendmsg:
                 self.sock.settimeout(timeout)
                 data = b"".join(segments)
@@ -188,7 +212,6 @@ class PduChannel:
             writable = self._writable
             if writable is None:
                 self.sock.settimeout(timeout)
-            deadline = None if timeout is None else time.monotonic() + timeout
             pending = [memoryview(segment).cast("B") for segment in segments if len(segment)]
             while pending:
                 try:
@@ -223,3 +246,46 @@ def _wait(poller: select.poll, deadline: float | None) -> None:
     remaining = deadline - time.monotonic()
     if remaining <= 0 or not poller.poll(remaining * 1000):
         raise TimeoutError
+
+
+@dataclass(frozen=True, slots=True)
+class _TlsIo:
+    """Reads and writes on a non-blocking TLS socket, each call into OpenSSL under
+    ``lock``, every wait for the socket outside it."""
+
+    lock: threading.Lock
+    readable: select.poll
+    writable: select.poll
+
+    def recv_into(self, sock: socket.socket, view: memoryview, deadline: float | None) -> int:
+        """One read into ``view``. It is tried before any wait: OpenSSL may hold
+        decrypted bytes that the socket no longer shows."""
+        while True:
+            try:
+                with self.lock:
+                    return sock.recv_into(view)
+            except ssl.SSLWantReadError:
+                _wait(self.readable, deadline)
+            except ssl.SSLWantWriteError:  # a TLS message of its own to send first
+                _wait(self.writable, deadline)
+
+    def send(self, sock: socket.socket, data: bytes, deadline: float | None) -> None:
+        """All of ``data``. A write that could not finish is tried again with the same
+        bytes, as OpenSSL requires."""
+        pending = memoryview(data)
+        while pending:
+            chunk = pending[:_TLS_WRITE_CHUNK]
+            try:
+                with self.lock:
+                    sent = sock.send(chunk)
+            except ssl.SSLWantWriteError:
+                _wait(self.writable, deadline)
+                continue
+            except ssl.SSLWantReadError:
+                # A TLS message of the peer's to read first. The reader thread may
+                # take those bytes meanwhile: a short wait, then the write again.
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError from None
+                self.readable.poll(_TLS_RETRY * 1000)
+                continue
+            pending = pending[sent:]
