@@ -7,11 +7,13 @@ association. A PDU must arrive whole before its deadline,
 so a peer that drips one byte a second is cut off instead of holding a thread
 forever (a per-read timeout would never fire).
 
-A plain socket is put in non-blocking mode once: each read or write is tried
-at once and waits in ``poll()`` for the time left only when the peer has
-nothing for us (or no room). A socket timeout would cost a mode switch and a
-``poll()`` before every ``recv_into``, several per C-STORE. TLS sockets, and
-platforms without ``poll()``, keep socket timeouts.
+The socket is put in non-blocking mode once: each read or write is tried at
+once and waits in ``poll()`` for the time left only when the peer has nothing
+for us (or no room). A socket timeout would cost a mode switch and a ``poll()``
+before every ``recv_into``, several per C-STORE, and over TLS it flipped the
+descriptor's mode under a call in the other thread. A TLS socket's calls into
+OpenSSL also take one lock per channel (:class:`_TlsIo`). Platforms without
+``poll()`` keep socket timeouts.
 """
 
 from __future__ import annotations
