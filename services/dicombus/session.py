@@ -51,7 +51,7 @@ from dicombus.protocol.pdus import (
     AReleaseRP,
     AReleaseRQ,
 )
-from dicombus.runtime.connect import HandshakeFailed, open_connection, tls_handshake
+from dicombus.runtime.connect import open_connection, tls_handshake
 from dicombus.runtime.exchange import MessageExchange
 from dicombus.runtime.link import UpperLayerLink
 from dicombus.runtime.spool import SpoolingDatasetSink
@@ -212,11 +212,7 @@ class AssociationSession:
                 tls=self._tls,
             )
         except OSError as exc:
-            why = (
-                f"TLS handshake failed: {exc}"
-                if isinstance(exc, HandshakeFailed)
-                else str(exc) or type(exc).__name__
-            )
+            why = str(exc) or type(exc).__name__
             self.assoc.connection_error = why
             LOGGER.error(
                 "association request failed: unable to connect to %s:%s (%s)", address, port, why

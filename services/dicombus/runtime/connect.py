@@ -20,7 +20,7 @@ from dicombus.tls import handshake_failure
 
 class HandshakeFailed(DicombusError, ConnectionError):
     """The TCP connection was made, and the TLS handshake on it failed (OpenSSL's
-    refusal, or the handshake's deadline); the cause is chained."""
+    refusal, or the handshake's deadline), its words saying so; the cause is chained."""
 
 
 def open_connection(
@@ -47,7 +47,7 @@ def open_connection(
         try:
             return context.wrap_socket(sock, server_hostname=hostname)
         except OSError as exc:  # ssl.SSLError, or the deadline (TimeoutError)
-            raise HandshakeFailed(handshake_failure(exc)) from exc
+            raise HandshakeFailed(f"TLS handshake failed: {handshake_failure(exc)}") from exc
     except BaseException:
         sock.close()
         raise
