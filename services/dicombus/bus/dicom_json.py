@@ -35,7 +35,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote_from_bytes, unquote, urlsplit
+from urllib.parse import parse_qs, quote_from_bytes, unquote, unquote_to_bytes, urlsplit
 
 from pydicom import dcmread
 from pydicom.charset import convert_encodings, decode_bytes
@@ -80,14 +80,18 @@ _TEXT_VALUES: dict[str, Callable[[str], Any]] = {
 _NUMBER_STRUCTS = {vr: struct.Struct(f"<{code}") for vr, code in _BINARY_NUMBERS.items()}
 _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 # PS3.3 C.12.1.1.2: the character sets that one Python codec decodes whole.
-_PLAIN_CHARACTER_SETS = {"": "iso8859", "ISO_IR 6": "iso8859", "ISO_IR 100": "latin_1",
-                         "ISO_IR 192": "utf_8"}  # fmt: skip
-# pydicom's codec for the default repertoire, when a dataset names none.
-_DEFAULT_ENCODING = "iso8859"
+# Named as CPython spells them, which bytes.decode() finds without a codec lookup
+# (pydicom's "iso8859" for the default repertoire is the same codec, found 6x slower).
+_PLAIN_CHARACTER_SETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1",
+                         "ISO_IR 192": "utf-8"}  # fmt: skip
+# The codec pydicom decodes the default repertoire with, when a dataset names none.
+_DEFAULT_ENCODING = "latin-1"
 # pydicom reports "not known yet" as this length (undefined length, PS3.5 7.1.1).
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM_SEPARATOR = "/"
 
+# A value's JSON from its Little Endian bytes: (VR, value, codec) -> model; None: not here.
+_ValueJson = Callable[[str, bytes, "str | None"], "dict[str, Any] | None"]
 # Given an element's tag path, its BulkDataURI; None leaves the element out.
 BulkDataUri = Callable[[str], "str | None"]
 
@@ -164,7 +168,7 @@ def read_header(path: Path, *, defer_size: int) -> Dataset:
 
 
 def stored_file_json(
-    path: str | os.PathLike[str], *, threshold: int = DEFAULT_THRESHOLD
+    path: str | os.PathLike[str], *, threshold: int = DEFAULT_THRESHOLD, root_uri: str = ""
 ) -> dict[str, Any] | None:
     """The JSON model of a stored instance, parsed straight from the file; None: not here.
 
@@ -174,13 +178,14 @@ def stored_file_json(
     one pass over the header bytes that builds the model as it goes: bulk values
     are skipped by seeking past them, never read. Anything else returns None, and
     the caller goes the general way (:func:`read_header` + :func:`to_dicom_json`),
-    which gives the same model.
+    which gives the same model. BulkDataURIs are into this file, by
+    :func:`stored_file_uri` with ``root_uri``.
     """
     # A bare descriptor and pread(): no buffered file object, no seeks.
     descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         window = _Window(descriptor)
-        reader = _HeaderReader(window, threshold, _file_uri(os.fspath(path)) + "?tag=")
+        reader = _HeaderReader(window, threshold, stored_file_uri(path, root_uri) + "?tag=")
         model, _ = reader.dataset(_dataset_start(window), window.size, "", 0)
     except _NotPlain:
         return None
@@ -267,12 +272,17 @@ class _Window:
 def _element_header(window: _Window, offset: int) -> tuple[int, int, bytes, int, int]:
     """(group, element, VR bytes, value length, value offset) of the element at
     ``offset``, read as Explicit VR Little Endian (PS3.5 7.1.2)."""
-    index = window.at(offset, 8)
-    group, element, vr, length = _SHORT_HEADER.unpack_from(window.buffer, index)
+    buffer, index = window.buffer, offset - window.base
+    if index < 0 or index + 12 > len(buffer):  # else both headers are at hand: no call
+        index = window.at(offset, 8)
+        buffer = window.buffer
+    group, element, vr, length = _SHORT_HEADER.unpack_from(buffer, index)
     if vr not in _LONG_LENGTH_VRS:
         return group, element, vr, length, offset + 8
-    index = window.at(offset, 12)
-    (length,) = _LONG_LENGTH.unpack_from(window.buffer, index + 8)
+    if index + 12 > len(buffer):
+        index = window.at(offset, 12)
+        buffer = window.buffer
+    (length,) = _LONG_LENGTH.unpack_from(buffer, index + 8)
     return group, element, vr, length, offset + 12
 
 
@@ -358,10 +368,7 @@ class _HeaderReader:
                 if end is None and raw_tag >> 16 == _ITEM_DELIMITATION:  # PS3.5 7.5.2
                     return self._ordered(model, ordered), start
                 raise _NotPlain("an item tag among elements")
-            vr, value_json = _READER_VRS.get(vr_bytes) or (
-                vr_bytes.decode("ascii", "replace"),
-                None,
-            )
+            vr, value_json, decoded = _READER_VRS.get(vr_bytes) or _unknown_vr(vr_bytes)
             key = _TAG_KEYS.get(raw_tag) or _tag_key(raw_tag)
             if key <= last:
                 ordered = False
@@ -391,7 +398,7 @@ class _HeaderReader:
             value = buffer[index : index + length]
             if key == _SPECIFIC_CHARACTER_SET_KEY:
                 self._character_set(value, depth)
-            elif vr in _DECODED_VRS and not self.set_seen:
+            elif decoded and not self.set_seen:
                 self.text_decoded = True
             element_json = value_json(vr, value, self.encoding) if value_json else None
             if element_json is None:
@@ -454,12 +461,33 @@ def _directory_uri(directory: str) -> str:
     return _directory_uri(parent) + quote_from_bytes(os.fsencode(name)) + "/"
 
 
-def _file_uri(path: str) -> str:
-    """``Path(path).resolve().as_uri()`` of a stored file, its directory's resolution
-    cached: stored files are written in a few directories, and resolving costs a
-    system call per component."""
-    directory, name = os.path.split(os.path.abspath(path))
+def stored_file_uri(path: str | os.PathLike[str], root_uri: str = "") -> str:
+    """The ``file:`` URI of a stored file: ``root_uri`` (the storage root's, as C-STORE
+    events publish it in ``bulk_data_uri_base``) and the file's path under that root
+    when it lies there, else ``Path(path).resolve().as_uri()``.
+
+    Under the root no component is resolved, so the URI starts with ``root_uri`` as
+    the module doc promises even through a symbolic link inside the storage, and a
+    file in a new study's folder costs no system call.
+    """
+    absolute = os.path.abspath(path)
+    root = _root_folder(root_uri) if root_uri else None
+    if root is not None and absolute.startswith(root) and len(absolute) > len(root):
+        folder_uri = root_uri if root_uri.endswith("/") else root_uri + "/"
+        return folder_uri + quote_from_bytes(os.fsencode(absolute[len(root) :]))
+    directory, name = os.path.split(absolute)
     return _directory_uri(directory) + quote_from_bytes(os.fsencode(name))
+
+
+@functools.lru_cache(maxsize=16)
+def _root_folder(root_uri: str) -> str | None:
+    """The local folder a ``file:`` URI names, ending in a slash; None: not a local
+    ``file:`` URI."""
+    parts = urlsplit(root_uri)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost") or parts.query:
+        return None
+    folder = os.fsdecode(unquote_to_bytes(parts.path))
+    return folder if folder.endswith("/") else folder + "/"
 
 
 def _plain_encoding(value: bytes) -> str | None:
@@ -483,9 +511,10 @@ def bulk_data_uris(model: Mapping[str, Any]) -> dict[str, str]:
     return dict(_walk_uris(model, ""))
 
 
-def file_bulk_data_uri(path: str | Path, tag_path: str) -> str:
-    """The BulkDataURI of one element of the stored file ``path`` (see the module doc)."""
-    return f"{Path(path).resolve().as_uri()}?tag={tag_path}"
+def file_bulk_data_uri(path: str | Path, tag_path: str, root_uri: str = "") -> str:
+    """The BulkDataURI of one element of the stored file ``path`` (see the module doc
+    and :func:`stored_file_uri`)."""
+    return f"{stored_file_uri(path, root_uri)}?tag={tag_path}"
 
 
 def read_file_bulk_data(uri: str) -> bytes:
@@ -594,31 +623,44 @@ def _value_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] |
     return None if convert is None else convert(vr, value, encoding)
 
 
-def _text_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
-    if not value:
-        return {"vr": vr}
-    if encoding is None:
-        return None
-    parse = _TEXT_VALUES[vr]
-    try:
-        text = value.decode(encoding)
-        if vr in _ONE_TEXT_VRS or "\\" not in text:
-            single = parse(text)
-            return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
-        values = [parse(item) for item in text.split("\\")]
-    except ValueError:  # UnicodeDecodeError included
-        return None
-    # PS3.18 F.2.5: an empty value among several is null.
-    return {"vr": vr, "Value": [None if item == "" else item for item in values]}
+def _text_json(parse: Callable[[str], Any], one_value: bool) -> _ValueJson:
+    """The conversion of a text VR whose values ``parse`` makes JSON values
+    (``one_value``: the VR holds one value, backslashes and all). One function per
+    VR, its parse bound: a header's elements are mostly text."""
+
+    def convert(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+        if not value:
+            return {"vr": vr}
+        if encoding is None:
+            return None
+        try:
+            text = value.decode(encoding)
+            if one_value or "\\" not in text:
+                single = parse(text)
+                return {"vr": vr} if single == "" else {"vr": vr, "Value": [single]}
+            values = [parse(item) for item in text.split("\\")]
+        except ValueError:  # UnicodeDecodeError included
+            return None
+        # PS3.18 F.2.5: an empty value among several is null.
+        return {"vr": vr, "Value": [None if item == "" else item for item in values]}
+
+    return convert
 
 
-def _numbers_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
-    if not value:
-        return {"vr": vr}
-    numbers = _NUMBER_STRUCTS[vr]
-    if len(value) % numbers.size:
-        return None
-    return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
+def _numbers_json(numbers: struct.Struct) -> _ValueJson:
+    """The conversion of a binary numeric VR, each value one ``numbers``."""
+
+    def convert(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
+        size = len(value)
+        if size == numbers.size:  # the usual case: one value
+            return {"vr": vr, "Value": [numbers.unpack(value)[0]]}
+        if not value:
+            return {"vr": vr}
+        if size % numbers.size:
+            return None
+        return {"vr": vr, "Value": [n for (n,) in numbers.iter_unpack(value)]}
+
+    return convert
 
 
 def _inline_binary_json(vr: str, value: bytes, encoding: str | None) -> dict[str, Any] | None:
@@ -629,19 +671,25 @@ def _inline_binary_json(vr: str, value: bytes, encoding: str | None) -> dict[str
 
 # A value's JSON, by VR, for the VRs converted without pydicom (text first: most
 # elements of a header are).
-_ValueJson = Callable[[str, bytes, "str | None"], "dict[str, Any] | None"]
 _VALUE_JSON: dict[str, _ValueJson] = {
-    **dict.fromkeys(_TEXT_VALUES, _text_json),
-    **dict.fromkeys(_NUMBER_STRUCTS, _numbers_json),
+    **{vr: _text_json(parse, vr in _ONE_TEXT_VRS) for vr, parse in _TEXT_VALUES.items()},
+    **{vr: _numbers_json(numbers) for vr, numbers in _NUMBER_STRUCTS.items()},
     **dict.fromkeys(_BINARY_VRS - {"UN"}, _inline_binary_json),
 }
-# Each VR the reader knows, by its bytes: its name and its value's JSON (None: SQ,
-# which the reader reads itself, and UN, which only bulk data may be).
-_READER_VRS: dict[bytes, tuple[str, _ValueJson | None]] = {
-    name.encode(): (name, _VALUE_JSON.get(name))
+# Each VR the reader knows, by its bytes: its name, its value's JSON (None: SQ,
+# which the reader reads itself, and UN, which only bulk data may be) and whether
+# its text is decoded with the character set.
+_ReaderVr = tuple[str, _ValueJson | None, bool]
+_READER_VRS: dict[bytes, _ReaderVr] = {
+    name.encode(): (name, _VALUE_JSON.get(name), name in _DECODED_VRS)
     for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "SQ")
 }
-_READER_VRS[b"PN"] = ("PN", _person_name_json)
+_READER_VRS[b"PN"] = ("PN", _person_name_json, True)
+
+
+def _unknown_vr(vr_bytes: bytes) -> _ReaderVr:
+    """A VR the reader does not convert (AT, or not a VR at all)."""
+    return vr_bytes.decode("ascii", "replace"), None, False
 
 
 def _text_encoding(dataset: Dataset, inherited: str | None) -> str | None:

@@ -833,7 +833,7 @@ def _stored_dataset(
             # Values over the threshold are skipped, never read: they become
             # BulkDataURIs into this very file. The common case first (no
             # pydicom objects: a few times cheaper), then pydicom's reader.
-            fast = stored_file_json(path, threshold=threshold)
+            fast = stored_file_json(path, threshold=threshold, root_uri=options.bulk_data_uri_base)
             if fast is not None:
                 return fast, "stored_file", []
             header = read_header(Path(path), defer_size=threshold)
@@ -842,7 +842,9 @@ def _stored_dataset(
             return None, None, []
         model = to_dicom_json(
             header,
-            bulk_data_uri=lambda tag_path: file_bulk_data_uri(path, tag_path),
+            bulk_data_uri=lambda tag_path: file_bulk_data_uri(
+                path, tag_path, options.bulk_data_uri_base
+            ),
             threshold=threshold,
         )
         return model, "stored_file", []
