@@ -209,6 +209,9 @@ _LONG_LENGTH = struct.Struct("<I")
 _ITEM_HEADER = struct.Struct("<HHI")
 _ITEM_GROUP = 0xFFFE
 _ITEM, _ITEM_DELIMITATION, _SEQUENCE_DELIMITATION = 0xE000, 0xE00D, 0xE0DD
+# A tag read as one Little Endian number (group + element << 16) below this is a group
+# length, (gggg,0000).
+_FIRST_NOT_GROUP_LENGTH = 0x10000
 # The VRs whose values are decoded with the dataset's character set.
 _DECODED_VRS = frozenset({*_TEXT_VALUES, "PN"})
 _READ_SIZE = 16 * 1024
@@ -330,7 +333,8 @@ class _HeaderReader:
 
     def __init__(self, window: _Window, threshold: int, uri: str) -> None:
         self.window = window
-        self.threshold = threshold
+        # Every length over it is bulk data or pydicom's, an undefined one included.
+        self.threshold = min(threshold, _UNDEFINED_LENGTH - 1)
         self.uri = uri  # the file's URI + "?tag="
         self.encoding = _DEFAULT_ENCODING
         self.set_seen = False  # (0008,0005) of the top-level dataset read
@@ -350,11 +354,13 @@ class _HeaderReader:
         """
         window, threshold = self.window, self.threshold
         buffer, base = window.buffer, window.base
+        size = len(buffer)
+        encoding, set_seen = self.encoding, self.set_seen
         model: dict[str, Any] = {}
         last, ordered = "", True
         while end is None or offset < end:
             index = offset - base
-            if index >= 0 and index + 12 <= len(buffer):  # the usual case: no call
+            if index >= 0 and index + 12 <= size:  # the usual case: no call
                 raw_tag, vr_bytes, length = _SHORT_HEADER_RAW_TAG.unpack_from(buffer, index)
                 start = offset + 8
                 if vr_bytes in _LONG_LENGTH_VRS:
@@ -364,6 +370,7 @@ class _HeaderReader:
                 group, element, vr_bytes, length, start = _element_header(window, offset)
                 raw_tag = group | element << 16
                 buffer, base = window.buffer, window.base
+                size = len(buffer)
             if raw_tag & 0xFFFF == _ITEM_GROUP:
                 if end is None and raw_tag >> 16 == _ITEM_DELIMITATION:  # PS3.5 7.5.2
                     return self._ordered(model, ordered), start
@@ -378,29 +385,33 @@ class _HeaderReader:
                     raise _NotPlain("sequences nested too deep")
                 items, offset = self._items(start, length, f"{prefix}{key}/", depth + 1)
                 buffer, base = window.buffer, window.base
+                size = len(buffer)
                 # PS3.18 F.2.5: an empty sequence has no Value.
                 model[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
                 continue
-            if length == _UNDEFINED_LENGTH:
-                raise _NotPlain("undefined length (encapsulated pixel data)")
             offset = start + length
-            if length > threshold and vr not in BULK_DATA_VRS:
-                raise _NotPlain(f"({key}) {vr} over the threshold")
-            if raw_tag >> 16 == 0:  # PS3.18 F.2.2: no group lengths
+            if length > threshold:  # bulk data, or what pydicom converts
+                if length == _UNDEFINED_LENGTH:
+                    raise _NotPlain("undefined length (encapsulated pixel data)")
+                if vr not in BULK_DATA_VRS:
+                    raise _NotPlain(f"({key}) {vr} over the threshold")
+                if raw_tag >= _FIRST_NOT_GROUP_LENGTH:
+                    model[key] = {"vr": vr, "BulkDataURI": self.uri + prefix + key}
                 continue
-            if length > threshold:
-                model[key] = {"vr": vr, "BulkDataURI": self.uri + prefix + key}
+            if raw_tag < _FIRST_NOT_GROUP_LENGTH:  # PS3.18 F.2.2: no group lengths
                 continue
             index = start - base
-            if index < 0 or index + length > len(buffer):
+            if index < 0 or index + length > size:
                 index = window.at(start, length)
                 buffer, base = window.buffer, window.base
+                size = len(buffer)
             value = buffer[index : index + length]
             if key == _SPECIFIC_CHARACTER_SET_KEY:
                 self._character_set(value, depth)
-            elif decoded and not self.set_seen:
+                encoding, set_seen = self.encoding, self.set_seen
+            elif decoded and not set_seen:
                 self.text_decoded = True
-            element_json = value_json(vr, value, self.encoding) if value_json else None
+            element_json = value_json(vr, value, encoding)
             if element_json is None:
                 raise _NotPlain(f"({key}) {vr} is pydicom's to convert")
             model[key] = element_json
@@ -676,12 +687,18 @@ _VALUE_JSON: dict[str, _ValueJson] = {
     **{vr: _numbers_json(numbers) for vr, numbers in _NUMBER_STRUCTS.items()},
     **dict.fromkeys(_BINARY_VRS - {"UN"}, _inline_binary_json),
 }
-# Each VR the reader knows, by its bytes: its name, its value's JSON (None: SQ,
-# which the reader reads itself, and UN, which only bulk data may be) and whether
-# its text is decoded with the character set.
-_ReaderVr = tuple[str, _ValueJson | None, bool]
+# Each VR the reader knows, by its bytes: its name, its value's JSON (SQ's is never
+# called: the reader reads it itself; UN may only be bulk data) and whether its text
+# is decoded with the character set.
+_ReaderVr = tuple[str, _ValueJson, bool]
+
+
+def _left_to_pydicom(vr: str, value: bytes, encoding: str | None) -> None:
+    return None
+
+
 _READER_VRS: dict[bytes, _ReaderVr] = {
-    name.encode(): (name, _VALUE_JSON.get(name), name in _DECODED_VRS)
+    name.encode(): (name, _VALUE_JSON.get(name, _left_to_pydicom), name in _DECODED_VRS)
     for name in (*_TEXT_VALUES, *_BINARY_NUMBERS, *_BINARY_VRS, "SQ")
 }
 _READER_VRS[b"PN"] = ("PN", _person_name_json, True)
@@ -689,7 +706,7 @@ _READER_VRS[b"PN"] = ("PN", _person_name_json, True)
 
 def _unknown_vr(vr_bytes: bytes) -> _ReaderVr:
     """A VR the reader does not convert (AT, or not a VR at all)."""
-    return vr_bytes.decode("ascii", "replace"), None, False
+    return vr_bytes.decode("ascii", "replace"), _left_to_pydicom, False
 
 
 def _text_encoding(dataset: Dataset, inherited: str | None) -> str | None:
