@@ -8,6 +8,7 @@ tests use deadlines of a few tenths of a second; each file run stays under 3 s.
 from __future__ import annotations
 
 import random
+import select
 import socket
 import ssl
 import struct
@@ -446,9 +447,10 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
-def test_tls_channels_exchange_segmented_pdus(
+def tls_pair(
     tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
-) -> None:
+) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+    """(client, server): the two ends of a socket pair after their TLS handshake."""
     server_context, client_context = tls_contexts
     plain_server, plain_client = socket.socketpair()
     wrapped: list[ssl.SSLSocket] = []
@@ -459,7 +461,13 @@ def test_tls_channels_exchange_segmented_pdus(
     handshake.start()
     client = client_context.wrap_socket(plain_client, server_hostname="localhost")
     handshake.join(JOIN_TIMEOUT)
-    server = wrapped[0]
+    return client, wrapped[0]
+
+
+def test_tls_channels_exchange_segmented_pdus(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    client, server = tls_pair(tls_contexts)
     sending = PduChannel(client, max_pdata_length=MAX_PDATA, max_associate_length=MAX_ASSOCIATE)
     reading = PduChannel(server, max_pdata_length=MAX_PDATA, max_associate_length=MAX_ASSOCIATE)
     pdu = p_data(50_000, seed=3)
@@ -475,4 +483,44 @@ def test_tls_channels_exchange_segmented_pdus(
         assert sending.bytes_sent == reading.bytes_received == len(pdu)
     finally:
         sending.close()
+        reading.close()
+
+
+def test_decrypted_bytes_held_by_openssl_are_input_and_asked_under_the_tls_lock(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    client, server = tls_pair(tls_contexts)
+    reading = PduChannel(server, max_pdata_length=MAX_PDATA, max_associate_length=MAX_ASSOCIATE)
+    try:
+        assert not reading.tls_holds_input
+        client.sendall(b"x" * 100)  # one TLS record
+        first = bytearray(10)
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        while True:  # the record may still be on its way: a bounded wait for it
+            try:
+                assert reading.sock.recv_into(first) == 10
+                break
+            except ssl.SSLWantReadError:
+                assert time.monotonic() < deadline
+                select.select([reading.sock], [], [], 0.1)
+        # The other 90 bytes were decrypted with the record: the socket shows nothing.
+        assert reading.tls_holds_input
+        # A sending thread inside OpenSSL holds the lock: the question waits for it.
+        asked: list[bool] = []
+        tls = reading._tls
+        assert tls is not None
+        with tls.lock:
+            asking = threading.Thread(
+                target=lambda: asked.append(reading.tls_holds_input), daemon=True
+            )
+            asking.start()
+            asking.join(0.2)
+            assert asked == []
+        asking.join(JOIN_TIMEOUT)
+        assert asked == [True]
+        rest = bytearray(100)
+        assert reading.sock.recv_into(rest) == 90
+        assert not reading.tls_holds_input
+    finally:
+        client.close()
         reading.close()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import select
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -262,12 +261,9 @@ class UpperLayerLink:
         """Whether a read would find bytes (or the end of the stream) at once: no waiting."""
         if self._closed.is_set():
             return False
-        if self.channel.has_read_ahead:
+        if self.channel.has_read_ahead or self.channel.tls_holds_input:
             return True
         sock = self.channel.sock
-        # TLS may hold decrypted bytes that the socket no longer shows.
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
         try:
             if not hasattr(select, "poll"):  # Windows
                 return bool(select.select([sock], [], [], 0)[0])

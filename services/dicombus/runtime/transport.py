@@ -121,6 +121,18 @@ class PduChannel:
         socket does not see them)."""
         return bool(self._ahead)
 
+    @property
+    def tls_holds_input(self) -> bool:
+        """Whether OpenSSL holds decrypted bytes that a poll of the socket does not see.
+        Asked under the channel's TLS lock: a sending thread may be inside OpenSSL."""
+        sock = self.sock
+        if not isinstance(sock, ssl.SSLSocket):
+            return False
+        if self._tls is None:  # no poll(): a blocking socket, no lock (see __init__)
+            return sock.pending() > 0
+        with self._tls.lock:
+            return sock.pending() > 0
+
     def read_pdu(
         self, *, idle_deadline: float | None, pdu_timeout: float | None
     ) -> tuple[int, memoryview, memoryview]:
