@@ -21,6 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from dicombus.audit.location import sqlite_path
+from dicombus.sqlite_wal import switch_to_wal
 
 # Seconds a SQLite writer waits for another's lock before failing (then retried).
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -76,7 +77,7 @@ def _sqlite_transactions(engine: Engine, *, begin: str, wal: bool) -> None:
         # The driver leaves transactions to us (autocommit mode); "begin" below opens them.
         dbapi_connection.isolation_level = None
         if wal:
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(dbapi_connection, SQLITE_BUSY_TIMEOUT)
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dicombus.protocol.errors import DicombusError
+from dicombus.sqlite_wal import switch_to_wal
 
 LOGGER = logging.getLogger("dicombus.bus.outbox")
 
@@ -149,7 +150,7 @@ class Outbox:
         db = sqlite3.connect(
             self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
         )
-        db.execute("PRAGMA journal_mode=WAL")
+        switch_to_wal(db, BUSY_TIMEOUT)
         db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute("PRAGMA wal_autocheckpoint=0")
         db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")

@@ -43,6 +43,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
 from dicombus.qr.matching import fold_person_name, normalize_date, normalize_time
+from dicombus.sqlite_wal import switch_to_wal
 
 LOGGER = logging.getLogger("dicombus.qr")
 
@@ -294,7 +295,7 @@ class Index:
         self._connection.row_factory = sqlite3.Row
         with self._lock:
             self._connection.execute("PRAGMA foreign_keys = ON")
-            self._connection.execute("PRAGMA journal_mode = WAL")
+            switch_to_wal(self._connection, BUSY_TIMEOUT)
             # WAL with NORMAL: a commit is a write to the WAL, no fsync; the last
             # commits before a power cut may be lost, and the next scan finds their
             # files again (the files are the truth; this is their cache).

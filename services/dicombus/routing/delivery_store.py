@@ -41,6 +41,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from dicombus.sqlite_wal import switch_to_wal
+
 STORE_NAME = "routing.sqlite3"
 # How long an SQLite call waits for another process's write lock before it fails.
 BUSY_TIMEOUT = 30.0
@@ -254,7 +256,7 @@ class DeliveryStore:
                 connection = sqlite3.connect(
                     self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
                 )
-                connection.execute("PRAGMA journal_mode=WAL")
+                switch_to_wal(connection, BUSY_TIMEOUT)
                 # NORMAL in WAL: a commit survives a crash of the process (what a SIGKILLed
                 # worker needs); a power cut may lose the last commits, which are then sent
                 # again: at least once, never lost.

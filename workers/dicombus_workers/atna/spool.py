@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dicombus.sqlite_wal import switch_to_wal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,7 +63,7 @@ class Spool:
         if connection is None or getattr(self._local, "pid", None) != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
+            switch_to_wal(connection, BUSY_TIMEOUT)
             # FULL: every commit is fsynced, so a spooled message survives a power cut.
             connection.execute("PRAGMA synchronous=FULL")
             connection.executescript(_SCHEMA)
