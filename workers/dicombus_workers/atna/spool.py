@@ -66,7 +66,10 @@ class Spool:
             switch_to_wal(connection, BUSY_TIMEOUT)
             # FULL: every commit is fsynced, so a spooled message survives a power cut.
             connection.execute("PRAGMA synchronous=FULL")
-            connection.executescript(_SCHEMA)
+            # A write transaction from the start: each "IF NOT EXISTS" reads and then
+            # writes, an upgrade SQLite may refuse at once beside another pool process
+            # creating the same schema; the write lock is waited for instead.
+            connection.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
             self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
