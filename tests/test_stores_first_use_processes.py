@@ -2,7 +2,7 @@
 moment, as `dicombus up`'s two workers do on a fresh data folder: each switches it to WAL
 and creates its schema, and every one must get a working store, none "database is
 locked" (SQLite answers one of two simultaneous switches to WAL at once, without its busy
-wait: dicombus.sqlite_wal). Threads of one process are covered in
+wait: dicombus.sqlite_setup). Threads of one process are covered in
 tests/routing/test_study_stable.py.
 """
 

@@ -147,7 +147,8 @@ THREADS_AT_FIRST_USE = 6
 def test_threads_that_first_use_a_new_store_together_all_get_it(tmp_path: Path) -> None:
     """A worker's threads may each open their connection to a store that does not exist
     yet at the same moment: every one gets a working store, none "database is locked"
-    (about one store in fifteen failed so before connections were set up one at a time)."""
+    (about one store in fifteen failed so before the switch to WAL was tried again and the
+    schema made in a write transaction: dicombus.sqlite_setup)."""
     failures: list[Exception] = []
     for number in range(FRESH_STORES):
         db = DeliveryStore(tmp_path / f"store-{number}" / "routing.sqlite3")

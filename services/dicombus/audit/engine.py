@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from dicombus.audit.location import sqlite_path
-from dicombus.sqlite_wal import switch_to_wal
+from dicombus.sqlite_setup import switch_to_wal
 
 # Seconds a SQLite writer waits for another's lock before failing (then retried).
 SQLITE_BUSY_TIMEOUT = 30.0

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dicombus.protocol.errors import DicombusError
-from dicombus.sqlite_wal import switch_to_wal
+from dicombus.sqlite_setup import switch_to_wal
 
 LOGGER = logging.getLogger("dicombus.bus.outbox")
 

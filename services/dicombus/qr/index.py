@@ -43,7 +43,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 
 from dicombus.qr.matching import fold_person_name, normalize_date, normalize_time
-from dicombus.sqlite_wal import switch_to_wal
+from dicombus.sqlite_setup import switch_to_wal
 
 LOGGER = logging.getLogger("dicombus.qr")
 

@@ -41,7 +41,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dicombus.sqlite_wal import switch_to_wal
+from dicombus.sqlite_setup import create_schema, switch_to_wal
 
 STORE_NAME = "routing.sqlite3"
 # How long an SQLite call waits for another process's write lock before it fails.
@@ -250,22 +250,19 @@ class DeliveryStore:
         found: tuple[int, sqlite3.Connection] | None = getattr(self._local, "connection", None)
         if found is None or found[0] != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # One thread at a time sets a connection up: threads that first use a new
-            # store together raced each other's switch to WAL into "database is locked".
+            # Threads and processes that first use a new store together each set their
+            # connection up; dicombus.sqlite_setup keeps them from refusing each other.
+            connection = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+            switch_to_wal(connection, BUSY_TIMEOUT)
+            # NORMAL in WAL: a commit survives a crash of the process (what a SIGKILLed
+            # worker needs); a power cut may lose the last commits, which are then sent
+            # again: at least once, never lost.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            create_schema(connection, _SCHEMA)
+            found = (os.getpid(), connection)
             with self._lock:
-                connection = sqlite3.connect(
-                    self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-                )
-                switch_to_wal(connection, BUSY_TIMEOUT)
-                # NORMAL in WAL: a commit survives a crash of the process (what a SIGKILLed
-                # worker needs); a power cut may lose the last commits, which are then sent
-                # again: at least once, never lost.
-                connection.execute("PRAGMA synchronous=NORMAL")
-                # A write transaction from the start: checking for a table and then
-                # creating it would otherwise upgrade a read to a write, which SQLite
-                # refuses at once (no busy wait) beside another process doing the same.
-                connection.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-                found = (os.getpid(), connection)
                 self._connections.append(found)
             self._local.connection = found
         return found[1]

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dicombus.sqlite_wal import switch_to_wal
+from dicombus.sqlite_setup import create_schema, switch_to_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -66,10 +66,7 @@ class Spool:
             switch_to_wal(connection, BUSY_TIMEOUT)
             # FULL: every commit is fsynced, so a spooled message survives a power cut.
             connection.execute("PRAGMA synchronous=FULL")
-            # A write transaction from the start: each "IF NOT EXISTS" reads and then
-            # writes, an upgrade SQLite may refuse at once beside another pool process
-            # creating the same schema; the write lock is waited for instead.
-            connection.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            create_schema(connection, _SCHEMA)
             self._local.connection, self._local.pid = connection, os.getpid()
         return connection
 
